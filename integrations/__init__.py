@@ -1,0 +1,1 @@
+"""Adapters for other libraries (installed as ``ragtune.integrations``): LangChain, chromadb."""

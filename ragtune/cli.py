@@ -1,0 +1,342 @@
+"""The ``ragtune`` command line: click commands that parse, make one facade call, and print.
+
+Errors from the library (:class:`ragtune.errors.RagtuneError`) become clean ``click.ClickException``
+messages in one place (:class:`_Group`); heavy libraries are imported only by the commands that need them.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import click
+
+from ragtune.errors import RagtuneError
+
+if TYPE_CHECKING:
+    from ragtune.api import Ragtune
+
+__all__ = ["main"]
+
+
+class _Group(click.Group):
+    """Turns RagtuneErrors into one-line click errors (never a traceback for a user mistake)."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except RagtuneError as exc:
+            raise click.ClickException(str(exc)) from exc
+        except KeyboardInterrupt:  # pragma: no cover - interactive
+            raise click.Abort() from None
+
+
+def _quiet_libraries(quiet: bool) -> None:
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    if quiet:
+        os.environ["TQDM_DISABLE"] = "1"
+    logging.getLogger("sentence_transformers").setLevel(logging.WARNING)
+    logging.getLogger("transformers").setLevel(logging.ERROR)
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--workspace", "-w", type=click.Path(file_okay=False, path_type=Path), envvar="RAGTUNE_WORKSPACE", default=Path(".ragtune"), show_default=True, help="Workspace directory (env RAGTUNE_WORKSPACE).")
+@click.option("--quiet", "-q", is_flag=True, help="No progress bars.")
+@click.option("--verbose", "-v", is_flag=True, help="Log what happens.")
+@click.version_option(package_name="ragtune")
+@click.pass_context
+def main(ctx: click.Context, workspace: Path, quiet: bool, verbose: bool) -> None:
+    """ragtune: a retriever that learns from its users.
+
+    index a corpus, search it, log what users click, and refresh the embedder from that feedback.
+    """
+    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    _quiet_libraries(quiet)
+    ctx.obj = {"workspace": workspace, "quiet": quiet}
+
+
+def _open(ctx: click.Context, *, create: bool = False) -> Ragtune:
+    from ragtune.api import Ragtune
+
+    return Ragtune(ctx.obj["workspace"], create=create, progress=not ctx.obj["quiet"])
+
+
+def _echo_json(data: Any) -> None:
+    click.echo(json.dumps(data, indent=2, sort_keys=True, default=str))
+
+
+# -- init / index / query / eval / status ---------------------------------------------------------
+@main.command()
+@click.argument("path", required=False, type=click.Path(file_okay=False, path_type=Path))
+@click.option("--model", default=None, help="'default' (bundled all-MiniLM-L6-v2), a local sentence-transformers dir, or a hub name.")
+@click.option("--query-prefix", default=None, help="Prefix for queries (e.g. a BGE instruction).")
+@click.option("--document-prefix", default=None, help="Prefix for documents.")
+@click.option("--backend", type=click.Choice(["faiss", "chroma"]), default=None, help="Vector index backend.")
+@click.option("--index-kind", type=click.Choice(["flat", "hnsw", "ivf"]), default=None, help="faiss index type.")
+@click.pass_context
+def init(ctx: click.Context, path: Path | None, model: str | None, query_prefix: str | None, document_prefix: str | None, backend: str | None, index_kind: str | None) -> None:
+    """Create a workspace at PATH (default: --workspace)."""
+    from ragtune.config import RagtuneConfig
+    from ragtune.workspace import Workspace
+
+    root = path or ctx.obj["workspace"]
+    ws = Workspace(root)
+    config = ws.load_config() if ws.exists() else RagtuneConfig()
+    overrides = {k: v for k, v in {"model.name": model, "model.query_prefix": query_prefix, "model.document_prefix": document_prefix, "index.backend": backend, "index.kind": index_kind}.items() if v is not None}
+    config = config.with_overrides(overrides)
+    existed = ws.exists()
+    Workspace.create(root, config)
+    click.echo(f"{'updated' if existed else 'created'} workspace {ws.root} (model {config.model.name}, {config.index.backend}/{config.index.kind})")
+
+
+@main.command()
+@click.argument("sources", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON report.")
+@click.pass_context
+def index(ctx: click.Context, sources: tuple[Path, ...], as_json: bool) -> None:
+    """Index SOURCES (dirs of .txt/.md, .jsonl files, BEIR folders); only changed docs are embedded."""
+    rt = _open(ctx, create=True)
+    report = rt.index(list(sources))
+    if as_json:
+        _echo_json(report)
+    else:
+        click.echo(
+            f"{report['version']}: {report['n_docs']} docs ({report['added']} added, {report['changed']} changed, "
+            f"{report['unchanged']} unchanged, {report['removed']} removed; {report['embedded']} embedded in {report['seconds']:.1f}s)"
+        )
+
+
+@main.command()
+@click.argument("text")
+@click.option("-k", "--top-k", "k", default=10, show_default=True, type=click.IntRange(min=1), help="Results to show.")
+@click.option("--log/--no-log", default=True, show_default=True, help="Record the query and its impressions in the feedback log.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.pass_context
+def query(ctx: click.Context, text: str, k: int, log: bool, as_json: bool) -> None:
+    """Search the current index for TEXT."""
+    rt = _open(ctx)
+    hits = rt.search(text, k, log=log)
+    if as_json:
+        _echo_json({"query_id": hits.query_id, "version": hits.version, "hits": [h.to_dict() for h in hits]})
+        return
+    if hits.query_id:
+        click.echo(f"query id: {hits.query_id}   (record a click: ragtune feedback click {hits.query_id} DOC_ID)")
+    for h in hits:
+        snippet = " ".join(((h.title + ": " + h.text) if h.title else h.text).split())[:110]
+        click.echo(f"{h.rank:>3}. {h.score:.3f}  {h.doc_id}  {snippet}")
+
+
+@main.command(name="eval")
+@click.option("--beir", "beir", required=True, type=click.Path(exists=True, file_okay=False, path_type=Path), help="BEIR folder (corpus.jsonl, queries.jsonl, qrels/).")
+@click.option("--split", default="test", show_default=True, help="qrels split.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+@click.pass_context
+def eval_(ctx: click.Context, beir: Path, split: str, as_json: bool) -> None:
+    """Evaluate retrieval on a BEIR split (indexes the corpus first if the workspace is empty)."""
+    rt = _open(ctx, create=True)
+    m = rt.evaluate_beir(beir, split)
+    if as_json:
+        _echo_json(m)
+    else:
+        click.echo(f"{beir.name} {split}: {m['n_queries']} queries, {m['n_docs']} docs, model {m['model']} ({m['version']})")
+        for key in ("ndcg@10", "mrr@10", "recall@10", "recall@100"):
+            click.echo(f"  {key:<11}{m[key]:.4f}")
+
+
+@main.command()
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.pass_context
+def status(ctx: click.Context, as_json: bool) -> None:
+    """Show the workspace, model, current version, doc count and sizes."""
+    s = _open(ctx).status()
+    if as_json:
+        _echo_json(s)
+        return
+    click.echo(f"workspace   {s['workspace']}")
+    click.echo(f"model       {s['model']}")
+    click.echo(f"version     {s['current_version'] or '(nothing indexed yet)'}  ({s['versions']} on disk)")
+    click.echo(f"documents   {s['n_docs']}  [{s['backend']}/{s['index_kind']}]")
+    click.echo(f"size        {s['size_bytes'] / 1e6:.1f} MB")
+    fb = s["feedback"]
+    click.echo(f"feedback    {fb['queries']} queries, {fb['clicks']} clicks, {fb['ratings']} ratings")
+
+
+# -- feedback -------------------------------------------------------------------------------------
+@main.group(cls=_Group)
+def feedback() -> None:
+    """Record, import, export, count and mine user feedback."""
+
+
+@feedback.command(name="click")
+@click.argument("query_id")
+@click.argument("doc_id")
+@click.option("--dwell", type=float, default=None, help="Seconds spent on the document.")
+@click.pass_context
+def click_(ctx: click.Context, query_id: str, doc_id: str, dwell: float | None) -> None:
+    """Record a click on DOC_ID for QUERY_ID."""
+    _open(ctx).click(query_id, doc_id, dwell=dwell)
+    click.echo(f"click recorded: {query_id} -> {doc_id}")
+
+
+@feedback.command()
+@click.argument("query_id")
+@click.argument("doc_id")
+@click.argument("value", type=click.Choice(["up", "down", "+1", "-1", "1"]))
+@click.pass_context
+def rate(ctx: click.Context, query_id: str, doc_id: str, value: str) -> None:
+    """Record a thumbs up/down on DOC_ID for QUERY_ID."""
+    v = -1 if value in ("down", "-1") else 1
+    _open(ctx).rate(query_id, doc_id, v)
+    click.echo(f"rating {v:+d} recorded: {query_id} -> {doc_id}")
+
+
+@feedback.command(name="import")
+@click.argument("file", type=click.Path(path_type=Path))
+@click.pass_context
+def import_(ctx: click.Context, file: Path) -> None:
+    """Import FILE: ragtune event JSONL or triplet JSONL (all-or-nothing)."""
+    counts = _open(ctx).import_feedback(file)
+    click.echo(f"imported {counts['queries']} queries, {counts['clicks']} clicks, {counts['ratings']} ratings from {file}")
+
+
+@feedback.command()
+@click.option("--format", "fmt", type=click.Choice(["events", "triplets"]), default="events", show_default=True)
+@click.option("--output", "-o", type=click.Path(dir_okay=False, path_type=Path), default=None, help="File to write (default stdout).")
+@click.pass_context
+def export(ctx: click.Context, fmt: str, output: Path | None) -> None:
+    """Export the log as event JSONL or as mined training triplets."""
+    rt = _open(ctx)
+    if fmt == "events":
+        rows: Any = rt.feedback.export_events()
+    else:
+        rows = rt.mine().triplets()
+    out = output.open("w", encoding="utf-8") if output else sys.stdout
+    try:
+        n = 0
+        for row in rows:
+            out.write(json.dumps(row, ensure_ascii=False) + "\n")
+            n += 1
+    finally:
+        if output:
+            out.close()
+    if output:
+        click.echo(f"wrote {n} {fmt} to {output}")
+
+
+@feedback.command()
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.pass_context
+def stats(ctx: click.Context, as_json: bool) -> None:
+    """Count logged queries, impressions, clicks and ratings."""
+    s = _open(ctx).feedback.stats()
+    if as_json:
+        _echo_json(s)
+    else:
+        for k, v in s.items():
+            click.echo(f"{k:<22}{v}")
+
+
+@feedback.command()
+@click.option("--dry-run", is_flag=True, help="Only report what would be trained on (mining never trains).")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.pass_context
+def mine(ctx: click.Context, dry_run: bool, as_json: bool) -> None:
+    """Mine training pairs from the log and report them."""
+    report = _open(ctx).mine().report()
+    if as_json:
+        _echo_json(report)
+    else:
+        for k, v in report.items():
+            click.echo(f"{k:<34}{v}")
+
+
+# -- the loop -------------------------------------------------------------------------------------
+def _parse_interval(text: str) -> float:
+    units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+    t = text.strip().lower()
+    try:
+        return float(t[:-1]) * units[t[-1]] if t and t[-1] in units else float(t)
+    except ValueError:
+        raise click.BadParameter(f"expected a duration like 90s, 15m, 1h; got {text!r}") from None
+
+
+def _print_refresh(report: dict[str, Any]) -> None:
+    status = report["status"]
+    if status == "skipped":
+        click.echo(f"refresh skipped: {report['reason']}")
+        return
+    gate = report["gate"]
+    metric = gate["metric"]
+    click.echo(f"held-out {metric}: current {gate['current']['heldout']:.4f}")
+    for name, figs in gate["candidates"].items():
+        extra = "  ".join(f"{k} {v:.4f}" for k, v in figs.items() if k != "heldout")
+        click.echo(f"  candidate {name:<12} {figs['heldout']:.4f}  {extra}")
+    if status == "promoted":
+        click.echo(f"promoted {report['version']} ({report['reason']}); train {report['train_s']:.0f}s, re-embed {report['reembed_s']:.0f}s, total {report['refresh_s']:.0f}s")
+    else:
+        click.echo(f"refused: {report['reason']}")
+
+
+@main.command()
+@click.option("--mode", type=click.Choice(["lora", "full", "query", "auto"]), default=None, help="What to train (default from config: lora).")
+@click.option("--force", is_flag=True, help="Refresh even with little new feedback.")
+@click.option("--min-new-events", type=click.IntRange(min=0), default=None, help="New clicks/ratings needed (default from config).")
+@click.option("--eval-beir", type=click.Path(exists=True, file_okay=False), default=None, help="Also gate on this BEIR folder (pool re-ranking).")
+@click.option("--eval-split", default=None, help="Split of --eval-beir (default from config: dev).")
+@click.option("--watch", is_flag=True, help="Keep running: refresh whenever enough new feedback arrived.")
+@click.option("--interval", default="1h", show_default=True, help="With --watch: time between checks (e.g. 30m, 1h).")
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+@click.pass_context
+def refresh(ctx: click.Context, mode: str | None, force: bool, min_new_events: int | None, eval_beir: str | None, eval_split: str | None, watch: bool, interval: str, as_json: bool) -> None:
+    """Fine-tune on new feedback, gate, re-embed and swap (or adapt queries only with --mode query)."""
+    import time
+
+    rt = _open(ctx)
+    overrides = {k: v for k, v in {"gate.eval_beir": eval_beir, "gate.eval_split": eval_split}.items() if v is not None}
+    if overrides:
+        rt.config = rt.config.with_overrides(overrides)
+    seconds = _parse_interval(interval)
+    while True:
+        report = rt.refresh(mode=mode, force=force, min_new_events=min_new_events)
+        _echo_json(report) if as_json else _print_refresh(report)
+        if not watch:
+            return
+        force = False
+        time.sleep(seconds)
+
+
+@main.command()
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.pass_context
+def versions(ctx: click.Context, as_json: bool) -> None:
+    """List model/index versions with their metrics, feedback counts and dates."""
+    rows = _open(ctx).versions()
+    if as_json:
+        _echo_json(rows)
+        return
+    for v in rows:
+        gate = v["metrics"].get("gate", {})
+        fig = ""
+        if gate.get("chosen"):
+            fig = f"held-out {gate['metric']} {gate['current']['heldout']:.4f} -> {gate['candidates'][gate['chosen']]['heldout']:.4f}"
+        mark = "*" if v["current"] else " "
+        click.echo(f"{mark} {v['name']}  {v['created']}  {v['kind']:<5}  {v['note']}  {fig}")
+
+
+@main.command()
+@click.argument("version", required=False)
+@click.pass_context
+def rollback(ctx: click.Context, version: str | None) -> None:
+    """Make VERSION (default: the current one's parent) current."""
+    name = _open(ctx).rollback(version)
+    click.echo(f"current version is now {name}")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

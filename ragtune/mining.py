@@ -1,0 +1,260 @@
+"""Training data from the feedback log.
+
+* **Positives**: clicked or thumbs-up documents, one pair per (query text, doc).
+* **Negatives**: shown-above-but-skipped documents, thumbs-down documents, and ANN hard negatives
+  from the current index in a rank window ``[range_min, range_max)``, dropping any candidate that
+  scores within ``relative_margin`` of the positive (NV-Retriever's TopK-PercPos false-negative
+  filter, the same rule as sentence-transformers' ``mine_hard_negatives(relative_margin=...)``; we
+  search the existing index instead of re-embedding the corpus as that function would). A document
+  that any user clicked or liked for the same query text is never a negative.
+* **Position bias**: a click at rank ``r`` is weighted by ``1 / propensity(r)`` (clipped). Propensities
+  come from RandPair-randomised traffic in the log when there is enough of it, else from the
+  documented default curve ``(1 / r) ** eta``. Weights are normalised to mean 1 and reach the loss.
+* **Held-out split**: feedback queries are split by a salted hash of their normalised text,
+  deterministically, and kept aside for the promotion gate.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import math
+from collections import defaultdict
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from ragtune.config import FeedbackConfig, MiningConfig
+from ragtune.feedback import QueryRecord
+
+if TYPE_CHECKING:
+    from ragtune.api import _Serving
+
+__all__ = ["TrainExample", "HeldoutQuery", "MinedSet", "mine", "estimate_propensities", "normalize_query"]
+
+logger = logging.getLogger(__name__)
+
+#: Randomised impressions needed at a rank before its propensity is estimated from the log.
+MIN_RANDOMIZED_PER_RANK = 30
+
+
+def normalize_query(text: str) -> str:
+    """Lower-case, whitespace-collapsed query text (the unit of de-duplication and splitting)."""
+    return " ".join(text.lower().split())
+
+
+@dataclass
+class TrainExample:
+    """One training pair with its negatives and click weight."""
+
+    query: str
+    positive_id: str
+    negative_ids: list[str]
+    weight: float
+    query_key: str = ""
+
+
+@dataclass
+class HeldoutQuery:
+    """A held-out feedback query with the docs users chose for it."""
+
+    query: str
+    positive_ids: dict[str, float]
+    shown_ids: list[str] = field(default_factory=list)
+
+
+@dataclass
+class MinedSet:
+    """What a refresh trains and gates on."""
+
+    train: list[TrainExample]
+    heldout: list[HeldoutQuery]
+    stats: dict[str, Any]
+    doc_texts: dict[str, str] = field(default_factory=dict)
+
+    def report(self) -> dict[str, Any]:
+        """The dry-run summary (counts only)."""
+        return dict(self.stats)
+
+    def triplets(self) -> Iterator[dict[str, Any]]:
+        """Training rows as the common triplet JSONL (one row per negative; pairs without one get none)."""
+        for ex in self.train:
+            base = {"query": ex.query, "positive": self.doc_texts.get(ex.positive_id, ""), "positive_id": ex.positive_id, "weight": round(ex.weight, 4)}
+            if not ex.negative_ids:
+                yield base
+            for neg in ex.negative_ids:
+                yield {**base, "negative": self.doc_texts.get(neg, ""), "negative_id": neg}
+
+
+def _hash01(key: str, seed: int) -> float:
+    h = hashlib.sha1(f"{seed}:{key}".encode()).digest()
+    return int.from_bytes(h[:8], "big") / 2**64
+
+
+def split_heldout(keys: list[str], config: MiningConfig) -> set[str]:
+    """The held-out query keys: hash below ``heldout_fraction``, topped up to ``min_heldout``."""
+    if config.heldout_fraction <= 0 or len(keys) < 2:
+        return set()
+    scored = sorted(keys, key=lambda k: _hash01(k, config.seed))
+    held = {k for k in keys if _hash01(k, config.seed) < config.heldout_fraction}
+    want = min(config.min_heldout, len(keys) // 2)
+    for k in scored:
+        if len(held) >= want:
+            break
+        held.add(k)
+    return held
+
+
+def estimate_propensities(records: list[QueryRecord], config: FeedbackConfig, max_rank: int = 100) -> tuple[np.ndarray, str]:
+    """Examination propensity per rank (index 0 = rank 1), clipped; and where it came from.
+
+    With RandPair traffic (rank 1 swapped with rank j), ``p(j) / p(1)`` is the click rate of the
+    originally-first doc when shown at ``j`` over its click rate when shown first. Ranks with fewer
+    than ``MIN_RANDOMIZED_PER_RANK`` randomised impressions fall back to ``(1 / r) ** eta``.
+    """
+    ranks = np.arange(1, max_rank + 1, dtype=np.float64)
+    default = (1.0 / ranks) ** config.propensity_eta
+    shown = np.zeros(max_rank + 1)
+    clicked = np.zeros(max_rank + 1)
+    for rec in records:
+        top = next((im for im in rec.impressions if im.orig_rank == 1), None)
+        if top is None or top.rank > max_rank:
+            continue
+        clicked_ids = {d for d, _ in rec.clicks}
+        if rec.randomized or top.rank == 1:
+            shown[top.rank] += 1
+            clicked[top.rank] += top.doc_id in clicked_ids
+    source = "default curve (1/rank)^%g" % config.propensity_eta
+    prop = default.copy()
+    if shown[1] >= MIN_RANDOMIZED_PER_RANK and clicked[1] > 0:
+        ctr1 = clicked[1] / shown[1]
+        used = 0
+        for r in range(2, max_rank + 1):
+            if shown[r] >= MIN_RANDOMIZED_PER_RANK:
+                prop[r - 1] = min(1.0, (clicked[r] / shown[r]) / ctr1)
+                used += 1
+        if used:
+            source = f"estimated from randomised traffic at {used} ranks (default curve elsewhere)"
+    return np.clip(prop, config.propensity_clip, 1.0), source
+
+
+def mine(records: list[QueryRecord], serving: _Serving, mining: MiningConfig, feedback: FeedbackConfig) -> MinedSet:
+    """Mine a :class:`MinedSet` from ``records`` against the serving version's index.
+
+    Args:
+        records: Logged queries (only those with clicks/ratings matter).
+        serving: The current version (its embedder and index give the ANN hard negatives).
+        mining: Mining settings.
+        feedback: Propensity settings.
+    """
+    propensity, prop_source = estimate_propensities(records, feedback)
+    # aggregate per normalised query text
+    texts: dict[str, str] = {}
+    pos_weights: dict[str, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
+    neg_skip: dict[str, set[str]] = defaultdict(set)
+    neg_rated: dict[str, set[str]] = defaultdict(set)
+    shown: dict[str, list[str]] = defaultdict(list)
+    n_clicks = n_ratings = 0
+    for rec in records:
+        if not rec.clicks and not rec.ratings:
+            continue
+        key = normalize_query(rec.text)
+        texts.setdefault(key, rec.text)
+        rank_of = {im.doc_id: im.rank for im in rec.impressions}
+        for im in rec.impressions:
+            if im.doc_id not in shown[key]:
+                shown[key].append(im.doc_id)
+        clicked = [d for d, _ in rec.clicks]
+        for doc_id in clicked:
+            n_clicks += 1
+            r = rank_of.get(doc_id)
+            p = propensity[min(r, len(propensity)) - 1] if r else 1.0
+            pos_weights[key][doc_id].append(1.0 / max(float(p), feedback.propensity_clip))
+        for doc_id, value in rec.ratings:
+            n_ratings += 1
+            if value > 0:
+                pos_weights[key][doc_id].append(1.0)
+            else:
+                neg_rated[key].add(doc_id)
+        if mining.skip_above and clicked:
+            lowest = max(rank_of.get(d, 0) for d in clicked)
+            for im in rec.impressions:
+                if im.rank < lowest and im.doc_id not in clicked:
+                    neg_skip[key].add(im.doc_id)
+    keys = [k for k in texts if pos_weights.get(k)]
+    held = split_heldout(keys, mining)
+    positives_of = {k: set(pos_weights[k]) for k in keys}
+    dropped_positive_as_negative = 0
+    for k in keys:  # a doc any user chose for this query text is never a negative
+        for store in (neg_skip, neg_rated):
+            before = len(store[k])
+            store[k] -= positives_of[k]
+            dropped_positive_as_negative += before - len(store[k])
+
+    train_keys = [k for k in keys if k not in held]
+    hard: dict[tuple[str, str], list[str]] = {}
+    dropped_fn = 0
+    if mining.hard_negatives > 0 and train_keys:
+        ids = serving.docs.ids
+        vecs = serving.vectors()
+        qv = serving.embedder.encode_queries([texts[k] for k in train_keys])
+        scores, pos = serving.store.search(qv, mining.range_max)
+        pos_index = serving.docs.positions([d for k in train_keys for d in positives_of[k]])
+        for qi, k in enumerate(train_keys):
+            cands = [(ids[p], float(s)) for rank, (p, s) in enumerate(zip(pos[qi], scores[qi])) if p >= 0 and rank >= mining.range_min]
+            cands = [(d, s) for d, s in cands if d not in positives_of[k]]
+            for d_pos in positives_of[k]:
+                if d_pos not in pos_index:
+                    continue
+                pos_score = float(np.dot(qv[qi], vecs[pos_index[d_pos]]))
+                limit = pos_score - mining.relative_margin * abs(pos_score)
+                kept = [d for d, s in cands if s <= limit]
+                dropped_fn += len(cands) - len(kept)
+                hard[(k, d_pos)] = kept[: mining.hard_negatives]
+
+    train: list[TrainExample] = []
+    counts = {"skip_above": 0, "rated": 0, "ann": 0}
+    for k in train_keys:
+        for d_pos, ws in pos_weights[k].items():
+            negs: list[str] = []
+            for source, pool in (("rated", sorted(neg_rated[k])), ("skip_above", [d for d in shown[k] if d in neg_skip[k]]), ("ann", hard.get((k, d_pos), []))):
+                for d in pool:
+                    if d not in negs:
+                        negs.append(d)
+                        counts[source] += 1
+            train.append(TrainExample(texts[k], d_pos, negs, float(np.mean(ws)), k))
+    raw = np.array([ex.weight for ex in train]) if train else np.ones(0)
+    if len(raw):
+        for ex in train:
+            ex.weight = float(ex.weight / raw.mean())
+    heldout = [HeldoutQuery(texts[k], {d: float(np.mean(w)) for d, w in pos_weights[k].items()}, shown[k]) for k in keys if k in held]
+
+    needed = {ex.positive_id for ex in train} | {n for ex in train for n in ex.negative_ids}
+    pmap = serving.docs.positions(sorted(needed))
+    doc_texts = {d.id: d.embed_text for d in serving.docs.get(list(pmap.values()))}
+    missing = needed - set(doc_texts)
+    if missing:  # documents removed from the index since they were clicked
+        train = [TrainExample(ex.query, ex.positive_id, [n for n in ex.negative_ids if n in doc_texts], ex.weight, ex.query_key) for ex in train if ex.positive_id in doc_texts]
+    stats: dict[str, Any] = {
+        "feedback_queries": len(keys),
+        "clicks": n_clicks,
+        "ratings": n_ratings,
+        "train_queries": len(train_keys),
+        "heldout_queries": len(heldout),
+        "pairs": len(train),
+        "negatives_per_pair": round(sum(len(ex.negative_ids) for ex in train) / len(train), 3) if train else 0.0,
+        "negatives_skip_above": counts["skip_above"],
+        "negatives_rated": counts["rated"],
+        "negatives_ann": counts["ann"],
+        "dropped_false_negatives": dropped_fn,
+        "dropped_clicked_as_negative": dropped_positive_as_negative,
+        "weight_min": round(float(raw.min() / raw.mean()), 4) if len(raw) else None,
+        "weight_max": round(float(raw.max() / raw.mean()), 4) if len(raw) else None,
+        "propensity": prop_source,
+        "propensity_top5": [round(float(p), 4) for p in propensity[:5]],
+    }
+    if math.isnan(stats["negatives_per_pair"]):  # pragma: no cover
+        stats["negatives_per_pair"] = 0.0
+    return MinedSet(train, heldout, stats, doc_texts)

@@ -1,0 +1,197 @@
+"""The refresh: mine → fine-tune → gate → re-embed → swap. Orchestration only.
+
+Every decision (promoted or refused, with both figures) is appended to ``refresh-log.jsonl`` in the
+workspace and, for promoted ones, kept in the new version's manifest.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import tempfile
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from ragtune.embedder import Embedder, ModelSpec
+from ragtune.gate import GateDecision, GateSet, build_gate_set, score_candidate, score_current
+from ragtune.mining import MinedSet, TrainExample, mine, normalize_query
+
+if TYPE_CHECKING:
+    from ragtune.api import Ragtune, _Serving
+
+__all__ = ["run_refresh", "DECISIONS_FILE"]
+
+logger = logging.getLogger(__name__)
+
+DECISIONS_FILE = "refresh-log.jsonl"
+MARK_KEY = "refresh_mark"
+
+
+def _record(rt: Ragtune, entry: dict[str, Any]) -> None:
+    with open(rt.ws.root / DECISIONS_FILE, "a", encoding="utf-8") as fh:
+        fh.write(json.dumps(entry, sort_keys=True, default=str) + "\n")
+
+
+def _gate_sets(rt: Ragtune, serving: _Serving, mined: MinedSet) -> list[GateSet]:
+    cfg = rt.config.gate
+    sets = [build_gate_set("heldout", serving, [h.query for h in mined.heldout], [{d: 1 for d in h.positive_ids} for h in mined.heldout], cfg.pool_size)]
+    if cfg.eval_beir:
+        from ragtune.evaluate import load_beir_qrels, load_beir_queries
+
+        qrels = load_beir_qrels(cfg.eval_beir, cfg.eval_split)
+        queries = load_beir_queries(cfg.eval_beir)
+        qids = [q for q in qrels if q in queries]
+        sets.append(build_gate_set(f"eval:{Path(cfg.eval_beir).name}/{cfg.eval_split}", serving, [queries[q] for q in qids], [qrels[q] for q in qids], cfg.pool_size))
+    return sets
+
+
+def _train_query_candidate(rt: Ragtune, serving: _Serving, mined: MinedSet, out: Path) -> tuple[ModelSpec, dict[str, Any]]:
+    from safetensors.numpy import save_file
+
+    from ragtune.training.query_map import train_query_map
+
+    doc_side = serving.spec.document_side()
+    raw = Embedder(doc_side, rt.ws.root, rt.config.model.device, rt.config.model.batch_size)
+    pmap = serving.docs.positions(sorted({ex.positive_id for ex in mined.train} | {d for h in mined.heldout for d in h.positive_ids}))
+    train = [ex for ex in mined.train if ex.positive_id in pmap]
+    keys = sorted({ex.query_key for ex in train})
+    group = {k: i for i, k in enumerate(keys)}
+    qtexts = [ex.query for ex in train]
+    qv = raw.encode_queries(qtexts)
+    held = [h for h in mined.heldout if any(d in pmap for d in h.positive_ids)]
+    hv = raw.encode_queries([h.query for h in held]) if held else None
+    vecs = np.asarray(serving.vectors())
+    res = train_query_map(
+        qv,
+        np.array([pmap[ex.positive_id] for ex in train]),
+        np.array([ex.weight for ex in train], dtype=np.float64),
+        vecs,
+        rt.config.train,
+        query_groups=[group[ex.query_key] for ex in train],
+        eval_queries=hv,
+        eval_positives=[{pmap[d] for d in h.positive_ids if d in pmap} for h in held] if held else None,
+    )
+    out.mkdir(parents=True, exist_ok=True)
+    save_file({"weight": res.weight}, str(out / "query_map.safetensors"))
+    spec = ModelSpec(**{**doc_side.to_dict(), "query_map": str(out / "query_map.safetensors")})
+    return spec, {"train_s": res.seconds, "epochs": res.epochs_run, "best_epoch": res.best_epoch, "heldout_ndcg_in_training": res.heldout_ndcg}
+
+
+def _train_doc_candidate(rt: Ragtune, serving: _Serving, mined: MinedSet, mode: str, out: Path) -> tuple[ModelSpec, dict[str, Any]]:
+    from ragtune.training.sentence import train_sentence_model
+
+    base = serving.spec.document_side()
+    base = ModelSpec(base=base.base, query_prefix=base.query_prefix, document_prefix=base.document_prefix, max_seq_length=base.max_seq_length)
+    held_ids = sorted({d for h in mined.heldout for d in h.positive_ids} - set(mined.doc_texts))
+    pmap = serving.docs.positions(held_ids)
+    mined.doc_texts.update({d.id: d.embed_text for d in serving.docs.get(list(pmap.values()))})
+    eval_examples = [TrainExample(h.query, d, [], 1.0, normalize_query(h.query)) for h in mined.heldout for d in h.positive_ids if d in mined.doc_texts]
+    filler_pos = np.random.default_rng(rt.config.train.seed).choice(len(serving.docs), size=min(512, len(serving.docs)), replace=False)
+    filler = [d.embed_text for d in serving.docs.get([int(p) for p in filler_pos])]
+    res = train_sentence_model(base, mined.train, eval_examples, mined.doc_texts, rt.config.train, mode=mode, out_dir=out, device=rt.config.model.device, filler=filler, progress=rt.progress)
+    spec = ModelSpec(**{**base.to_dict(), "adapter": str(out), "adapter_kind": mode})
+    return spec, {"train_s": res.seconds, "steps": res.steps, "epochs": res.epochs_run, "best_eval_loss": res.best_eval_loss, "train_loss": res.train_loss}
+
+
+def run_refresh(rt: Ragtune, *, mode: str | None = None, force: bool = False, min_new_events: int | None = None) -> dict[str, Any]:
+    """Run one refresh of ``rt``'s workspace; see :meth:`ragtune.api.Ragtune.refresh`."""
+    t0 = time.perf_counter()
+    cfg = rt.config
+    mode = mode or cfg.train.mode
+    threshold = cfg.refresh.min_new_events if min_new_events is None else min_new_events
+    with rt.ws.lock("refresh"):
+        serving = rt.serving()
+        log = rt.feedback
+        mark = tuple(log.get_meta(MARK_KEY, [0, 0]))
+        now_mark = log.event_mark()
+        new_events = log.events_since(mark)  # type: ignore[arg-type]
+        base = {"mode": mode, "current": serving.name, "new_events": new_events}
+        if new_events < threshold and not force:
+            msg = f"only {new_events} new feedback events since the last refresh (need {threshold}); nothing to do (use --force to refresh anyway)"
+            return {**base, "status": "skipped", "reason": msg, "refresh_s": time.perf_counter() - t0}
+        mined = mine(log.records(only_with_feedback=True), serving, cfg.mining, cfg.feedback)
+        base["mined"] = mined.report()
+        if len(mined.train) < cfg.refresh.min_pairs or not mined.heldout:
+            msg = f"too little feedback to train: {len(mined.train)} training pairs (need {cfg.refresh.min_pairs}) and {len(mined.heldout)} held-out queries (need >= 1)"
+            return {**base, "status": "skipped", "reason": msg, "refresh_s": time.perf_counter() - t0}
+
+        gate_sets = _gate_sets(rt, serving, mined)
+        metric = cfg.gate.metric
+        current = {gs.name: score_current(gs, serving) for gs in gate_sets}
+        modes = ["query", "lora"] if mode == "auto" else [mode]
+        candidates: dict[str, dict[str, Any]] = {}
+        with tempfile.TemporaryDirectory(prefix="ragtune-refresh-", dir=rt.ws.root) as tmp:
+            train_s = 0.0
+            for m in modes:
+                out = Path(tmp) / m
+                t_train = time.perf_counter()
+                spec, info = _train_query_candidate(rt, serving, mined, out) if m == "query" else _train_doc_candidate(rt, serving, mined, m, out)
+                train_s += time.perf_counter() - t_train
+                ratios = sorted(set(cfg.train.interpolation), reverse=True)
+                for ratio in ratios:
+                    cspec = _interpolated(spec, ratio, m)
+                    emb = Embedder(cspec, rt.ws.root, cfg.model.device, cfg.model.batch_size)
+                    scores = {gs.name: score_candidate(gs, serving, emb, shares_documents=(m == "query")) for gs in gate_sets}
+                    candidates[f"{m}@{ratio:g}"] = {"mode": m, "spec": cspec, "scores": scores, "train": info}
+            best_key = max(candidates, key=lambda k: (candidates[k]["scores"]["heldout"][metric], -len(k)))
+            best = candidates[best_key]
+            decision = _decide(cfg, metric, current, best_key, best, candidates)
+            entry = {"time": time.time(), "current": serving.name, "decision": decision.to_dict(), "mined": mined.report(), "train_s": train_s}
+            result: dict[str, Any] = {**base, "train_s": train_s, "gate": decision.to_dict()}
+            if not decision.promoted:
+                log.set_meta(MARK_KEY, list(now_mark))
+                _record(rt, {**entry, "status": "refused"})
+                logger.warning("refresh refused: %s", decision.reason)
+                return {**result, "status": "refused", "reason": decision.reason, "reembed_s": 0.0, "refresh_s": time.perf_counter() - t0}
+            t_embed = time.perf_counter()
+            name = _promote(rt, serving, best["mode"], best["spec"], Path(tmp) / best["mode"], decision, mined, new_events)
+            reembed_s = time.perf_counter() - t_embed if best["mode"] != "query" else 0.0
+        log.set_meta(MARK_KEY, list(now_mark))
+        _record(rt, {**entry, "status": "promoted", "version": name, "reembed_s": reembed_s})
+        return {**result, "status": "promoted", "version": name, "reason": decision.reason, "reembed_s": reembed_s, "refresh_s": time.perf_counter() - t0}
+
+
+def _interpolated(spec: ModelSpec, ratio: float, mode: str) -> ModelSpec:
+    """The candidate pulled back toward its base by ``ratio`` (WiSE-FT)."""
+    key = "query_interpolation" if mode == "query" else "interpolation"
+    return ModelSpec(**{**spec.to_dict(), key: float(ratio)})
+
+
+def _decide(cfg: Any, metric: str, current: dict[str, dict[str, float]], best_key: str, best: dict[str, Any], candidates: dict[str, dict[str, Any]]) -> GateDecision:
+    cur = current["heldout"][metric]
+    cand = best["scores"]["heldout"][metric]
+    figures = {k: {name: s[metric] for name, s in c["scores"].items()} for k, c in candidates.items()}
+    cur_fig = {name: s[metric] for name, s in current.items()}
+    n = current["heldout"]["n"]
+    if cand < cur + cfg.gate.margin:
+        return GateDecision(False, f"candidate {best_key} {metric} {cand:.4f} does not beat the current model's {cur:.4f} by the margin {cfg.gate.margin} on {n} held-out queries", metric, cur_fig, figures, None)
+    for name, s in best["scores"].items():
+        if name == "heldout":
+            continue
+        if s[metric] < current[name][metric] - cfg.gate.eval_max_drop:
+            return GateDecision(False, f"candidate {best_key} gains on held-out feedback ({cand:.4f} vs {cur:.4f}) but loses on {name}: {s[metric]:.4f} vs {current[name][metric]:.4f} (max drop {cfg.gate.eval_max_drop})", metric, cur_fig, figures, None)
+    return GateDecision(True, f"candidate {best_key} {metric} {cand:.4f} beats the current {cur:.4f} on {n} held-out queries", metric, cur_fig, figures, best_key)
+
+
+def _promote(rt: Ragtune, serving: _Serving, mode: str, spec: ModelSpec, src: Path, decision: GateDecision, mined: MinedSet, new_events: int) -> str:
+    """Write the promoted candidate as a new version (re-embedding unless it is query-side) and swap."""
+    metrics = {"gate": decision.to_dict()}
+    feedback = {**mined.report(), "new_events": new_events}
+
+    def write_files(staging: Path, rel: str) -> ModelSpec:
+        if mode == "query":
+            shutil.copy2(src / "query_map.safetensors", staging / "query_map.safetensors")
+            return ModelSpec(**{**spec.to_dict(), "query_map": f"{rel}/query_map.safetensors"})
+        shutil.copytree(src, staging / "model")
+        return ModelSpec(**{**spec.to_dict(), "adapter": f"{rel}/model"})
+
+    if mode == "query":
+        return rt._write_version(None, None, spec, kind="query", parent=serving.name, index_version=serving.info.index_version, metrics=metrics, feedback=feedback, note=f"query-side tier ({decision.chosen})", write_files=write_files)
+    docs = serving.docs.all_documents()
+    emb = Embedder(spec, rt.ws.root, rt.config.model.device, rt.config.model.batch_size)
+    vectors = emb.encode_documents([d.embed_text for d in docs], progress=rt.progress)
+    return rt._write_version(docs, vectors, spec, kind="index", parent=serving.name, metrics=metrics, feedback=feedback, note=f"{mode} fine-tune ({decision.chosen}), re-embedded {len(docs)} docs", write_files=write_files)

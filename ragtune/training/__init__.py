@@ -1,0 +1,1 @@
+"""Fine-tuning: sentence-transformers + peft (LoRA/full) and the query-side tier."""

@@ -1,0 +1,225 @@
+"""LoRA and full fine-tuning of the embedder through sentence-transformers' trainer and peft.
+
+The trainer is ``SentenceTransformerTrainer``; LoRA is peft's ``LoraConfig`` attached with
+``SentenceTransformer.add_adapter``; the adapter is saved as ``adapter_model.safetensors`` with its
+``adapter_config.json`` (whose base model is rewritten to ragtune's portable model name). Training
+runs on CUDA in bf16 (or fp16) when a GPU is present, on CPU in fp32 otherwise. Early stopping
+watches the loss on held-out feedback pairs and restores the best epoch's weights.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from ragtune.config import TrainConfig
+from ragtune.embedder import ModelSpec, load_sentence_transformer, resolve_device
+from ragtune.errors import ConfigError
+
+if TYPE_CHECKING:
+    from ragtune.mining import TrainExample
+
+__all__ = ["TrainResult", "train_sentence_model", "build_dataset"]
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class TrainResult:
+    """What training produced."""
+
+    path: Path
+    kind: str
+    seconds: float
+    steps: int
+    epochs_run: int
+    best_eval_loss: float | None
+    train_loss: float | None
+
+
+def build_dataset(examples: list[TrainExample], doc_texts: dict[str, str], spec: ModelSpec, *, negatives: int, loss: str, filler: list[str], seed: int) -> Any:
+    """A ``datasets.Dataset`` for the chosen loss (anchor/positive/negative[/label])."""
+    from datasets import Dataset
+
+    rng = random.Random(seed)
+    qp, dp = spec.query_prefix, spec.document_prefix
+    if loss == "cosine":
+        rows: dict[str, list[Any]] = {"sentence1": [], "sentence2": [], "score": []}
+        for ex in examples:
+            rows["sentence1"].append(qp + ex.query)
+            rows["sentence2"].append(dp + doc_texts[ex.positive_id])
+            rows["score"].append(1.0)
+            for n in ex.negative_ids[: max(1, negatives)]:
+                rows["sentence1"].append(qp + ex.query)
+                rows["sentence2"].append(dp + doc_texts[n])
+                rows["score"].append(0.0)
+        return Dataset.from_dict(rows)
+    cols: dict[str, list[Any]] = {"anchor": [], "positive": []}
+    n_neg = max(1, negatives) if loss == "triplet" else negatives
+    for i in range(n_neg):
+        cols[f"negative_{i + 1}" if n_neg > 1 else "negative"] = []
+    if loss == "mnrl":
+        cols["label"] = []
+    for ex in examples:
+        cols["anchor"].append(qp + ex.query)
+        cols["positive"].append(dp + doc_texts[ex.positive_id])
+        negs = [doc_texts[n] for n in ex.negative_ids[:n_neg]]
+        while len(negs) < n_neg:  # pad with random corpus docs (easy negatives)
+            cand = rng.choice(filler)
+            if cand != doc_texts[ex.positive_id]:
+                negs.append(cand)
+        for i, text in enumerate(negs):
+            cols[f"negative_{i + 1}" if n_neg > 1 else "negative"].append(dp + text)
+        if loss == "mnrl":
+            cols["label"].append(float(ex.weight))
+    return Dataset.from_dict(cols)
+
+
+def _make_loss(name: str, model: Any, base: ModelSpec, device: str) -> Any:
+    from sentence_transformers.sentence_transformer import losses
+
+    from ragtune.training.losses import WeightedMultipleNegativesRankingLoss
+
+    if name == "mnrl":
+        return WeightedMultipleNegativesRankingLoss(model)
+    if name == "cached_mnrl":
+        return losses.CachedMultipleNegativesRankingLoss(model, mini_batch_size=16)
+    if name == "gist":
+        guide = load_sentence_transformer(base.base, device, base.max_seq_length)
+        return losses.GISTEmbedLoss(model, guide)
+    if name == "triplet":
+        return losses.TripletLoss(model)
+    if name == "cosine":
+        return losses.CosineSimilarityLoss(model)
+    raise ConfigError(f"unknown loss {name!r}")  # pragma: no cover - validated by TrainConfig
+
+
+def train_sentence_model(
+    base: ModelSpec,
+    examples: list[TrainExample],
+    eval_examples: list[TrainExample],
+    doc_texts: dict[str, str],
+    config: TrainConfig,
+    *,
+    mode: str,
+    out_dir: Path,
+    device: str = "auto",
+    negatives: int = 1,
+    filler: list[str] | None = None,
+    progress: bool = False,
+) -> TrainResult:
+    """Fine-tune ``base`` on mined examples; save a LoRA adapter or a full model under ``out_dir``.
+
+    Args:
+        base: The base model spec (training always starts from the base model, on all feedback).
+        examples: Training pairs with negatives and click weights.
+        eval_examples: Held-out pairs for early stopping (may be empty).
+        doc_texts: Text of every doc id used.
+        config: Hyper-parameters.
+        mode: ``"lora"`` or ``"full"``.
+        out_dir: Where the adapter / model is written.
+        device: ``"auto"``, ``"cpu"`` or ``"cuda"``.
+        negatives: Hard negatives per pair fed to the loss.
+        filler: Corpus texts used to pad pairs that have fewer negatives.
+        progress: Show the trainer's progress bar.
+    """
+    import torch
+    from sentence_transformers import SentenceTransformerTrainer, SentenceTransformerTrainingArguments
+    from sentence_transformers.base.sampler import BatchSamplers
+    from transformers import TrainerCallback
+
+    t0 = time.perf_counter()
+    device = resolve_device(device)
+    torch.manual_seed(config.seed)
+    model = load_sentence_transformer(base.base, device, base.max_seq_length)
+    if mode == "lora":
+        from peft import LoraConfig, TaskType
+
+        model.add_adapter(
+            LoraConfig(
+                task_type=TaskType.FEATURE_EXTRACTION,
+                r=config.lora_r,
+                lora_alpha=config.lora_alpha,
+                lora_dropout=config.lora_dropout,
+                target_modules=list(config.target_modules),
+            )
+        )
+        lr = config.lr
+    elif mode == "full":
+        lr = config.full_lr
+    else:  # pragma: no cover - refresh only calls lora/full here
+        raise ConfigError(f"train_sentence_model handles 'lora' and 'full', got {mode!r}")
+
+    filler = filler or list(doc_texts.values())
+    train_ds = build_dataset(examples, doc_texts, base, negatives=negatives, loss=config.loss, filler=filler, seed=config.seed)
+    eval_ds = build_dataset(eval_examples, doc_texts, base, negatives=negatives, loss=config.loss, filler=filler, seed=config.seed + 1) if len(eval_examples) >= 2 else None
+    loss = _make_loss(config.loss, model, base, device)
+
+    precision = config.precision
+    if precision == "auto":
+        precision = ("bf16" if torch.cuda.is_bf16_supported() else "fp16") if device == "cuda" else "fp32"
+    with tempfile.TemporaryDirectory(prefix="ragtune-train-") as tmp:
+        args = SentenceTransformerTrainingArguments(
+            output_dir=tmp,
+            num_train_epochs=config.epochs,
+            per_device_train_batch_size=config.batch_size,
+            per_device_eval_batch_size=config.batch_size,
+            learning_rate=lr,
+            warmup_ratio=config.warmup_ratio,
+            seed=config.seed,
+            bf16=precision == "bf16",
+            fp16=precision == "fp16",
+            use_cpu=device == "cpu",
+            batch_sampler=BatchSamplers.NO_DUPLICATES,
+            eval_strategy="epoch" if eval_ds is not None else "no",
+            save_strategy="no",
+            logging_strategy="epoch",
+            report_to="none",
+            disable_tqdm=not progress,
+            dataloader_drop_last=False,
+        )
+
+        best: dict[str, Any] = {"loss": None, "state": None, "epoch": 0, "bad": 0}
+        params = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+
+        class _EarlyStop(TrainerCallback):  # type: ignore[misc]
+            """Keep the best held-out epoch's trainable weights; stop after `patience` worse epochs."""
+
+            def on_evaluate(self, args: Any, state: Any, control: Any, metrics: dict[str, float] | None = None, **kw: Any) -> None:
+                value = (metrics or {}).get("eval_loss")
+                if value is None:
+                    return
+                if best["loss"] is None or value < best["loss"] - 1e-4:
+                    best.update(loss=value, epoch=round(state.epoch or 0), bad=0, state={n: p.detach().clone() for n, p in params})
+                else:
+                    best["bad"] += 1
+                    if config.early_stopping_patience and best["bad"] >= config.early_stopping_patience:
+                        logger.info("early stopping after epoch %s (held-out loss %.4f did not improve)", state.epoch, value)
+                        control.should_training_stop = True
+
+        trainer = SentenceTransformerTrainer(model=model, args=args, train_dataset=train_ds, eval_dataset=eval_ds, loss=loss, callbacks=[_EarlyStop()])
+        out = trainer.train()
+        if best["state"] is not None:
+            with torch.no_grad():
+                for n, p in params:
+                    p.copy_(best["state"][n])
+        steps = int(trainer.state.global_step)
+        epochs_run = round(trainer.state.epoch or 0)
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    if mode == "lora":
+        model[0].auto_model.save_pretrained(str(out_dir), safe_serialization=True)
+        cfg_path = out_dir / "adapter_config.json"
+        if cfg_path.is_file():  # reference the base model portably, not by a site-packages path
+            cfg = json.loads(cfg_path.read_text(encoding="utf-8"))
+            cfg["base_model_name_or_path"] = base.base
+            cfg_path.write_text(json.dumps(cfg, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    else:
+        model.save(str(out_dir), safe_serialization=True)
+    return TrainResult(out_dir, mode, time.perf_counter() - t0, steps, epochs_run, best["loss"], float(out.training_loss) if out else None)
