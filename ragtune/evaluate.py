@@ -12,10 +12,10 @@ from ragtune.errors import InputError
 
 __all__ = ["ndcg_at_k", "mrr_at_k", "recall_at_k", "evaluate_run", "load_beir_queries", "load_beir_qrels"]
 
-Qrels = Mapping[str, Mapping[str, int]]
+Qrels = Mapping[str, Mapping[str, float]]
 
 
-def ndcg_at_k(ranked: Sequence[str], rels: Mapping[str, int], k: int = 10) -> float:
+def ndcg_at_k(ranked: Sequence[str], rels: Mapping[str, float], k: int = 10) -> float:
     """nDCG@k with linear graded gains ``rel / log2(rank + 1)`` (trec_eval's ``ndcg_cut``)."""
     dcg = sum(rels.get(d, 0) / math.log2(i + 2) for i, d in enumerate(ranked[:k]) if rels.get(d, 0) > 0)
     ideal = sorted((r for r in rels.values() if r > 0), reverse=True)[:k]
@@ -23,7 +23,7 @@ def ndcg_at_k(ranked: Sequence[str], rels: Mapping[str, int], k: int = 10) -> fl
     return dcg / idcg if idcg > 0 else 0.0
 
 
-def mrr_at_k(ranked: Sequence[str], rels: Mapping[str, int], k: int = 10) -> float:
+def mrr_at_k(ranked: Sequence[str], rels: Mapping[str, float], k: int = 10) -> float:
     """Reciprocal rank of the first relevant doc within the top k (0 if none)."""
     for i, d in enumerate(ranked[:k]):
         if rels.get(d, 0) > 0:
@@ -31,7 +31,7 @@ def mrr_at_k(ranked: Sequence[str], rels: Mapping[str, int], k: int = 10) -> flo
     return 0.0
 
 
-def recall_at_k(ranked: Sequence[str], rels: Mapping[str, int], k: int) -> float:
+def recall_at_k(ranked: Sequence[str], rels: Mapping[str, float], k: int) -> float:
     """Share of the relevant docs found in the top k."""
     relevant = {d for d, r in rels.items() if r > 0}
     if not relevant:

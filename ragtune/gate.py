@@ -1,9 +1,16 @@
 """The promotion gate: is a candidate model better than the serving one on held-out feedback?
 
-Cheap by construction. A query-side candidate shares the serving document vectors, so both are
-ranked exactly over the whole index. A document-side candidate (LoRA/full) would need the corpus
-re-embedded; instead both models re-rank the same candidate *pool* per held-out query (the serving
-top ``pool_size`` plus the docs users chose), which costs one encode of the pool.
+Held-out feedback was collected under the serving ranker, so its clicks sit where that ranker put
+them and favour it. Each held-out positive's gain is therefore its inverse-propensity click weight:
+a click the user dug down to rank 6 for counts more than a click on rank 1.
+
+Cheap by construction: both models re-rank the same candidate *pool* per query instead of searching
+a re-embedded corpus. For held-out feedback the pool is what users were shown for that query (plus
+what they chose): a click says nothing about documents nobody saw, so a candidate must not be
+punished for surfacing them, and must earn its score by ordering the seen ones better. For a
+labelled eval set (``--eval-beir``) the pool is the serving top ``pool_size`` plus the relevant docs.
+A query-side candidate uses the serving document vectors; a document-side one (LoRA/full) costs one
+encode of the pool.
 """
 
 from __future__ import annotations
@@ -32,7 +39,7 @@ class GateSet:
 
     name: str
     queries: list[str]
-    relevant: list[dict[str, int]]
+    relevant: list[dict[str, float]]
     pools: list[list[int]]
     pool_positions: list[int] = field(default_factory=list)
 
@@ -55,14 +62,19 @@ class GateDecision:
         return dict(self.__dict__)
 
 
-def build_gate_set(name: str, serving: _Serving, queries: Sequence[str], relevant: Sequence[dict[str, int]], pool_size: int) -> GateSet:
-    """Pools = the serving model's top ``pool_size`` plus every relevant doc still in the index."""
-    qv = serving.embedder.encode_queries(list(queries))
-    _, pos = serving.store.search(qv, pool_size)
+def build_gate_set(name: str, serving: _Serving, queries: Sequence[str], relevant: Sequence[dict[str, float]], pool_size: int, shown: Sequence[Sequence[str]] | None = None) -> GateSet:
+    """Pools = the docs shown for each query (or the serving top ``pool_size``) plus its relevant docs."""
+    if shown is None:
+        qv = serving.embedder.encode_queries(list(queries))
+        _, pos = serving.store.search(qv, pool_size)
+        tops = [[int(p) for p in row if p >= 0] for row in pos]
+    else:
+        shown_pos = serving.docs.positions(sorted({d for row in shown for d in row}))
+        tops = [[shown_pos[d] for d in row if d in shown_pos] for row in shown]
     rel_pos = serving.docs.positions(sorted({d for r in relevant for d in r}))
     pools: list[list[int]] = []
     for i, rel in enumerate(relevant):
-        pool = [int(p) for p in pos[i] if p >= 0]
+        pool = list(dict.fromkeys(tops[i]))
         pool += [rel_pos[d] for d in rel if d in rel_pos and rel_pos[d] not in pool]
         pools.append(pool)
     union = sorted({p for pool in pools for p in pool})

@@ -38,7 +38,7 @@ def _record(rt: Ragtune, entry: dict[str, Any]) -> None:
 
 def _gate_sets(rt: Ragtune, serving: _Serving, mined: MinedSet) -> list[GateSet]:
     cfg = rt.config.gate
-    sets = [build_gate_set("heldout", serving, [h.query for h in mined.heldout], [{d: 1 for d in h.positive_ids} for h in mined.heldout], cfg.pool_size)]
+    sets = [build_gate_set("heldout", serving, [h.query for h in mined.heldout], [dict(h.positive_ids) for h in mined.heldout], cfg.pool_size, shown=[h.shown_ids for h in mined.heldout])]
     if cfg.eval_beir:
         from ragtune.evaluate import load_beir_qrels, load_beir_queries
 
@@ -131,7 +131,7 @@ def run_refresh(rt: Ragtune, *, mode: str | None = None, force: bool = False, mi
                 t_train = time.perf_counter()
                 spec, info = _train_query_candidate(rt, serving, mined, out) if m == "query" else _train_doc_candidate(rt, serving, mined, m, out)
                 train_s += time.perf_counter() - t_train
-                ratios = sorted(set(cfg.train.interpolation), reverse=True)
+                ratios = sorted(set(cfg.train.query_interpolation if m == "query" else cfg.train.interpolation), reverse=True)
                 for ratio in ratios:
                     cspec = _interpolated(spec, ratio, m)
                     emb = Embedder(cspec, rt.ws.root, cfg.model.device, cfg.model.batch_size)
@@ -167,7 +167,7 @@ def _decide(cfg: Any, metric: str, current: dict[str, dict[str, float]], best_ke
     figures = {k: {name: s[metric] for name, s in c["scores"].items()} for k, c in candidates.items()}
     cur_fig = {name: s[metric] for name, s in current.items()}
     n = current["heldout"]["n"]
-    if cand < cur + cfg.gate.margin:
+    if not cand > cur + cfg.gate.margin:
         return GateDecision(False, f"candidate {best_key} {metric} {cand:.4f} does not beat the current model's {cur:.4f} by the margin {cfg.gate.margin} on {n} held-out queries", metric, cur_fig, figures, None)
     for name, s in best["scores"].items():
         if name == "heldout":

@@ -81,6 +81,17 @@ def build_dataset(examples: list[TrainExample], doc_texts: dict[str, str], spec:
     return Dataset.from_dict(cols)
 
 
+def _set_dropout(model: Any, p: float) -> None:
+    """Set every dropout of the model (layers and attention probabilities) to ``p``."""
+    import torch
+
+    for module in model.modules():
+        if isinstance(module, torch.nn.Dropout):
+            module.p = p
+        if hasattr(module, "dropout_prob"):
+            module.dropout_prob = p
+
+
 def _make_loss(name: str, model: Any, base: ModelSpec, device: str) -> Any:
     from sentence_transformers.sentence_transformer import losses
 
@@ -110,7 +121,7 @@ def train_sentence_model(
     mode: str,
     out_dir: Path,
     device: str = "auto",
-    negatives: int = 1,
+    negatives: int | None = None,
     filler: list[str] | None = None,
     progress: bool = False,
 ) -> TrainResult:
@@ -125,7 +136,7 @@ def train_sentence_model(
         mode: ``"lora"`` or ``"full"``.
         out_dir: Where the adapter / model is written.
         device: ``"auto"``, ``"cpu"`` or ``"cuda"``.
-        negatives: Hard negatives per pair fed to the loss.
+        negatives: Hard negatives per pair fed to the loss (default ``config.negatives``).
         filler: Corpus texts used to pad pairs that have fewer negatives.
         progress: Show the trainer's progress bar.
     """
@@ -138,6 +149,7 @@ def train_sentence_model(
     device = resolve_device(device)
     torch.manual_seed(config.seed)
     model = load_sentence_transformer(base.base, device, base.max_seq_length)
+    _set_dropout(model, config.dropout)
     if mode == "lora":
         from peft import LoraConfig, TaskType
 
@@ -157,6 +169,7 @@ def train_sentence_model(
         raise ConfigError(f"train_sentence_model handles 'lora' and 'full', got {mode!r}")
 
     filler = filler or list(doc_texts.values())
+    negatives = config.negatives if negatives is None else negatives
     train_ds = build_dataset(examples, doc_texts, base, negatives=negatives, loss=config.loss, filler=filler, seed=config.seed)
     eval_ds = build_dataset(eval_examples, doc_texts, base, negatives=negatives, loss=config.loss, filler=filler, seed=config.seed + 1) if len(eval_examples) >= 2 else None
     loss = _make_loss(config.loss, model, base, device)
@@ -171,7 +184,7 @@ def train_sentence_model(
             per_device_train_batch_size=config.batch_size,
             per_device_eval_batch_size=config.batch_size,
             learning_rate=lr,
-            warmup_ratio=config.warmup_ratio,
+            warmup_steps=config.warmup_ratio,
             seed=config.seed,
             bf16=precision == "bf16",
             fp16=precision == "fp16",

@@ -1,0 +1,234 @@
+"""The closed-loop benchmark: simulated users → refresh → nDCG@10 on test queries, round by round.
+
+    python benchmarks/closed_loop.py --dataset ../shared/datasets/scifact --rounds 3 --mode lora \
+        --out benchmarks/results/closed_loop_lora.json
+
+Indexes the corpus with the default model (cached under benchmarks/work/), then each round plays
+simulated users (ragtune.simulate, through the public API) over the next share of the *train*
+queries, runs ``refresh`` and evaluates nDCG@10 on the *test* queries, which no simulated user
+asks. ``cold`` test queries are those none of whose relevant docs is relevant to any train query.
+With ``--reference``, a plain sentence-transformers full fine-tune (MultipleNegativesRankingLoss,
+in-batch negatives, lr 2e-5, one epoch) on the same clicks is run and evaluated the same way.
+Writes the JSON, and re-draws benchmarks/results/closed_loop.png (every mode's JSON found beside
+it) and closed_loop_pca_MODE.png (test queries and their relevant docs, base vs final model).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import shutil
+import sys
+import time
+from pathlib import Path
+
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+
+import numpy as np  # noqa: E402
+
+from ragtune import Ragtune, RagtuneConfig  # noqa: E402
+from ragtune.evaluate import evaluate_run, load_beir_qrels, load_beir_queries  # noqa: E402
+from ragtune.simulate import ClickModel, simulate_users  # noqa: E402
+
+HERE = Path(__file__).resolve().parent
+
+
+def evaluate(rt: Ragtune, queries: dict[str, str], qrels: dict[str, dict[str, int]], cold: set[str]) -> dict[str, float]:
+    qids = sorted(qrels)
+    ranked = rt.search_batch([queries[q] for q in qids], 100)
+    run = {q: [d for d, _ in r] for q, r in zip(qids, ranked)}
+    allm = evaluate_run(run, qrels)
+    coldm = evaluate_run(run, {q: qrels[q] for q in qids if q in cold})
+    warmm = evaluate_run(run, {q: qrels[q] for q in qids if q not in cold})
+    return {"ndcg@10": allm["ndcg@10"], "ndcg@10_cold": coldm["ndcg@10"], "ndcg@10_warm": warmm["ndcg@10"], "mrr@10": allm["mrr@10"], "recall@100": allm["recall@100"]}
+
+
+def base_workspace(dataset: Path, path: Path) -> None:
+    """Index the corpus with the default model once and cache the workspace."""
+    cache = HERE / "work" / f"base-{dataset.name}"
+    if not (cache / "CURRENT").is_file():
+        shutil.rmtree(cache, ignore_errors=True)
+        rt = Ragtune.init(cache, RagtuneConfig())
+        t = time.perf_counter()
+        rt.index([dataset])
+        print(f"indexed {dataset.name} in {time.perf_counter() - t:.0f}s", flush=True)
+    shutil.rmtree(path, ignore_errors=True)
+    shutil.copytree(cache, path, ignore=shutil.ignore_patterns("feedback.sqlite*", "refresh*"))
+
+
+def reference_finetune(rt: Ragtune, dataset: Path, queries: dict[str, str], qrels: dict[str, dict[str, int]], cold: set[str], work: Path) -> dict[str, float]:
+    """Plain sentence-transformers: full fine-tune, MNRL with in-batch negatives, lr 2e-5, 1 epoch, on every click."""
+    from datasets import Dataset
+    from sentence_transformers import SentenceTransformerTrainer, SentenceTransformerTrainingArguments
+    from sentence_transformers.sentence_transformer.losses import MultipleNegativesRankingLoss
+
+    from ragtune.embedder import load_sentence_transformer
+
+    serving = rt.serving()
+    pairs = set()
+    for rec in rt.feedback.records(only_with_feedback=True):
+        for doc_id, _ in rec.clicks:
+            pairs.add((rec.text, doc_id))
+    pairs_l = sorted(pairs)
+    pos = serving.docs.positions([d for _, d in pairs_l])
+    docs = {d.id: d.embed_text for d in serving.docs.get(list(pos.values()))}
+    ds = Dataset.from_dict({"anchor": [q for q, _ in pairs_l], "positive": [docs[d] for _, d in pairs_l]})
+    t0 = time.perf_counter()
+    model = load_sentence_transformer("default", "cpu")
+    args = SentenceTransformerTrainingArguments(output_dir=str(work / "ref-tmp"), num_train_epochs=1, per_device_train_batch_size=32, learning_rate=2e-5, warmup_steps=0.1, save_strategy="no", report_to="none", seed=42, use_cpu=True)
+    SentenceTransformerTrainer(model=model, args=args, train_dataset=ds, loss=MultipleNegativesRankingLoss(model)).train()
+    train_s = time.perf_counter() - t0
+    all_docs = serving.docs.all_documents()
+    vecs = model.encode([d.embed_text for d in all_docs], batch_size=32, normalize_embeddings=True, convert_to_numpy=True, show_progress_bar=True)
+    qids = sorted(qrels)
+    qv = model.encode([queries[q] for q in qids], normalize_embeddings=True, convert_to_numpy=True)
+    top = np.argsort(-(qv @ vecs.T), axis=1)[:, :100]
+    run = {q: [all_docs[j].id for j in top[i]] for i, q in enumerate(qids)}
+    allm, coldm = evaluate_run(run, qrels), evaluate_run(run, {q: qrels[q] for q in qids if q in cold})
+    return {"ndcg@10": allm["ndcg@10"], "ndcg@10_cold": coldm["ndcg@10"], "pairs": len(pairs_l), "train_s": train_s, "what": "sentence-transformers full fine-tune, MNRL in-batch negatives, lr 2e-5, 1 epoch, batch 32, on all clicked (query, doc) pairs"}
+
+
+def plot_rounds(results_dir: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.2))
+    for path in sorted(results_dir.glob("closed_loop_*.json")):
+        data = json.loads(path.read_text())
+        ys = [data["base"]["ndcg@10"]] + [r["ndcg@10"] for r in data["rounds"]]
+        ax.plot(range(len(ys)), ys, marker="o", label=f"ragtune {data['mode']}")
+        if data.get("reference"):
+            ax.axhline(data["reference"]["ndcg@10"], ls=":", color="gray", label="plain ST full fine-tune (reference)")
+    ax.set_xlabel("refresh round")
+    ax.set_ylabel("nDCG@10 (SciFact test)")
+    ax.set_title("Closed loop: simulated clicks on train queries, judged on test queries")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(results_dir / "closed_loop.png", dpi=120)
+
+
+def plot_pca(rt: Ragtune, base_dir: Path, queries: dict[str, str], qrels: dict[str, dict[str, int]], out: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from ragtune.docstore import DocStore
+    from ragtune.embedder import Embedder, ModelSpec
+
+    qids = sorted(qrels)[:12]
+    base_docs = DocStore(base_dir)
+    base_vecs = np.load(base_dir / "vectors.npy")
+    base_emb = Embedder(ModelSpec(), None, "cpu")
+    serving = rt.serving()
+    fig, axes = plt.subplots(1, 2, figsize=(11, 5))
+    for ax, (title, emb, docs, vecs) in zip(axes, [("base model", base_emb, base_docs, base_vecs), (f"after refresh ({serving.name})", serving.embedder, serving.docs, np.asarray(serving.vectors()))]):
+        qv = emb.encode_queries([queries[q] for q in qids])
+        rel = [[docs.positions([d]).get(d) for d in qrels[q]] for q in qids]
+        dv = [vecs[[p for p in r if p is not None]] for r in rel]
+        allv = np.vstack([qv, *dv])
+        mean = allv.mean(0)
+        _, _, vt = np.linalg.svd(allv - mean, full_matrices=False)
+        proj = lambda x: (x - mean) @ vt[:2].T  # noqa: E731
+        colors = plt.cm.tab20(np.linspace(0, 1, len(qids)))
+        for i in range(len(qids)):
+            qp, dp = proj(qv[i : i + 1]), proj(dv[i])
+            ax.scatter(qp[:, 0], qp[:, 1], marker="*", s=140, color=colors[i])
+            ax.scatter(dp[:, 0], dp[:, 1], marker="o", s=40, color=colors[i])
+            for d in dp:
+                ax.plot([qp[0, 0], d[0]], [qp[0, 1], d[1]], color=colors[i], alpha=0.5, lw=1)
+        ax.set_title(f"{title}: test queries (*) and their relevant docs (o)", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(out, dpi=110)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--dataset", type=Path, required=True)
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--mode", choices=["lora", "query", "full", "auto"], default="lora")
+    ap.add_argument("--out", type=Path, required=True)
+    ap.add_argument("--reference", action=argparse.BooleanOptionalAction, default=None, help="Run the plain fine-tune reference (default: on for lora).")
+    ap.add_argument("--epochs", type=int, default=None)
+    ap.add_argument("--seed", type=int, default=0)
+    args = ap.parse_args()
+    t_start = time.perf_counter()
+    work = HERE / "work" / f"loop-{args.mode}"
+    base_workspace(args.dataset, work)
+    overrides = {"refresh.min_new_events": 1}
+    if args.epochs:
+        overrides["train.epochs"] = args.epochs
+    cfg = RagtuneConfig.load(work / "config.json").with_overrides(overrides)
+    cfg.save(work / "config.json")
+    rt = Ragtune(work, progress=True)
+    base_version = rt.current_version
+    queries = load_beir_queries(args.dataset)
+    train, test = load_beir_qrels(args.dataset, "train"), load_beir_qrels(args.dataset, "test")
+    train_docs = {d for rels in train.values() for d in rels}
+    cold = {q for q, rels in test.items() if not any(d in train_docs for d in rels)}
+    base = evaluate(rt, queries, test, cold)
+    print(f"base: {base}", flush=True)
+    qids = sorted(train)
+    random.Random(args.seed).shuffle(qids)
+    chunks = [qids[i :: args.rounds] for i in range(args.rounds)]
+    rounds = []
+    prev = base
+    for r, chunk in enumerate(chunks, 1):
+        sim = simulate_users(rt, queries, train, chunk, ClickModel(seed=args.seed * 100 + r))
+        report = rt.refresh(mode=args.mode, force=True)
+        m = evaluate(rt, queries, test, cold)
+        row = {
+            "round": r,
+            **m,
+            "promoted": report["status"] == "promoted",
+            "status": report["status"],
+            "reason": report.get("reason"),
+            "version": rt.current_version,
+            "train_s": round(report.get("train_s", 0.0), 1),
+            "reembed_s": round(report.get("reembed_s", 0.0), 1),
+            "refresh_s": round(report.get("refresh_s", 0.0), 1),
+            "n_clicks": sim["clicks"],
+            "n_noise_clicks": sim["noise_clicks"],
+            "sessions": sim["sessions"],
+            "mined": report.get("mined"),
+            "gate": report.get("gate"),
+            "test_delta_vs_previous": m["ndcg@10"] - prev["ndcg@10"],
+        }
+        rounds.append(row)
+        prev = m
+        print(f"round {r}: {report['status']} ndcg@10 {m['ndcg@10']:.4f} cold {m['ndcg@10_cold']:.4f} ({report.get('reason')})", flush=True)
+    final = rounds[-1] if rounds else base
+    run_ref = args.reference if args.reference is not None else args.mode == "lora"
+    reference = reference_finetune(rt, args.dataset, queries, test, cold, work) if run_ref else None
+    result = {
+        "command": "python benchmarks/" + Path(sys.argv[0]).name + " " + " ".join(sys.argv[1:]),
+        "dataset": args.dataset.name,
+        "mode": args.mode,
+        "base": base,
+        "final": {k: final[k] for k in ("ndcg@10", "ndcg@10_cold", "ndcg@10_warm", "mrr@10", "recall@100")},
+        "gain": final["ndcg@10"] - base["ndcg@10"],
+        "cold_change": final["ndcg@10_cold"] - base["ndcg@10_cold"],
+        "rounds": rounds,
+        "reference": reference,
+        "n_test": len(test),
+        "n_cold": len(cold),
+        "click_model": ClickModel().__dict__,
+        "config": rt.config.to_dict(),
+        "total_s": round(time.perf_counter() - t_start, 1),
+        "machine": "2 CPU cores, no GPU",
+    }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=2, default=str) + "\n")
+    plot_rounds(args.out.parent)
+    plot_pca(rt, work / "versions" / base_version, queries, test, args.out.parent / f"closed_loop_pca_{args.mode}.png")
+    print(json.dumps({k: result[k] for k in ("mode", "base", "final", "gain", "cold_change", "reference")}, indent=2, default=str))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,82 @@
+"""The whole ragtune loop on the bundled scifact-mini corpus (offline, CPU, a few minutes).
+
+index → search → simulated users click → mine → refresh (the gate picks LoRA or the query tier)
+→ before/after nDCG@10 on held-out test queries → versions → rollback.
+
+Run: ``make demo`` (or ``python examples/demo.py [--workspace DIR] [--mode auto|lora|query|full]``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import shutil
+from pathlib import Path
+
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+
+from ragtune import Ragtune, RagtuneConfig  # noqa: E402
+from ragtune.evaluate import load_beir_qrels, load_beir_queries  # noqa: E402
+from ragtune.simulate import ClickModel, simulate_users  # noqa: E402
+
+DATA = Path(__file__).parent / "data" / "scifact-mini"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--workspace", type=Path, default=Path(__file__).parent / ".demo-workspace")
+    parser.add_argument("--mode", default="auto", choices=["auto", "lora", "query", "full"])
+    parser.add_argument("--rounds", type=int, default=2, help="Simulated users play this many passes over the train queries.")
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.WARNING)
+
+    shutil.rmtree(args.workspace, ignore_errors=True)
+    config = RagtuneConfig().with_overrides({"train.epochs": 2, "refresh.min_new_events": 20})
+    rt = Ragtune.init(args.workspace, config)
+
+    print(f"1. index {DATA.name}")
+    report = rt.index([DATA])
+    print(f"   {report['n_docs']} docs embedded in {report['seconds']:.1f}s -> version {report['version']}")
+
+    query = "Vitamin D deficiency is linked to disease"
+    hits = rt.search(query, k=3)
+    print(f"\n2. search {query!r} (query id {hits.query_id})")
+    for h in hits:
+        print(f"   {h.rank}. {h.score:.3f} {h.doc_id} {h.title[:70]}")
+
+    before = rt.evaluate_beir(DATA, "test")
+    print(f"\n3. before: test nDCG@10 {before['ndcg@10']:.4f}  MRR@10 {before['mrr@10']:.4f}  ({before['n_queries']} queries)")
+
+    queries, qrels = load_beir_queries(DATA), load_beir_qrels(DATA, "train")
+    qids = sorted(qrels)
+    for r in range(args.rounds):
+        sim = simulate_users(rt, queries, qrels, qids, ClickModel(seed=r))
+        print(f"\n4.{r + 1} simulated users: {sim['sessions']} searches, {sim['clicks']} clicks ({sim['noise_clicks']} on non-relevant docs)")
+    print(f"   feedback log: {rt.feedback.stats()}")
+    mined = rt.mine().report()
+    print(f"   mined: {mined['pairs']} pairs, {mined['negatives_per_pair']} negatives/pair, {mined['dropped_false_negatives']} likely false negatives dropped, {mined['heldout_queries']} held-out queries")
+
+    print(f"\n5. refresh --mode {args.mode}")
+    result = rt.refresh(mode=args.mode)
+    print(f"   {result['status']}: {result['reason']}")
+    if result["status"] != "skipped":
+        for name, figs in result["gate"]["candidates"].items():
+            print(f"   candidate {name:<10} held-out nDCG@10 {figs['heldout']:.4f} (current {result['gate']['current']['heldout']:.4f})")
+
+    after = rt.evaluate_beir(DATA, "test")
+    print(f"\n6. after:  test nDCG@10 {after['ndcg@10']:.4f}  MRR@10 {after['mrr@10']:.4f}  (model {after['model']})")
+    print(f"   change:  {after['ndcg@10'] - before['ndcg@10']:+.4f} nDCG@10 on test queries no simulated user asked")
+
+    print("\n7. versions")
+    for v in rt.versions():
+        print(f"   {'*' if v['current'] else ' '} {v['name']} {v['kind']:<5} {v['note']}")
+    if len(rt.versions()) > 1:
+        back = rt.rollback()
+        again = rt.evaluate_beir(DATA, "test")
+        print(f"\n8. rollback -> {back}: test nDCG@10 {again['ndcg@10']:.4f} (the original model again)")
+
+
+if __name__ == "__main__":
+    main()
