@@ -43,9 +43,14 @@ def _check(cond: bool, msg: str) -> None:
         raise ConfigError(msg)
 
 
+def _section(obj: Any) -> str:
+    """``ModelConfig`` → ``model`` (the key of that section in config.json)."""
+    return type(obj).__name__.removesuffix("Config").lower()
+
+
 def _literal(obj: Any, name: str, allowed: tuple[str, ...]) -> None:
     value = getattr(obj, name)
-    _check(value in allowed, f"{type(obj).__name__}.{name} must be one of {list(allowed)}, got {value!r}")
+    _check(value in allowed, f"{_section(obj)}.{name} must be one of {list(allowed)}, got {value!r}")
 
 
 def _positive(obj: Any, *names: str) -> None:
@@ -53,7 +58,7 @@ def _positive(obj: Any, *names: str) -> None:
         value = getattr(obj, name)
         _check(
             isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0,
-            f"{type(obj).__name__}.{name} must be a positive number, got {value!r}",
+            f"{_section(obj)}.{name} must be a positive number, got {value!r}",
         )
 
 
@@ -61,7 +66,7 @@ def _fraction(obj: Any, name: str, *, open_right: bool = False) -> None:
     value = getattr(obj, name)
     ok = isinstance(value, (int, float)) and 0.0 <= value <= 1.0 and not (open_right and value == 1.0)
     bound = "[0, 1)" if open_right else "[0, 1]"
-    _check(ok, f"{type(obj).__name__}.{name} must be in {bound}, got {value!r}")
+    _check(ok, f"{_section(obj)}.{name} must be in {bound}, got {value!r}")
 
 
 @dataclass

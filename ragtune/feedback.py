@@ -1,7 +1,7 @@
 """The feedback log: queries with their impressions, clicks and ratings, in SQLite (WAL).
 
-Several processes may write at once: every write is one short ``BEGIN IMMEDIATE`` transaction and
-SQLite serialises them; readers never block writers. Nothing is cached in memory, so a crash loses
+Several processes may write at once: every write is one short transaction (a single statement, or
+``BEGIN IMMEDIATE`` ... ``COMMIT`` for a query with its impressions) and SQLite serialises them; readers never block writers. Nothing is cached in memory, so a crash loses
 at most the event being written.
 
 Event JSONL (``ragtune feedback export --format events`` / ``import``), one object per line::
@@ -169,17 +169,25 @@ class FeedbackLog:
 
     def click(self, qid: str, doc_id: str, *, dwell: float | None = None, ts: float | None = None) -> None:
         """Record a click on ``doc_id`` for query ``qid``."""
-        with self._tx() as conn:
+        conn = self._connect()
+        cur = conn.execute(
+            "INSERT INTO clicks(qid, doc_id, ts, dwell) SELECT ?, ?, ?, ? WHERE EXISTS (SELECT 1 FROM queries WHERE qid = ?)",
+            (qid, doc_id, ts if ts is not None else time.time(), dwell, qid),
+        )
+        if cur.rowcount != 1:
             self._require_query(conn, qid)
-            conn.execute("INSERT INTO clicks(qid, doc_id, ts, dwell) VALUES (?, ?, ?, ?)", (qid, doc_id, ts if ts is not None else time.time(), dwell))
 
     def rate(self, qid: str, doc_id: str, value: int, *, ts: float | None = None) -> None:
         """Record an explicit rating (+1 or -1)."""
         if value not in (1, -1):
             raise FeedbackError(f"a rating must be +1 or -1, got {value!r}")
-        with self._tx() as conn:
+        conn = self._connect()
+        cur = conn.execute(
+            "INSERT INTO ratings(qid, doc_id, value, ts) SELECT ?, ?, ?, ? WHERE EXISTS (SELECT 1 FROM queries WHERE qid = ?)",
+            (qid, doc_id, value, ts if ts is not None else time.time(), qid),
+        )
+        if cur.rowcount != 1:
             self._require_query(conn, qid)
-            conn.execute("INSERT INTO ratings(qid, doc_id, value, ts) VALUES (?, ?, ?, ?)", (qid, doc_id, value, ts if ts is not None else time.time()))
 
     # -- reads ------------------------------------------------------------------------------------
     def stats(self) -> dict[str, int]:

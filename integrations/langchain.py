@@ -1,0 +1,206 @@
+"""LangChain adapters: :class:`RagtuneEmbeddings` and :class:`RagtuneRetriever`.
+
+``RagtuneRetriever`` is a drop-in retriever over a ragtune workspace that logs what it showed, so
+an app's "this answer helped" handler is one line (``retriever.record_click(doc)``) and the next
+``ragtune refresh`` learns from it. Both adapters follow the workspace's *current* version: after a
+refresh promotes a new model they use it on the next call, without being rebuilt.
+
+Example:
+    >>> from ragtune.integrations.langchain import RagtuneRetriever   # doctest: +SKIP
+    >>> retriever = RagtuneRetriever(workspace=".ragtune", k=4)         # doctest: +SKIP
+    >>> docs = retriever.invoke("how do I reset the router?")           # doctest: +SKIP
+    >>> retriever.record_click(docs[0])                                 # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from langchain_core.callbacks import AsyncCallbackManagerForRetrieverRun, CallbackManagerForRetrieverRun
+from langchain_core.documents import Document
+from langchain_core.embeddings import Embeddings
+from langchain_core.retrievers import BaseRetriever
+from langchain_core.runnables.config import run_in_executor
+from pydantic import ConfigDict, Field, PrivateAttr
+
+from ragtune.api import Ragtune, SearchResults
+from ragtune.config import DEFAULT_MODEL
+from ragtune.embedder import Embedder, ModelSpec
+from ragtune.errors import ConfigError, FeedbackError
+
+__all__ = ["RagtuneEmbeddings", "RagtuneRetriever", "hits_to_documents"]
+
+
+class RagtuneEmbeddings(Embeddings):
+    """LangChain ``Embeddings`` backed by a ragtune workspace or a local sentence-transformers model.
+
+    Args:
+        workspace: A ragtune workspace: every call uses its *current* version's embedder (including the
+            query-side map for queries), so refreshed versions are picked up automatically. When the
+            workspace has no index yet, its configured model is used.
+        model: ``"default"`` (the bundled all-MiniLM-L6-v2) or a sentence-transformers path / cached hub
+            name, used as a plain local embedder. Used when ``workspace`` is not given (default ``"default"``).
+        device: ``"auto"``, ``"cpu"`` or ``"cuda"`` (model mode).
+        batch_size: Encoding batch size (model mode).
+        query_prefix: Prepended to queries (model mode).
+        document_prefix: Prepended to documents (model mode).
+
+    Vectors are L2-normalised, returned as plain lists of Python floats.
+    """
+
+    def __init__(
+        self,
+        workspace: str | Path | Ragtune | None = None,
+        model: str | None = None,
+        *,
+        device: str = "auto",
+        batch_size: int = 32,
+        query_prefix: str = "",
+        document_prefix: str = "",
+    ) -> None:
+        if workspace is not None and model is not None:
+            raise ConfigError("give RagtuneEmbeddings either workspace= (follows the workspace's current version) or model=, not both")
+        self.workspace = None if workspace is None else str(workspace.ws.root if isinstance(workspace, Ragtune) else workspace)
+        self.model = None if workspace is not None else (model or DEFAULT_MODEL)
+        self.device = device
+        self.batch_size = batch_size
+        self._rt: Ragtune | None = None
+        self._embedder: Embedder | None = None
+        if isinstance(workspace, Ragtune):
+            self._rt = workspace
+        elif workspace is not None:
+            self._rt = Ragtune(workspace, progress=False)
+        else:
+            spec = ModelSpec(base=self.model or DEFAULT_MODEL, query_prefix=query_prefix, document_prefix=document_prefix)
+            self._embedder = Embedder(spec, None, device, batch_size)
+
+    def __repr__(self) -> str:
+        src = f"workspace={self.workspace!r}" if self.workspace is not None else f"model={self.model!r}"
+        return f"RagtuneEmbeddings({src})"
+
+    def embedder(self) -> Embedder:
+        """The embedder used right now (the workspace's current version's, or the fixed local one)."""
+        if self._rt is not None:
+            return self._rt.embedder()
+        assert self._embedder is not None
+        return self._embedder
+
+    def embed_documents(self, texts: list[str]) -> list[list[float]]:
+        """Embed documents (document side: no query map)."""
+        return self.embedder().encode_documents(list(texts)).tolist()
+
+    def embed_query(self, text: str) -> list[float]:
+        """Embed one query (query side: prefix and query map of the current version)."""
+        return self.embedder().encode_queries([text])[0].tolist()
+
+    async def aembed_documents(self, texts: list[str]) -> list[list[float]]:
+        """Async :meth:`embed_documents` (runs in the default executor)."""
+        return await run_in_executor(None, self.embed_documents, texts)
+
+    async def aembed_query(self, text: str) -> list[float]:
+        """Async :meth:`embed_query` (runs in the default executor)."""
+        return await run_in_executor(None, self.embed_query, text)
+
+
+def hits_to_documents(results: SearchResults) -> list[Document]:
+    """Turn ragtune search results into LangChain ``Document`` objects (metadata carries the ids)."""
+    docs = []
+    for h in results:
+        meta: dict[str, Any] = {
+            **h.metadata,
+            "title": h.title,
+            "doc_id": h.doc_id,
+            "score": h.score,
+            "rank": h.rank,
+            "ragtune_query_id": results.query_id,
+            "ragtune_version": results.version,
+        }
+        docs.append(Document(page_content=h.text, metadata=meta, id=h.doc_id))
+    return docs
+
+
+class RagtuneRetriever(BaseRetriever):
+    """A LangChain retriever over a ragtune workspace that logs impressions for learning.
+
+    Attributes:
+        workspace: The workspace directory (default ``$RAGTUNE_WORKSPACE`` or ``./.ragtune``).
+        k: Documents returned per query (override per call: ``retriever.invoke(q, k=10)``).
+        log: Record each query and what it showed in the feedback log, so clicks and ratings on the
+            returned documents can be recorded (``record_click`` / ``record_rating``).
+
+    Every returned ``Document`` has metadata ``doc_id``, ``score``, ``rank``, ``title``,
+    ``ragtune_query_id`` (``None`` when not logged) and ``ragtune_version``, plus the document's own
+    metadata. The retriever follows the workspace's current version: a refresh that promotes a new
+    model is used on the next query.
+    """
+
+    model_config = ConfigDict(arbitrary_types_allowed=True)
+
+    workspace: Path | None = None
+    k: int = Field(default=4, ge=1)
+    log: bool = True
+
+    _rt: Ragtune | None = PrivateAttr(default=None)
+
+    def model_post_init(self, context: Any, /) -> None:
+        self._rt = Ragtune(self.workspace, progress=False)
+        self.workspace = self._rt.ws.root
+
+    @classmethod
+    def from_ragtune(cls, rt: Ragtune, **kwargs: Any) -> RagtuneRetriever:
+        """A retriever sharing an existing :class:`~ragtune.Ragtune` instance."""
+        retriever = cls(workspace=rt.ws.root, **kwargs)
+        retriever._rt = rt
+        return retriever
+
+    @property
+    def ragtune(self) -> Ragtune:
+        """The underlying :class:`~ragtune.Ragtune` facade."""
+        assert self._rt is not None
+        return self._rt
+
+    # -- retrieval --------------------------------------------------------------------------------
+    def search(self, query: str, k: int | None = None, log: bool | None = None) -> SearchResults:
+        """Raw ragtune results (with ``.query_id``) for ``query``."""
+        return self.ragtune.search(query, k=self.k if k is None else k, log=self.log if log is None else log)
+
+    def _get_relevant_documents(self, query: str, *, run_manager: CallbackManagerForRetrieverRun, k: int | None = None, log: bool | None = None) -> list[Document]:
+        return hits_to_documents(self.search(query, k, log))
+
+    async def _aget_relevant_documents(
+        self, query: str, *, run_manager: AsyncCallbackManagerForRetrieverRun, k: int | None = None, log: bool | None = None
+    ) -> list[Document]:
+        results = await run_in_executor(None, self.search, query, k, log)
+        return hits_to_documents(results)
+
+    # -- feedback ---------------------------------------------------------------------------------
+    @staticmethod
+    def _ids(doc_or_query_id: Document | str, doc_id: str | None) -> tuple[str, str]:
+        if isinstance(doc_or_query_id, Document):
+            meta = doc_or_query_id.metadata
+            qid, did = meta.get("ragtune_query_id"), doc_id or meta.get("doc_id")
+            if not qid:
+                raise FeedbackError("this document was retrieved without logging (log=False), so feedback cannot be tied to a query; retrieve with log=True")
+            if not did:
+                raise FeedbackError("this document has no 'doc_id' metadata; was it returned by a RagtuneRetriever?")
+            return str(qid), str(did)
+        if not isinstance(doc_or_query_id, str) or doc_id is None:
+            raise FeedbackError("pass a Document returned by the retriever, or a query id and a doc_id")
+        return doc_or_query_id, doc_id
+
+    def record_click(self, doc_or_query_id: Document | str, doc_id: str | None = None, *, dwell: float | None = None) -> None:
+        """Record that the user used/opened a retrieved document.
+
+        Args:
+            doc_or_query_id: A ``Document`` returned by this retriever, or a ``ragtune_query_id``.
+            doc_id: The doc id (needed with a query id; ignored with a Document unless given).
+            dwell: Optional seconds spent on the document.
+        """
+        qid, did = self._ids(doc_or_query_id, doc_id)
+        self.ragtune.click(qid, did, dwell=dwell)
+
+    def record_rating(self, doc_or_query_id: Document | str, value: int, doc_id: str | None = None) -> None:
+        """Record an explicit thumbs-up (``+1``) or thumbs-down (``-1``) on a retrieved document."""
+        qid, did = self._ids(doc_or_query_id, doc_id)
+        self.ragtune.rate(qid, did, value)

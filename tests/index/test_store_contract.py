@@ -1,0 +1,115 @@
+"""One contract suite for every vector store backend (faiss, chroma)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from ragtune.config import IndexConfig
+from ragtune.errors import IndexError_
+from ragtune.index.base import VectorStore, create_store, open_store
+
+BACKENDS = ["faiss", "chroma"]
+
+
+def _vectors(n: int, d: int = 16, seed: int = 0) -> np.ndarray:
+    v = np.random.default_rng(seed).normal(size=(n, d)).astype(np.float32)
+    return v / np.linalg.norm(v, axis=1, keepdims=True)
+
+
+@pytest.fixture(params=BACKENDS)
+def config(request: pytest.FixtureRequest) -> IndexConfig:
+    return IndexConfig(backend=request.param, use_gpu=False)
+
+
+@pytest.fixture()
+def version_dir(tmp_path: Path) -> Path:
+    """Mimic a workspace layout: ROOT/versions/<staging dir>."""
+    d = tmp_path / "ws" / "versions" / ".tmp-contract"
+    d.mkdir(parents=True)
+    return d
+
+
+def _name(tmp_path: Path, tag: str) -> str:
+    return f"contract-{abs(hash(str(tmp_path))) % 10**8}-{tag}"
+
+
+def test_create_open_round_trip(config: IndexConfig, version_dir: Path, tmp_path: Path) -> None:
+    vecs = _vectors(40)
+    name = _name(tmp_path, "rt")
+    store = create_store(version_dir, vecs, config, name=name)
+    assert isinstance(store, VectorStore) and store.backend == config.backend
+    assert len(store) == 40
+    s1, p1 = store.search(vecs[:5], 3)
+    reopened = open_store(version_dir, config, name=name)
+    assert len(reopened) == 40
+    s2, p2 = reopened.search(vecs[:5], 3)
+    assert np.array_equal(p1, p2)
+    assert np.allclose(s1, s2, atol=1e-5)
+
+
+def test_exact_top1_for_stored_vectors(config: IndexConfig, version_dir: Path, tmp_path: Path) -> None:
+    vecs = _vectors(300, seed=1)
+    store = create_store(version_dir, vecs, config, name=_name(tmp_path, "top1"))
+    rows = np.arange(0, 300, 7)
+    scores, pos = store.search(vecs[rows], 5)
+    assert scores.shape == pos.shape == (len(rows), 5)
+    assert scores.dtype == np.float32 and pos.dtype == np.int64
+    assert np.array_equal(pos[:, 0], rows)
+    assert np.allclose(scores[:, 0], 1.0, atol=1e-4)
+    # scores are inner products (= cosine similarity of normalised vectors)
+    for r, (srow, prow) in enumerate(zip(scores, pos)):
+        assert np.allclose(srow, vecs[prow] @ vecs[rows[r]], atol=1e-4)
+
+
+def test_scores_descending_and_match_brute_force(config: IndexConfig, version_dir: Path, tmp_path: Path) -> None:
+    vecs = _vectors(60, seed=2)
+    queries = _vectors(10, seed=3)
+    store = create_store(version_dir, vecs, config, name=_name(tmp_path, "desc"))
+    scores, pos = store.search(queries, 10)
+    assert np.all(np.diff(scores, axis=1) <= 1e-6)
+    want = np.argsort(-(queries @ vecs.T), axis=1)[:, :10]
+    assert np.array_equal(pos[:, 0], want[:, 0])
+    assert np.mean([len(set(a) & set(b)) / 10 for a, b in zip(pos, want)]) >= 0.9
+
+
+def test_k_larger_than_n(config: IndexConfig, version_dir: Path, tmp_path: Path) -> None:
+    vecs = _vectors(4, seed=4)
+    store = create_store(version_dir, vecs, config, name=_name(tmp_path, "bigk"))
+    scores, pos = store.search(vecs[:2], 50)
+    assert scores.shape == pos.shape == (2, 4)
+    assert all(sorted(row.tolist()) == [0, 1, 2, 3] for row in pos)
+
+
+def test_empty_query_batch(config: IndexConfig, version_dir: Path, tmp_path: Path) -> None:
+    vecs = _vectors(10, seed=5)
+    store = create_store(version_dir, vecs, config, name=_name(tmp_path, "empty"))
+    scores, pos = store.search(np.zeros((0, vecs.shape[1]), np.float32), 3)
+    assert scores.shape[0] == pos.shape[0] == 0
+    assert pos.dtype == np.int64
+
+
+def test_single_vector_store(config: IndexConfig, version_dir: Path, tmp_path: Path) -> None:
+    vecs = _vectors(1, seed=6)
+    store = create_store(version_dir, vecs, config, name=_name(tmp_path, "one"))
+    scores, pos = store.search(vecs, 3)
+    assert pos.tolist() == [[0]] and scores[0, 0] == pytest.approx(1.0, abs=1e-4)
+
+
+def test_open_missing_store_raises(config: IndexConfig, tmp_path: Path) -> None:
+    d = tmp_path / "ws" / "versions" / "v0042"
+    d.mkdir(parents=True)
+    with pytest.raises(IndexError_):
+        open_store(d, config, name=_name(tmp_path, "missing"))
+
+
+def test_drop_is_safe(config: IndexConfig, version_dir: Path, tmp_path: Path) -> None:
+    name = _name(tmp_path, "drop")
+    store = create_store(version_dir, _vectors(5, seed=7), config, name=name)
+    store.drop()
+    store.drop()  # idempotent
+    if config.backend == "chroma":
+        with pytest.raises(IndexError_):
+            open_store(version_dir, config, name=name)

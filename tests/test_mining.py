@@ -1,0 +1,112 @@
+"""Mining on small hand-made logs whose right answer is known."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from ragtune.config import FeedbackConfig, IndexConfig, MiningConfig
+from ragtune.corpus import Document
+from ragtune.docstore import DocStore
+from ragtune.feedback import FeedbackLog, Impression
+from ragtune.index.faiss_store import FaissStore
+from ragtune.mining import estimate_propensities, mine, split_heldout
+
+
+class _Serving:
+    """The slice of a serving version mining reads: a real doc store and faiss index over hand-made vectors."""
+
+    def __init__(self, tmp_path, vectors: dict[str, list[float]], query_vec: list[float]):
+        ids = list(vectors)
+        tmp_path.mkdir(parents=True, exist_ok=True)
+        DocStore.write(tmp_path, [Document(i, f"text of {i}") for i in ids])
+        self.docs = DocStore(tmp_path)
+        v = np.array([vectors[i] for i in ids], dtype=np.float32)
+        v /= np.linalg.norm(v, axis=1, keepdims=True)
+        self._v = v
+        self.store = FaissStore.create(tmp_path, v, IndexConfig(), name="t")
+        q = np.array([query_vec], dtype=np.float32)
+        self.embedder = type("E", (), {"encode_queries": staticmethod(lambda texts: np.repeat(q / np.linalg.norm(q), len(texts), 0))})()
+
+    def vectors(self):
+        return self._v
+
+
+def _imps(*ids):
+    return [Impression(d, r, 1.0 - r / 10) for r, d in enumerate(ids, 1)]
+
+
+def test_pairs_negatives_and_weights_known_answer(tmp_path):
+    log = FeedbackLog(tmp_path / "fb.sqlite")
+    a = log.log_query("reset router", _imps("d1", "d2", "d3", "d4"))
+    log.click(a, "d3")  # rank 3: weight 3; d1, d2 skipped above
+    b = log.log_query("Reset   Router", _imps("d3", "d1", "d4"))  # same normalised text
+    log.click(b, "d1")  # rank 2: weight 2; d1 is now a positive for this text, so never its negative
+    c = log.log_query("wifi", _imps("d2", "d5"))
+    log.rate(c, "d5", 1)  # explicit: weight 1
+    log.rate(c, "d2", -1)
+    log.log_query("no feedback here", _imps("d1"))
+    serving = _Serving(tmp_path / "v", {f"d{i}": [float(i == j) for j in range(1, 7)] for i in range(1, 7)}, [0, 0, 0, 0, 0, 1])
+    mined = mine(log.records(), serving, MiningConfig(hard_negatives=0, heldout_fraction=0.0, min_heldout=0), FeedbackConfig())
+    got = {(ex.query, ex.positive_id): (ex.negative_ids, round(ex.weight, 4)) for ex in mined.train}
+    assert got == {
+        ("reset router", "d3"): (["d2"], 1.5),
+        ("reset router", "d1"): (["d2"], 1.0),
+        ("wifi", "d5"): (["d2"], 0.5),
+    }
+    s = mined.report()
+    # d1 (skipped above d3 in a, clicked in b) and d3 (skipped above d1 in b, clicked in a) are never negatives
+    assert (s["pairs"], s["clicks"], s["ratings"], s["dropped_clicked_as_negative"]) == (3, 2, 2, 2)
+    assert (s["negatives_skip_above"], s["negatives_rated"], s["heldout_queries"]) == (2, 1, 0)
+    trip = list(mined.triplets())
+    assert trip[0]["query"] == "reset router" and trip[0]["negative"] == "text of d2"
+
+
+def test_ann_negatives_drop_likely_false_negatives(tmp_path):
+    log = FeedbackLog(tmp_path / "fb.sqlite")
+    q = log.log_query("q", _imps("P"))
+    log.click(q, "P")
+    vecs = {"P": [0.8, 0.6, 0.0], "A": [0.79, 0.0, 0.6131], "B": [0.5, 0.0, 0.866], "C": [0.2, 0.0, 0.98]}
+    serving = _Serving(tmp_path / "v", vecs, [1.0, 0.0, 0.0])
+    cfg = MiningConfig(hard_negatives=1, range_min=0, range_max=10, relative_margin=0.05, heldout_fraction=0.0, min_heldout=0)
+    mined = mine(log.records(), serving, cfg, FeedbackConfig())
+    (ex,) = mined.train
+    # A scores 0.79, within 5% of the positive's 0.8: a likely false negative, dropped; B is the hardest kept
+    assert ex.negative_ids == ["B"]
+    assert mined.report()["dropped_false_negatives"] == 1
+    loose = mine(log.records(), serving, MiningConfig(hard_negatives=1, range_min=0, range_max=10, relative_margin=0.0, heldout_fraction=0.0, min_heldout=0), FeedbackConfig())
+    assert loose.train[0].negative_ids == ["A"]
+
+
+def test_propensity_estimated_from_randpair_traffic(tmp_path):
+    log = FeedbackLog(tmp_path / "fb.sqlite")
+    for i in range(40):  # unswapped: the top doc is clicked half the time at rank 1
+        q = log.log_query(f"q{i}", [Impression("top", 1, 0.9, 1), Impression("x", 2, 0.5, 2)])
+        if i % 2 == 0:
+            log.click(q, "top")
+    for i in range(40):  # swapped to rank 2: clicked a quarter of the time -> p(2) = 0.5
+        q = log.log_query(f"r{i}", [Impression("x", 1, 0.5, 2), Impression("top", 2, 0.9, 1)], randomized=True)
+        if i % 4 == 0:
+            log.click(q, "top")
+    prop, source = estimate_propensities(log.records(), FeedbackConfig(propensity_clip=0.05))
+    assert prop[0] == 1.0 and prop[1] == pytest.approx(0.5)
+    assert prop[2] == pytest.approx(1 / 3)  # no data at rank 3: default curve
+    assert "randomised" in source
+
+
+def test_heldout_split_is_deterministic_and_by_query():
+    keys = [f"query {i}" for i in range(200)]
+    cfg = MiningConfig(heldout_fraction=0.2, min_heldout=5)
+    held = split_heldout(keys, cfg)
+    assert held == split_heldout(list(reversed(keys)), cfg)
+    assert 25 <= len(held) <= 55
+    assert split_heldout(keys[:6], cfg) and len(split_heldout(keys[:6], cfg)) >= 3
+
+
+def test_randomized_serving_logs_original_ranks(workspace):
+    workspace.config = workspace.config.with_overrides({"feedback.randomize_top": 3, "feedback.randomize_prob": 1.0})
+    hits = workspace.search("reset", k=4)
+    rec = next(r for r in workspace.feedback.records() if r.qid == hits.query_id)
+    assert rec.randomized
+    top = next(im for im in rec.impressions if im.orig_rank == 1)
+    assert top.rank in (2, 3)

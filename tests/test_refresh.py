@@ -1,0 +1,174 @@
+"""The refresh loop with tiny in-process models: gate, swap, lock, rollback, query tier, kill -9."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from ragtune import RagtuneError, RefreshLockedError
+from ragtune.mining import normalize_query, split_heldout
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _play(rt, n: int = 24, *, contradict: bool = False) -> tuple[str, str]:
+    """Near-identical queries whose users all click the doc ranked 5th (or, for held-out ones when
+    ``contradict``, the doc ranked 1st, which the current model already serves best): a pattern a
+    candidate can learn, or be misled by."""
+    texts = [f"please help me with my router problem number {i}" for i in range(n)]
+    first = rt.search(texts[0], k=5, log=False)
+    target, other = first[4].doc_id, first[0].doc_id
+    held = split_heldout([normalize_query(t) for t in texts], rt.config.mining)
+    for t in texts:
+        hits = rt.search(t, k=5)
+        want = other if contradict and normalize_query(t) in held else target
+        if want in {h.doc_id for h in hits}:
+            rt.click(hits.query_id, want)
+    return target, other
+
+
+def test_too_little_feedback_is_a_clear_noop(workspace):
+    rep = workspace.refresh()
+    assert rep["status"] == "skipped" and "0 new feedback events" in rep["reason"] and "--force" in rep["reason"]
+    rep = workspace.refresh(force=True)
+    assert rep["status"] == "skipped" and "too little feedback" in rep["reason"]
+    assert workspace.current_version == "v0001"
+
+
+def test_query_tier_promotes_without_reembedding(workspace):
+    target, _ = _play(workspace)
+    v1 = workspace.current_version
+    rep = workspace.refresh(mode="query")
+    assert rep["status"] == "promoted", rep["reason"]
+    assert rep["reembed_s"] == 0.0
+    v2 = workspace.current_version
+    info = workspace.ws.read_version(v2)
+    assert info.kind == "query" and info.index_version == v1
+    vdir = workspace.ws.version_dir(v2)
+    assert (vdir / "query_map.safetensors").is_file()
+    assert not (vdir / "vectors.npy").exists() and not (vdir / "docs.sqlite").exists()
+    assert info.model["query_map"] == f"versions/{v2}/query_map.safetensors"  # relative: the workspace can move
+    hits = workspace.search("please help me with my router problem number 99", k=5, log=False)
+    assert hits.version == v2
+    # the decision is recorded with both figures
+    entry = json.loads((workspace.ws.root / "refresh-log.jsonl").read_text().splitlines()[-1])
+    assert entry["status"] == "promoted" and entry["decision"]["current"]["heldout"] < entry["decision"]["candidates"][entry["decision"]["chosen"]]["heldout"]
+
+
+def test_gate_refuses_a_worse_model(workspace):
+    _play(workspace, contradict=True)
+    v1 = workspace.current_version
+    workspace.config = workspace.config.with_overrides({"train.query_interpolation": [1.0], "train.query_l2": 0.0, "train.query_lr": 0.05, "train.query_epochs": 30})
+    rep = workspace.refresh(mode="query")
+    assert rep["status"] == "refused"
+    gate = rep["gate"]
+    assert "does not beat" in rep["reason"]
+    assert all(c["heldout"] < gate["current"]["heldout"] for c in gate["candidates"].values())
+    assert workspace.current_version == v1 and len(workspace.ws.list_versions()) == 1
+    entry = json.loads((workspace.ws.root / "refresh-log.jsonl").read_text().splitlines()[-1])
+    assert entry["status"] == "refused" and entry["decision"]["current"]["heldout"] == gate["current"]["heldout"]
+    # the refused feedback is consumed: the next refresh waits for new events
+    assert workspace.refresh(mode="query")["status"] == "skipped"
+
+
+def test_lora_refresh_reembeds_into_a_new_version_and_rolls_back(workspace):
+    _play(workspace)
+    workspace.config = workspace.config.with_overrides({"train.lr": 5e-3, "train.epochs": 2, "train.interpolation": [1.0]})
+    v1 = workspace.current_version
+    rep = workspace.refresh(mode="lora")
+    assert rep["status"] in ("promoted", "refused")
+    if rep["status"] == "refused":  # the tiny random model may not improve; the gate said why
+        assert "does not beat" in rep["reason"]
+        pytest.skip("tiny model's LoRA candidate was refused by the gate")
+    v2 = workspace.current_version
+    info = workspace.ws.read_version(v2)
+    assert info.kind == "index" and info.index_version == v2 and info.parent == v1
+    adapter = workspace.ws.version_dir(v2) / "model"
+    assert (adapter / "adapter_model.safetensors").is_file()
+    cfg = json.loads((adapter / "adapter_config.json").read_text())
+    assert cfg["base_model_name_or_path"] == workspace.config.model.name
+    assert rep["reembed_s"] > 0
+    hits = workspace.search("reset", k=3, log=False)
+    assert hits.version == v2
+    assert workspace.rollback() == v1 and workspace.current_version == v1
+    assert workspace.search("reset", k=3, log=False).version == v1
+    assert workspace.rollback(v2) == v2
+
+
+def test_rollback_errors(workspace):
+    with pytest.raises(RagtuneError, match="no earlier version"):
+        workspace.rollback()
+    with pytest.raises(RagtuneError, match="does not exist"):
+        workspace.rollback("v0042")
+
+
+def test_second_refresh_is_locked_out(workspace):
+    _play(workspace)
+    with workspace.ws.lock("refresh"), pytest.raises(RefreshLockedError, match="locked by refresh"):
+        workspace.refresh(mode="query")
+    assert workspace.refresh(mode="query")["status"] in ("promoted", "refused")
+
+
+def _script(body: str) -> list[str]:
+    return [sys.executable, "-c", f"import sys; sys.path.insert(0, {str(ROOT)!r})\n" + body]
+
+
+def test_concurrent_reader_keeps_answering_and_picks_up_the_swap(workspace, tmp_path):
+    _play(workspace)
+    out = tmp_path / "reader.jsonl"
+    reader = subprocess.Popen(
+        _script(
+            f"""
+import json, time
+from ragtune import Ragtune
+rt = Ragtune({str(workspace.ws.root)!r}, progress=False)
+stop = time.time() + 120
+with open({str(out)!r}, 'w') as fh:
+    while time.time() < stop:
+        hits = rt.search('reset the router', k=3, log=False)
+        assert len(hits) == 3
+        fh.write(json.dumps(hits.version) + '\\n'); fh.flush()
+        if hits.version != 'v0001':
+            break
+        time.sleep(0.02)
+"""
+        ),
+        env={**os.environ, "TQDM_DISABLE": "1"},
+    )
+    while not out.exists() or not out.read_text():
+        time.sleep(0.1)
+        assert reader.poll() is None
+    rep = workspace.refresh(mode="query")
+    assert rep["status"] == "promoted", rep["reason"]
+    assert reader.wait(120) == 0
+    seen = [json.loads(line) for line in out.read_text().splitlines()]
+    assert seen[0] == "v0001" and seen[-1] == rep["version"]
+
+
+def test_kill_minus_nine_mid_refresh_leaves_serving_intact(workspace):
+    _play(workspace)
+    root = workspace.ws.root
+    proc = subprocess.Popen(
+        _script(f"from ragtune import Ragtune\nRagtune({str(root)!r}, progress=False).refresh(mode='lora')"),
+        env={**os.environ, "TQDM_DISABLE": "1"},
+    )
+    deadline = time.time() + 120
+    while not any(p.name.startswith("ragtune-refresh-") for p in root.iterdir()):
+        assert proc.poll() is None and time.time() < deadline
+        time.sleep(0.05)
+    time.sleep(0.5)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert workspace.current_version == "v0001"
+    assert len(workspace.search("reset", k=3, log=False)) == 3
+    # the lock died with the process; the next refresh runs and cleans up
+    rep = workspace.refresh(mode="query", force=True)
+    assert rep["status"] in ("promoted", "refused")
+    assert not any(p.name.startswith(".tmp-") for p in workspace.ws.versions_dir.iterdir())
