@@ -27,11 +27,11 @@ from pathlib import Path
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 
-import numpy as np  # noqa: E402
+import numpy as np
 
-from ragtune import Ragtune, RagtuneConfig  # noqa: E402
-from ragtune.evaluate import evaluate_run, load_beir_qrels, load_beir_queries  # noqa: E402
-from ragtune.simulate import ClickModel, simulate_users  # noqa: E402
+from ragtune import Ragtune, RagtuneConfig
+from ragtune.evaluate import evaluate_run, load_beir_qrels, load_beir_queries
+from ragtune.simulate import ClickModel, simulate_users
 
 HERE = Path(__file__).resolve().parent
 
@@ -135,10 +135,10 @@ def plot_pca(rt: Ragtune, base_dir: Path, queries: dict[str, str], qrels: dict[s
         allv = np.vstack([qv, *dv])
         mean = allv.mean(0)
         _, _, vt = np.linalg.svd(allv - mean, full_matrices=False)
-        proj = lambda x: (x - mean) @ vt[:2].T  # noqa: E731
+        axes2 = vt[:2].T
         colors = plt.cm.tab20(np.linspace(0, 1, len(qids)))
         for i in range(len(qids)):
-            qp, dp = proj(qv[i : i + 1]), proj(dv[i])
+            qp, dp = (qv[i : i + 1] - mean) @ axes2, (dv[i] - mean) @ axes2
             ax.scatter(qp[:, 0], qp[:, 1], marker="*", s=140, color=colors[i])
             ax.scatter(dp[:, 0], dp[:, 1], marker="o", s=40, color=colors[i])
             for d in dp:

@@ -18,7 +18,7 @@ from pathlib import Path
 
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-from ragtune import Ragtune, RagtuneConfig  # noqa: E402
+from ragtune import Ragtune, RagtuneConfig
 
 DOCS = Path(__file__).parent / "docs"
 
@@ -42,6 +42,7 @@ def main(argv: list[str] | None = None) -> None:
         hits = rt.search("change the wifi password", k=3)
         for h in hits:
             print(f"  {h.rank}. {h.score:.3f}  {h.doc_id}")
+        assert hits.query_id is not None
         rt.click(hits.query_id, hits[0].doc_id)
 
         # a document changes and one is added: re-index embeds just those, writes a new collection, swaps

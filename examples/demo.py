@@ -17,9 +17,9 @@ from pathlib import Path
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 
-from ragtune import Ragtune, RagtuneConfig  # noqa: E402
-from ragtune.evaluate import load_beir_qrels, load_beir_queries  # noqa: E402
-from ragtune.simulate import ClickModel, simulate_users  # noqa: E402
+from ragtune import Ragtune, RagtuneConfig
+from ragtune.evaluate import load_beir_qrels, load_beir_queries
+from ragtune.simulate import ClickModel, simulate_users
 
 DATA = Path(__file__).parent / "data" / "scifact-mini"
 

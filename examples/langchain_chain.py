@@ -20,10 +20,10 @@ from typing import Any
 
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-from langchain_core.runnables import RunnableLambda, RunnableParallel, RunnablePassthrough  # noqa: E402
+from langchain_core.runnables import RunnableLambda, RunnableParallel, RunnablePassthrough
 
-from ragtune import Ragtune, RagtuneConfig  # noqa: E402
-from ragtune.integrations.langchain import RagtuneRetriever  # noqa: E402
+from ragtune import Ragtune, RagtuneConfig
+from ragtune.integrations.langchain import RagtuneRetriever
 
 DOCS = Path(__file__).parent / "docs"
 # (question, the file that actually answers it): stands in for real users marking a helpful source

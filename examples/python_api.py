@@ -14,7 +14,7 @@ from pathlib import Path
 
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-from ragtune import Ragtune, RagtuneConfig  # noqa: E402
+from ragtune import Ragtune, RagtuneConfig
 
 DOCS = Path(__file__).parent / "docs"
 
@@ -38,6 +38,7 @@ def main(argv: list[str] | None = None) -> None:
             print(f"  {h.rank}. {h.score:.3f}  {h.doc_id}  {h.text[:60]!r}")
 
         # the user opened the second result: that is a training signal for the next refresh
+        assert hits.query_id is not None  # set because the search was logged
         rt.click(hits.query_id, hits[1].doc_id)
         print(f"clicked {hits[1].doc_id}")
         print(f"feedback so far: {rt.status()['feedback']}")

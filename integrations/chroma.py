@@ -45,12 +45,12 @@ class RagtuneEmbeddingFunction(EmbeddingFunction[Documents]):
         self.device = device
         self.batch_size = batch_size
 
-    def __call__(self, input: Documents) -> Embeddings:  # noqa: A002 - chromadb's protocol names it `input`
+    def __call__(self, input: Documents) -> Embeddings:
         """Embed documents (document side)."""
         vecs = self._embeddings.embedder().encode_documents(list(input))
         return [np.asarray(v, dtype=np.float32) for v in vecs]
 
-    def embed_query(self, input: Documents) -> Embeddings:  # noqa: A002
+    def embed_query(self, input: Documents) -> Embeddings:
         """Embed queries (query side: prefix and query-side map of the current version)."""
         vecs = self._embeddings.embedder().encode_queries(list(input))
         return [np.asarray(v, dtype=np.float32) for v in vecs]

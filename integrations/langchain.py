@@ -144,6 +144,7 @@ class RagtuneRetriever(BaseRetriever):
     _rt: Ragtune | None = PrivateAttr(default=None)
 
     def model_post_init(self, context: Any, /) -> None:
+        super().model_post_init(context)
         self._rt = Ragtune(self.workspace, progress=False)
         self.workspace = self._rt.ws.root
 

@@ -24,18 +24,18 @@ from ragtune.errors import (
 __version__ = "0.1.0"
 
 __all__ = [
-    "Ragtune",
-    "Hit",
-    "SearchResults",
-    "RagtuneConfig",
-    "RagtuneError",
     "ConfigError",
     "FeedbackError",
+    "Hit",
     "InputError",
     "MissingDependencyError",
     "ModelError",
     "NotEnoughFeedbackError",
+    "Ragtune",
+    "RagtuneConfig",
+    "RagtuneError",
     "RefreshLockedError",
+    "SearchResults",
     "WorkspaceError",
     "__version__",
 ]

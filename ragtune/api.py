@@ -25,7 +25,7 @@ from ragtune.workspace import VersionInfo, Workspace, default_workspace_path
 if TYPE_CHECKING:
     from ragtune.mining import MinedSet
 
-__all__ = ["Ragtune", "Hit", "SearchResults"]
+__all__ = ["Hit", "Ragtune", "SearchResults"]
 
 logger = logging.getLogger(__name__)
 
@@ -243,10 +243,23 @@ class Ragtune:
             self.config.save(staging / "config.json")
             self.ws.write_manifest(staging, info)
         self.ws.set_current(name)
+        self._prune()
+        return name
+
+    def _prune(self) -> None:
+        """Delete versions beyond ``index.keep_versions`` and release their server-side collections."""
+        before = {v.name: v for v in self.ws.list_versions()}
         removed = self.ws.prune(self.config.index.keep_versions)
+        for old in removed:
+            info = before.get(old)
+            backend = info.model.get("_backend") if info is not None else None
+            if info is not None and info.index_version == old and backend not in (None, "faiss"):
+                try:
+                    open_store(self.ws.version_dir(old), self.config.index, name=_store_name(self.ws, old), backend=backend).drop()
+                except Exception as exc:  # best effort: the version's files are already gone
+                    logger.warning("could not drop the vector store of pruned version %s: %s", old, exc)
         if removed:
             logger.info("pruned versions %s", ", ".join(removed))
-        return name
 
     # -- search -----------------------------------------------------------------------------------
     def search(self, query: str, k: int = 10, *, log: bool | None = None) -> SearchResults:

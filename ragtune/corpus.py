@@ -21,7 +21,7 @@ from typing import Any
 
 from ragtune.errors import InputError
 
-__all__ = ["Document", "load_sources", "load_jsonl", "load_beir_corpus", "load_text_dir", "chunk_text", "is_beir_dir"]
+__all__ = ["Document", "chunk_text", "is_beir_dir", "load_beir_corpus", "load_jsonl", "load_sources", "load_text_dir"]
 
 TEXT_SUFFIXES = (".txt", ".md")
 
@@ -114,7 +114,7 @@ def _iter_jsonl(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
     with fh:
         lineno = 0
         try:
-            for lineno, line in enumerate(fh, 1):  # noqa: B007 - lineno used in the except
+            for lineno, line in enumerate(fh, 1):
                 if not line.strip():
                     continue
                 try:

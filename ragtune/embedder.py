@@ -24,7 +24,7 @@ from ragtune.errors import MissingDependencyError, ModelError
 if TYPE_CHECKING:
     from sentence_transformers import SentenceTransformer
 
-__all__ = ["ModelSpec", "Embedder", "resolve_device", "resolve_model_path", "load_sentence_transformer", "interpolate_state"]
+__all__ = ["Embedder", "ModelSpec", "interpolate_state", "load_sentence_transformer", "resolve_device", "resolve_model_path"]
 
 logger = logging.getLogger(__name__)
 
@@ -202,7 +202,10 @@ class Embedder:
     @property
     def dim(self) -> int:
         get = getattr(self.model, "get_embedding_dimension", None) or self.model.get_sentence_embedding_dimension
-        return int(get())
+        dim = get()
+        if dim is None:  # pragma: no cover - every pooling model reports it
+            raise ModelError("the model does not report its embedding dimension")
+        return int(dim)
 
     def token_offsets(self, text: str) -> list[tuple[int, int]]:
         """Character offsets of the model tokenizer's tokens in ``text`` (for chunking)."""
@@ -248,8 +251,8 @@ def apply_lora(model: SentenceTransformer, adapter_dir: Path, ratio: float = 1.0
         from peft import PeftModel
     except ImportError as exc:  # pragma: no cover - peft is a hard dependency
         raise MissingDependencyError("LoRA adapters need peft (pip install peft)") from exc
-    transformer = model[0]
-    auto = transformer.auto_model
+    transformer: Any = model[0]
+    auto: Any = transformer.auto_model
     if ratio < 1.0:
         base_state = {k: v.detach().clone() for k, v in auto.state_dict().items()}
     try:

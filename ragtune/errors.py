@@ -7,16 +7,16 @@ can catch either. Messages say what was received and what to do about it.
 from __future__ import annotations
 
 __all__ = [
-    "RagtuneError",
     "ConfigError",
-    "WorkspaceError",
-    "InputError",
-    "ModelError",
-    "IndexError_",
     "FeedbackError",
-    "RefreshLockedError",
-    "NotEnoughFeedbackError",
+    "InputError",
     "MissingDependencyError",
+    "ModelError",
+    "NotEnoughFeedbackError",
+    "RagtuneError",
+    "RefreshLockedError",
+    "VectorIndexError",
+    "WorkspaceError",
 ]
 
 
@@ -40,7 +40,7 @@ class ModelError(RagtuneError, OSError):
     """A model could not be loaded or saved."""
 
 
-class IndexError_(RagtuneError, LookupError):  # noqa: N801 - avoid shadowing the builtin IndexError
+class VectorIndexError(RagtuneError, LookupError):
     """The vector index is missing or inconsistent."""
 
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from ragtune.errors import InputError
 
-__all__ = ["ndcg_at_k", "mrr_at_k", "recall_at_k", "evaluate_run", "load_beir_queries", "load_beir_qrels"]
+__all__ = ["evaluate_run", "load_beir_qrels", "load_beir_queries", "mrr_at_k", "ndcg_at_k", "recall_at_k"]
 
 Qrels = Mapping[str, Mapping[str, float]]
 

@@ -5,12 +5,13 @@ them and favour it. Each held-out positive's gain is therefore its inverse-prope
 a click the user dug down to rank 6 for counts more than a click on rank 1.
 
 Cheap by construction: both models re-rank the same candidate *pool* per query instead of searching
-a re-embedded corpus. For held-out feedback the pool is what users were shown for that query (plus
-what they chose): a click says nothing about documents nobody saw, so a candidate must not be
-punished for surfacing them, and must earn its score by ordering the seen ones better. For a
-labelled eval set (``--eval-beir``) the pool is the serving top ``pool_size`` plus the relevant docs.
-A query-side candidate uses the serving document vectors; a document-side one (LoRA/full) costs one
-encode of the pool.
+a re-embedded corpus. The pool is what users were shown for that query, the serving model's top
+``pool_size`` and the docs users chose (for a labelled ``--eval-beir`` set: the top ``pool_size`` and
+the relevant docs). Unclicked docs count as non-relevant, so a candidate that pulls unseen docs
+above the chosen ones pays for it: conservative on purpose, since a document-side model that
+reshuffles the whole corpus is exactly what could hurt queries nobody logged. A query-side
+candidate uses the serving document vectors; a document-side one (LoRA/full) costs one encode of the
+pool.
 """
 
 from __future__ import annotations
@@ -23,12 +24,12 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ragtune.embedder import Embedder
-from ragtune.evaluate import ndcg_at_k, mrr_at_k
+from ragtune.evaluate import mrr_at_k, ndcg_at_k
 
 if TYPE_CHECKING:
     from ragtune.api import _Serving
 
-__all__ = ["GateSet", "build_gate_set", "score_current", "score_candidate", "GateDecision"]
+__all__ = ["GateDecision", "GateSet", "build_gate_set", "score_candidate", "score_current"]
 
 logger = logging.getLogger(__name__)
 
@@ -63,14 +64,13 @@ class GateDecision:
 
 
 def build_gate_set(name: str, serving: _Serving, queries: Sequence[str], relevant: Sequence[dict[str, float]], pool_size: int, shown: Sequence[Sequence[str]] | None = None) -> GateSet:
-    """Pools = the docs shown for each query (or the serving top ``pool_size``) plus its relevant docs."""
-    if shown is None:
-        qv = serving.embedder.encode_queries(list(queries))
-        _, pos = serving.store.search(qv, pool_size)
-        tops = [[int(p) for p in row if p >= 0] for row in pos]
-    else:
+    """Pools = the docs shown for each query, the serving top ``pool_size`` and the relevant docs."""
+    qv = serving.embedder.encode_queries(list(queries))
+    _, pos = serving.store.search(qv, pool_size)
+    tops = [[int(p) for p in row if p >= 0] for row in pos]
+    if shown is not None:
         shown_pos = serving.docs.positions(sorted({d for row in shown for d in row}))
-        tops = [[shown_pos[d] for d in row if d in shown_pos] for row in shown]
+        tops = [[shown_pos[d] for d in row if d in shown_pos] + top for row, top in zip(shown, tops)]
     rel_pos = serving.docs.positions(sorted({d for r in relevant for d in r}))
     pools: list[list[int]] = []
     for i, rel in enumerate(relevant):

@@ -32,7 +32,7 @@ from ragtune.feedback import QueryRecord
 if TYPE_CHECKING:
     from ragtune.api import _Serving
 
-__all__ = ["TrainExample", "HeldoutQuery", "MinedSet", "mine", "estimate_propensities", "normalize_query"]
+__all__ = ["HeldoutQuery", "MinedSet", "TrainExample", "estimate_propensities", "mine", "normalize_query"]
 
 logger = logging.getLogger(__name__)
 
@@ -63,6 +63,7 @@ class HeldoutQuery:
     query: str
     positive_ids: dict[str, float]
     shown_ids: list[str] = field(default_factory=list)
+    versions: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -126,7 +127,7 @@ def estimate_propensities(records: list[QueryRecord], config: FeedbackConfig, ma
         if rec.randomized or top.rank == 1:
             shown[top.rank] += 1
             clicked[top.rank] += top.doc_id in clicked_ids
-    source = "default curve (1/rank)^%g" % config.propensity_eta
+    source = f"default curve (1/rank)^{config.propensity_eta:g}"
     prop = default.copy()
     if shown[1] >= MIN_RANDOMIZED_PER_RANK and clicked[1] > 0:
         ctr1 = clicked[1] / shown[1]
@@ -156,6 +157,7 @@ def mine(records: list[QueryRecord], serving: _Serving, mining: MiningConfig, fe
     neg_skip: dict[str, set[str]] = defaultdict(set)
     neg_rated: dict[str, set[str]] = defaultdict(set)
     shown: dict[str, list[str]] = defaultdict(list)
+    logged_by: dict[str, set[str]] = defaultdict(set)
     n_clicks = n_ratings = 0
     for rec in records:
         if not rec.clicks and not rec.ratings:
@@ -163,6 +165,7 @@ def mine(records: list[QueryRecord], serving: _Serving, mining: MiningConfig, fe
         key = normalize_query(rec.text)
         texts.setdefault(key, rec.text)
         rank_of = {im.doc_id: im.rank for im in rec.impressions}
+        logged_by[key].add(rec.version or "")
         for im in rec.impressions:
             if im.doc_id not in shown[key]:
                 shown[key].append(im.doc_id)
@@ -229,7 +232,7 @@ def mine(records: list[QueryRecord], serving: _Serving, mining: MiningConfig, fe
     if len(raw):
         for ex in train:
             ex.weight = float(ex.weight / raw.mean())
-    heldout = [HeldoutQuery(texts[k], {d: float(np.mean(w)) for d, w in pos_weights[k].items()}, shown[k]) for k in keys if k in held]
+    heldout = [HeldoutQuery(texts[k], {d: float(np.mean(w)) for d, w in pos_weights[k].items()}, shown[k], sorted(logged_by[k])) for k in keys if k in held]
 
     needed = {ex.positive_id for ex in train} | {n for ex in train for n in ex.negative_ids}
     pmap = serving.docs.positions(sorted(needed))

@@ -18,12 +18,12 @@ import numpy as np
 
 from ragtune.embedder import Embedder, ModelSpec
 from ragtune.gate import GateDecision, GateSet, build_gate_set, score_candidate, score_current
-from ragtune.mining import MinedSet, TrainExample, mine, normalize_query
+from ragtune.mining import HeldoutQuery, MinedSet, TrainExample, mine, normalize_query
 
 if TYPE_CHECKING:
     from ragtune.api import Ragtune, _Serving
 
-__all__ = ["run_refresh", "DECISIONS_FILE"]
+__all__ = ["DECISIONS_FILE", "run_refresh"]
 
 logger = logging.getLogger(__name__)
 
@@ -36,16 +36,31 @@ def _record(rt: Ragtune, entry: dict[str, Any]) -> None:
         fh.write(json.dumps(entry, sort_keys=True, default=str) + "\n")
 
 
+def _gate_heldout(serving: _Serving, mined: MinedSet, min_queries: int) -> tuple[list[HeldoutQuery], str]:
+    """The held-out queries the gate compares on, preferring ones the serving version did not log.
+
+    Clicks logged while a model was serving sit where that model put them and favour it, however
+    they are weighted. Held-out queries logged only under *other* versions are off-policy for both
+    the candidate and the serving model, so they are used alone when there are ``min_queries`` of
+    them; otherwise (e.g. the first refresh) all held-out queries are, which favours the serving model.
+    """
+    off_policy = [h for h in mined.heldout if serving.name not in h.versions]
+    if len(off_policy) >= min_queries:
+        return off_policy, f"{len(off_policy)} held-out queries logged under earlier versions"
+    return list(mined.heldout), f"all {len(mined.heldout)} held-out queries"
+
+
 def _gate_sets(rt: Ragtune, serving: _Serving, mined: MinedSet) -> list[GateSet]:
     cfg = rt.config.gate
-    sets = [build_gate_set("heldout", serving, [h.query for h in mined.heldout], [dict(h.positive_ids) for h in mined.heldout], cfg.pool_size, shown=[h.shown_ids for h in mined.heldout])]
+    held, _ = _gate_heldout(serving, mined, cfg.min_off_policy)
+    sets = [build_gate_set("heldout", serving, [h.query for h in held], [dict(h.positive_ids) for h in held], cfg.pool_size, shown=[h.shown_ids for h in held])]
     if cfg.eval_beir:
         from ragtune.evaluate import load_beir_qrels, load_beir_queries
 
         qrels = load_beir_qrels(cfg.eval_beir, cfg.eval_split)
         queries = load_beir_queries(cfg.eval_beir)
         qids = [q for q in qrels if q in queries]
-        sets.append(build_gate_set(f"eval:{Path(cfg.eval_beir).name}/{cfg.eval_split}", serving, [queries[q] for q in qids], [qrels[q] for q in qids], cfg.pool_size))
+        sets.append(build_gate_set(f"eval:{Path(cfg.eval_beir).name}/{cfg.eval_split}", serving, [queries[q] for q in qids], [{d: float(g) for d, g in qrels[q].items()} for q in qids], cfg.pool_size))
     return sets
 
 
@@ -120,6 +135,7 @@ def run_refresh(rt: Ragtune, *, mode: str | None = None, force: bool = False, mi
             return {**base, "status": "skipped", "reason": msg, "refresh_s": time.perf_counter() - t0}
 
         gate_sets = _gate_sets(rt, serving, mined)
+        base["gate_queries"] = _gate_heldout(serving, mined, cfg.gate.min_off_policy)[1]
         metric = cfg.gate.metric
         current = {gs.name: score_current(gs, serving) for gs in gate_sets}
         modes = ["query", "lora"] if mode == "auto" else [mode]
@@ -166,7 +182,7 @@ def _decide(cfg: Any, metric: str, current: dict[str, dict[str, float]], best_ke
     cand = best["scores"]["heldout"][metric]
     figures = {k: {name: s[metric] for name, s in c["scores"].items()} for k, c in candidates.items()}
     cur_fig = {name: s[metric] for name, s in current.items()}
-    n = current["heldout"]["n"]
+    n = int(current["heldout"]["n"])
     if not cand > cur + cfg.gate.margin:
         return GateDecision(False, f"candidate {best_key} {metric} {cand:.4f} does not beat the current model's {cur:.4f} by the margin {cfg.gate.margin} on {n} held-out queries", metric, cur_fig, figures, None)
     for name, s in best["scores"].items():

@@ -38,7 +38,7 @@ from typing import Any
 from ragtune.config import RagtuneConfig
 from ragtune.errors import RefreshLockedError, WorkspaceError
 
-__all__ = ["Workspace", "VersionInfo", "default_workspace_path"]
+__all__ = ["VersionInfo", "Workspace", "default_workspace_path"]
 
 logger = logging.getLogger(__name__)
 

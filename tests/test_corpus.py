@@ -62,7 +62,7 @@ def test_missing_path_and_non_utf8(tmp_path):
     with pytest.raises(InputError, match="no such file or directory"):
         load_sources([tmp_path / "nope"], None)
     (tmp_path / "bad.txt").write_bytes(b"caf\xe9 au lait")
-    with pytest.raises(InputError, match="bad.txt: not UTF-8"):
+    with pytest.raises(InputError, match=r"bad\.txt: not UTF-8"):
         load_sources([tmp_path], _tok)
     with pytest.raises(InputError, match="unsupported source"):
         (tmp_path / "x.csv").write_text("a,b")

@@ -31,7 +31,7 @@ def test_evaluate_run_means_over_qrels_queries():
 def test_qrels_errors_name_file(tmp_path):
     (tmp_path / "qrels").mkdir()
     (tmp_path / "qrels" / "test.tsv").write_text("query-id\tcorpus-id\tscore\nq1\td1\tone\n")
-    with pytest.raises(ValueError, match="test.tsv:2"):
+    with pytest.raises(ValueError, match=r"test\.tsv:2"):
         load_beir_qrels(tmp_path, "test")
     with pytest.raises(ValueError, match="available splits: \\['test'\\]"):
         load_beir_qrels(tmp_path, "dev")

@@ -43,7 +43,7 @@ def test_too_little_feedback_is_a_clear_noop(workspace):
 
 
 def test_query_tier_promotes_without_reembedding(workspace):
-    target, _ = _play(workspace)
+    _play(workspace)
     v1 = workspace.current_version
     rep = workspace.refresh(mode="query")
     assert rep["status"] == "promoted", rep["reason"]

@@ -16,7 +16,7 @@ import numpy as np
 if TYPE_CHECKING:
     from ragtune.config import IndexConfig
 
-__all__ = ["VectorStore", "open_store", "create_store"]
+__all__ = ["VectorStore", "create_store", "open_store"]
 
 
 class VectorStore(ABC):

@@ -23,13 +23,13 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ragtune.errors import IndexError_, MissingDependencyError
+from ragtune.errors import MissingDependencyError, VectorIndexError
 from ragtune.index.base import VectorStore
 
 if TYPE_CHECKING:
     from ragtune.config import IndexConfig
 
-__all__ = ["ChromaStore", "collection_name", "chroma_client"]
+__all__ = ["ChromaStore", "chroma_client", "collection_name"]
 
 logger = logging.getLogger(__name__)
 
@@ -84,7 +84,7 @@ def chroma_client(config: IndexConfig, root: Path) -> Any:
                     client = chromadb.PersistentClient(path=key[1], settings=settings)
             except Exception as exc:
                 where = f"the Chroma server at {config.chroma_host}:{config.chroma_port}" if key[0] == "http" else key[1]
-                raise IndexError_(f"cannot connect to {where} ({type(exc).__name__}: {exc}); is it running and reachable?") from exc
+                raise VectorIndexError(f"cannot connect to {where} ({type(exc).__name__}: {exc}); is it running and reachable?") from exc
             _CLIENTS[key] = client
         return client
 
@@ -124,7 +124,7 @@ class ChromaStore(VectorStore):
     def create(cls, directory: Path, vectors: np.ndarray, config: IndexConfig, *, name: str) -> ChromaStore:
         vectors = np.ascontiguousarray(vectors, dtype=np.float32)
         if vectors.ndim != 2:
-            raise IndexError_(f"vectors must be a 2-d array, got shape {vectors.shape}")
+            raise VectorIndexError(f"vectors must be a 2-d array, got shape {vectors.shape}")
         root = cls._root(directory)
         client = chroma_client(config, root)
         cname = collection_name(name)
@@ -152,7 +152,7 @@ class ChromaStore(VectorStore):
         except Exception as exc:
             with contextlib.suppress(Exception):
                 client.delete_collection(cname)
-            raise IndexError_(f"cannot write chroma collection {cname!r} ({type(exc).__name__}: {exc})") from exc
+            raise VectorIndexError(f"cannot write chroma collection {cname!r} ({type(exc).__name__}: {exc})") from exc
         meta = {"collection": cname, "mode": config.chroma_mode, "n": len(vectors), "dim": int(vectors.shape[1])}
         (Path(directory) / FILENAME).write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
         logger.info("chroma collection %s: %d vectors", cname, len(vectors))
@@ -173,11 +173,11 @@ class ChromaStore(VectorStore):
         except Exception as exc:
             if _is_not_found(exc):
                 where = f"the Chroma server at {config.chroma_host}:{config.chroma_port}" if config.chroma_mode == "http" else str(root / "chroma")
-                raise IndexError_(f"chroma collection {cname!r} is missing from {where}; re-run `ragtune index`") from exc
+                raise VectorIndexError(f"chroma collection {cname!r} is missing from {where}; re-run `ragtune index`") from exc
             _forget_client(config, root)
-            raise IndexError_(f"cannot open chroma collection {cname!r} ({type(exc).__name__}: {exc})") from exc
+            raise VectorIndexError(f"cannot open chroma collection {cname!r} ({type(exc).__name__}: {exc})") from exc
         if "n" in meta and count != meta["n"]:
-            raise IndexError_(f"chroma collection {cname!r} holds {count} vectors but the version has {meta['n']}; re-run `ragtune index`")
+            raise VectorIndexError(f"chroma collection {cname!r} holds {count} vectors but the version has {meta['n']}; re-run `ragtune index`")
         return cls(client, collection, cname, count, config)
 
     def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:

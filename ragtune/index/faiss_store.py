@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ragtune.errors import IndexError_, MissingDependencyError
+from ragtune.errors import MissingDependencyError, VectorIndexError
 from ragtune.index.base import VectorStore
 
 if TYPE_CHECKING:
@@ -82,7 +82,7 @@ class FaissStore(VectorStore):
         faiss = _faiss()
         path = directory / FILENAME
         if not path.is_file():
-            raise IndexError_(f"index file {path} is missing; re-run `ragtune index`")
+            raise VectorIndexError(f"index file {path} is missing; re-run `ragtune index`")
         index = faiss.read_index(str(path))
         if hasattr(index, "hnsw"):
             index.hnsw.efSearch = config.hnsw_ef_search

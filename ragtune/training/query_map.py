@@ -18,7 +18,7 @@ import numpy as np
 
 from ragtune.config import TrainConfig
 
-__all__ = ["QueryMapResult", "train_query_map", "heldout_ndcg"]
+__all__ = ["QueryMapResult", "heldout_ndcg", "train_query_map"]
 
 logger = logging.getLogger(__name__)
 
@@ -80,11 +80,11 @@ def train_query_map(
     t0 = time.perf_counter()
     torch.manual_seed(config.seed)
     d = docs.shape[1]
-    D = torch.from_numpy(np.array(docs, dtype=np.float32))
-    Q = torch.from_numpy(np.ascontiguousarray(queries, dtype=np.float32))
+    docs_t = torch.from_numpy(np.array(docs, dtype=np.float32))
+    q_t = torch.from_numpy(np.ascontiguousarray(queries, dtype=np.float32))
     y = torch.from_numpy(positives.astype(np.int64))
     w = torch.from_numpy((weights / weights.mean()).astype(np.float32))
-    mask = torch.zeros(len(Q), len(D), dtype=torch.bool)
+    mask = torch.zeros(len(q_t), len(docs_t), dtype=torch.bool)
     if query_groups is not None:
         groups: dict[int, list[int]] = {}
         for i, g in enumerate(query_groups):
@@ -94,33 +94,33 @@ def train_query_map(
             for i in members:
                 mask[i, torch.from_numpy(rows)] = True
                 mask[i, positives[i]] = False
-    W = torch.nn.Parameter(torch.eye(d))
+    w_map = torch.nn.Parameter(torch.eye(d))
     eye = torch.eye(d)
-    opt = torch.optim.Adam([W], lr=config.query_lr)
+    opt = torch.optim.Adam([w_map], lr=config.query_lr)
     eval_ok = eval_queries is not None and eval_positives and len(eval_queries) > 0
     # the identity is not a candidate here: the gate compares whatever this returns with the current model
-    best_w, best_score, best_epoch, bad = W.detach().clone(), -1.0, 0, 0
+    best_w, best_score, best_epoch, bad = w_map.detach().clone(), -1.0, 0, 0
     epoch = 0
     patience = max(3, config.early_stopping_patience * 5)
     for epoch in range(1, config.query_epochs + 1):
         opt.zero_grad()
-        qm = torch.nn.functional.normalize(Q @ W.T, dim=1)
-        logits = (qm @ D.T) * scale
+        qm = torch.nn.functional.normalize(q_t @ w_map.T, dim=1)
+        logits = (qm @ docs_t.T) * scale
         logits = logits.masked_fill(mask, float("-inf"))
         loss = (torch.nn.functional.cross_entropy(logits, y, reduction="none") * w).mean()
-        loss = loss + config.query_l2 * ((W - eye) ** 2).sum() / d
+        loss = loss + config.query_l2 * ((w_map - eye) ** 2).sum() / d
         loss.backward()
         opt.step()
         if eval_ok and (epoch % 10 == 0 or epoch == config.query_epochs):
             with torch.no_grad():
-                ev = torch.nn.functional.normalize(torch.from_numpy(eval_queries) @ W.T, dim=1).numpy()  # type: ignore[arg-type]
+                ev = torch.nn.functional.normalize(torch.from_numpy(eval_queries) @ w_map.T, dim=1).numpy()  # type: ignore[arg-type]
             score = heldout_ndcg(ev, docs, eval_positives)  # type: ignore[arg-type]
             if score > best_score + 1e-6:
-                best_w, best_score, best_epoch, bad = W.detach().clone(), score, epoch, 0
+                best_w, best_score, best_epoch, bad = w_map.detach().clone(), score, epoch, 0
             else:
                 bad += 1
                 if config.early_stopping_patience and bad >= patience:
                     break
     if not eval_ok:
-        best_w, best_epoch = W.detach().clone(), epoch
+        best_w, best_epoch = w_map.detach().clone(), epoch
     return QueryMapResult(best_w.numpy().astype(np.float32), time.perf_counter() - t0, epoch, best_epoch, best_score if eval_ok else None)

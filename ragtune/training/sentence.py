@@ -25,7 +25,7 @@ from ragtune.errors import ConfigError
 if TYPE_CHECKING:
     from ragtune.mining import TrainExample
 
-__all__ = ["TrainResult", "train_sentence_model", "build_dataset"]
+__all__ = ["TrainResult", "build_dataset", "train_sentence_model"]
 
 logger = logging.getLogger(__name__)
 
@@ -227,7 +227,8 @@ def train_sentence_model(
 
     out_dir.mkdir(parents=True, exist_ok=True)
     if mode == "lora":
-        model[0].auto_model.save_pretrained(str(out_dir), safe_serialization=True)
+        transformer: Any = model[0]
+        transformer.auto_model.save_pretrained(str(out_dir), safe_serialization=True)
         cfg_path = out_dir / "adapter_config.json"
         if cfg_path.is_file():  # reference the base model portably, not by a site-packages path
             cfg = json.loads(cfg_path.read_text(encoding="utf-8"))

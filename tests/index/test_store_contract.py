@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from ragtune.config import IndexConfig
-from ragtune.errors import IndexError_
+from ragtune.errors import VectorIndexError
 from ragtune.index.base import VectorStore, create_store, open_store
 
 BACKENDS = ["faiss", "chroma"]
@@ -101,7 +101,7 @@ def test_single_vector_store(config: IndexConfig, version_dir: Path, tmp_path: P
 def test_open_missing_store_raises(config: IndexConfig, tmp_path: Path) -> None:
     d = tmp_path / "ws" / "versions" / "v0042"
     d.mkdir(parents=True)
-    with pytest.raises(IndexError_):
+    with pytest.raises(VectorIndexError):
         open_store(d, config, name=_name(tmp_path, "missing"))
 
 
@@ -111,5 +111,5 @@ def test_drop_is_safe(config: IndexConfig, version_dir: Path, tmp_path: Path) ->
     store.drop()
     store.drop()  # idempotent
     if config.backend == "chroma":
-        with pytest.raises(IndexError_):
+        with pytest.raises(VectorIndexError):
             open_store(version_dir, config, name=name)

@@ -41,7 +41,7 @@ def _index_search_swap(rt: Ragtune, docs_jsonl: Path, tmp_path: Path) -> None:
     assert [h.score for h in hits] == sorted((h.score for h in hits), reverse=True)
     # the stored vector of every doc finds that doc first
     serving = rt.serving()
-    scores, pos = serving.store.search(np.asarray(serving.vectors()), 1)
+    _, pos = serving.store.search(np.asarray(serving.vectors()), 1)
     assert pos[:, 0].tolist() == list(range(8))
     rt.click(hits.query_id, hits[0].doc_id)
 
