@@ -1,7 +1,7 @@
 """The whole ragtune loop on the bundled scifact-mini corpus (offline, CPU, a few minutes).
 
-index → search → simulated users click → mine → refresh (the gate picks LoRA or the query tier)
-→ before/after nDCG@10 on held-out test queries → versions → rollback.
+index → search → (simulated users click → mine → refresh, where the gate picks LoRA or the query
+tier or refuses both) x 2 → before/after nDCG@10 on test queries → versions → rollback.
 
 Run: ``make demo`` (or ``python examples/demo.py [--workspace DIR] [--mode auto|lora|query|full]``).
 """
@@ -28,7 +28,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--workspace", type=Path, default=Path(__file__).parent / ".demo-workspace")
     parser.add_argument("--mode", default="auto", choices=["auto", "lora", "query", "full"])
-    parser.add_argument("--rounds", type=int, default=2, help="Simulated users play this many passes over the train queries.")
+    parser.add_argument("--rounds", type=int, default=2, help="Rounds of simulated users (each on its share of the train queries) and refreshes.")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
 
@@ -52,18 +52,16 @@ def main() -> None:
     queries, qrels = load_beir_queries(DATA), load_beir_qrels(DATA, "train")
     qids = sorted(qrels)
     for r in range(args.rounds):
-        sim = simulate_users(rt, queries, qrels, qids, ClickModel(seed=r))
-        print(f"\n4.{r + 1} simulated users: {sim['sessions']} searches, {sim['clicks']} clicks ({sim['noise_clicks']} on non-relevant docs)")
-    print(f"   feedback log: {rt.feedback.stats()}")
-    mined = rt.mine().report()
-    print(f"   mined: {mined['pairs']} pairs, {mined['negatives_per_pair']} negatives/pair, {mined['dropped_false_negatives']} likely false negatives dropped, {mined['heldout_queries']} held-out queries")
-
-    print(f"\n5. refresh --mode {args.mode}")
-    result = rt.refresh(mode=args.mode)
-    print(f"   {result['status']}: {result['reason']}")
-    if result["status"] != "skipped":
-        for name, figs in result["gate"]["candidates"].items():
-            print(f"   candidate {name:<10} held-out nDCG@10 {figs['heldout']:.4f} (current {result['gate']['current']['heldout']:.4f})")
+        share = qids[r :: args.rounds]
+        sim = simulate_users(rt, queries, qrels, share, ClickModel(seed=r))
+        print(f"\n4.{r + 1} simulated users on {len(share)} train queries: {sim['clicks']} clicks ({sim['noise_clicks']} on non-relevant docs)")
+        mined = rt.mine().report()
+        print(f"    mined: {mined['pairs']} pairs, {mined['negatives_per_pair']} negatives/pair, {mined['dropped_false_negatives']} likely false negatives dropped, {mined['heldout_queries']} held-out queries")
+        result = rt.refresh(mode=args.mode)
+        print(f"5.{r + 1} refresh --mode {args.mode}: {result['status']}: {result['reason']}")
+        if result["status"] != "skipped":
+            for name, figs in result["gate"]["candidates"].items():
+                print(f"    candidate {name:<10} held-out nDCG@10 {figs['heldout']:.4f} (serving model {result['gate']['current']['heldout']:.4f})")
 
     after = rt.evaluate_beir(DATA, "test")
     print(f"\n6. after:  test nDCG@10 {after['ndcg@10']:.4f}  MRR@10 {after['mrr@10']:.4f}  (model {after['model']})")
