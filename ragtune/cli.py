@@ -303,8 +303,14 @@ def refresh(ctx: click.Context, mode: str | None, force: bool, min_new_events: i
         rt.config = rt.config.with_overrides(overrides)
     seconds = _parse_interval(interval)
     while True:
-        report = rt.refresh(mode=mode, force=force, min_new_events=min_new_events)
-        _echo_json(report) if as_json else _print_refresh(report)
+        try:
+            report = rt.refresh(mode=mode, force=force, min_new_events=min_new_events)
+        except RagtuneError as exc:
+            if not watch:
+                raise
+            click.echo(f"refresh failed, will retry in {interval}: {exc}", err=True)
+        else:
+            _echo_json(report) if as_json else _print_refresh(report)
         if not watch:
             return
         force = False

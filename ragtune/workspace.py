@@ -263,9 +263,10 @@ class Workspace:
             if name in by_name:
                 protected.add(name)
                 protected.add(by_name[name].index_version)
-                model_from = by_name[name].model.get("adapter_version")
-                if model_from:
-                    protected.add(model_from)
+                for key in ("adapter", "query_map"):  # model files may live in an earlier version's dir
+                    parts = Path(by_name[name].model.get(key) or "").parts
+                    if len(parts) > 1 and parts[0] == "versions":
+                        protected.add(parts[1])
         removed: list[str] = []
         for v in versions:
             if v.name not in protected:

@@ -172,3 +172,24 @@ def test_kill_minus_nine_mid_refresh_leaves_serving_intact(workspace):
     rep = workspace.refresh(mode="query", force=True)
     assert rep["status"] in ("promoted", "refused")
     assert not any(p.name.startswith(".tmp-") for p in workspace.ws.versions_dir.iterdir())
+
+
+def test_prune_keeps_current_and_what_it_needs(workspace, docs_jsonl):
+    import json as _json
+
+    workspace.config = workspace.config.with_overrides({"index.keep_versions": 1})
+    _play(workspace)
+    rep = workspace.refresh(mode="query")
+    assert rep["status"] == "promoted", rep["reason"]
+    # a query-tier version searches v0001's index: pruning to 1 must keep both
+    names = [v.name for v in workspace.ws.list_versions()]
+    assert names == ["v0001", rep["version"]]
+    rows = [_json.loads(line) for line in docs_jsonl.read_text().splitlines()]
+    rows[0]["text"] = "changed"
+    docs_jsonl.write_text("".join(_json.dumps(r) + "\n" for r in rows))
+    new = workspace.index([docs_jsonl])["version"]
+    # the re-indexed version keeps the query map (its file lives in the query version's dir, so that
+    # dir is kept); v0001's index is no longer needed by anything kept and goes
+    assert workspace.ws.read_version(new).model["query_map"] == f"versions/{rep['version']}/query_map.safetensors"
+    assert [v.name for v in workspace.ws.list_versions()] == [rep["version"], new]
+    assert len(workspace.search("reset", k=3, log=False)) == 3
