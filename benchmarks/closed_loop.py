@@ -157,13 +157,17 @@ def main() -> None:
     ap.add_argument("--reference", action=argparse.BooleanOptionalAction, default=None, help="Run the plain fine-tune reference (default: on for lora).")
     ap.add_argument("--epochs", type=int, default=None)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=JSON", help="Config override, e.g. --set train.max_seq_length=128 (repeatable).")
     args = ap.parse_args()
     t_start = time.perf_counter()
     work = HERE / "work" / f"loop-{args.mode}"
     base_workspace(args.dataset, work)
-    overrides = {"refresh.min_new_events": 1}
+    overrides: dict[str, object] = {"refresh.min_new_events": 1}
     if args.epochs:
         overrides["train.epochs"] = args.epochs
+    for item in args.overrides:
+        key, _, value = item.partition("=")
+        overrides[key] = json.loads(value)
     cfg = RagtuneConfig.load(work / "config.json").with_overrides(overrides)
     cfg.save(work / "config.json")
     rt = Ragtune(work, progress=True)

@@ -150,6 +150,9 @@ def train_sentence_model(
     torch.manual_seed(config.seed)
     model = load_sentence_transformer(base.base, device, base.max_seq_length)
     _set_dropout(model, config.dropout)
+    serving_length = model.max_seq_length
+    if config.max_seq_length is not None:
+        model.max_seq_length = config.max_seq_length
     if mode == "lora":
         from peft import LoraConfig, TaskType
 
@@ -225,6 +228,7 @@ def train_sentence_model(
         steps = int(trainer.state.global_step)
         epochs_run = round(trainer.state.epoch or 0)
 
+    model.max_seq_length = serving_length
     out_dir.mkdir(parents=True, exist_ok=True)
     if mode == "lora":
         transformer: Any = model[0]
