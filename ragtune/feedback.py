@@ -1,10 +1,9 @@
 """The feedback log: queries with their impressions, clicks and ratings, in SQLite (WAL).
 
-Several processes may write at once: every write is one short ``BEGIN IMMEDIATE`` ... ``COMMIT``
-transaction and SQLite serialises them; readers never block writers. Nothing is cached in memory,
-so a crash loses at most the event being written. A writer that finds the log locked retries after
-a short randomised sleep (50 µs growing to 2 ms) instead of SQLite's own busy handler, whose
-1-2-5-10 ms steps idle the writers far longer than a transaction here lasts (about 0.1 ms).
+Several processes (and threads: each gets its own connection) may write at once: every write is
+one short transaction (a single statement, or ``BEGIN IMMEDIATE`` ... ``COMMIT`` for a query with
+its impressions) and SQLite serialises them; readers never block writers. Nothing is cached in
+memory, so a crash loses at most the event being written.
 
 Event JSONL (``ragtune feedback export --format events`` / ``import``), one object per line::
 
@@ -18,7 +17,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import random
 import sqlite3
 import threading
 import time
@@ -103,8 +101,7 @@ class FeedbackLog:
 
     Args:
         path: The SQLite file (created on first use).
-        timeout: Seconds a write waits for other writers before giving up with a
-            :class:`~ragtune.errors.FeedbackError`.
+        timeout: Seconds a write waits for the lock other writers hold (SQLite's busy timeout).
     """
 
     def __init__(self, path: str | Path, *, timeout: float = 60.0) -> None:
@@ -127,25 +124,6 @@ class FeedbackLog:
                 self._conns.append(conn)
         return conn
 
-    def _begin(self, conn: sqlite3.Connection) -> None:
-        """``BEGIN IMMEDIATE``, retried with short randomised sleeps while another writer holds the lock."""
-        delay, deadline = 5e-5, time.monotonic() + self.timeout
-        conn.execute("PRAGMA busy_timeout=0")  # reads keep SQLite's own (long) busy handler
-        try:
-            while True:
-                try:
-                    conn.execute("BEGIN IMMEDIATE")
-                    return
-                except sqlite3.OperationalError as exc:
-                    if "locked" not in str(exc) and "busy" not in str(exc):
-                        raise
-                    if time.monotonic() > deadline:
-                        raise FeedbackError(f"the feedback log {self.path} stayed locked by other writers for {self.timeout:g}s; try again") from exc
-                    time.sleep(delay * (0.5 + random.random()))
-                    delay = min(delay * 1.5, 2e-3)
-        finally:
-            conn.execute(f"PRAGMA busy_timeout={int(self.timeout * 1000)}")
-
     def close(self) -> None:
         """Close every connection this object opened (it reconnects on next use)."""
         with self._conns_lock:
@@ -157,7 +135,7 @@ class FeedbackLog:
     @contextlib.contextmanager
     def _tx(self) -> Iterator[sqlite3.Connection]:
         conn = self._connect()
-        self._begin(conn)
+        conn.execute("BEGIN IMMEDIATE")
         try:
             yield conn
         except BaseException:
@@ -203,25 +181,25 @@ class FeedbackLog:
 
     def click(self, qid: str, doc_id: str, *, dwell: float | None = None, ts: float | None = None) -> None:
         """Record a click on ``doc_id`` for query ``qid``."""
-        with self._tx() as conn:
-            cur = conn.execute(
-                "INSERT INTO clicks(qid, doc_id, ts, dwell) SELECT ?, ?, ?, ? WHERE EXISTS (SELECT 1 FROM queries WHERE qid = ?)",
-                (qid, doc_id, ts if ts is not None else time.time(), dwell, qid),
-            )
-            if cur.rowcount != 1:
-                self._require_query(conn, qid)
+        conn = self._connect()
+        cur = conn.execute(
+            "INSERT INTO clicks(qid, doc_id, ts, dwell) SELECT ?, ?, ?, ? WHERE EXISTS (SELECT 1 FROM queries WHERE qid = ?)",
+            (qid, doc_id, ts if ts is not None else time.time(), dwell, qid),
+        )
+        if cur.rowcount != 1:
+            self._require_query(conn, qid)
 
     def rate(self, qid: str, doc_id: str, value: int, *, ts: float | None = None) -> None:
         """Record an explicit rating (+1 or -1)."""
         if value not in (1, -1):
             raise FeedbackError(f"a rating must be +1 or -1, got {value!r}")
-        with self._tx() as conn:
-            cur = conn.execute(
-                "INSERT INTO ratings(qid, doc_id, value, ts) SELECT ?, ?, ?, ? WHERE EXISTS (SELECT 1 FROM queries WHERE qid = ?)",
-                (qid, doc_id, value, ts if ts is not None else time.time(), qid),
-            )
-            if cur.rowcount != 1:
-                self._require_query(conn, qid)
+        conn = self._connect()
+        cur = conn.execute(
+            "INSERT INTO ratings(qid, doc_id, value, ts) SELECT ?, ?, ?, ? WHERE EXISTS (SELECT 1 FROM queries WHERE qid = ?)",
+            (qid, doc_id, value, ts if ts is not None else time.time(), qid),
+        )
+        if cur.rowcount != 1:
+            self._require_query(conn, qid)
 
     # -- reads ------------------------------------------------------------------------------------
     def stats(self) -> dict[str, int]:
