@@ -57,6 +57,7 @@ def base_workspace(dataset: Path, path: Path) -> None:
         print(f"indexed {dataset.name} in {time.perf_counter() - t:.0f}s", flush=True)
     shutil.rmtree(path, ignore_errors=True)
     shutil.copytree(cache, path, ignore=shutil.ignore_patterns("feedback.sqlite*", "refresh*"))
+    RagtuneConfig().save(path / "config.json")  # today's defaults, not those the cache was made with
 
 
 def reference_finetune(rt: Ragtune, dataset: Path, queries: dict[str, str], qrels: dict[str, dict[str, int]], cold: set[str], work: Path) -> dict[str, float]:

@@ -272,8 +272,8 @@ class TrainConfig:
     seed: int = 42
     early_stopping_patience: int = 2
     interpolation: list[float] = field(default_factory=lambda: [0.5, 1.0])
-    query_interpolation: list[float] = field(default_factory=lambda: [0.5, 0.75, 1.0])
-    query_l2: float = 3.0
+    query_interpolation: list[float] = field(default_factory=lambda: [0.35, 0.5, 0.7])
+    query_l2: float = 0.3
     query_epochs: int = 60
     precision: str = "auto"
 
