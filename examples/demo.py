@@ -74,6 +74,8 @@ def main() -> None:
         back = rt.rollback()
         again = rt.evaluate_beir(DATA, "test")
         print(f"\n8. rollback -> {back}: test nDCG@10 {again['ndcg@10']:.4f} (the original model again)")
+    else:
+        print(f"\n8. rollback: nothing to roll back: the gate refused every candidate (reasons above), so {rt.current_version} still serves")
 
 
 if __name__ == "__main__":

@@ -5,7 +5,9 @@ them and favour it. Each held-out positive's gain is therefore its inverse-prope
 a click the user dug down to rank 6 for counts more than a click on rank 1.
 
 Cheap by construction: both models re-rank the same candidate *pool* per query instead of searching
-a re-embedded corpus. The pool is what users were shown for that query, the serving model's top
+a re-embedded corpus. A candidate must also win in a paired bootstrap over the held-out queries
+with probability ``gate.confidence`` (:func:`win_probability`), so noise on a few dozen queries
+does not promote a model. The pool is what users were shown for that query, the serving model's top
 ``pool_size`` and the docs users chose (for a labelled ``--eval-beir`` set: the top ``pool_size`` and
 the relevant docs). Unclicked docs count as non-relevant, so a candidate that pulls unseen docs
 above the chosen ones pays for it: conservative on purpose, since a document-side model that
@@ -29,7 +31,7 @@ from ragtune.evaluate import mrr_at_k, ndcg_at_k
 if TYPE_CHECKING:
     from ragtune.api import _Serving
 
-__all__ = ["GateDecision", "GateSet", "build_gate_set", "score_candidate", "score_current"]
+__all__ = ["GateDecision", "GateSet", "build_gate_set", "score_candidate", "score_current", "win_probability"]
 
 logger = logging.getLogger(__name__)
 
@@ -81,25 +83,41 @@ def build_gate_set(name: str, serving: _Serving, queries: Sequence[str], relevan
     return GateSet(name, list(queries), [dict(r) for r in relevant], pools, union)
 
 
-def _metrics(gs: GateSet, ids: list[str], scores_of: Any) -> dict[str, float]:
-    nd, mr = [], []
+def _metrics(gs: GateSet, ids: list[str], scores_of: Any) -> dict[str, Any]:
+    nd: list[float] = []
+    mr: list[float] = []
     for i in range(len(gs)):
         pool = gs.pools[i]
         s = scores_of(i, pool)
         ranked = [ids[pool[j]] for j in np.argsort(-s, kind="stable")]
         nd.append(ndcg_at_k(ranked, gs.relevant[i], 10))
         mr.append(mrr_at_k(ranked, gs.relevant[i], 10))
-    return {"ndcg@10": float(np.mean(nd)) if nd else 0.0, "mrr@10": float(np.mean(mr)) if mr else 0.0, "n": len(gs)}
+    return {"ndcg@10": float(np.mean(nd)) if nd else 0.0, "mrr@10": float(np.mean(mr)) if mr else 0.0, "n": len(gs), "per_query": {"ndcg@10": nd, "mrr@10": mr}}
 
 
-def score_current(gs: GateSet, serving: _Serving) -> dict[str, float]:
+def win_probability(candidate: Sequence[float], current: Sequence[float], margin: float = 0.0, *, resamples: int = 2000, seed: int = 0) -> float:
+    """Share of paired bootstrap resamples of the queries in which the candidate's mean beats the current's by ``margin``.
+
+    A one-sided paired bootstrap over held-out queries: with a few dozen queries, a mean gain of
+    0.005 is well inside the noise, and promoting on it would let a refresh swap in a model that
+    is worse on the queries nobody held out.
+    """
+    diff = np.asarray(candidate, dtype=np.float64) - np.asarray(current, dtype=np.float64)
+    if diff.size == 0:
+        return 0.0
+    rng = np.random.default_rng(seed)
+    idx = rng.integers(0, diff.size, size=(resamples, diff.size))
+    return float(np.mean(diff[idx].mean(axis=1) > margin))
+
+
+def score_current(gs: GateSet, serving: _Serving) -> dict[str, Any]:
     """The serving model on the gate set (its stored doc vectors, its query encoder)."""
     vecs = serving.vectors()
     qv = serving.embedder.encode_queries(gs.queries)
     return _metrics(gs, serving.docs.ids, lambda i, pool: vecs[pool] @ qv[i])
 
 
-def score_candidate(gs: GateSet, serving: _Serving, candidate: Embedder, *, shares_documents: bool) -> dict[str, float]:
+def score_candidate(gs: GateSet, serving: _Serving, candidate: Embedder, *, shares_documents: bool) -> dict[str, Any]:
     """A candidate on the gate set: serving doc vectors if it shares them, else the pool re-encoded."""
     qv = candidate.encode_queries(gs.queries)
     if shares_documents:

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ragtune.embedder import Embedder, ModelSpec
-from ragtune.gate import GateDecision, GateSet, build_gate_set, score_candidate, score_current
+from ragtune.gate import GateDecision, GateSet, build_gate_set, score_candidate, score_current, win_probability
 from ragtune.mining import HeldoutQuery, MinedSet, TrainExample, mine, normalize_query
 
 if TYPE_CHECKING:
@@ -185,6 +185,11 @@ def _decide(cfg: Any, metric: str, current: dict[str, dict[str, float]], best_ke
     n = int(current["heldout"]["n"])
     if not cand > cur + cfg.gate.margin:
         return GateDecision(False, f"candidate {best_key} {metric} {cand:.4f} does not beat the current model's {cur:.4f} by the margin {cfg.gate.margin} on {n} held-out queries", metric, cur_fig, figures, None)
+    if cfg.gate.confidence > 0:
+        p_win = win_probability(best["scores"]["heldout"]["per_query"][metric], current["heldout"]["per_query"][metric], cfg.gate.margin)
+        figures[best_key]["p_win"] = round(p_win, 4)
+        if p_win < cfg.gate.confidence:
+            return GateDecision(False, f"candidate {best_key} {metric} {cand:.4f} beats the current model's {cur:.4f} on {n} held-out queries, but only in {p_win:.0%} of paired bootstrap resamples (gate.confidence {cfg.gate.confidence:g}): within the noise", metric, cur_fig, figures, None)
     for name, s in best["scores"].items():
         if name == "heldout":
             continue

@@ -1,0 +1,59 @@
+"""The gate's noise check: a paired bootstrap over held-out queries."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import pytest
+
+from ragtune.config import RagtuneConfig
+from ragtune.gate import win_probability
+from ragtune.refresh import _decide
+
+
+def test_win_probability_separates_a_real_gain_from_noise():
+    current = [0.5, 0.6, 0.7, 0.8] * 6
+    assert win_probability([c + 0.1 for c in current], current) == 1.0  # better on every query
+    assert win_probability([c - 0.1 for c in current], current) == 0.0
+    # one query much better, one much worse, the rest equal: a mean gain of ~0.004 that is noise
+    noisy = list(current)
+    noisy[0] += 0.6
+    noisy[1] -= 0.5
+    assert 0.3 < win_probability(noisy, current) < 0.8
+    assert win_probability([], []) == 0.0
+    assert win_probability(noisy, current, seed=3) == win_probability(noisy, current, seed=3)
+
+
+def _figures(per_query: list[float]) -> dict:
+    return {"heldout": {"ndcg@10": sum(per_query) / len(per_query), "mrr@10": 0.0, "n": len(per_query), "per_query": {"ndcg@10": per_query, "mrr@10": per_query}}}
+
+
+@pytest.mark.parametrize(("confidence", "promoted"), [(0.9, False), (0.0, True)])
+def test_decide_refuses_a_gain_within_the_noise(confidence, promoted):
+    cfg = RagtuneConfig().with_overrides({"gate.confidence": confidence})
+    current = [0.5, 0.6, 0.7, 0.8] * 6
+    noisy = list(current)
+    noisy[0] += 0.6
+    noisy[1] -= 0.5
+    best = {"scores": _figures(noisy)}
+    decision = _decide(SimpleNamespace(gate=cfg.gate), "ndcg@10", _figures(current), "lora@1", best, {"lora@1": best})
+    assert decision.promoted is promoted
+    if not promoted:
+        assert "paired bootstrap" in decision.reason and "lora@1" in decision.reason
+        assert 0 < decision.candidates["lora@1"]["p_win"] < 0.9
+
+
+def test_decide_promotes_a_consistent_gain():
+    cfg = RagtuneConfig()
+    current = [0.5, 0.6, 0.7, 0.8] * 6
+    best = {"scores": _figures([c + 0.05 for c in current])}
+    decision = _decide(cfg, "ndcg@10", _figures(current), "query@0.5", best, {"query@0.5": best})
+    assert decision.promoted and decision.chosen == "query@0.5"
+    assert decision.candidates["query@0.5"]["p_win"] == 1.0
+
+
+def test_confidence_is_validated():
+    from ragtune.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"gate\.confidence .* got 1\.5"):
+        RagtuneConfig().with_overrides({"gate.confidence": 1.5})
