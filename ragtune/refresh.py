@@ -177,7 +177,7 @@ def _interpolated(spec: ModelSpec, ratio: float, mode: str) -> ModelSpec:
     return ModelSpec(**{**spec.to_dict(), key: float(ratio)})
 
 
-def _decide(cfg: Any, metric: str, current: dict[str, dict[str, float]], best_key: str, best: dict[str, Any], candidates: dict[str, dict[str, Any]]) -> GateDecision:
+def _decide(cfg: Any, metric: str, current: dict[str, dict[str, Any]], best_key: str, best: dict[str, Any], candidates: dict[str, dict[str, Any]]) -> GateDecision:
     cur = current["heldout"][metric]
     cand = best["scores"]["heldout"][metric]
     figures = {k: {name: s[metric] for name, s in c["scores"].items()} for k, c in candidates.items()}
