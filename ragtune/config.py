@@ -305,11 +305,15 @@ class GateConfig:
         margin: The candidate must beat the current model by more than this (0: strictly better).
         confidence: ... and do so in at least this share of paired bootstrap resamples of the
             held-out queries (0 turns the check off). 0.9 by default: on SciFact, a LoRA candidate
-            ahead by 0.005 on 26 held-out queries was promoted without it and was worse on test.
+            ahead by 0.005 on 26 held-out queries won in only 63% of resamples; promoted, it was
+            worse on test. The figure is optimistic (the best of several candidates is tested), so
+            it errs towards promoting.
+        min_queries: With the check on, fewer held-out queries than this is too few to tell a gain
+            from noise: the refresh is refused and says so (lower it, or set ``confidence`` to 0).
         pool_size: Re-ranked candidate pool per held-out query (current top-N plus the clicked docs).
         min_off_policy: Compare on held-out queries that the serving version did not log when there are
             at least this many (its own logged clicks favour it); else on all held-out queries.
-        eval_beir: Optional BEIR folder whose ``gate_split`` is checked too (cheaply, by pool re-ranking).
+        eval_beir: Optional BEIR folder whose ``eval_split`` is checked too (cheaply, by pool re-ranking).
         eval_split: Split of ``eval_beir`` used.
         eval_max_drop: The candidate may lose at most this much on ``eval_beir``.
     """
@@ -317,6 +321,7 @@ class GateConfig:
     metric: str = "ndcg@10"
     margin: float = 0.0
     confidence: float = 0.9
+    min_queries: int = 20
     pool_size: int = 20
     min_off_policy: int = 20
     eval_beir: str | None = None
@@ -326,7 +331,8 @@ class GateConfig:
     def __post_init__(self) -> None:
         _literal(self, "metric", ("ndcg@10", "mrr@10"))
         _check(isinstance(self.margin, (int, float)) and self.margin >= 0, f"gate.margin must be >= 0, got {self.margin!r}")
-        _check(isinstance(self.confidence, (int, float)) and 0 <= self.confidence < 1, f"gate.confidence must be in [0, 1), got {self.confidence!r}")
+        _check(isinstance(self.confidence, (int, float)) and not isinstance(self.confidence, bool) and 0 <= self.confidence < 1, f"gate.confidence must be a number in [0, 1), got {self.confidence!r}")
+        _check(isinstance(self.min_queries, int) and not isinstance(self.min_queries, bool) and self.min_queries >= 1, f"gate.min_queries must be an integer >= 1, got {self.min_queries!r}")
         _positive(self, "pool_size")
         _check(isinstance(self.min_off_policy, int) and self.min_off_policy >= 1, f"gate.min_off_policy must be an integer >= 1, got {self.min_off_policy!r}")
         _check(isinstance(self.eval_max_drop, (int, float)) and self.eval_max_drop >= 0, f"gate.eval_max_drop must be >= 0, got {self.eval_max_drop!r}")

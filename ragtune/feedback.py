@@ -108,7 +108,7 @@ class FeedbackLog:
         self.path = Path(path)
         self.timeout = timeout
         self._local = threading.local()  # one connection per thread: transactions never interleave
-        self._conns: list[sqlite3.Connection] = []
+        self._conns: list[tuple[threading.Thread, sqlite3.Connection]] = []
         self._conns_lock = threading.Lock()
 
     def _connect(self) -> sqlite3.Connection:
@@ -121,14 +121,24 @@ class FeedbackLog:
             conn.executescript(SCHEMA)
             self._local.conn = conn
             with self._conns_lock:
-                self._conns.append(conn)
+                # close the connections of threads that have ended (e.g. a finished executor's)
+                alive = []
+                for thread, other in self._conns:
+                    if thread.is_alive():
+                        alive.append((thread, other))
+                    else:
+                        other.close()
+                self._conns = [*alive, (threading.current_thread(), conn)]
         return conn
 
     def close(self) -> None:
-        """Close every connection this object opened (it reconnects on next use)."""
+        """Close every connection this object opened (it reconnects on next use).
+
+        Call it when no other thread is using the log: their connections are closed too.
+        """
         with self._conns_lock:
             conns, self._conns = self._conns, []
-        for conn in conns:
+        for _, conn in conns:
             conn.close()
         self._local = threading.local()
 
@@ -139,7 +149,8 @@ class FeedbackLog:
         try:
             yield conn
         except BaseException:
-            conn.execute("ROLLBACK")
+            with contextlib.suppress(sqlite3.Error):  # never hide the original error
+                conn.execute("ROLLBACK")
             raise
         conn.execute("COMMIT")
 

@@ -102,12 +102,18 @@ def win_probability(candidate: Sequence[float], current: Sequence[float], margin
     0.005 is well inside the noise, and promoting on it would let a refresh swap in a model that
     is worse on the queries nobody held out.
     """
-    diff = np.asarray(candidate, dtype=np.float64) - np.asarray(current, dtype=np.float64)
+    cand, cur = np.asarray(candidate, dtype=np.float64), np.asarray(current, dtype=np.float64)
+    if cand.shape != cur.shape:
+        raise ValueError(f"win_probability needs per-query scores of the same queries, got {cand.shape} and {cur.shape}")
+    diff = cand - cur
     if diff.size == 0:
         return 0.0
     rng = np.random.default_rng(seed)
-    idx = rng.integers(0, diff.size, size=(resamples, diff.size))
-    return float(np.mean(diff[idx].mean(axis=1) > margin))
+    wins, step = 0, max(1, 2_000_000 // diff.size)  # resamples in chunks: bounded memory on large held-out sets
+    for start in range(0, resamples, step):
+        idx = rng.integers(0, diff.size, size=(min(step, resamples - start), diff.size))
+        wins += int(np.sum(diff[idx].mean(axis=1) > margin))
+    return wins / resamples
 
 
 def score_current(gs: GateSet, serving: _Serving) -> dict[str, Any]:

@@ -99,3 +99,30 @@ def test_import_triplets_by_text_and_id(workspace, tmp_path):
     mined = workspace.mine()
     pairs = {(ex.query, ex.positive_id) for ex in mined.train} | {(h.query, d) for h in mined.heldout for d in h.positive_ids}
     assert ("how to factory reset", "d1") in pairs and ("wifi password", "d2") in pairs
+
+
+def test_threads_get_their_own_connections_and_ended_ones_are_closed(tmp_path):
+    import threading
+
+    log = FeedbackLog(tmp_path / "fb.sqlite")
+    errors: list[BaseException] = []
+
+    def work(i: int) -> None:
+        try:
+            for j in range(20):
+                qid = log.log_query(f"q{i}-{j}", [Impression("d1", 1), Impression("d2", 2)])
+                log.click(qid, "d2")
+        except BaseException as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+    assert log.stats()["queries"] == 80 and log.stats()["clicks"] == 80
+    # the four worker threads have ended: opening this thread's connection closed theirs
+    assert len(log._conns) == 1
+    log.close()
+    assert log._conns == [] and log.stats()["impressions"] == 160  # reconnects on use

@@ -57,3 +57,16 @@ def test_confidence_is_validated():
 
     with pytest.raises(ConfigError, match=r"gate\.confidence .* got 1\.5"):
         RagtuneConfig().with_overrides({"gate.confidence": 1.5})
+
+
+def test_decide_refuses_on_too_few_heldout_queries():
+    cfg = RagtuneConfig()
+    current = [0.5, 0.6, 0.7]
+    best = {"scores": _figures([c + 0.3 for c in current])}
+    decision = _decide(cfg, "ndcg@10", _figures(current), "query@0.5", best, {"query@0.5": best})
+    assert not decision.promoted and "only 3 held-out queries" in decision.reason and "gate.min_queries 20" in decision.reason
+
+
+def test_win_probability_needs_aligned_scores():
+    with pytest.raises(ValueError, match="same queries"):
+        win_probability([0.1], [0.1, 0.2])
