@@ -158,10 +158,11 @@ def main() -> None:
     ap.add_argument("--reference", action=argparse.BooleanOptionalAction, default=None, help="Run the plain fine-tune reference (default: on for lora).")
     ap.add_argument("--epochs", type=int, default=None)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--judge", choices=["test", "dev"], default="test", help="test: judge on the test split (the headline). dev: users ask two thirds of the train queries and the other third judges, for choosing settings without looking at test.")
     ap.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=JSON", help="Config override, e.g. --set train.max_seq_length=128 (repeatable).")
     args = ap.parse_args()
     t_start = time.perf_counter()
-    work = HERE / "work" / f"loop-{args.mode}"
+    work = HERE / "work" / (f"loop-{args.mode}" if args.judge == "test" else f"loop-{args.mode}-dev")
     base_workspace(args.dataset, work)
     overrides: dict[str, object] = {"refresh.min_new_events": 1}
     if args.epochs:
@@ -175,12 +176,17 @@ def main() -> None:
     base_version = rt.current_version
     queries = load_beir_queries(args.dataset)
     train, test = load_beir_qrels(args.dataset, "train"), load_beir_qrels(args.dataset, "test")
+    qids = sorted(train)
+    random.Random(args.seed).shuffle(qids)
+    if args.judge == "dev":  # the test split stays unseen: a third of the train queries judges
+        dev_ids = set(qids[2 * len(qids) // 3 :])
+        qids = qids[: 2 * len(qids) // 3]
+        test = {q: train[q] for q in sorted(dev_ids)}
+        train = {q: train[q] for q in qids}
     train_docs = {d for rels in train.values() for d in rels}
     cold = {q for q, rels in test.items() if not any(d in train_docs for d in rels)}
     base = evaluate(rt, queries, test, cold)
     print(f"base: {base}", flush=True)
-    qids = sorted(train)
-    random.Random(args.seed).shuffle(qids)
     chunks = [qids[i :: args.rounds] for i in range(args.rounds)]
     rounds = []
     prev = base
@@ -215,6 +221,7 @@ def main() -> None:
         "command": "python benchmarks/" + Path(sys.argv[0]).name + " " + " ".join(sys.argv[1:]),
         "dataset": args.dataset.name,
         "mode": args.mode,
+        "judge": args.judge,
         "base": base,
         "final": {k: final[k] for k in ("ndcg@10", "ndcg@10_cold", "ndcg@10_warm", "mrr@10", "recall@100")},
         "gain": final["ndcg@10"] - base["ndcg@10"],
@@ -230,7 +237,8 @@ def main() -> None:
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2, default=str) + "\n")
-    plot_rounds(args.out.parent)
+    if args.judge == "test":
+        plot_rounds(args.out.parent)
     plot_pca(rt, work / "versions" / base_version, queries, test, args.out.parent / f"closed_loop_pca_{args.mode}.png")
     print(json.dumps({k: result[k] for k in ("mode", "base", "final", "gain", "cold_change", "reference")}, indent=2, default=str))
 

@@ -311,6 +311,10 @@ class GateConfig:
         min_queries: With the check on, fewer held-out queries than this is too few to tell a gain
             from noise: the refresh is refused and says so (lower it, or set ``confidence`` to 0).
         pool_size: Re-ranked candidate pool per held-out query (current top-N plus the clicked docs).
+        pool_unshown: Add the serving model's top ``pool_size`` to each held-out query's pool, beside
+            what users were shown. Those docs were never seen, so they count as non-relevant: a
+            conservative check that penalises a candidate for lifting them. Off: candidates re-rank
+            only what users saw (less biased toward the serving model, blind to unseen docs).
         min_off_policy: Compare on held-out queries that the serving version did not log when there are
             at least this many (its own logged clicks favour it); else on all held-out queries.
         eval_beir: Optional BEIR folder whose ``eval_split`` is checked too (cheaply, by pool re-ranking).
@@ -323,6 +327,7 @@ class GateConfig:
     confidence: float = 0.9
     min_queries: int = 20
     pool_size: int = 20
+    pool_unshown: bool = True
     min_off_policy: int = 20
     eval_beir: str | None = None
     eval_split: str = "dev"
@@ -334,6 +339,7 @@ class GateConfig:
         _check(isinstance(self.confidence, (int, float)) and not isinstance(self.confidence, bool) and 0 <= self.confidence < 1, f"gate.confidence must be a number in [0, 1), got {self.confidence!r}")
         _check(isinstance(self.min_queries, int) and not isinstance(self.min_queries, bool) and self.min_queries >= 1, f"gate.min_queries must be an integer >= 1, got {self.min_queries!r}")
         _positive(self, "pool_size")
+        _check(isinstance(self.pool_unshown, bool), f"gate.pool_unshown must be true or false, got {self.pool_unshown!r}")
         _check(isinstance(self.min_off_policy, int) and self.min_off_policy >= 1, f"gate.min_off_policy must be an integer >= 1, got {self.min_off_policy!r}")
         _check(isinstance(self.eval_max_drop, (int, float)) and self.eval_max_drop >= 0, f"gate.eval_max_drop must be >= 0, got {self.eval_max_drop!r}")
 

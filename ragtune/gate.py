@@ -65,11 +65,13 @@ class GateDecision:
         return dict(self.__dict__)
 
 
-def build_gate_set(name: str, serving: _Serving, queries: Sequence[str], relevant: Sequence[dict[str, float]], pool_size: int, shown: Sequence[Sequence[str]] | None = None) -> GateSet:
-    """Pools = the docs shown for each query, the serving top ``pool_size`` and the relevant docs."""
-    qv = serving.embedder.encode_queries(list(queries))
-    _, pos = serving.store.search(qv, pool_size)
-    tops = [[int(p) for p in row if p >= 0] for row in pos]
+def build_gate_set(name: str, serving: _Serving, queries: Sequence[str], relevant: Sequence[dict[str, float]], pool_size: int, shown: Sequence[Sequence[str]] | None = None, *, add_top: bool = True) -> GateSet:
+    """Pools = the docs shown for each query, the serving top ``pool_size`` (unless ``add_top`` is off) and the relevant docs."""
+    tops: list[list[int]] = [[] for _ in queries]
+    if add_top or shown is None:
+        qv = serving.embedder.encode_queries(list(queries))
+        _, pos = serving.store.search(qv, pool_size)
+        tops = [[int(p) for p in row if p >= 0] for row in pos]
     if shown is not None:
         shown_pos = serving.docs.positions(sorted({d for row in shown for d in row}))
         tops = [[shown_pos[d] for d in row if d in shown_pos] + top for row, top in zip(shown, tops)]

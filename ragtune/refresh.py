@@ -53,7 +53,7 @@ def _gate_heldout(serving: _Serving, mined: MinedSet, min_queries: int) -> tuple
 def _gate_sets(rt: Ragtune, serving: _Serving, mined: MinedSet) -> list[GateSet]:
     cfg = rt.config.gate
     held, _ = _gate_heldout(serving, mined, cfg.min_off_policy)
-    sets = [build_gate_set("heldout", serving, [h.query for h in held], [dict(h.positive_ids) for h in held], cfg.pool_size, shown=[h.shown_ids for h in held])]
+    sets = [build_gate_set("heldout", serving, [h.query for h in held], [dict(h.positive_ids) for h in held], cfg.pool_size, shown=[h.shown_ids for h in held], add_top=cfg.pool_unshown)]
     if cfg.eval_beir:
         from ragtune.evaluate import load_beir_qrels, load_beir_queries
 

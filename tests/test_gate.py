@@ -70,3 +70,16 @@ def test_decide_refuses_on_too_few_heldout_queries():
 def test_win_probability_needs_aligned_scores():
     with pytest.raises(ValueError, match="same queries"):
         win_probability([0.1], [0.1, 0.2])
+
+
+def test_gate_pools_with_and_without_the_unshown_top(workspace):
+    from ragtune.gate import build_gate_set
+
+    serving = workspace.serving()
+    ids = serving.docs.ids
+    shown = [[ids[0], ids[1]]]
+    relevant = [{ids[1]: 1.0, ids[4]: 1.0}]  # a relevant doc that was not shown joins the pool too
+    wide = build_gate_set("heldout", serving, ["how do I reset the router"], relevant, 5, shown=shown)
+    narrow = build_gate_set("heldout", serving, ["how do I reset the router"], relevant, 5, shown=shown, add_top=False)
+    assert [ids[p] for p in narrow.pools[0]] == [ids[0], ids[1], ids[4]]
+    assert set(narrow.pools[0]) < set(wide.pools[0]) and len(wide.pools[0]) >= 5
