@@ -3,7 +3,7 @@
 index → search → (simulated users click → mine → refresh, where the gate picks LoRA or the query
 tier or refuses both) x 2 → before/after nDCG@10 on test queries → versions → rollback.
 
-Run: ``make demo`` (or ``python examples/demo.py [--workspace DIR] [--mode auto|lora|query|full]``).
+Run: ``make demo`` (or ``python examples/demo.py [--workspace DIR] [--mode auto|lora|query|full] [--model PATH]``).
 """
 
 from __future__ import annotations
@@ -28,12 +28,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--workspace", type=Path, default=Path(__file__).parent / ".demo-workspace")
     parser.add_argument("--mode", default="auto", choices=["auto", "lora", "query", "full"])
+    parser.add_argument("--model", default="default", help="'default' (the bundled all-MiniLM-L6-v2) or a sentence-transformers model path")
     parser.add_argument("--rounds", type=int, default=2, help="Rounds of simulated users (each on its share of the train queries) and refreshes.")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
 
     shutil.rmtree(args.workspace, ignore_errors=True)
-    config = RagtuneConfig().with_overrides({"train.epochs": 2, "refresh.min_new_events": 20})
+    config = RagtuneConfig().with_overrides({"model.name": args.model, "train.epochs": 2, "refresh.min_new_events": 20})
     rt = Ragtune.init(args.workspace, config)
 
     print(f"1. index {DATA.name}")

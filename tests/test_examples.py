@@ -42,7 +42,13 @@ def test_langchain_chain_example(tiny_model: str) -> None:
     assert "refresh: " in out and "the same retriever now serves v000" in out
 
 
-@pytest.mark.parametrize("script", ["python_api.py", "chroma_workspace.py", "langchain_chain.py"])
+def test_demo_runs_the_whole_loop(tiny_model: str, tmp_path: Path) -> None:
+    out = _run("demo.py", tiny_model, "--workspace", str(tmp_path / "ws"), "--rounds", "1", "--mode", "query")
+    for step in ("1. index scifact-mini", "455 docs embedded", "3. before: test nDCG@10", "4.1 simulated users", "5.1 refresh --mode query", "6. after:", "7. versions", "8. rollback"):
+        assert step in out, step
+
+
+@pytest.mark.parametrize("script", ["python_api.py", "chroma_workspace.py", "langchain_chain.py", "demo.py"])
 def test_examples_have_help(script: str) -> None:
     proc = subprocess.run([sys.executable, str(EXAMPLES / script), "--help"], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0 and "--model" in proc.stdout and "--workspace" in proc.stdout
