@@ -105,6 +105,7 @@ def plot_rounds(results_dir: Path) -> None:
         ax.plot(range(len(ys)), ys, marker="o", label=f"ragtune {data['mode']}")
         if data.get("reference"):
             ax.axhline(data["reference"]["ndcg@10"], ls=":", color="gray", label="plain ST full fine-tune (reference)")
+    ax.set_xticks(range(4))
     ax.set_xlabel("refresh round")
     ax.set_ylabel("nDCG@10 (SciFact test)")
     ax.set_title("Closed loop: simulated clicks on train queries, judged on test queries")
