@@ -111,6 +111,20 @@ def _make_loss(name: str, model: Any, base: ModelSpec, device: str) -> Any:
     raise ConfigError(f"unknown loss {name!r}")  # pragma: no cover - validated by TrainConfig
 
 
+def _log_instead_of_print(trainer: Any, progress: bool) -> None:
+    """The trainer prints each epoch's loss dict to stdout; a library logs it instead (the bar stays)."""
+    from transformers.trainer_callback import PrinterCallback, ProgressCallback
+
+    class _Progress(ProgressCallback):  # type: ignore[misc]
+        def on_log(self, args: Any, state: Any, control: Any, logs: dict[str, Any] | None = None, **kw: Any) -> None:
+            logger.info("training: %s", logs)
+
+    trainer.remove_callback(PrinterCallback)
+    trainer.remove_callback(ProgressCallback)
+    if progress:
+        trainer.add_callback(_Progress())
+
+
 def train_sentence_model(
     base: ModelSpec,
     examples: list[TrainExample],
@@ -220,6 +234,7 @@ def train_sentence_model(
                         control.should_training_stop = True
 
         trainer = SentenceTransformerTrainer(model=model, args=args, train_dataset=train_ds, eval_dataset=eval_ds, loss=loss, callbacks=[_EarlyStop()])
+        _log_instead_of_print(trainer, progress)
         out = trainer.train()
         if best["state"] is not None:
             with torch.no_grad():
