@@ -251,6 +251,12 @@ class TrainConfig:
         query_interpolation: The same for the query-side map (``I + a * (W - I)``); free to try.
         query_l2: Pull of the query map toward the identity (forgetting guard for the query tier).
         query_epochs: Epochs of the query-side map.
+        memory_weights: Candidate weights of the query-side click memory (how far a query moves
+            toward the docs clicked for similar past queries); the gate picks one. ``[]`` turns
+            the memory off, leaving the linear map alone in ``query`` mode.
+        memory_threshold: Cosine between a new and a past query below which the memory leaves the
+            query alone (0.5 suits MiniLM; a model whose similarities run higher wants more).
+        memory_temperature: Softmax temperature of the past queries' votes.
         precision: ``"auto"`` = bf16/fp16 on CUDA, fp32 on CPU.
     """
 
@@ -275,6 +281,9 @@ class TrainConfig:
     query_interpolation: list[float] = field(default_factory=lambda: [0.35, 0.5, 0.7])
     query_l2: float = 0.3
     query_epochs: int = 60
+    memory_weights: list[float] = field(default_factory=lambda: [0.5, 1.0, 1.5])
+    memory_threshold: float = 0.5
+    memory_temperature: float = 0.05
     precision: str = "auto"
 
     def __post_init__(self) -> None:
@@ -292,6 +301,9 @@ class TrainConfig:
         for name in ("interpolation", "query_interpolation"):
             ratios = getattr(self, name)
             _check(bool(ratios) and all(isinstance(a, (int, float)) and 0 < a <= 1 for a in ratios), f"train.{name} must be a non-empty list of ratios in (0, 1], got {ratios!r}")
+        _check(isinstance(self.memory_weights, list) and all(isinstance(a, (int, float)) and not isinstance(a, bool) and a > 0 for a in self.memory_weights), f"train.memory_weights must be a list of positive numbers (or []), got {self.memory_weights!r}")
+        _check(isinstance(self.memory_threshold, (int, float)) and -1 <= self.memory_threshold < 1, f"train.memory_threshold must be a cosine in [-1, 1), got {self.memory_threshold!r}")
+        _positive(self, "memory_temperature")
         _check(isinstance(self.query_l2, (int, float)) and self.query_l2 >= 0, f"train.query_l2 must be >= 0, got {self.query_l2!r}")
         _check(isinstance(self.early_stopping_patience, int) and self.early_stopping_patience >= 0, f"train.early_stopping_patience must be an integer >= 0, got {self.early_stopping_patience!r}")
 

@@ -24,6 +24,8 @@ from ragtune.errors import MissingDependencyError, ModelError
 if TYPE_CHECKING:
     from sentence_transformers import SentenceTransformer
 
+    from ragtune.training.query_memory import QueryMemory
+
 __all__ = ["Embedder", "ModelSpec", "interpolate_state", "load_sentence_transformer", "resolve_device", "resolve_model_path"]
 
 logger = logging.getLogger(__name__)
@@ -96,6 +98,11 @@ class ModelSpec:
         interpolation: WiSE-FT ratio applied to the adapter's weight change (1.0 = as trained).
         query_map: Workspace-relative ``.safetensors`` file holding a query-side matrix, or ``None``.
         query_interpolation: WiSE-FT ratio of the query map: ``I + ratio * (W - I)``.
+        query_memory: Workspace-relative ``.safetensors`` click memory (past queries and the vectors
+            of the docs clicked for them; :mod:`ragtune.training.query_memory`), or ``None``.
+        memory_weight: How far a query moves toward its neighbours' clicked docs.
+        memory_threshold: Cosine to a past query below which a query is left alone.
+        memory_temperature: Softmax temperature of the neighbours' votes.
         max_seq_length: Optional override of the model's maximum sequence length.
     """
 
@@ -107,6 +114,10 @@ class ModelSpec:
     interpolation: float = 1.0
     query_map: str | None = None
     query_interpolation: float = 1.0
+    query_memory: str | None = None
+    memory_weight: float = 1.0
+    memory_threshold: float = 0.5
+    memory_temperature: float = 0.05
     max_seq_length: int | None = None
 
     def to_dict(self) -> dict[str, Any]:
@@ -118,8 +129,8 @@ class ModelSpec:
         return cls(**{k: v for k, v in data.items() if k in known})
 
     def document_side(self) -> ModelSpec:
-        """The spec without the query map: what the document vectors were made with."""
-        return ModelSpec(**{**self.__dict__, "query_map": None, "query_interpolation": 1.0})
+        """The spec without the query-side tier (map, memory): what the document vectors were made with."""
+        return ModelSpec(**{**self.__dict__, "query_map": None, "query_interpolation": 1.0, "query_memory": None, "memory_weight": 1.0})
 
     def label(self) -> str:
         parts = [self.base]
@@ -127,6 +138,8 @@ class ModelSpec:
             parts.append(f"{self.adapter_kind}:{Path(self.adapter).parent.name}@{self.interpolation:g}")
         if self.query_map:
             parts.append(f"query-map:{Path(self.query_map).parent.name}@{self.query_interpolation:g}")
+        if self.query_memory:
+            parts.append(f"query-memory:{Path(self.query_memory).parent.name}@{self.memory_weight:g}")
         return "+".join(parts)
 
 
@@ -152,6 +165,7 @@ class Embedder:
         self.batch_size = batch_size
         self._model: SentenceTransformer | None = None
         self._query_map: np.ndarray | None = None
+        self._query_memory: QueryMemory | None = None
 
     def _path(self, rel: str) -> Path:
         p = Path(rel)
@@ -200,6 +214,14 @@ class Embedder:
         return self._query_map
 
     @property
+    def query_memory(self) -> QueryMemory | None:
+        if self._query_memory is None and self.spec.query_memory:
+            from ragtune.training.query_memory import QueryMemory
+
+            self._query_memory = QueryMemory.load(self._path(self.spec.query_memory))
+        return self._query_memory
+
+    @property
     def dim(self) -> int:
         get = getattr(self.model, "get_embedding_dimension", None) or self.model.get_sentence_embedding_dimension
         dim = get()
@@ -218,9 +240,15 @@ class Embedder:
         return self._encode([pre + t for t in texts] if pre else texts, progress)
 
     def encode_queries(self, texts: list[str], *, progress: bool = False) -> np.ndarray:
-        """L2-normalised float32 query vectors, with the query-side map applied when there is one."""
+        """L2-normalised float32 query vectors, with the query-side tier (memory, then map) applied when there is one."""
         pre = self.spec.query_prefix
         vecs = self._encode([pre + t for t in texts] if pre else texts, progress)
+        memory = self.query_memory
+        if memory is not None:
+            from ragtune.training.query_memory import apply_query_memory
+
+            spec = self.spec
+            vecs = apply_query_memory(vecs, memory, weight=spec.memory_weight, threshold=spec.memory_threshold, temperature=spec.memory_temperature)
         return apply_query_map(vecs, self.query_map)
 
     def _encode(self, texts: list[str], progress: bool) -> np.ndarray:

@@ -64,10 +64,12 @@ def _gate_sets(rt: Ragtune, serving: _Serving, mined: MinedSet) -> list[GateSet]
     return sets
 
 
-def _train_query_candidate(rt: Ragtune, serving: _Serving, mined: MinedSet, out: Path) -> tuple[ModelSpec, dict[str, Any]]:
+def _train_query_candidate(rt: Ragtune, serving: _Serving, mined: MinedSet, out: Path) -> tuple[ModelSpec, ModelSpec | None, dict[str, Any]]:
+    """The query-side tier's two candidates: the trained linear map, and the click memory (``None`` when off)."""
     from safetensors.numpy import save_file
 
     from ragtune.training.query_map import train_query_map
+    from ragtune.training.query_memory import QueryMemory
 
     doc_side = serving.spec.document_side()
     raw = Embedder(doc_side, rt.ws.root, rt.config.model.device, rt.config.model.batch_size)
@@ -93,7 +95,12 @@ def _train_query_candidate(rt: Ragtune, serving: _Serving, mined: MinedSet, out:
     out.mkdir(parents=True, exist_ok=True)
     save_file({"weight": res.weight}, str(out / "query_map.safetensors"))
     spec = ModelSpec(**{**doc_side.to_dict(), "query_map": str(out / "query_map.safetensors")})
-    return spec, {"train_s": res.seconds, "epochs": res.epochs_run, "best_epoch": res.best_epoch, "heldout_ndcg_in_training": res.heldout_ndcg}
+    memory_spec = None
+    tc = rt.config.train
+    if tc.memory_weights and train:
+        QueryMemory(qv, vecs[[pmap[ex.positive_id] for ex in train]]).save(out / "query_memory.safetensors")
+        memory_spec = ModelSpec(**{**doc_side.to_dict(), "query_memory": str(out / "query_memory.safetensors"), "memory_threshold": tc.memory_threshold, "memory_temperature": tc.memory_temperature})
+    return spec, memory_spec, {"train_s": res.seconds, "epochs": res.epochs_run, "best_epoch": res.best_epoch, "heldout_ndcg_in_training": res.heldout_ndcg, "memory_size": len(train) if memory_spec else 0}
 
 
 def _train_doc_candidate(rt: Ragtune, serving: _Serving, mined: MinedSet, mode: str, out: Path) -> tuple[ModelSpec, dict[str, Any]]:
@@ -145,14 +152,20 @@ def run_refresh(rt: Ragtune, *, mode: str | None = None, force: bool = False, mi
             for m in modes:
                 out = Path(tmp) / m
                 t_train = time.perf_counter()
-                spec, info = _train_query_candidate(rt, serving, mined, out) if m == "query" else _train_doc_candidate(rt, serving, mined, m, out)
-                train_s += time.perf_counter() - t_train
                 ratios = sorted(set(cfg.train.query_interpolation if m == "query" else cfg.train.interpolation), reverse=True)
-                for ratio in ratios:
-                    cspec = _interpolated(spec, ratio, m)
+                if m == "query":
+                    spec, memory_spec, info = _train_query_candidate(rt, serving, mined, out)
+                    named = [(f"query@{r:g}", _interpolated(spec, r, m)) for r in ratios]
+                    if memory_spec is not None:
+                        named += [(f"memory@{w:g}", ModelSpec(**{**memory_spec.to_dict(), "memory_weight": float(w)})) for w in sorted(set(cfg.train.memory_weights), reverse=True)]
+                else:
+                    spec, info = _train_doc_candidate(rt, serving, mined, m, out)
+                    named = [(f"{m}@{r:g}", _interpolated(spec, r, m)) for r in ratios]
+                train_s += time.perf_counter() - t_train
+                for key, cspec in named:
                     emb = Embedder(cspec, rt.ws.root, cfg.model.device, cfg.model.batch_size)
                     scores = {gs.name: score_candidate(gs, serving, emb, shares_documents=(m == "query")) for gs in gate_sets}
-                    candidates[f"{m}@{ratio:g}"] = {"mode": m, "spec": cspec, "scores": scores, "train": info}
+                    candidates[key] = {"mode": m, "spec": cspec, "scores": scores, "train": info}
             best_key = max(candidates, key=lambda k: (candidates[k]["scores"]["heldout"][metric], -len(k)))
             best = candidates[best_key]
             decision = _decide(cfg, metric, current, best_key, best, candidates)
@@ -207,8 +220,13 @@ def _promote(rt: Ragtune, serving: _Serving, mode: str, spec: ModelSpec, src: Pa
 
     def write_files(staging: Path, rel: str) -> ModelSpec:
         if mode == "query":
-            shutil.copy2(src / "query_map.safetensors", staging / "query_map.safetensors")
-            return ModelSpec(**{**spec.to_dict(), "query_map": f"{rel}/query_map.safetensors"})
+            fields = spec.to_dict()
+            for key in ("query_map", "query_memory"):
+                if fields[key]:
+                    name = Path(fields[key]).name
+                    shutil.copy2(src / name, staging / name)
+                    fields[key] = f"{rel}/{name}"
+            return ModelSpec(**fields)
         shutil.copytree(src, staging / "model")
         return ModelSpec(**{**spec.to_dict(), "adapter": f"{rel}/model"})
 

@@ -14,7 +14,8 @@ Layout::
         vectors.npy        document vectors, row i = doc at position i
         index.faiss        the faiss index (or a chroma collection named after the version)
         model/             LoRA adapter (safetensors + adapter_config.json) or full model
-        query_map.safetensors   the query-side tier
+        query_map.safetensors   the query-side tier (linear map)
+        query_memory.safetensors  the query-side tier (click memory)
 
 A version is written under ``versions/.tmp-*`` and renamed into place complete; only then does
 ``CURRENT`` move. A process killed at any point leaves the serving version intact.
@@ -263,7 +264,7 @@ class Workspace:
             if name in by_name:
                 protected.add(name)
                 protected.add(by_name[name].index_version)
-                for key in ("adapter", "query_map"):  # model files may live in an earlier version's dir
+                for key in ("adapter", "query_map", "query_memory"):  # model files may live in an earlier version's dir
                     parts = Path(by_name[name].model.get(key) or "").parts
                     if len(parts) > 1 and parts[0] == "versions":
                         protected.add(parts[1])

@@ -52,9 +52,11 @@ def test_query_tier_promotes_without_reembedding(workspace):
     info = workspace.ws.read_version(v2)
     assert info.kind == "query" and info.index_version == v1
     vdir = workspace.ws.version_dir(v2)
-    assert (vdir / "query_map.safetensors").is_file()
+    key = "query_memory" if rep["gate"]["chosen"].startswith("memory@") else "query_map"  # the gate picked one of the tier's two kinds
+    assert (vdir / f"{key}.safetensors").is_file()
     assert not (vdir / "vectors.npy").exists() and not (vdir / "docs.sqlite").exists()
-    assert info.model["query_map"] == f"versions/{v2}/query_map.safetensors"  # relative: the workspace can move
+    assert info.model[key] == f"versions/{v2}/{key}.safetensors"  # relative: the workspace can move
+    assert {k.split("@")[0] for k in rep["gate"]["candidates"]} == {"query", "memory"}
     hits = workspace.search("please help me with my router problem number 99", k=5, log=False)
     assert hits.version == v2
     # the decision is recorded with both figures
@@ -189,8 +191,9 @@ def test_prune_keeps_current_and_what_it_needs(workspace, docs_jsonl):
     rows[0]["text"] = "changed"
     docs_jsonl.write_text("".join(_json.dumps(r) + "\n" for r in rows))
     new = workspace.index([docs_jsonl])["version"]
-    # the re-indexed version keeps the query map (its file lives in the query version's dir, so that
-    # dir is kept); v0001's index is no longer needed by anything kept and goes
-    assert workspace.ws.read_version(new).model["query_map"] == f"versions/{rep['version']}/query_map.safetensors"
+    # the re-indexed version keeps the query-side tier (its file lives in the query version's dir, so
+    # that dir is kept); v0001's index is no longer needed by anything kept and goes
+    key = "query_memory" if rep["gate"]["chosen"].startswith("memory@") else "query_map"
+    assert workspace.ws.read_version(new).model[key] == f"versions/{rep['version']}/{key}.safetensors"
     assert [v.name for v in workspace.ws.list_versions()] == [rep["version"], new]
     assert len(workspace.search("reset", k=3, log=False)) == 3

@@ -1,0 +1,43 @@
+"""The query-side click memory moves queries like past clicked ones, and leaves the others alone."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ragtune.training.query_memory import QueryMemory, apply_query_memory
+
+
+def _unit(v: np.ndarray) -> np.ndarray:
+    return (v / np.linalg.norm(v, axis=-1, keepdims=True)).astype(np.float32)
+
+
+def test_near_query_moves_toward_the_clicked_doc_and_far_query_stays(tmp_path):
+    rng = np.random.default_rng(0)
+    past, doc = _unit(rng.normal(size=(1, 16))), _unit(rng.normal(size=(1, 16)))
+    memory = QueryMemory(past, doc)
+    memory.save(tmp_path / "m.safetensors")
+    memory = QueryMemory.load(tmp_path / "m.safetensors")
+    near = _unit(past + 0.2 * rng.normal(size=(1, 16)))
+    far = _unit(rng.normal(size=(1, 16)))
+    far = _unit(far - (far @ past.T) * past)  # orthogonal to the past query: cosine 0 < threshold
+    out = apply_query_memory(np.vstack([near, far]), memory, weight=1.0, threshold=0.5, temperature=0.05)
+    assert float(out[0] @ doc[0]) > float(near[0] @ doc[0]) + 0.1
+    np.testing.assert_allclose(out[1], far[0], atol=1e-6)
+    np.testing.assert_allclose(np.linalg.norm(out, axis=1), 1.0, atol=1e-5)
+
+
+def test_votes_follow_the_most_similar_past_query():
+    q1, q2 = np.eye(4, dtype=np.float32)[:1], np.eye(4, dtype=np.float32)[1:2]
+    d1, d2 = np.eye(4, dtype=np.float32)[2:3], np.eye(4, dtype=np.float32)[3:4]
+    memory = QueryMemory(np.vstack([q1, q2]), np.vstack([d1, d2]))
+    query = _unit(np.array([[0.9, 0.6, 0.0, 0.0]]))  # like q1 (0.83) more than q2 (0.55)
+    out = apply_query_memory(query, memory, weight=1.0, threshold=0.5, temperature=0.05)
+    assert out[0, 2] > 5 * out[0, 3] > 0
+
+
+def test_empty_memory_and_zero_weight_are_identity():
+    q = _unit(np.ones((2, 4)))
+    empty = QueryMemory(np.zeros((0, 4), np.float32), np.zeros((0, 4), np.float32))
+    assert apply_query_memory(q, empty, weight=1.0, threshold=0.5, temperature=0.05) is q
+    full = QueryMemory(q[:1], q[:1])
+    assert apply_query_memory(q, full, weight=0.0, threshold=0.5, temperature=0.05) is q
