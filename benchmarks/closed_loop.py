@@ -180,9 +180,9 @@ def main() -> None:
     qids = sorted(train)
     random.Random(args.seed).shuffle(qids)
     if args.judge == "dev":  # the test split stays unseen: a third of the train queries judges
-        dev_ids = set(qids[2 * len(qids) // 3 :])
-        qids = qids[: 2 * len(qids) // 3]
-        test = {q: train[q] for q in sorted(dev_ids)}
+        cut = 2 * len(qids) // 3
+        qids, dev_ids = qids[:cut], sorted(qids[cut:])
+        test = {q: train[q] for q in dev_ids}
         train = {q: train[q] for q in qids}
     train_docs = {d for rels in train.values() for d in rels}
     cold = {q for q, rels in test.items() if not any(d in train_docs for d in rels)}

@@ -85,6 +85,10 @@ def interpolate_state(base: dict[str, Any], tuned: dict[str, Any], ratio: float)
     return out
 
 
+#: ModelSpec fields that only change how queries are embedded (documents keep their vectors).
+QUERY_SIDE_FIELDS = ("query_map", "query_interpolation", "query_memory", "memory_weight", "memory_threshold", "memory_temperature")
+
+
 @dataclass(frozen=True)
 class ModelSpec:
     """How a version's embedder is built (stored as a dict in the manifest).
@@ -130,7 +134,8 @@ class ModelSpec:
 
     def document_side(self) -> ModelSpec:
         """The spec without the query-side tier (map, memory): what the document vectors were made with."""
-        return ModelSpec(**{**self.__dict__, "query_map": None, "query_interpolation": 1.0, "query_memory": None, "memory_weight": 1.0})
+        defaults = ModelSpec()
+        return ModelSpec(**{**self.__dict__, **{k: getattr(defaults, k) for k in QUERY_SIDE_FIELDS}})
 
     def label(self) -> str:
         parts = [self.base]

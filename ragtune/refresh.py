@@ -198,9 +198,9 @@ def _decide(cfg: Any, metric: str, current: dict[str, dict[str, Any]], best_key:
     n = int(current["heldout"]["n"])
     if not cand > cur + cfg.gate.margin:
         return GateDecision(False, f"candidate {best_key} {metric} {cand:.4f} does not beat the current model's {cur:.4f} by the margin {cfg.gate.margin} on {n} held-out queries", metric, cur_fig, figures, None)
-    if cfg.gate.confidence > 0 and n < cfg.gate.min_queries:
-        return GateDecision(False, f"candidate {best_key} {metric} {cand:.4f} beats the current model's {cur:.4f}, but on only {n} held-out queries: too few to tell a gain from noise (gate.min_queries {cfg.gate.min_queries}; lower it, or set gate.confidence to 0, to promote on fewer)", metric, cur_fig, figures, None)
     if cfg.gate.confidence > 0:
+        if n < cfg.gate.min_queries:
+            return GateDecision(False, f"candidate {best_key} {metric} {cand:.4f} beats the current model's {cur:.4f}, but on only {n} held-out queries: too few to tell a gain from noise (gate.min_queries {cfg.gate.min_queries}; lower it, or set gate.confidence to 0, to promote on fewer)", metric, cur_fig, figures, None)
         p_win = win_probability(best["scores"]["heldout"]["per_query"][metric], current["heldout"]["per_query"][metric], cfg.gate.margin)
         figures[best_key]["p_win"] = round(p_win, 4)
         if p_win < cfg.gate.confidence:

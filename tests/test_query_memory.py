@@ -41,3 +41,10 @@ def test_empty_memory_and_zero_weight_are_identity():
     assert apply_query_memory(q, empty, weight=1.0, threshold=0.5, temperature=0.05) is q
     full = QueryMemory(q[:1], q[:1])
     assert apply_query_memory(q, full, weight=0.0, threshold=0.5, temperature=0.05) is q
+
+
+def test_document_side_drops_every_query_side_setting():
+    from ragtune.embedder import ModelSpec
+
+    spec = ModelSpec(query_map="m.safetensors", query_interpolation=0.5, query_memory="q.safetensors", memory_weight=1.5, memory_threshold=0.7, memory_temperature=0.1, query_prefix="q: ")
+    assert spec.document_side() == ModelSpec(query_prefix="q: ")  # one model-cache key for every query-side variant
