@@ -153,7 +153,10 @@ class IndexConfig:
         _literal(self, "kind", get_args(IndexKind))
         _literal(self, "chroma_mode", get_args(ChromaMode))
         _positive(self, "hnsw_m", "hnsw_ef_search", "ivf_nlist", "ivf_nprobe", "chroma_port")
-        _check(isinstance(self.keep_versions, int) and self.keep_versions >= 1, f"index.keep_versions must be an integer >= 1, got {self.keep_versions!r}")
+        _check(
+            isinstance(self.keep_versions, int) and self.keep_versions >= 1,
+            f"index.keep_versions must be an integer >= 1, got {self.keep_versions!r}",
+        )
 
 
 @dataclass
@@ -177,10 +180,19 @@ class FeedbackConfig:
     propensity_clip: float = 0.1
 
     def __post_init__(self) -> None:
-        _check(isinstance(self.randomize_top, int) and self.randomize_top >= 0, f"feedback.randomize_top must be an integer >= 0, got {self.randomize_top!r}")
+        _check(
+            isinstance(self.randomize_top, int) and self.randomize_top >= 0,
+            f"feedback.randomize_top must be an integer >= 0, got {self.randomize_top!r}",
+        )
         _fraction(self, "randomize_prob")
-        _check(isinstance(self.propensity_eta, (int, float)) and self.propensity_eta >= 0, f"feedback.propensity_eta must be >= 0, got {self.propensity_eta!r}")
-        _check(isinstance(self.propensity_clip, (int, float)) and 0 < self.propensity_clip <= 1, f"feedback.propensity_clip must be in (0, 1], got {self.propensity_clip!r}")
+        _check(
+            isinstance(self.propensity_eta, (int, float)) and self.propensity_eta >= 0,
+            f"feedback.propensity_eta must be >= 0, got {self.propensity_eta!r}",
+        )
+        _check(
+            isinstance(self.propensity_clip, (int, float)) and 0 < self.propensity_clip <= 1,
+            f"feedback.propensity_clip must be in (0, 1], got {self.propensity_clip!r}",
+        )
 
 
 @dataclass
@@ -209,12 +221,21 @@ class MiningConfig:
     seed: int = 13
 
     def __post_init__(self) -> None:
-        _check(isinstance(self.hard_negatives, int) and self.hard_negatives >= 0, f"mining.hard_negatives must be an integer >= 0, got {self.hard_negatives!r}")
+        _check(
+            isinstance(self.hard_negatives, int) and self.hard_negatives >= 0,
+            f"mining.hard_negatives must be an integer >= 0, got {self.hard_negatives!r}",
+        )
         _check(isinstance(self.range_min, int) and self.range_min >= 0, f"mining.range_min must be an integer >= 0, got {self.range_min!r}")
-        _check(isinstance(self.range_max, int) and self.range_max > self.range_min, f"mining.range_max must be an integer > range_min={self.range_min}, got {self.range_max!r}")
+        _check(
+            isinstance(self.range_max, int) and self.range_max > self.range_min,
+            f"mining.range_max must be an integer > range_min={self.range_min}, got {self.range_max!r}",
+        )
         _fraction(self, "relative_margin", open_right=True)
         _fraction(self, "heldout_fraction", open_right=True)
-        _check(isinstance(self.min_heldout, int) and self.min_heldout >= 0, f"mining.min_heldout must be an integer >= 0, got {self.min_heldout!r}")
+        _check(
+            isinstance(self.min_heldout, int) and self.min_heldout >= 0,
+            f"mining.min_heldout must be an integer >= 0, got {self.min_heldout!r}",
+        )
 
 
 @dataclass
@@ -297,15 +318,31 @@ class TrainConfig:
         _check(isinstance(self.negatives, int) and self.negatives >= 0, f"train.negatives must be an integer >= 0, got {self.negatives!r}")
         if self.max_seq_length is not None:
             _positive(self, "max_seq_length")
-        _check(bool(self.target_modules) and all(isinstance(m, str) for m in self.target_modules), f"train.target_modules must be a non-empty list of module names, got {self.target_modules!r}")
+        _check(
+            bool(self.target_modules) and all(isinstance(m, str) for m in self.target_modules),
+            f"train.target_modules must be a non-empty list of module names, got {self.target_modules!r}",
+        )
         for name in ("interpolation", "query_interpolation"):
             ratios = getattr(self, name)
-            _check(bool(ratios) and all(isinstance(a, (int, float)) and 0 < a <= 1 for a in ratios), f"train.{name} must be a non-empty list of ratios in (0, 1], got {ratios!r}")
-        _check(isinstance(self.memory_weights, list) and all(isinstance(a, (int, float)) and not isinstance(a, bool) and a > 0 for a in self.memory_weights), f"train.memory_weights must be a list of positive numbers (or []), got {self.memory_weights!r}")
-        _check(isinstance(self.memory_threshold, (int, float)) and -1 <= self.memory_threshold < 1, f"train.memory_threshold must be a cosine in [-1, 1), got {self.memory_threshold!r}")
+            _check(
+                bool(ratios) and all(isinstance(a, (int, float)) and 0 < a <= 1 for a in ratios),
+                f"train.{name} must be a non-empty list of ratios in (0, 1], got {ratios!r}",
+            )
+        _check(
+            isinstance(self.memory_weights, list)
+            and all(isinstance(a, (int, float)) and not isinstance(a, bool) and a > 0 for a in self.memory_weights),
+            f"train.memory_weights must be a list of positive numbers (or []), got {self.memory_weights!r}",
+        )
+        _check(
+            isinstance(self.memory_threshold, (int, float)) and -1 <= self.memory_threshold < 1,
+            f"train.memory_threshold must be a cosine in [-1, 1), got {self.memory_threshold!r}",
+        )
         _positive(self, "memory_temperature")
         _check(isinstance(self.query_l2, (int, float)) and self.query_l2 >= 0, f"train.query_l2 must be >= 0, got {self.query_l2!r}")
-        _check(isinstance(self.early_stopping_patience, int) and self.early_stopping_patience >= 0, f"train.early_stopping_patience must be an integer >= 0, got {self.early_stopping_patience!r}")
+        _check(
+            isinstance(self.early_stopping_patience, int) and self.early_stopping_patience >= 0,
+            f"train.early_stopping_patience must be an integer >= 0, got {self.early_stopping_patience!r}",
+        )
 
 
 @dataclass
@@ -329,6 +366,11 @@ class GateConfig:
             only what users saw (less biased toward the serving model, blind to unseen docs).
         min_off_policy: Compare on held-out queries that the serving version did not log when there are
             at least this many (its own logged clicks favour it); else on all held-out queries.
+        folds: ``query`` mode judges by k-fold cross-fitting (:mod:`ragtune.training.crossfit`): every
+            feedback query the serving version never trained on is scored by a candidate fitted on
+            the other folds, so the gate sees all of them instead of a held-out share, and the
+            promoted tier is fitted on all feedback. 0 turns it off (the hash held-out split,
+            as for LoRA/full, whose training is too slow to repeat per fold).
         eval_beir: Optional BEIR folder whose ``eval_split`` is checked too (cheaply, by pool re-ranking).
         eval_split: Split of ``eval_beir`` used.
         eval_max_drop: The candidate may lose at most this much on ``eval_beir``.
@@ -341,6 +383,7 @@ class GateConfig:
     pool_size: int = 20
     pool_unshown: bool = True
     min_off_policy: int = 20
+    folds: int = 5
     eval_beir: str | None = None
     eval_split: str = "dev"
     eval_max_drop: float = 0.005
@@ -348,12 +391,28 @@ class GateConfig:
     def __post_init__(self) -> None:
         _literal(self, "metric", ("ndcg@10", "mrr@10"))
         _check(isinstance(self.margin, (int, float)) and self.margin >= 0, f"gate.margin must be >= 0, got {self.margin!r}")
-        _check(isinstance(self.confidence, (int, float)) and not isinstance(self.confidence, bool) and 0 <= self.confidence < 1, f"gate.confidence must be a number in [0, 1), got {self.confidence!r}")
-        _check(isinstance(self.min_queries, int) and not isinstance(self.min_queries, bool) and self.min_queries >= 1, f"gate.min_queries must be an integer >= 1, got {self.min_queries!r}")
+        _check(
+            isinstance(self.confidence, (int, float)) and not isinstance(self.confidence, bool) and 0 <= self.confidence < 1,
+            f"gate.confidence must be a number in [0, 1), got {self.confidence!r}",
+        )
+        _check(
+            isinstance(self.min_queries, int) and not isinstance(self.min_queries, bool) and self.min_queries >= 1,
+            f"gate.min_queries must be an integer >= 1, got {self.min_queries!r}",
+        )
         _positive(self, "pool_size")
         _check(isinstance(self.pool_unshown, bool), f"gate.pool_unshown must be true or false, got {self.pool_unshown!r}")
-        _check(isinstance(self.min_off_policy, int) and self.min_off_policy >= 1, f"gate.min_off_policy must be an integer >= 1, got {self.min_off_policy!r}")
-        _check(isinstance(self.eval_max_drop, (int, float)) and self.eval_max_drop >= 0, f"gate.eval_max_drop must be >= 0, got {self.eval_max_drop!r}")
+        _check(
+            isinstance(self.min_off_policy, int) and self.min_off_policy >= 1,
+            f"gate.min_off_policy must be an integer >= 1, got {self.min_off_policy!r}",
+        )
+        _check(
+            isinstance(self.folds, int) and not isinstance(self.folds, bool) and (self.folds == 0 or self.folds >= 2),
+            f"gate.folds must be 0 (off) or an integer >= 2, got {self.folds!r}",
+        )
+        _check(
+            isinstance(self.eval_max_drop, (int, float)) and self.eval_max_drop >= 0,
+            f"gate.eval_max_drop must be >= 0, got {self.eval_max_drop!r}",
+        )
 
 
 @dataclass
@@ -369,8 +428,13 @@ class RefreshConfig:
     min_pairs: int = 8
 
     def __post_init__(self) -> None:
-        _check(isinstance(self.min_new_events, int) and self.min_new_events >= 0, f"refresh.min_new_events must be an integer >= 0, got {self.min_new_events!r}")
-        _check(isinstance(self.min_pairs, int) and self.min_pairs >= 1, f"refresh.min_pairs must be an integer >= 1, got {self.min_pairs!r}")
+        _check(
+            isinstance(self.min_new_events, int) and self.min_new_events >= 0,
+            f"refresh.min_new_events must be an integer >= 0, got {self.min_new_events!r}",
+        )
+        _check(
+            isinstance(self.min_pairs, int) and self.min_pairs >= 1, f"refresh.min_pairs must be an integer >= 1, got {self.min_pairs!r}"
+        )
 
 
 @dataclass

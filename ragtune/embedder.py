@@ -210,12 +210,10 @@ class Embedder:
         if self._query_map is None and self.spec.query_map:
             from safetensors.numpy import load_file
 
+            from ragtune.training.query_map import interpolate_map
+
             weight = load_file(str(self._path(self.spec.query_map)))["weight"].astype(np.float32)
-            a = self.spec.query_interpolation
-            if a < 1.0:
-                eye = np.eye(weight.shape[0], dtype=np.float32)
-                weight = eye + a * (weight - eye)
-            self._query_map = weight
+            self._query_map = interpolate_map(weight, self.spec.query_interpolation)
         return self._query_map
 
     @property
@@ -247,13 +245,18 @@ class Embedder:
     def encode_queries(self, texts: list[str], *, progress: bool = False) -> np.ndarray:
         """L2-normalised float32 query vectors, with the query-side tier (memory, then map) applied when there is one."""
         pre = self.spec.query_prefix
-        vecs = self._encode([pre + t for t in texts] if pre else texts, progress)
+        return self.transform_queries(self._encode([pre + t for t in texts] if pre else texts, progress))
+
+    def transform_queries(self, vecs: np.ndarray) -> np.ndarray:
+        """Apply this spec's query-side tier (memory, then map) to raw query vectors of its document-side model."""
         memory = self.query_memory
         if memory is not None:
             from ragtune.training.query_memory import apply_query_memory
 
             spec = self.spec
-            vecs = apply_query_memory(vecs, memory, weight=spec.memory_weight, threshold=spec.memory_threshold, temperature=spec.memory_temperature)
+            vecs = apply_query_memory(
+                vecs, memory, weight=spec.memory_weight, threshold=spec.memory_threshold, temperature=spec.memory_temperature
+            )
         return apply_query_map(vecs, self.query_map)
 
     def _encode(self, texts: list[str], progress: bool) -> np.ndarray:

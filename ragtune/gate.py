@@ -31,7 +31,7 @@ from ragtune.evaluate import mrr_at_k, ndcg_at_k
 if TYPE_CHECKING:
     from ragtune.api import _Serving
 
-__all__ = ["GateDecision", "GateSet", "build_gate_set", "score_candidate", "score_current", "win_probability"]
+__all__ = ["GateDecision", "GateSet", "build_gate_set", "score_candidate", "score_current", "score_query_vectors", "win_probability"]
 
 logger = logging.getLogger(__name__)
 
@@ -65,7 +65,16 @@ class GateDecision:
         return dict(self.__dict__)
 
 
-def build_gate_set(name: str, serving: _Serving, queries: Sequence[str], relevant: Sequence[dict[str, float]], pool_size: int, shown: Sequence[Sequence[str]] | None = None, *, add_top: bool = True) -> GateSet:
+def build_gate_set(
+    name: str,
+    serving: _Serving,
+    queries: Sequence[str],
+    relevant: Sequence[dict[str, float]],
+    pool_size: int,
+    shown: Sequence[Sequence[str]] | None = None,
+    *,
+    add_top: bool = True,
+) -> GateSet:
     """Pools = the docs shown for each query, the serving top ``pool_size`` (unless ``add_top`` is off) and the relevant docs."""
     tops: list[list[int]] = [[] for _ in queries]
     if add_top or shown is None:
@@ -94,10 +103,17 @@ def _metrics(gs: GateSet, ids: list[str], scores_of: Any) -> dict[str, Any]:
         ranked = [ids[pool[j]] for j in np.argsort(-s, kind="stable")]
         nd.append(ndcg_at_k(ranked, gs.relevant[i], 10))
         mr.append(mrr_at_k(ranked, gs.relevant[i], 10))
-    return {"ndcg@10": float(np.mean(nd)) if nd else 0.0, "mrr@10": float(np.mean(mr)) if mr else 0.0, "n": len(gs), "per_query": {"ndcg@10": nd, "mrr@10": mr}}
+    return {
+        "ndcg@10": float(np.mean(nd)) if nd else 0.0,
+        "mrr@10": float(np.mean(mr)) if mr else 0.0,
+        "n": len(gs),
+        "per_query": {"ndcg@10": nd, "mrr@10": mr},
+    }
 
 
-def win_probability(candidate: Sequence[float], current: Sequence[float], margin: float = 0.0, *, resamples: int = 2000, seed: int = 0) -> float:
+def win_probability(
+    candidate: Sequence[float], current: Sequence[float], margin: float = 0.0, *, resamples: int = 2000, seed: int = 0
+) -> float:
     """Share of paired bootstrap resamples of the queries in which the candidate's mean beats the current's by ``margin``.
 
     A one-sided paired bootstrap over held-out queries: with a few dozen queries, a mean gain of
@@ -118,19 +134,22 @@ def win_probability(candidate: Sequence[float], current: Sequence[float], margin
     return wins / resamples
 
 
+def score_query_vectors(gs: GateSet, serving: _Serving, qv: np.ndarray) -> dict[str, Any]:
+    """Given query vectors (one row per gate query) against the serving doc vectors."""
+    vecs = serving.vectors()
+    return _metrics(gs, serving.docs.ids, lambda i, pool: vecs[pool] @ qv[i])
+
+
 def score_current(gs: GateSet, serving: _Serving) -> dict[str, Any]:
     """The serving model on the gate set (its stored doc vectors, its query encoder)."""
-    vecs = serving.vectors()
-    qv = serving.embedder.encode_queries(gs.queries)
-    return _metrics(gs, serving.docs.ids, lambda i, pool: vecs[pool] @ qv[i])
+    return score_query_vectors(gs, serving, serving.embedder.encode_queries(gs.queries))
 
 
 def score_candidate(gs: GateSet, serving: _Serving, candidate: Embedder, *, shares_documents: bool) -> dict[str, Any]:
     """A candidate on the gate set: serving doc vectors if it shares them, else the pool re-encoded."""
     qv = candidate.encode_queries(gs.queries)
     if shares_documents:
-        vecs = serving.vectors()
-        return _metrics(gs, serving.docs.ids, lambda i, pool: vecs[pool] @ qv[i])
+        return score_query_vectors(gs, serving, qv)
     docs = serving.docs.get(gs.pool_positions)
     enc = candidate.encode_documents([d.embed_text for d in docs])
     row = {p: j for j, p in enumerate(gs.pool_positions)}

@@ -82,7 +82,12 @@ class MinedSet:
     def triplets(self) -> Iterator[dict[str, Any]]:
         """Training rows as the common triplet JSONL (one row per negative; pairs without one get none)."""
         for ex in self.train:
-            base = {"query": ex.query, "positive": self.doc_texts.get(ex.positive_id, ""), "positive_id": ex.positive_id, "weight": round(ex.weight, 4)}
+            base = {
+                "query": ex.query,
+                "positive": self.doc_texts.get(ex.positive_id, ""),
+                "positive_id": ex.positive_id,
+                "weight": round(ex.weight, 4),
+            }
             if not ex.negative_ids:
                 yield base
             for neg in ex.negative_ids:
@@ -141,7 +146,15 @@ def estimate_propensities(records: list[QueryRecord], config: FeedbackConfig, ma
     return np.clip(prop, config.propensity_clip, 1.0), source
 
 
-def mine(records: list[QueryRecord], serving: _Serving, mining: MiningConfig, feedback: FeedbackConfig) -> MinedSet:
+def mine(
+    records: list[QueryRecord],
+    serving: _Serving,
+    mining: MiningConfig,
+    feedback: FeedbackConfig,
+    *,
+    heldout_keys: set[str] | None = None,
+    train_on_heldout: bool = False,
+) -> MinedSet:
     """Mine a :class:`MinedSet` from ``records`` against the serving version's index.
 
     Args:
@@ -149,6 +162,9 @@ def mine(records: list[QueryRecord], serving: _Serving, mining: MiningConfig, fe
         serving: The current version (its embedder and index give the ANN hard negatives).
         mining: Mining settings.
         feedback: Propensity settings.
+        heldout_keys: Hold out exactly these normalised query texts instead of the hash split.
+        train_on_heldout: Also make training pairs of the held-out queries (for cross-fitting,
+            where the caller keeps each fold out of the model that judges it).
     """
     propensity, prop_source = estimate_propensities(records, feedback)
     # aggregate per normalised query text
@@ -187,7 +203,7 @@ def mine(records: list[QueryRecord], serving: _Serving, mining: MiningConfig, fe
                 if im.rank < lowest and im.doc_id not in clicked:
                     neg_skip[key].add(im.doc_id)
     keys = [k for k in texts if pos_weights.get(k)]
-    held = split_heldout(keys, mining)
+    held = split_heldout(keys, mining) if heldout_keys is None else set(keys) & heldout_keys
     positives_of = {k: set(pos_weights[k]) for k in keys}
     dropped_positive_as_negative = 0
     for k in keys:  # a doc any user chose for this query text is never a negative
@@ -196,7 +212,7 @@ def mine(records: list[QueryRecord], serving: _Serving, mining: MiningConfig, fe
             store[k] -= positives_of[k]
             dropped_positive_as_negative += before - len(store[k])
 
-    train_keys = [k for k in keys if k not in held]
+    train_keys = list(keys) if train_on_heldout else [k for k in keys if k not in held]
     hard: dict[tuple[str, str], list[str]] = {}
     dropped_fn = 0
     if mining.hard_negatives > 0 and train_keys:
@@ -222,7 +238,11 @@ def mine(records: list[QueryRecord], serving: _Serving, mining: MiningConfig, fe
     for k in train_keys:
         for d_pos, ws in pos_weights[k].items():
             negs: list[str] = []
-            for source, pool in (("rated", sorted(neg_rated[k])), ("skip_above", [d for d in shown[k] if d in neg_skip[k]]), ("ann", hard.get((k, d_pos), []))):
+            for source, pool in (
+                ("rated", sorted(neg_rated[k])),
+                ("skip_above", [d for d in shown[k] if d in neg_skip[k]]),
+                ("ann", hard.get((k, d_pos), [])),
+            ):
                 for d in pool:
                     if d not in negs:
                         negs.append(d)
@@ -232,14 +252,22 @@ def mine(records: list[QueryRecord], serving: _Serving, mining: MiningConfig, fe
     if len(raw):
         for ex in train:
             ex.weight = float(ex.weight / raw.mean())
-    heldout = [HeldoutQuery(texts[k], {d: float(np.mean(w)) for d, w in pos_weights[k].items()}, shown[k], sorted(logged_by[k])) for k in keys if k in held]
+    heldout = [
+        HeldoutQuery(texts[k], {d: float(np.mean(w)) for d, w in pos_weights[k].items()}, shown[k], sorted(logged_by[k]))
+        for k in keys
+        if k in held
+    ]
 
     needed = {ex.positive_id for ex in train} | {n for ex in train for n in ex.negative_ids}
     pmap = serving.docs.positions(sorted(needed))
     doc_texts = {d.id: d.embed_text for d in serving.docs.get(list(pmap.values()))}
     missing = needed - set(doc_texts)
     if missing:  # documents removed from the index since they were clicked
-        train = [TrainExample(ex.query, ex.positive_id, [n for n in ex.negative_ids if n in doc_texts], ex.weight, ex.query_key) for ex in train if ex.positive_id in doc_texts]
+        train = [
+            TrainExample(ex.query, ex.positive_id, [n for n in ex.negative_ids if n in doc_texts], ex.weight, ex.query_key)
+            for ex in train
+            if ex.positive_id in doc_texts
+        ]
     stats: dict[str, Any] = {
         "feedback_queries": len(keys),
         "clicks": n_clicks,

@@ -17,18 +17,20 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ragtune.embedder import Embedder, ModelSpec
-from ragtune.gate import GateDecision, GateSet, build_gate_set, score_candidate, score_current, win_probability
+from ragtune.gate import GateDecision, GateSet, build_gate_set, score_candidate, score_current, score_query_vectors, win_probability
 from ragtune.mining import HeldoutQuery, MinedSet, TrainExample, mine, normalize_query
 
 if TYPE_CHECKING:
     from ragtune.api import Ragtune, _Serving
 
-__all__ = ["DECISIONS_FILE", "run_refresh"]
+__all__ = ["DECISIONS_FILE", "TRAINED_FILE", "run_refresh", "trained_queries"]
 
 logger = logging.getLogger(__name__)
 
 DECISIONS_FILE = "refresh-log.jsonl"
 MARK_KEY = "refresh_mark"
+#: Beside each version made by a refresh: the normalised feedback query texts its model was trained on.
+TRAINED_FILE = "trained_queries.json"
 
 
 def _record(rt: Ragtune, entry: dict[str, Any]) -> None:
@@ -50,21 +52,53 @@ def _gate_heldout(serving: _Serving, mined: MinedSet, min_queries: int) -> tuple
     return list(mined.heldout), f"all {len(mined.heldout)} held-out queries"
 
 
-def _gate_sets(rt: Ragtune, serving: _Serving, mined: MinedSet) -> list[GateSet]:
+def trained_queries(rt: Ragtune, serving: _Serving) -> set[str] | None:
+    """The feedback queries (normalised text) the serving model was trained on; ``None`` if unknown.
+
+    A version made by ``index`` from a plain model trained on none; one made by a refresh lists them
+    in :data:`TRAINED_FILE`. Versions from before that file existed are unknown.
+    """
+    path = rt.ws.version_dir(serving.name) / TRAINED_FILE
+    if path.is_file():
+        return set(json.loads(path.read_text(encoding="utf-8")))
+    spec = serving.spec
+    return None if (spec.adapter or spec.query_map or spec.query_memory) else set()
+
+
+def _gate_sets(rt: Ragtune, serving: _Serving, held: list[HeldoutQuery]) -> list[GateSet]:
     cfg = rt.config.gate
-    held, _ = _gate_heldout(serving, mined, cfg.min_off_policy)
-    sets = [build_gate_set("heldout", serving, [h.query for h in held], [dict(h.positive_ids) for h in held], cfg.pool_size, shown=[h.shown_ids for h in held], add_top=cfg.pool_unshown)]
+    sets = [
+        build_gate_set(
+            "heldout",
+            serving,
+            [h.query for h in held],
+            [dict(h.positive_ids) for h in held],
+            cfg.pool_size,
+            shown=[h.shown_ids for h in held],
+            add_top=cfg.pool_unshown,
+        )
+    ]
     if cfg.eval_beir:
         from ragtune.evaluate import load_beir_qrels, load_beir_queries
 
         qrels = load_beir_qrels(cfg.eval_beir, cfg.eval_split)
         queries = load_beir_queries(cfg.eval_beir)
         qids = [q for q in qrels if q in queries]
-        sets.append(build_gate_set(f"eval:{Path(cfg.eval_beir).name}/{cfg.eval_split}", serving, [queries[q] for q in qids], [{d: float(g) for d, g in qrels[q].items()} for q in qids], cfg.pool_size))
+        sets.append(
+            build_gate_set(
+                f"eval:{Path(cfg.eval_beir).name}/{cfg.eval_split}",
+                serving,
+                [queries[q] for q in qids],
+                [{d: float(g) for d, g in qrels[q].items()} for q in qids],
+                cfg.pool_size,
+            )
+        )
     return sets
 
 
-def _train_query_candidate(rt: Ragtune, serving: _Serving, mined: MinedSet, out: Path) -> tuple[ModelSpec, ModelSpec | None, dict[str, Any]]:
+def _train_query_candidate(
+    rt: Ragtune, serving: _Serving, mined: MinedSet, out: Path
+) -> tuple[ModelSpec, ModelSpec | None, dict[str, Any]]:
     """The query-side tier's two candidates: the trained linear map, and the click memory (``None`` when off)."""
     from safetensors.numpy import save_file
 
@@ -99,24 +133,121 @@ def _train_query_candidate(rt: Ragtune, serving: _Serving, mined: MinedSet, out:
     tc = rt.config.train
     if tc.memory_weights and train:
         QueryMemory(qv, vecs[[pmap[ex.positive_id] for ex in train]]).save(out / "query_memory.safetensors")
-        memory_spec = ModelSpec(**{**doc_side.to_dict(), "query_memory": str(out / "query_memory.safetensors"), "memory_threshold": tc.memory_threshold, "memory_temperature": tc.memory_temperature})
-    return spec, memory_spec, {"train_s": res.seconds, "epochs": res.epochs_run, "best_epoch": res.best_epoch, "heldout_ndcg_in_training": res.heldout_ndcg, "memory_size": len(train) if memory_spec else 0}
+        memory_spec = ModelSpec(
+            **{
+                **doc_side.to_dict(),
+                "query_memory": str(out / "query_memory.safetensors"),
+                "memory_threshold": tc.memory_threshold,
+                "memory_temperature": tc.memory_temperature,
+            }
+        )
+    return (
+        spec,
+        memory_spec,
+        {
+            "train_s": res.seconds,
+            "epochs": res.epochs_run,
+            "best_epoch": res.best_epoch,
+            "heldout_ndcg_in_training": res.heldout_ndcg,
+            "memory_size": len(train) if memory_spec else 0,
+        },
+    )
+
+
+def _crossfit_query_candidates(
+    rt: Ragtune, serving: _Serving, mined: MinedSet, gate: GateSet, out: Path
+) -> tuple[list[tuple[str, ModelSpec, np.ndarray]], dict[str, Any]]:
+    """Query-tier candidates judged out of fold on ``gate`` (all fresh queries); the saved tier is fitted on all pairs."""
+    from safetensors.numpy import save_file
+
+    from ragtune.training.crossfit import QueryPairs, crossfit_query_tier, fit_query_tier, query_tier_candidates
+
+    tc = rt.config.train
+    doc_side = serving.spec.document_side()
+    raw = Embedder(doc_side, rt.ws.root, rt.config.model.device, rt.config.model.batch_size)
+    pmap = serving.docs.positions(sorted({ex.positive_id for ex in mined.train}))
+    train = [ex for ex in mined.train if ex.positive_id in pmap]
+    texts = list(dict.fromkeys([ex.query for ex in train] + gate.queries))
+    enc = raw.encode_queries(texts)
+    row = {t: i for i, t in enumerate(texts)}
+    pairs = QueryPairs(
+        enc[[row[ex.query] for ex in train]],
+        np.array([pmap[ex.positive_id] for ex in train], dtype=np.int64),
+        np.array([ex.weight for ex in train], dtype=np.float64),
+        [ex.query_key for ex in train],
+    )
+    vecs = np.asarray(serving.vectors())
+    gate_raw = enc[[row[q] for q in gate.queries]]
+    t0 = time.perf_counter()
+    oof = crossfit_query_tier(pairs, [normalize_query(q) for q in gate.queries], gate_raw, vecs, tc, rt.config.gate.folds)
+    fitted = fit_query_tier(pairs, np.arange(len(pairs)), vecs, tc)
+    out.mkdir(parents=True, exist_ok=True)
+    save_file({"weight": fitted.weight}, str(out / "query_map.safetensors"))
+    fields = doc_side.to_dict()
+    named: list[tuple[str, ModelSpec, np.ndarray]] = []
+    if fitted.memory is not None:
+        fitted.memory.save(out / "query_memory.safetensors")
+    for name, overrides in query_tier_candidates(tc):
+        if "query_interpolation" in overrides:
+            spec = ModelSpec(**{**fields, "query_map": str(out / "query_map.safetensors"), **overrides})
+        elif fitted.memory is not None:
+            spec = ModelSpec(
+                **{
+                    **fields,
+                    "query_memory": str(out / "query_memory.safetensors"),
+                    "memory_threshold": tc.memory_threshold,
+                    "memory_temperature": tc.memory_temperature,
+                    **overrides,
+                }
+            )
+        else:
+            continue
+        named.append((name, spec, oof[name]))
+    info = {
+        "train_s": time.perf_counter() - t0,
+        "epochs": fitted.epochs,
+        "pairs": len(pairs),
+        "folds": rt.config.gate.folds,
+        "memory_size": len(fitted.memory.keys) if fitted.memory is not None else 0,
+    }
+    return named, info
 
 
 def _train_doc_candidate(rt: Ragtune, serving: _Serving, mined: MinedSet, mode: str, out: Path) -> tuple[ModelSpec, dict[str, Any]]:
     from ragtune.training.sentence import train_sentence_model
 
     base = serving.spec.document_side()
-    base = ModelSpec(base=base.base, query_prefix=base.query_prefix, document_prefix=base.document_prefix, max_seq_length=base.max_seq_length)
+    base = ModelSpec(
+        base=base.base, query_prefix=base.query_prefix, document_prefix=base.document_prefix, max_seq_length=base.max_seq_length
+    )
     held_ids = sorted({d for h in mined.heldout for d in h.positive_ids} - set(mined.doc_texts))
     pmap = serving.docs.positions(held_ids)
     mined.doc_texts.update({d.id: d.embed_text for d in serving.docs.get(list(pmap.values()))})
-    eval_examples = [TrainExample(h.query, d, [], 1.0, normalize_query(h.query)) for h in mined.heldout for d in h.positive_ids if d in mined.doc_texts]
+    eval_examples = [
+        TrainExample(h.query, d, [], 1.0, normalize_query(h.query)) for h in mined.heldout for d in h.positive_ids if d in mined.doc_texts
+    ]
     filler_pos = np.random.default_rng(rt.config.train.seed).choice(len(serving.docs), size=min(512, len(serving.docs)), replace=False)
     filler = [d.embed_text for d in serving.docs.get([int(p) for p in filler_pos])]
-    res = train_sentence_model(base, mined.train, eval_examples, mined.doc_texts, rt.config.train, mode=mode, out_dir=out, device=rt.config.model.device, filler=filler, progress=rt.progress)
+    res = train_sentence_model(
+        base,
+        mined.train,
+        eval_examples,
+        mined.doc_texts,
+        rt.config.train,
+        mode=mode,
+        out_dir=out,
+        device=rt.config.model.device,
+        filler=filler,
+        progress=rt.progress,
+    )
     spec = ModelSpec(**{**base.to_dict(), "adapter": str(out), "adapter_kind": mode})
-    return spec, {"train_s": res.seconds, "steps": res.steps, "epochs": res.epochs_run, "best_eval_loss": res.best_eval_loss, "train_loss": res.train_loss}
+    return spec, {
+        "train_s": res.seconds,
+        "steps": res.steps,
+        "epochs": res.epochs_run,
+        "best_eval_loss": res.best_eval_loss,
+        "train_loss": res.train_loss,
+    }
 
 
 def run_refresh(rt: Ragtune, *, mode: str | None = None, force: bool = False, min_new_events: int | None = None) -> dict[str, Any]:
@@ -135,14 +266,29 @@ def run_refresh(rt: Ragtune, *, mode: str | None = None, force: bool = False, mi
         if new_events < threshold and not force:
             msg = f"only {new_events} new feedback events since the last refresh (need {threshold}); nothing to do (use --force to refresh anyway)"
             return {**base, "status": "skipped", "reason": msg, "refresh_s": time.perf_counter() - t0}
-        mined = mine(log.records(only_with_feedback=True), serving, cfg.mining, cfg.feedback)
+        records = log.records(only_with_feedback=True)
+        trained = trained_queries(rt, serving)
+        crossfit = mode == "query" and cfg.gate.folds >= 2 and trained is not None
+        if crossfit:
+            assert trained is not None
+            fresh = {normalize_query(r.text) for r in records} - trained
+            mined = mine(records, serving, cfg.mining, cfg.feedback, heldout_keys=fresh, train_on_heldout=True)
+        else:
+            mined = mine(records, serving, cfg.mining, cfg.feedback)
         base["mined"] = mined.report()
         if len(mined.train) < cfg.refresh.min_pairs or not mined.heldout:
-            msg = f"too little feedback to train: {len(mined.train)} training pairs (need {cfg.refresh.min_pairs}) and {len(mined.heldout)} held-out queries (need >= 1)"
+            what = "queries the serving model has not trained on" if crossfit else "held-out queries"
+            msg = f"too little feedback to train: {len(mined.train)} training pairs (need {cfg.refresh.min_pairs}) and {len(mined.heldout)} {what} (need >= 1)"
             return {**base, "status": "skipped", "reason": msg, "refresh_s": time.perf_counter() - t0}
 
-        gate_sets = _gate_sets(rt, serving, mined)
-        base["gate_queries"] = _gate_heldout(serving, mined, cfg.gate.min_off_policy)[1]
+        if crossfit:
+            held, base["gate_queries"] = (
+                list(mined.heldout),
+                f"all {len(mined.heldout)} feedback queries {serving.name} never trained on, each judged by a {cfg.gate.folds}-fold cross-fitted candidate",
+            )
+        else:
+            held, base["gate_queries"] = _gate_heldout(serving, mined, cfg.gate.min_off_policy)
+        gate_sets = _gate_sets(rt, serving, held)
         metric = cfg.gate.metric
         current = {gs.name: score_current(gs, serving) for gs in gate_sets}
         modes = ["query", "lora"] if mode == "auto" else [mode]
@@ -152,12 +298,25 @@ def run_refresh(rt: Ragtune, *, mode: str | None = None, force: bool = False, mi
             for m in modes:
                 out = Path(tmp) / m
                 t_train = time.perf_counter()
+                if m == "query" and crossfit:
+                    scored, info = _crossfit_query_candidates(rt, serving, mined, gate_sets[0], out)
+                    train_s += time.perf_counter() - t_train
+                    for key, cspec, qv in scored:
+                        scores = {"heldout": score_query_vectors(gate_sets[0], serving, qv)}
+                        if len(gate_sets) > 1:
+                            emb = Embedder(cspec, rt.ws.root, cfg.model.device, cfg.model.batch_size)
+                            scores.update({gs.name: score_candidate(gs, serving, emb, shares_documents=True) for gs in gate_sets[1:]})
+                        candidates[key] = {"mode": m, "spec": cspec, "scores": scores, "train": info}
+                    continue
                 ratios = sorted(set(cfg.train.query_interpolation if m == "query" else cfg.train.interpolation), reverse=True)
                 if m == "query":
                     spec, memory_spec, info = _train_query_candidate(rt, serving, mined, out)
                     named = [(f"query@{r:g}", _interpolated(spec, r, m)) for r in ratios]
                     if memory_spec is not None:
-                        named += [(f"memory@{w:g}", ModelSpec(**{**memory_spec.to_dict(), "memory_weight": float(w)})) for w in sorted(set(cfg.train.memory_weights), reverse=True)]
+                        named += [
+                            (f"memory@{w:g}", ModelSpec(**{**memory_spec.to_dict(), "memory_weight": float(w)}))
+                            for w in sorted(set(cfg.train.memory_weights), reverse=True)
+                        ]
                 else:
                     spec, info = _train_doc_candidate(rt, serving, mined, m, out)
                     named = [(f"{m}@{r:g}", _interpolated(spec, r, m)) for r in ratios]
@@ -169,7 +328,13 @@ def run_refresh(rt: Ragtune, *, mode: str | None = None, force: bool = False, mi
             best_key = max(candidates, key=lambda k: (candidates[k]["scores"]["heldout"][metric], -len(k)))
             best = candidates[best_key]
             decision = _decide(cfg, metric, current, best_key, best, candidates)
-            entry = {"time": time.time(), "current": serving.name, "decision": decision.to_dict(), "mined": mined.report(), "train_s": train_s}
+            entry = {
+                "time": time.time(),
+                "current": serving.name,
+                "decision": decision.to_dict(),
+                "mined": mined.report(),
+                "train_s": train_s,
+            }
             result: dict[str, Any] = {**base, "train_s": train_s, "gate": decision.to_dict()}
             if not decision.promoted:
                 log.set_meta(MARK_KEY, list(now_mark))
@@ -177,11 +342,20 @@ def run_refresh(rt: Ragtune, *, mode: str | None = None, force: bool = False, mi
                 logger.warning("refresh refused: %s", decision.reason)
                 return {**result, "status": "refused", "reason": decision.reason, "reembed_s": 0.0, "refresh_s": time.perf_counter() - t0}
             t_embed = time.perf_counter()
-            name = _promote(rt, serving, best["mode"], best["spec"], Path(tmp) / best["mode"], decision, mined, new_events)
+            own = {ex.query_key for ex in mined.train}
+            now_trained = own if best["mode"] != "query" else (own | trained if trained is not None else None)
+            name = _promote(rt, serving, best["mode"], best["spec"], Path(tmp) / best["mode"], decision, mined, new_events, now_trained)
             reembed_s = time.perf_counter() - t_embed if best["mode"] != "query" else 0.0
         log.set_meta(MARK_KEY, list(now_mark))
         _record(rt, {**entry, "status": "promoted", "version": name, "reembed_s": reembed_s})
-        return {**result, "status": "promoted", "version": name, "reason": decision.reason, "reembed_s": reembed_s, "refresh_s": time.perf_counter() - t0}
+        return {
+            **result,
+            "status": "promoted",
+            "version": name,
+            "reason": decision.reason,
+            "reembed_s": reembed_s,
+            "refresh_s": time.perf_counter() - t0,
+        }
 
 
 def _interpolated(spec: ModelSpec, ratio: float, mode: str) -> ModelSpec:
@@ -190,35 +364,88 @@ def _interpolated(spec: ModelSpec, ratio: float, mode: str) -> ModelSpec:
     return ModelSpec(**{**spec.to_dict(), key: float(ratio)})
 
 
-def _decide(cfg: Any, metric: str, current: dict[str, dict[str, Any]], best_key: str, best: dict[str, Any], candidates: dict[str, dict[str, Any]]) -> GateDecision:
+def _decide(
+    cfg: Any, metric: str, current: dict[str, dict[str, Any]], best_key: str, best: dict[str, Any], candidates: dict[str, dict[str, Any]]
+) -> GateDecision:
     cur = current["heldout"][metric]
     cand = best["scores"]["heldout"][metric]
     figures = {k: {name: s[metric] for name, s in c["scores"].items()} for k, c in candidates.items()}
     cur_fig = {name: s[metric] for name, s in current.items()}
     n = int(current["heldout"]["n"])
     if not cand > cur + cfg.gate.margin:
-        return GateDecision(False, f"candidate {best_key} {metric} {cand:.4f} does not beat the current model's {cur:.4f} by the margin {cfg.gate.margin} on {n} held-out queries", metric, cur_fig, figures, None)
+        return GateDecision(
+            False,
+            f"candidate {best_key} {metric} {cand:.4f} does not beat the current model's {cur:.4f} by the margin {cfg.gate.margin} on {n} held-out queries",
+            metric,
+            cur_fig,
+            figures,
+            None,
+        )
     if cfg.gate.confidence > 0:
         if n < cfg.gate.min_queries:
-            return GateDecision(False, f"candidate {best_key} {metric} {cand:.4f} beats the current model's {cur:.4f}, but on only {n} held-out queries: too few to tell a gain from noise (gate.min_queries {cfg.gate.min_queries}; lower it, or set gate.confidence to 0, to promote on fewer)", metric, cur_fig, figures, None)
+            return GateDecision(
+                False,
+                f"candidate {best_key} {metric} {cand:.4f} beats the current model's {cur:.4f}, but on only {n} held-out queries: too few to tell a gain from noise (gate.min_queries {cfg.gate.min_queries}; lower it, or set gate.confidence to 0, to promote on fewer)",
+                metric,
+                cur_fig,
+                figures,
+                None,
+            )
         p_win = win_probability(best["scores"]["heldout"]["per_query"][metric], current["heldout"]["per_query"][metric], cfg.gate.margin)
         figures[best_key]["p_win"] = round(p_win, 4)
         if p_win < cfg.gate.confidence:
-            return GateDecision(False, f"candidate {best_key} {metric} {cand:.4f} beats the current model's {cur:.4f} on {n} held-out queries, but only in {p_win:.1%} of paired bootstrap resamples (gate.confidence {cfg.gate.confidence:g}): within the noise", metric, cur_fig, figures, None)
+            return GateDecision(
+                False,
+                f"candidate {best_key} {metric} {cand:.4f} beats the current model's {cur:.4f} on {n} held-out queries, but only in {p_win:.1%} of paired bootstrap resamples (gate.confidence {cfg.gate.confidence:g}): within the noise",
+                metric,
+                cur_fig,
+                figures,
+                None,
+            )
     for name, s in best["scores"].items():
         if name == "heldout":
             continue
         if s[metric] < current[name][metric] - cfg.gate.eval_max_drop:
-            return GateDecision(False, f"candidate {best_key} gains on held-out feedback ({cand:.4f} vs {cur:.4f}) but loses on {name}: {s[metric]:.4f} vs {current[name][metric]:.4f} (max drop {cfg.gate.eval_max_drop})", metric, cur_fig, figures, None)
-    return GateDecision(True, f"candidate {best_key} {metric} {cand:.4f} beats the current {cur:.4f} on {n} held-out queries", metric, cur_fig, figures, best_key)
+            return GateDecision(
+                False,
+                f"candidate {best_key} gains on held-out feedback ({cand:.4f} vs {cur:.4f}) but loses on {name}: {s[metric]:.4f} vs {current[name][metric]:.4f} (max drop {cfg.gate.eval_max_drop})",
+                metric,
+                cur_fig,
+                figures,
+                None,
+            )
+    return GateDecision(
+        True,
+        f"candidate {best_key} {metric} {cand:.4f} beats the current {cur:.4f} on {n} held-out queries",
+        metric,
+        cur_fig,
+        figures,
+        best_key,
+    )
 
 
-def _promote(rt: Ragtune, serving: _Serving, mode: str, spec: ModelSpec, src: Path, decision: GateDecision, mined: MinedSet, new_events: int) -> str:
-    """Write the promoted candidate as a new version (re-embedding unless it is query-side) and swap."""
+def _promote(
+    rt: Ragtune,
+    serving: _Serving,
+    mode: str,
+    spec: ModelSpec,
+    src: Path,
+    decision: GateDecision,
+    mined: MinedSet,
+    new_events: int,
+    trained: set[str] | None,
+) -> str:
+    """Write the promoted candidate as a new version (re-embedding unless it is query-side) and swap.
+
+    ``trained`` (the feedback queries the new model has seen; ``None`` if unknown) is saved beside it,
+    so the next refresh knows which queries it can judge the new model on.
+    """
     metrics = {"gate": decision.to_dict()}
     feedback = {**mined.report(), "new_events": new_events}
 
     def write_files(staging: Path, rel: str) -> ModelSpec:
+        if trained is not None:
+            (staging / TRAINED_FILE).write_text(json.dumps(sorted(trained)), encoding="utf-8")
         if mode == "query":
             fields = spec.to_dict()
             for key in ("query_map", "query_memory"):
@@ -231,8 +458,29 @@ def _promote(rt: Ragtune, serving: _Serving, mode: str, spec: ModelSpec, src: Pa
         return ModelSpec(**{**spec.to_dict(), "adapter": f"{rel}/model"})
 
     if mode == "query":
-        return rt._write_version(None, None, spec, kind="query", parent=serving.name, index_version=serving.info.index_version, metrics=metrics, feedback=feedback, note=f"query-side tier ({decision.chosen})", write_files=write_files)
+        return rt._write_version(
+            None,
+            None,
+            spec,
+            kind="query",
+            parent=serving.name,
+            index_version=serving.info.index_version,
+            metrics=metrics,
+            feedback=feedback,
+            note=f"query-side tier ({decision.chosen})",
+            write_files=write_files,
+        )
     docs = serving.docs.all_documents()
     emb = Embedder(spec, rt.ws.root, rt.config.model.device, rt.config.model.batch_size)
     vectors = emb.encode_documents([d.embed_text for d in docs], progress=rt.progress)
-    return rt._write_version(docs, vectors, spec, kind="index", parent=serving.name, metrics=metrics, feedback=feedback, note=f"{mode} fine-tune ({decision.chosen}), re-embedded {len(docs)} docs", write_files=write_files)
+    return rt._write_version(
+        docs,
+        vectors,
+        spec,
+        kind="index",
+        parent=serving.name,
+        metrics=metrics,
+        feedback=feedback,
+        note=f"{mode} fine-tune ({decision.chosen}), re-embedded {len(docs)} docs",
+        write_files=write_files,
+    )

@@ -67,7 +67,8 @@ def test_query_tier_promotes_without_reembedding(workspace):
 def test_gate_refuses_a_worse_model(workspace):
     _play(workspace, contradict=True)
     v1 = workspace.current_version
-    workspace.config = workspace.config.with_overrides({"train.query_interpolation": [1.0], "train.query_l2": 0.0, "train.query_lr": 0.05, "train.query_epochs": 30})
+    # the hash held-out split (what LoRA/full use), whose held-out users contradict the training ones
+    workspace.config = workspace.config.with_overrides({"gate.folds": 0, "train.query_interpolation": [1.0], "train.query_l2": 0.0, "train.query_lr": 0.05, "train.query_epochs": 30})
     rep = workspace.refresh(mode="query")
     assert rep["status"] == "refused"
     gate = rep["gate"]
@@ -78,6 +79,41 @@ def test_gate_refuses_a_worse_model(workspace):
     assert entry["status"] == "refused" and entry["decision"]["current"]["heldout"] == gate["current"]["heldout"]
     # the refused feedback is consumed: the next refresh waits for new events
     assert workspace.refresh(mode="query")["status"] == "skipped"
+
+
+def test_crossfit_gate_judges_every_fresh_query_and_refuses_no_gain(workspace):
+    texts = [f"please help me with my router problem number {i}" for i in range(24)]
+    for t in texts:  # every user clicks what the current model already ranks first: nothing to gain
+        hits = workspace.search(t, k=5)
+        workspace.click(hits.query_id, hits[0].doc_id)
+    rep = workspace.refresh(mode="query")
+    assert rep["status"] == "refused" and "does not beat" in rep["reason"]
+    assert rep["gate"]["current"]["heldout"] == pytest.approx(1.0)
+    assert "all 24 feedback queries v0001 never trained on" in rep["gate_queries"] and "5-fold" in rep["gate_queries"]
+    assert workspace.current_version == "v0001"
+
+
+def test_crossfit_promotion_records_what_it_trained_on(workspace):
+    from ragtune.refresh import TRAINED_FILE, trained_queries
+
+    assert trained_queries(workspace, workspace.serving()) == set()  # a plain index has seen no feedback
+    _play(workspace)
+    rep = workspace.refresh(mode="query")
+    assert rep["status"] == "promoted", rep.get("reason")
+    n = rep["mined"]["feedback_queries"]
+    assert n >= 10 and rep["mined"]["heldout_queries"] == n and rep["gate_queries"].startswith(f"all {n} ")  # every query judged, none set aside
+    v2 = workspace.current_version
+    seen = json.loads((workspace.ws.version_dir(v2) / TRAINED_FILE).read_text())
+    assert len(seen) == n and trained_queries(workspace, workspace.serving()) == set(seen)
+    # the next refresh can only judge v2 on queries it has not seen: none yet
+    rep = workspace.refresh(mode="query", force=True)
+    assert rep["status"] == "skipped" and "0 queries the serving model has not trained on" in rep["reason"]
+    # new queries are fresh for v2
+    for i in range(24, 30):
+        hits = workspace.search(f"please help me with my router problem number {i}", k=5)
+        workspace.click(hits.query_id, hits[-1].doc_id)
+    rep = workspace.refresh(mode="query", force=True)
+    assert rep["mined"]["heldout_queries"] == 6 and rep["gate_queries"].startswith("all 6 ")
 
 
 def test_lora_refresh_reembeds_into_a_new_version_and_rolls_back(workspace):

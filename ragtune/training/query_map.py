@@ -20,7 +20,7 @@ import numpy as np
 
 from ragtune.config import TrainConfig
 
-__all__ = ["QueryMapResult", "heldout_ndcg", "train_query_map"]
+__all__ = ["QueryMapResult", "heldout_ndcg", "interpolate_map", "train_query_map"]
 
 logger = logging.getLogger(__name__)
 
@@ -34,6 +34,14 @@ class QueryMapResult:
     epochs_run: int
     best_epoch: int
     heldout_ndcg: float | None
+
+
+def interpolate_map(weight: np.ndarray, ratio: float) -> np.ndarray:
+    """WiSE-FT for the map: ``I + ratio * (W - I)`` (``ratio`` 1 = as trained, 0 = identity)."""
+    if ratio >= 1.0:
+        return weight
+    eye = np.eye(weight.shape[0], dtype=np.float32)
+    return (eye + ratio * (weight - eye)).astype(np.float32)
 
 
 def heldout_ndcg(q: np.ndarray, docs: np.ndarray, positives: list[set[int]], k: int = 10) -> float:
