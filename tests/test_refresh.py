@@ -86,6 +86,7 @@ def test_crossfit_gate_judges_every_fresh_query_and_refuses_no_gain(workspace):
     for t in texts:  # every user clicks what the current model already ranks first: nothing to gain
         hits = workspace.search(t, k=5)
         workspace.click(hits.query_id, hits[0].doc_id)
+    workspace.config = workspace.config.with_overrides({"gate.folds": 5})
     rep = workspace.refresh(mode="query")
     assert rep["status"] == "refused" and "does not beat" in rep["reason"]
     assert rep["gate"]["current"]["heldout"] == pytest.approx(1.0)
@@ -98,6 +99,7 @@ def test_crossfit_promotion_records_what_it_trained_on(workspace):
 
     assert trained_queries(workspace, workspace.serving()) == set()  # a plain index has seen no feedback
     _play(workspace)
+    workspace.config = workspace.config.with_overrides({"gate.folds": 5})
     rep = workspace.refresh(mode="query")
     assert rep["status"] == "promoted", rep.get("reason")
     n = rep["mined"]["feedback_queries"]
