@@ -31,6 +31,8 @@ DECISIONS_FILE = "refresh-log.jsonl"
 MARK_KEY = "refresh_mark"
 #: Beside each version made by a refresh: the normalised feedback query texts its model was trained on.
 TRAINED_FILE = "trained_queries.json"
+#: Beside a cross-fitted query tier: each feedback query's vector under the fold model that did not see it.
+OOF_FILE = "oof_queries.safetensors"
 
 
 def _record(rt: Ragtune, entry: dict[str, Any]) -> None:
@@ -63,6 +65,25 @@ def trained_queries(rt: Ragtune, serving: _Serving) -> set[str] | None:
         return set(json.loads(path.read_text(encoding="utf-8")))
     spec = serving.spec
     return None if (spec.adapter or spec.query_map or spec.query_memory) else set()
+
+
+def _load_oof(rt: Ragtune, serving: _Serving) -> dict[str, np.ndarray]:
+    """The serving query tier's out-of-fold vectors of the feedback queries it was fitted on (empty if none)."""
+    path = rt.ws.version_dir(serving.name) / OOF_FILE
+    if not path.is_file():
+        return {}
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="numpy") as fh:
+        keys = json.loads((fh.metadata() or {}).get("keys", "[]"))
+        vecs = fh.get_tensor("vectors")
+    return dict(zip(keys, vecs))
+
+
+def _save_oof(path: Path, keys: list[str], vectors: np.ndarray) -> None:
+    from safetensors.numpy import save_file
+
+    save_file({"vectors": np.ascontiguousarray(vectors, dtype=np.float32)}, str(path), metadata={"keys": json.dumps(keys)})
 
 
 def _gate_sets(rt: Ragtune, serving: _Serving, held: list[HeldoutQuery]) -> list[GateSet]:
@@ -155,9 +176,9 @@ def _train_query_candidate(
 
 
 def _crossfit_query_candidates(
-    rt: Ragtune, serving: _Serving, mined: MinedSet, gate: GateSet, out: Path
+    rt: Ragtune, serving: _Serving, mined: MinedSet, queries: list[str], out: Path
 ) -> tuple[list[tuple[str, ModelSpec, np.ndarray]], dict[str, Any]]:
-    """Query-tier candidates judged out of fold on ``gate`` (all fresh queries); the saved tier is fitted on all pairs."""
+    """Query-tier candidates with out-of-fold vectors of every feedback query in ``queries``; the saved tier is fitted on all pairs."""
     from safetensors.numpy import save_file
 
     from ragtune.training.crossfit import QueryPairs, crossfit_query_tier, fit_query_tier, query_tier_candidates
@@ -167,7 +188,7 @@ def _crossfit_query_candidates(
     raw = Embedder(doc_side, rt.ws.root, rt.config.model.device, rt.config.model.batch_size)
     pmap = serving.docs.positions(sorted({ex.positive_id for ex in mined.train}))
     train = [ex for ex in mined.train if ex.positive_id in pmap]
-    texts = list(dict.fromkeys([ex.query for ex in train] + gate.queries))
+    texts = list(dict.fromkeys([ex.query for ex in train] + queries))
     enc = raw.encode_queries(texts)
     row = {t: i for i, t in enumerate(texts)}
     pairs = QueryPairs(
@@ -177,9 +198,9 @@ def _crossfit_query_candidates(
         [ex.query_key for ex in train],
     )
     vecs = np.asarray(serving.vectors())
-    gate_raw = enc[[row[q] for q in gate.queries]]
+    gate_raw = enc[[row[q] for q in queries]]
     t0 = time.perf_counter()
-    oof = crossfit_query_tier(pairs, [normalize_query(q) for q in gate.queries], gate_raw, vecs, tc, rt.config.gate.folds)
+    oof = crossfit_query_tier(pairs, [normalize_query(q) for q in queries], gate_raw, vecs, tc, rt.config.gate.folds)
     fitted = fit_query_tier(pairs, np.arange(len(pairs)), vecs, tc)
     out.mkdir(parents=True, exist_ok=True)
     save_file({"weight": fitted.weight}, str(out / "query_map.safetensors"))
@@ -269,10 +290,13 @@ def run_refresh(rt: Ragtune, *, mode: str | None = None, force: bool = False, mi
         records = log.records(only_with_feedback=True)
         trained = trained_queries(rt, serving)
         crossfit = mode == "query" and cfg.gate.folds >= 2 and trained is not None
+        serving_oof: dict[str, np.ndarray] = {}
         if crossfit:
             assert trained is not None
-            fresh = {normalize_query(r.text) for r in records} - trained
-            mined = mine(records, serving, cfg.mining, cfg.feedback, heldout_keys=fresh, train_on_heldout=True)
+            serving_oof = _load_oof(rt, serving)
+            mined = mine(records, serving, cfg.mining, cfg.feedback, heldout_keys={normalize_query(r.text) for r in records}, train_on_heldout=True)
+            # judged: queries the serving model never trained on, or has an out-of-fold vector for
+            mined.heldout = [h for h in mined.heldout if normalize_query(h.query) not in trained or normalize_query(h.query) in serving_oof]
         else:
             mined = mine(records, serving, cfg.mining, cfg.feedback)
         base["mined"] = mined.report()
@@ -281,16 +305,17 @@ def run_refresh(rt: Ragtune, *, mode: str | None = None, force: bool = False, mi
             msg = f"too little feedback to train: {len(mined.train)} training pairs (need {cfg.refresh.min_pairs}) and {len(mined.heldout)} {what} (need >= 1)"
             return {**base, "status": "skipped", "reason": msg, "refresh_s": time.perf_counter() - t0}
 
+        held, gate_note = _gate_heldout(serving, mined, cfg.gate.min_off_policy)
         if crossfit:
-            held, base["gate_queries"] = (
-                list(mined.heldout),
-                f"all {len(mined.heldout)} feedback queries {serving.name} never trained on, each judged by a {cfg.gate.folds}-fold cross-fitted candidate",
-            )
-        else:
-            held, base["gate_queries"] = _gate_heldout(serving, mined, cfg.gate.min_off_policy)
+            gate_note += f" ({serving.name} out of fold where it was fitted on them; every candidate out of fold, {cfg.gate.folds} folds)"
+        base["gate_queries"] = gate_note
         gate_sets = _gate_sets(rt, serving, held)
         metric = cfg.gate.metric
         current = {gs.name: score_current(gs, serving) for gs in gate_sets}
+        if serving_oof:
+            fresh_vecs = serving.embedder.encode_queries(gate_sets[0].queries)
+            cur_vecs = np.stack([serving_oof.get(normalize_query(q), fresh_vecs[i]) for i, q in enumerate(gate_sets[0].queries)])
+            current["heldout"] = score_query_vectors(gate_sets[0], serving, cur_vecs)
         modes = ["query", "lora"] if mode == "auto" else [mode]
         candidates: dict[str, dict[str, Any]] = {}
         with tempfile.TemporaryDirectory(prefix="ragtune-refresh-", dir=rt.ws.root) as tmp:
@@ -299,10 +324,14 @@ def run_refresh(rt: Ragtune, *, mode: str | None = None, force: bool = False, mi
                 out = Path(tmp) / m
                 t_train = time.perf_counter()
                 if m == "query" and crossfit:
-                    scored, info = _crossfit_query_candidates(rt, serving, mined, gate_sets[0], out)
+                    all_queries = [h.query for h in mined.heldout]
+                    scored, info = _crossfit_query_candidates(rt, serving, mined, all_queries, out)
                     train_s += time.perf_counter() - t_train
+                    gate_rows = {q: i for i, q in enumerate(all_queries)}
+                    pick = [gate_rows[q] for q in gate_sets[0].queries]
                     for key, cspec, qv in scored:
-                        scores = {"heldout": score_query_vectors(gate_sets[0], serving, qv)}
+                        _save_oof(out / f"oof-{key}.safetensors", [normalize_query(q) for q in all_queries], qv)
+                        scores = {"heldout": score_query_vectors(gate_sets[0], serving, qv[pick])}
                         if len(gate_sets) > 1:
                             emb = Embedder(cspec, rt.ws.root, cfg.model.device, cfg.model.batch_size)
                             scores.update({gs.name: score_candidate(gs, serving, emb, shares_documents=True) for gs in gate_sets[1:]})
@@ -447,6 +476,9 @@ def _promote(
         if trained is not None:
             (staging / TRAINED_FILE).write_text(json.dumps(sorted(trained)), encoding="utf-8")
         if mode == "query":
+            oof = src / f"oof-{decision.chosen}.safetensors"
+            if oof.is_file():
+                shutil.copy2(oof, staging / OOF_FILE)
             fields = spec.to_dict()
             for key in ("query_map", "query_memory"):
                 if fields[key]:
