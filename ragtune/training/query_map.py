@@ -3,7 +3,8 @@
 ``q' = normalize(W q)`` with ``W`` initialised to the identity and trained with a click-weighted
 softmax over the *whole* corpus's existing document vectors (no re-embedding, no in-batch
 approximation), plus an L2 pull of ``W`` toward the identity (the tier's forgetting guard).
-Early stopping keeps the checkpoint (every 10 epochs) with the best held-out nDCG@10. Defaults
+With held-out queries given (the held-out-split gate, ``gate.folds`` 0), early stopping keeps the
+checkpoint (every 10 epochs) with the best held-out nDCG@10; cross-fitted, it runs ``query_epochs``. Defaults
 (lr 2e-3, 60 full-batch epochs, L2 0.3, scale 20, WiSE-FT ratios 0.35/0.5/0.7 for the gate to pick
 from) were picked on SciFact *train* queries only: simulated clicks on two thirds of them, nDCG@10
 on the other third (0.672 → 0.711 at ratio 0.5; its cold part 0.681 → 0.689). The full map (ratio
