@@ -209,20 +209,14 @@ def _crossfit_query_candidates(
     if fitted.memory is not None:
         fitted.memory.save(out / "query_memory.safetensors")
     for name, overrides in query_tier_candidates(tc):
-        if "query_interpolation" in overrides:
-            spec = ModelSpec(**{**fields, "query_map": str(out / "query_map.safetensors"), **overrides})
-        elif fitted.memory is not None:
-            spec = ModelSpec(
-                **{
-                    **fields,
-                    "query_memory": str(out / "query_memory.safetensors"),
-                    "memory_threshold": tc.memory_threshold,
-                    "memory_temperature": tc.memory_temperature,
-                    **overrides,
-                }
-            )
-        else:
+        if "memory_weight" in overrides and fitted.memory is None:
             continue
+        spec_fields = {**fields, **overrides}
+        if "query_interpolation" in overrides:
+            spec_fields["query_map"] = str(out / "query_map.safetensors")
+        if "memory_weight" in overrides:
+            spec_fields.update(query_memory=str(out / "query_memory.safetensors"), memory_threshold=tc.memory_threshold, memory_temperature=tc.memory_temperature)
+        spec = ModelSpec(**spec_fields)
         named.append((name, spec, oof[name]))
     info = {
         "train_s": time.perf_counter() - t0,

@@ -9,7 +9,8 @@ queries are transformed with them. The gate then compares candidate and serving 
 fresh queries, each judged out of sample, and the model that is promoted is fitted on all feedback.
 
 Candidates are named as the gate reports them: ``query@RATIO`` (the linear map pulled toward the
-identity by the WiSE-FT ratio) and ``memory@WEIGHT`` (the click memory at that weight).
+identity by the WiSE-FT ratio), ``memory@WEIGHT`` (the click memory at that weight) and
+``memory@WEIGHT+query@RATIO`` (the memory, then the map, as :class:`ragtune.embedder.Embedder` applies them).
 """
 
 from __future__ import annotations
@@ -67,8 +68,11 @@ def fold_of(key: str, folds: int, seed: int) -> int:
 
 def query_tier_candidates(config: TrainConfig) -> list[tuple[str, dict[str, float]]]:
     """``(name, ModelSpec overrides)`` of every query-tier candidate the gate chooses among."""
-    out = [(f"query@{r:g}", {"query_interpolation": float(r)}) for r in sorted(set(config.query_interpolation), reverse=True)]
-    out += [(f"memory@{w:g}", {"memory_weight": float(w)}) for w in sorted(set(config.memory_weights), reverse=True)]
+    ratios = sorted(set(config.query_interpolation), reverse=True)
+    weights = sorted(set(config.memory_weights), reverse=True)
+    out: list[tuple[str, dict[str, float]]] = [(f"query@{r:g}", {"query_interpolation": float(r)}) for r in ratios]
+    out += [(f"memory@{w:g}", {"memory_weight": float(w)}) for w in weights]
+    out += [(f"memory@{w:g}+query@{r:g}", {"memory_weight": float(w), "query_interpolation": float(r)}) for w in weights for r in ratios]
     return out
 
 
@@ -91,13 +95,12 @@ def transform(raw: np.ndarray, fitted: FittedTier, overrides: dict[str, float], 
     """``raw`` query vectors under one candidate of ``fitted`` (see :func:`query_tier_candidates`)."""
     from ragtune.embedder import apply_query_map
 
+    out = raw
+    if "memory_weight" in overrides and fitted.memory is not None:
+        out = apply_query_memory(out, fitted.memory, weight=overrides["memory_weight"], threshold=config.memory_threshold, temperature=config.memory_temperature)
     if "query_interpolation" in overrides:
-        return apply_query_map(raw, interpolate_map(fitted.weight, overrides["query_interpolation"]))
-    if fitted.memory is None:
-        return raw
-    return apply_query_memory(
-        raw, fitted.memory, weight=overrides["memory_weight"], threshold=config.memory_threshold, temperature=config.memory_temperature
-    )
+        out = apply_query_map(out, interpolate_map(fitted.weight, overrides["query_interpolation"]))
+    return out
 
 
 def crossfit_query_tier(
