@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import random
+import shutil
 import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -205,8 +206,19 @@ class Ragtune:
             vectors[reuse] = old_vecs[[old[docs[i].id][0] for i in reuse]]
         if todo:
             vectors[todo] = embedder.encode_documents([docs[i].embed_text for i in todo], progress=self.progress)
-        name = self._write_version(docs, vectors, spec, kind="index", parent=current, note=f"indexed {len(docs)} docs")
+        name = self._write_version(docs, vectors, spec, kind="index", parent=current, note=f"indexed {len(docs)} docs", write_files=lambda staging, rel: self._carry_feedback_files(current, spec, staging))
         return {**counts, "embedded": len(todo), "n_docs": len(docs), "version": name, "seconds": time.perf_counter() - t0}
+
+    def _carry_feedback_files(self, current: str | None, spec: ModelSpec, staging: Path) -> ModelSpec:
+        """A re-index keeps the model: keep its record of the feedback it was trained on (and its out-of-fold vectors)."""
+        from ragtune.refresh import OOF_FILE, TRAINED_FILE
+
+        if current is not None and spec == self.serving().spec:
+            for fname in (TRAINED_FILE, OOF_FILE):
+                src = self.ws.version_dir(current) / fname
+                if src.is_file():
+                    shutil.copy2(src, staging / fname)
+        return spec
 
     def _write_version(
         self,

@@ -371,10 +371,10 @@ class GateConfig:
             on the other folds, the serving query tier by the out-of-fold vectors it kept from its
             own refresh, so the gate sees all feedback queries instead of a held-out share (those
             logged under earlier versions when there are ``min_off_policy`` of them), and the
-            promoted tier is fitted on all feedback. 0 uses the hash held-out split, as LoRA/full
-            always do (their training is too slow to repeat per fold). Chosen on SciFact's dev
-            split (train queries only): +0.029 / +0.041 nDCG@10 over 3 / 5 rounds, against
-            +0.038 / +0.000 with the held-out split.
+            promoted tier is fitted on all feedback. 0 uses the hash held-out split, as LoRA, full
+            and ``auto`` always do (LoRA/full training is too slow to repeat per fold). Chosen on
+            SciFact's dev split (train queries only): +0.043 / +0.041 nDCG@10 over 3 / 5 rounds,
+            against +0.038 / +0.000 with the held-out split.
         eval_beir: Optional BEIR folder whose ``eval_split`` is checked too (cheaply, by pool re-ranking).
         eval_split: Split of ``eval_beir`` used.
         eval_max_drop: The candidate may lose at most this much on ``eval_beir``.

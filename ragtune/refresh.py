@@ -23,7 +23,7 @@ from ragtune.mining import HeldoutQuery, MinedSet, TrainExample, mine, normalize
 if TYPE_CHECKING:
     from ragtune.api import Ragtune, _Serving
 
-__all__ = ["DECISIONS_FILE", "TRAINED_FILE", "run_refresh", "trained_queries"]
+__all__ = ["DECISIONS_FILE", "OOF_FILE", "TRAINED_FILE", "run_refresh", "trained_queries"]
 
 logger = logging.getLogger(__name__)
 
@@ -65,6 +65,16 @@ def trained_queries(rt: Ragtune, serving: _Serving) -> set[str] | None:
         return set(json.loads(path.read_text(encoding="utf-8")))
     spec = serving.spec
     return None if (spec.adapter or spec.query_map or spec.query_memory) else set()
+
+
+def _doc_side_trained(rt: Ragtune, serving: _Serving) -> set[str] | None:
+    """The feedback queries the serving version's document-side model (its index version's) was trained on."""
+    path = rt.ws.version_dir(serving.info.index_version) / TRAINED_FILE
+    if serving.info.index_version != serving.name and path.is_file():
+        return set(json.loads(path.read_text(encoding="utf-8")))
+    if serving.info.index_version == serving.name and serving.spec.document_side() == serving.spec:
+        return trained_queries(rt, serving)
+    return None if serving.spec.adapter else set()
 
 
 def _load_oof(rt: Ragtune, serving: _Serving) -> dict[str, np.ndarray]:
@@ -284,15 +294,14 @@ def run_refresh(rt: Ragtune, *, mode: str | None = None, force: bool = False, mi
         records = log.records(only_with_feedback=True)
         trained = trained_queries(rt, serving)
         crossfit = mode == "query" and cfg.gate.folds >= 2 and trained is not None
-        serving_oof: dict[str, np.ndarray] = {}
+        serving_oof = _load_oof(rt, serving) if trained is not None else {}
         if crossfit:
-            assert trained is not None
-            serving_oof = _load_oof(rt, serving)
             mined = mine(records, serving, cfg.mining, cfg.feedback, heldout_keys={normalize_query(r.text) for r in records}, train_on_heldout=True)
-            # judged: queries the serving model never trained on, or has an out-of-fold vector for
-            mined.heldout = [h for h in mined.heldout if normalize_query(h.query) not in trained or normalize_query(h.query) in serving_oof]
         else:
             mined = mine(records, serving, cfg.mining, cfg.feedback)
+        if trained:  # judge only on queries the serving model never trained on, or has an out-of-fold vector for
+            mined.heldout = [h for h in mined.heldout if normalize_query(h.query) not in trained or normalize_query(h.query) in serving_oof]
+            mined.stats["heldout_queries"] = len(mined.heldout)
         base["mined"] = mined.report()
         if len(mined.train) < cfg.refresh.min_pairs or not mined.heldout:
             what = "queries the serving model has not trained on" if crossfit else "held-out queries"
@@ -301,7 +310,7 @@ def run_refresh(rt: Ragtune, *, mode: str | None = None, force: bool = False, mi
 
         held, gate_note = _gate_heldout(serving, mined, cfg.gate.min_off_policy)
         if crossfit:
-            gate_note += f" ({serving.name} out of fold where it was fitted on them; every candidate out of fold, {cfg.gate.folds} folds)"
+            gate_note += f" (every candidate out of fold, {cfg.gate.folds} folds{f'; {serving.name} out of fold where it was fitted on them' if serving_oof else ''})"
         base["gate_queries"] = gate_note
         gate_sets = _gate_sets(rt, serving, held)
         metric = cfg.gate.metric
@@ -366,7 +375,8 @@ def run_refresh(rt: Ragtune, *, mode: str | None = None, force: bool = False, mi
                 return {**result, "status": "refused", "reason": decision.reason, "reembed_s": 0.0, "refresh_s": time.perf_counter() - t0}
             t_embed = time.perf_counter()
             own = {ex.query_key for ex in mined.train}
-            now_trained = own if best["mode"] != "query" else (own | trained if trained is not None else None)
+            doc_side = _doc_side_trained(rt, serving)
+            now_trained = own if best["mode"] != "query" else (own | doc_side if doc_side is not None else None)
             name = _promote(rt, serving, best["mode"], best["spec"], Path(tmp) / best["mode"], decision, mined, new_events, now_trained)
             reembed_s = time.perf_counter() - t_embed if best["mode"] != "query" else 0.0
         log.set_meta(MARK_KEY, list(now_mark))

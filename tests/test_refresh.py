@@ -94,12 +94,19 @@ def test_crossfit_gate_judges_every_fresh_query_and_refuses_no_gain(workspace):
     assert workspace.current_version == "v0001"
 
 
-def test_crossfit_promotion_records_what_it_trained_on(workspace):
-    from ragtune.refresh import TRAINED_FILE, trained_queries
+def _play_varied(rt, first: int, last: int) -> None:
+    """Users of near-identical queries click different ranks, so the gate's figures are not all 1.0."""
+    for i in range(first, last):
+        hits = rt.search(f"please help me with my router problem number {i}", k=5)
+        rt.click(hits.query_id, hits[(i * 7) % 5].doc_id)
+
+
+def test_crossfit_promotion_records_what_it_trained_on(workspace, docs_jsonl):
+    from ragtune.refresh import OOF_FILE, TRAINED_FILE, trained_queries
 
     assert trained_queries(workspace, workspace.serving()) == set()  # a plain index has seen no feedback
     _play(workspace)
-    workspace.config = workspace.config.with_overrides({"gate.folds": 5})
+    workspace.config = workspace.config.with_overrides({"gate.folds": 5, "gate.min_off_policy": 1000})
     rep = workspace.refresh(mode="query")
     assert rep["status"] == "promoted", rep.get("reason")
     n = rep["mined"]["feedback_queries"]
@@ -107,16 +114,39 @@ def test_crossfit_promotion_records_what_it_trained_on(workspace):
     v2 = workspace.current_version
     seen = json.loads((workspace.ws.version_dir(v2) / TRAINED_FILE).read_text())
     assert len(seen) == n and trained_queries(workspace, workspace.serving()) == set(seen)
-    assert (workspace.ws.version_dir(v2) / "oof_queries.safetensors").is_file()
-    # no new feedback: v2 is judged by its own out-of-fold vectors, and the same data cannot beat itself
-    rep = workspace.refresh(mode="query", force=True)
-    assert rep["status"] == "refused" and "does not beat" in rep["reason"] and rep["gate_queries"].startswith(f"all {n} ")
+    assert (workspace.ws.version_dir(v2) / OOF_FILE).is_file()
     # new queries join the judged set
-    for i in range(24, 30):
-        hits = workspace.search(f"please help me with my router problem number {i}", k=5)
-        workspace.click(hits.query_id, hits[-1].doc_id)
+    _play_varied(workspace, 24, 36)
     rep = workspace.refresh(mode="query", force=True)
-    assert rep["gate_queries"].startswith(f"all {n + 6} ")
+    assert rep["gate_queries"].startswith(f"all {n + 12} ")
+
+
+def test_serving_tier_is_judged_by_its_own_out_of_fold_vectors(workspace):
+    _play(workspace)  # a pattern to learn ...
+    _play_varied(workspace, 24, 36)  # ... and users it does not fit
+    workspace.config = workspace.config.with_overrides({"gate.folds": 5, "gate.confidence": 0.0, "gate.min_off_policy": 1000})
+    rep = workspace.refresh(mode="query")
+    assert rep["status"] == "promoted", rep.get("reason")
+    chosen, v2 = rep["gate"]["chosen"], workspace.current_version
+    # no new feedback: the same data, folds and seed refit the same candidate, whose out-of-fold
+    # figure must equal the serving tier's (the saved vectors line up with the right queries)
+    rep = workspace.refresh(mode="query", force=True)
+    assert rep["status"] == "refused" and workspace.current_version == v2
+    assert rep["gate"]["current"]["heldout"] == pytest.approx(rep["gate"]["candidates"][chosen]["heldout"], abs=1e-6)
+    assert rep["gate"]["current"]["heldout"] < 0.999
+
+
+def test_reindex_keeps_the_record_of_what_the_model_trained_on(workspace, docs_jsonl, tmp_path):
+    from ragtune.refresh import TRAINED_FILE, trained_queries
+
+    _play(workspace)
+    workspace.config = workspace.config.with_overrides({"gate.folds": 5})
+    assert workspace.refresh(mode="query")["status"] == "promoted"
+    seen = trained_queries(workspace, workspace.serving())
+    extra = tmp_path / "extra.jsonl"
+    extra.write_text(json.dumps({"id": "extra-1", "text": "a brand new document about routers"}) + "\n")
+    v3 = workspace.index([docs_jsonl, extra])["version"]
+    assert (workspace.ws.version_dir(v3) / TRAINED_FILE).is_file() and trained_queries(workspace, workspace.serving()) == seen
 
 
 def test_lora_refresh_reembeds_into_a_new_version_and_rolls_back(workspace):

@@ -1,12 +1,12 @@
-"""Cross-fitting for the query-side tier: every fresh feedback query is judged by a model that never saw it.
+"""Cross-fitting for the query-side tier: every feedback query is judged by a model that never saw it.
 
 A held-out share of the feedback (15%) leaves the gate a few dozen queries, and a paired bootstrap
 over a few dozen queries cannot tell a real +0.03 from noise. The query tier trains in seconds, so
-it can afford k-fold cross-validation instead: the feedback queries the serving version never
-trained on ("fresh") are split into ``folds`` by a hash of their text; for each fold, the map and the
-click memory are fitted on every other pair (the older feedback and the other folds) and the fold's
-queries are transformed with them. The gate then compares candidate and serving model on *all*
-fresh queries, each judged out of sample, and the model that is promoted is fitted on all feedback.
+it can afford k-fold cross-validation instead: the feedback queries are split into ``folds`` by a
+hash of their text; for each fold, the map and the click memory are fitted on every other pair and
+the fold's queries are transformed with them. Every query thus gets an out-of-fold vector from each
+candidate; the promoted tier is fitted on all feedback and keeps its candidate's out-of-fold vectors,
+which are what the serving tier is judged by in the next refresh (``ragtune.refresh``).
 
 Candidates are named as the gate reports them: ``query@RATIO`` (the linear map pulled toward the
 identity by the WiSE-FT ratio), ``memory@WEIGHT`` (the click memory at that weight) and
@@ -109,8 +109,8 @@ def crossfit_query_tier(
     """Out-of-fold query vectors of the gate queries under every candidate.
 
     Args:
-        pairs: All training pairs (fresh and older).
-        gate_keys: Normalised text of each gate query (the fresh ones).
+        pairs: All training pairs.
+        gate_keys: Normalised text of each query to judge; pairs of other keys are always trained on.
         gate_raw: Their raw query vectors.
         docs: The index's document vectors.
         config: Training settings (``seed`` salts the fold hash).
