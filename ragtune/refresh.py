@@ -60,19 +60,25 @@ def trained_queries(rt: Ragtune, serving: _Serving) -> set[str] | None:
     A version made by ``index`` from a plain model trained on none; one made by a refresh lists them
     in :data:`TRAINED_FILE`. Versions from before that file existed are unknown.
     """
-    path = rt.ws.version_dir(serving.name) / TRAINED_FILE
-    if path.is_file():
-        return set(json.loads(path.read_text(encoding="utf-8")))
+    recorded = _read_trained(rt, serving.name)
+    if recorded is not None:
+        return recorded
     spec = serving.spec
     return None if (spec.adapter or spec.query_map or spec.query_memory) else set()
 
 
+def _read_trained(rt: Ragtune, version: str) -> set[str] | None:
+    path = rt.ws.version_dir(version) / TRAINED_FILE
+    return set(json.loads(path.read_text(encoding="utf-8"))) if path.is_file() else None
+
+
 def _doc_side_trained(rt: Ragtune, serving: _Serving) -> set[str] | None:
     """The feedback queries the serving version's document-side model (its index version's) was trained on."""
-    path = rt.ws.version_dir(serving.info.index_version) / TRAINED_FILE
-    if serving.info.index_version != serving.name and path.is_file():
-        return set(json.loads(path.read_text(encoding="utf-8")))
-    if serving.info.index_version == serving.name and serving.spec.document_side() == serving.spec:
+    if serving.info.index_version != serving.name:
+        recorded = _read_trained(rt, serving.info.index_version)
+        if recorded is not None:
+            return recorded
+    elif serving.spec.document_side() == serving.spec:
         return trained_queries(rt, serving)
     return None if serving.spec.adapter else set()
 
@@ -127,10 +133,25 @@ def _gate_sets(rt: Ragtune, serving: _Serving, held: list[HeldoutQuery]) -> list
     return sets
 
 
-def _train_query_candidate(
-    rt: Ragtune, serving: _Serving, mined: MinedSet, out: Path
-) -> tuple[ModelSpec, ModelSpec | None, dict[str, Any]]:
-    """The query-side tier's two candidates: the trained linear map, and the click memory (``None`` when off)."""
+def _query_tier_specs(doc_side: ModelSpec, out: Path, tc: Any, *, has_memory: bool, combos: bool) -> list[tuple[str, ModelSpec]]:
+    """Every query-tier candidate's spec over the map/memory files saved in ``out``."""
+    from ragtune.training.crossfit import query_tier_candidates
+
+    named: list[tuple[str, ModelSpec]] = []
+    for name, overrides in query_tier_candidates(tc, combos=combos):
+        if "memory_weight" in overrides and not has_memory:
+            continue
+        fields: dict[str, Any] = {**doc_side.to_dict(), **overrides}
+        if "query_interpolation" in overrides:
+            fields["query_map"] = str(out / "query_map.safetensors")
+        if "memory_weight" in overrides:
+            fields.update(query_memory=str(out / "query_memory.safetensors"), memory_threshold=tc.memory_threshold, memory_temperature=tc.memory_temperature)
+        named.append((name, ModelSpec(**fields)))
+    return named
+
+
+def _train_query_candidate(rt: Ragtune, serving: _Serving, mined: MinedSet, out: Path) -> tuple[list[tuple[str, ModelSpec]], dict[str, Any]]:
+    """The query-side tier's candidates on the held-out split: the trained linear map at each ratio, and the click memory at each weight."""
     from safetensors.numpy import save_file
 
     from ragtune.training.query_map import train_query_map
@@ -159,30 +180,18 @@ def _train_query_candidate(
     )
     out.mkdir(parents=True, exist_ok=True)
     save_file({"weight": res.weight}, str(out / "query_map.safetensors"))
-    spec = ModelSpec(**{**doc_side.to_dict(), "query_map": str(out / "query_map.safetensors")})
-    memory_spec = None
     tc = rt.config.train
-    if tc.memory_weights and train:
+    has_memory = bool(tc.memory_weights and train)
+    if has_memory:
         QueryMemory(qv, vecs[[pmap[ex.positive_id] for ex in train]]).save(out / "query_memory.safetensors")
-        memory_spec = ModelSpec(
-            **{
-                **doc_side.to_dict(),
-                "query_memory": str(out / "query_memory.safetensors"),
-                "memory_threshold": tc.memory_threshold,
-                "memory_temperature": tc.memory_temperature,
-            }
-        )
-    return (
-        spec,
-        memory_spec,
-        {
-            "train_s": res.seconds,
-            "epochs": res.epochs_run,
-            "best_epoch": res.best_epoch,
-            "heldout_ndcg_in_training": res.heldout_ndcg,
-            "memory_size": len(train) if memory_spec else 0,
-        },
-    )
+    info = {
+        "train_s": res.seconds,
+        "epochs": res.epochs_run,
+        "best_epoch": res.best_epoch,
+        "heldout_ndcg_in_training": res.heldout_ndcg,
+        "memory_size": len(train) if has_memory else 0,
+    }
+    return _query_tier_specs(doc_side, out, tc, has_memory=has_memory, combos=False), info
 
 
 def _crossfit_query_candidates(
@@ -191,7 +200,7 @@ def _crossfit_query_candidates(
     """Query-tier candidates with out-of-fold vectors of every feedback query in ``queries``; the saved tier is fitted on all pairs."""
     from safetensors.numpy import save_file
 
-    from ragtune.training.crossfit import QueryPairs, crossfit_query_tier, fit_query_tier, query_tier_candidates
+    from ragtune.training.crossfit import QueryPairs, crossfit_query_tier, fit_query_tier
 
     tc = rt.config.train
     doc_side = serving.spec.document_side()
@@ -214,20 +223,9 @@ def _crossfit_query_candidates(
     fitted = fit_query_tier(pairs, np.arange(len(pairs)), vecs, tc)
     out.mkdir(parents=True, exist_ok=True)
     save_file({"weight": fitted.weight}, str(out / "query_map.safetensors"))
-    fields = doc_side.to_dict()
-    named: list[tuple[str, ModelSpec, np.ndarray]] = []
     if fitted.memory is not None:
         fitted.memory.save(out / "query_memory.safetensors")
-    for name, overrides in query_tier_candidates(tc):
-        if "memory_weight" in overrides and fitted.memory is None:
-            continue
-        spec_fields = {**fields, **overrides}
-        if "query_interpolation" in overrides:
-            spec_fields["query_map"] = str(out / "query_map.safetensors")
-        if "memory_weight" in overrides:
-            spec_fields.update(query_memory=str(out / "query_memory.safetensors"), memory_threshold=tc.memory_threshold, memory_temperature=tc.memory_temperature)
-        spec = ModelSpec(**spec_fields)
-        named.append((name, spec, oof[name]))
+    named = [(name, spec, oof[name]) for name, spec in _query_tier_specs(doc_side, out, tc, has_memory=fitted.memory is not None, combos=True)]
     info = {
         "train_s": time.perf_counter() - t0,
         "epochs": fitted.epochs,
@@ -314,11 +312,11 @@ def run_refresh(rt: Ragtune, *, mode: str | None = None, force: bool = False, mi
         base["gate_queries"] = gate_note
         gate_sets = _gate_sets(rt, serving, held)
         metric = cfg.gate.metric
-        current = {gs.name: score_current(gs, serving) for gs in gate_sets}
-        if serving_oof:
-            fresh_vecs = serving.embedder.encode_queries(gate_sets[0].queries)
-            cur_vecs = np.stack([serving_oof.get(normalize_query(q), fresh_vecs[i]) for i, q in enumerate(gate_sets[0].queries)])
-            current["heldout"] = score_query_vectors(gate_sets[0], serving, cur_vecs)
+        cur_vecs = serving.embedder.encode_queries(gate_sets[0].queries)
+        for i, q in enumerate(gate_sets[0].queries):  # out of fold where the serving tier was fitted on the query
+            if (v := serving_oof.get(normalize_query(q))) is not None:
+                cur_vecs[i] = v
+        current = {"heldout": score_query_vectors(gate_sets[0], serving, cur_vecs)} | {gs.name: score_current(gs, serving) for gs in gate_sets[1:]}
         modes = ["query", "lora"] if mode == "auto" else [mode]
         candidates: dict[str, dict[str, Any]] = {}
         with tempfile.TemporaryDirectory(prefix="ragtune-refresh-", dir=rt.ws.root) as tmp:
@@ -332,26 +330,19 @@ def run_refresh(rt: Ragtune, *, mode: str | None = None, force: bool = False, mi
                     train_s += time.perf_counter() - t_train
                     gate_rows = {q: i for i, q in enumerate(all_queries)}
                     pick = [gate_rows[q] for q in gate_sets[0].queries]
+                    oof_keys = [normalize_query(q) for q in all_queries]
                     for key, cspec, qv in scored:
-                        _save_oof(out / f"oof-{key}.safetensors", [normalize_query(q) for q in all_queries], qv)
                         scores = {"heldout": score_query_vectors(gate_sets[0], serving, qv[pick])}
                         if len(gate_sets) > 1:
                             emb = Embedder(cspec, rt.ws.root, cfg.model.device, cfg.model.batch_size)
                             scores.update({gs.name: score_candidate(gs, serving, emb, shares_documents=True) for gs in gate_sets[1:]})
-                        candidates[key] = {"mode": m, "spec": cspec, "scores": scores, "train": info}
+                        candidates[key] = {"mode": m, "spec": cspec, "scores": scores, "train": info, "oof": (oof_keys, qv)}
                     continue
-                ratios = sorted(set(cfg.train.query_interpolation if m == "query" else cfg.train.interpolation), reverse=True)
                 if m == "query":
-                    spec, memory_spec, info = _train_query_candidate(rt, serving, mined, out)
-                    named = [(f"query@{r:g}", _interpolated(spec, r, m)) for r in ratios]
-                    if memory_spec is not None:
-                        named += [
-                            (f"memory@{w:g}", ModelSpec(**{**memory_spec.to_dict(), "memory_weight": float(w)}))
-                            for w in sorted(set(cfg.train.memory_weights), reverse=True)
-                        ]
+                    named, info = _train_query_candidate(rt, serving, mined, out)
                 else:
                     spec, info = _train_doc_candidate(rt, serving, mined, m, out)
-                    named = [(f"{m}@{r:g}", _interpolated(spec, r, m)) for r in ratios]
+                    named = [(f"{m}@{r:g}", _interpolated(spec, r)) for r in sorted(set(cfg.train.interpolation), reverse=True)]
                 train_s += time.perf_counter() - t_train
                 for key, cspec in named:
                     emb = Embedder(cspec, rt.ws.root, cfg.model.device, cfg.model.batch_size)
@@ -374,6 +365,8 @@ def run_refresh(rt: Ragtune, *, mode: str | None = None, force: bool = False, mi
                 logger.warning("refresh refused: %s", decision.reason)
                 return {**result, "status": "refused", "reason": decision.reason, "reembed_s": 0.0, "refresh_s": time.perf_counter() - t0}
             t_embed = time.perf_counter()
+            if "oof" in best:  # only the promoted candidate's out-of-fold vectors are kept
+                _save_oof(Path(tmp) / best["mode"] / OOF_FILE, *best["oof"])
             own = {ex.query_key for ex in mined.train}
             doc_side = _doc_side_trained(rt, serving)
             now_trained = own if best["mode"] != "query" else (own | doc_side if doc_side is not None else None)
@@ -391,10 +384,9 @@ def run_refresh(rt: Ragtune, *, mode: str | None = None, force: bool = False, mi
         }
 
 
-def _interpolated(spec: ModelSpec, ratio: float, mode: str) -> ModelSpec:
-    """The candidate pulled back toward its base by ``ratio`` (WiSE-FT)."""
-    key = "query_interpolation" if mode == "query" else "interpolation"
-    return ModelSpec(**{**spec.to_dict(), key: float(ratio)})
+def _interpolated(spec: ModelSpec, ratio: float) -> ModelSpec:
+    """The document-side candidate pulled back toward its base by ``ratio`` (WiSE-FT)."""
+    return ModelSpec(**{**spec.to_dict(), "interpolation": float(ratio)})
 
 
 def _decide(
@@ -480,9 +472,8 @@ def _promote(
         if trained is not None:
             (staging / TRAINED_FILE).write_text(json.dumps(sorted(trained)), encoding="utf-8")
         if mode == "query":
-            oof = src / f"oof-{decision.chosen}.safetensors"
-            if oof.is_file():
-                shutil.copy2(oof, staging / OOF_FILE)
+            if (src / OOF_FILE).is_file():
+                shutil.copy2(src / OOF_FILE, staging / OOF_FILE)
             fields = spec.to_dict()
             for key in ("query_map", "query_memory"):
                 if fields[key]:

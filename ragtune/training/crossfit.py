@@ -66,13 +66,14 @@ def fold_of(key: str, folds: int, seed: int) -> int:
     return int.from_bytes(h[:8], "big") % folds
 
 
-def query_tier_candidates(config: TrainConfig) -> list[tuple[str, dict[str, float]]]:
-    """``(name, ModelSpec overrides)`` of every query-tier candidate the gate chooses among."""
+def query_tier_candidates(config: TrainConfig, *, combos: bool = True) -> list[tuple[str, dict[str, float]]]:
+    """``(name, ModelSpec overrides)`` of every query-tier candidate the gate chooses among (memory+map ones when ``combos``)."""
     ratios = sorted(set(config.query_interpolation), reverse=True)
     weights = sorted(set(config.memory_weights), reverse=True)
     out: list[tuple[str, dict[str, float]]] = [(f"query@{r:g}", {"query_interpolation": float(r)}) for r in ratios]
     out += [(f"memory@{w:g}", {"memory_weight": float(w)}) for w in weights]
-    out += [(f"memory@{w:g}+query@{r:g}", {"memory_weight": float(w), "query_interpolation": float(r)}) for w in weights for r in ratios]
+    if combos:
+        out += [(f"memory@{w:g}+query@{r:g}", {"memory_weight": float(w), "query_interpolation": float(r)}) for w in weights for r in ratios]
     return out
 
 
