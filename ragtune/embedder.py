@@ -12,6 +12,9 @@ from __future__ import annotations
 import importlib.resources
 import logging
 import threading
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -281,6 +284,18 @@ def apply_query_map(vecs: np.ndarray, weight: np.ndarray | None) -> np.ndarray:
     return np.ascontiguousarray(out, dtype=np.float32)
 
 
+@contextmanager
+def quiet_peft() -> Iterator[None]:
+    """Silence the one deprecation peft's adapter loading triggers in transformers 5.
+
+    peft reads ``model.is_gradient_checkpointing``, which transformers 5 deprecated in favour of
+    ``is_activation_checkpointing``; the FutureWarning is between those two libraries, not for the user.
+    """
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
+        yield
+
+
 def apply_lora(model: SentenceTransformer, adapter_dir: Path, ratio: float = 1.0) -> None:
     """Load a peft LoRA adapter into ``model``, merge it, and scale its weight change by ``ratio``."""
     try:
@@ -292,7 +307,8 @@ def apply_lora(model: SentenceTransformer, adapter_dir: Path, ratio: float = 1.0
     if ratio < 1.0:
         base_state = {k: v.detach().clone() for k, v in auto.state_dict().items()}
     try:
-        peft_model = PeftModel.from_pretrained(auto, str(adapter_dir))
+        with quiet_peft():
+            peft_model = PeftModel.from_pretrained(auto, str(adapter_dir))
     except Exception as exc:
         raise ModelError(f"cannot load the LoRA adapter in {adapter_dir}: {exc}") from exc
     merged = peft_model.merge_and_unload()

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ragtune.config import TrainConfig
-from ragtune.embedder import ModelSpec, load_sentence_transformer, resolve_device
+from ragtune.embedder import ModelSpec, load_sentence_transformer, quiet_peft, resolve_device
 from ragtune.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -170,15 +170,16 @@ def train_sentence_model(
     if mode == "lora":
         from peft import LoraConfig, TaskType
 
-        model.add_adapter(
-            LoraConfig(
-                task_type=TaskType.FEATURE_EXTRACTION,
-                r=config.lora_r,
-                lora_alpha=config.lora_alpha,
-                lora_dropout=config.lora_dropout,
-                target_modules=list(config.target_modules),
+        with quiet_peft():
+            model.add_adapter(
+                LoraConfig(
+                    task_type=TaskType.FEATURE_EXTRACTION,
+                    r=config.lora_r,
+                    lora_alpha=config.lora_alpha,
+                    lora_dropout=config.lora_dropout,
+                    target_modules=list(config.target_modules),
+                )
             )
-        )
         lr = config.lr
     elif mode == "full":
         lr = config.full_lr
