@@ -9,6 +9,10 @@ queries, runs ``refresh`` and evaluates nDCG@10 on the *test* queries, which no 
 asks. ``cold`` test queries are those none of whose relevant docs is relevant to any train query.
 With ``--reference``, a plain sentence-transformers full fine-tune (MultipleNegativesRankingLoss,
 in-batch negatives, lr 2e-5, one epoch) on the same clicks is run and evaluated the same way.
+With ``--counterfactual`` (on by default in query mode, where it costs one more refresh and no
+re-embedding), every round the gate refused is replayed on a throw-away copy of the workspace with
+``gate.confidence`` 0, and the refused candidate's test figures are recorded as ``if_promoted``:
+whether the gate's refusals cost anything.
 Writes the JSON, and re-draws benchmarks/results/closed_loop.png (every mode's JSON found beside
 it) and closed_loop_pca_MODE.png (test queries and their relevant docs, base vs final model).
 """
@@ -46,6 +50,22 @@ def evaluate(rt: Ragtune, queries: dict[str, str], qrels: dict[str, dict[str, in
     return {"ndcg@10": allm["ndcg@10"], "ndcg@10_cold": coldm["ndcg@10"], "ndcg@10_warm": warmm["ndcg@10"], "mrr@10": allm["mrr@10"], "recall@100": allm["recall@100"]}
 
 
+def if_promoted(rt: Ragtune, mode: str, queries: dict[str, str], qrels: dict[str, dict[str, int]], cold: set[str]) -> dict[str, object] | None:
+    """Replay a refused refresh on a copy of the workspace without the noise check; the refused candidate's figures."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="ragtune-counterfactual-") as tmp:
+        copy = Path(tmp) / "ws"
+        shutil.copytree(rt.ws.root, copy, ignore=shutil.ignore_patterns("refresh.lock"))
+        cfg = RagtuneConfig.load(copy / "config.json").with_overrides({"gate.confidence": 0.0})
+        cfg.save(copy / "config.json")
+        shadow = Ragtune(copy, progress=False)
+        report = shadow.refresh(mode=mode, force=True)
+        if report["status"] != "promoted":
+            return None
+        return {"candidate": (report.get("gate") or {}).get("chosen"), **evaluate(shadow, queries, qrels, cold)}
+
+
 def base_workspace(dataset: Path, path: Path) -> None:
     """Index the corpus with the default model once and cache the workspace."""
     cache = HERE / "work" / f"base-{dataset.name}"
@@ -60,7 +80,7 @@ def base_workspace(dataset: Path, path: Path) -> None:
     RagtuneConfig().save(path / "config.json")  # today's defaults, not those the cache was made with
 
 
-def reference_finetune(rt: Ragtune, dataset: Path, queries: dict[str, str], qrels: dict[str, dict[str, int]], cold: set[str], work: Path) -> dict[str, float]:
+def reference_finetune(rt: Ragtune, dataset: Path, queries: dict[str, str], qrels: dict[str, dict[str, int]], cold: set[str], work: Path) -> dict[str, object]:
     """Plain sentence-transformers: full fine-tune, MNRL with in-batch negatives, lr 2e-5, 1 epoch, on every click."""
     from datasets import Dataset
     from sentence_transformers import SentenceTransformerTrainer, SentenceTransformerTrainingArguments
@@ -157,6 +177,7 @@ def main() -> None:
     ap.add_argument("--mode", choices=["lora", "query", "full", "auto"], default="lora")
     ap.add_argument("--out", type=Path, required=True)
     ap.add_argument("--reference", action=argparse.BooleanOptionalAction, default=None, help="Run the plain fine-tune reference (default: on for lora).")
+    ap.add_argument("--counterfactual", action=argparse.BooleanOptionalAction, default=None, help="Replay refused rounds without the noise check and record the refused candidate's test figures (default: on for query mode).")
     ap.add_argument("--epochs", type=int, default=None)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--judge", choices=["test", "dev"], default="test", help="test: judge on the test split (the headline). dev: users ask two thirds of the train queries and the other third judges, for choosing settings without looking at test.")
@@ -175,6 +196,7 @@ def main() -> None:
     cfg.save(work / "config.json")
     rt = Ragtune(work, progress=True)
     base_version = rt.current_version
+    assert base_version is not None, "the base workspace has a serving version"
     queries = load_beir_queries(args.dataset)
     train, test = load_beir_qrels(args.dataset, "train"), load_beir_qrels(args.dataset, "test")
     qids = sorted(train)
@@ -212,9 +234,16 @@ def main() -> None:
             "gate": report.get("gate"),
             "test_delta_vs_previous": m["ndcg@10"] - prev["ndcg@10"],
         }
+        gate = report.get("gate") or {}
+        best = max((c.get("heldout", 0.0) for c in gate.get("candidates", {}).values()), default=0.0)
+        refused_for_noise = report["status"] == "refused" and best > gate.get("current", {}).get("heldout", 1.0) + rt.config.gate.margin
+        if (args.counterfactual if args.counterfactual is not None else args.mode == "query") and refused_for_noise:
+            row["if_promoted"] = if_promoted(rt, args.mode, queries, test, cold)
         rounds.append(row)
         prev = m
         print(f"round {r}: {report['status']} ndcg@10 {m['ndcg@10']:.4f} cold {m['ndcg@10_cold']:.4f} ({report.get('reason')})", flush=True)
+        if row.get("if_promoted"):
+            print(f"  if promoted: {row['if_promoted']}", flush=True)
     final = rounds[-1] if rounds else base
     run_ref = args.reference if args.reference is not None else args.mode == "lora"
     reference = reference_finetune(rt, args.dataset, queries, test, cold, work) if run_ref else None

@@ -375,6 +375,13 @@ class GateConfig:
             and ``auto`` always do (LoRA/full training is too slow to repeat per fold). Chosen on
             SciFact's dev split (train queries only): +0.043 / +0.041 nDCG@10 over 3 / 5 rounds,
             against +0.038 / +0.000 with the held-out split.
+        ips: Judge feedback queries by a self-normalised inverse-propensity estimate of the metric
+            (each clicked doc's discounted gain weighted by ``1 / propensity`` of the rank it was
+            clicked at, summed over queries, divided by the summed weights) instead of per-query
+            nDCG. Per-query nDCG normalises the weight away: a query whose one click sat at rank 1
+            (the common case under position bias) counts as much as one whose user dug to rank 6,
+            so the model that logged the clicks is favoured and a refused first round keeps the
+            base model in place for good. False restores per-query nDCG with weighted gains.
         eval_beir: Optional BEIR folder whose ``eval_split`` is checked too (cheaply, by pool re-ranking).
         eval_split: Split of ``eval_beir`` used.
         eval_max_drop: The candidate may lose at most this much on ``eval_beir``.
@@ -388,6 +395,7 @@ class GateConfig:
     pool_unshown: bool = True
     min_off_policy: int = 20
     folds: int = 5
+    ips: bool = True
     eval_beir: str | None = None
     eval_split: str = "dev"
     eval_max_drop: float = 0.005
@@ -413,6 +421,7 @@ class GateConfig:
             isinstance(self.folds, int) and not isinstance(self.folds, bool) and (self.folds == 0 or self.folds >= 2),
             f"gate.folds must be 0 (off) or an integer >= 2, got {self.folds!r}",
         )
+        _check(isinstance(self.ips, bool), f"gate.ips must be true or false, got {self.ips!r}")
         _check(
             isinstance(self.eval_max_drop, (int, float)) and self.eval_max_drop >= 0,
             f"gate.eval_max_drop must be >= 0, got {self.eval_max_drop!r}",

@@ -9,7 +9,9 @@ a re-embedded corpus. A candidate must also win in a paired bootstrap over the h
 with probability ``gate.confidence`` (:func:`win_probability`), so noise on a few dozen queries
 does not promote a model. The pool is what users were shown for that query, the serving model's top
 ``pool_size`` and the docs users chose (for a labelled ``--eval-beir`` set: the top ``pool_size`` and
-the relevant docs). Unclicked docs count as non-relevant, so a candidate that pulls unseen docs
+the relevant docs). On feedback, the score is by default a self-normalised inverse-propensity (SNIPS) estimate
+(:func:`_metrics`, ``gate.ips``): per-query nDCG would divide each query's weight away again.
+Unclicked docs count as non-relevant, so a candidate that pulls unseen docs
 above the chosen ones pays for it: conservative on purpose, since a document-side model that
 reshuffles the whole corpus is exactly what could hurt queries nobody logged. A query-side
 candidate uses the serving document vectors; a document-side one (LoRA/full) costs one encode of the
@@ -45,6 +47,7 @@ class GateSet:
     relevant: list[dict[str, float]]
     pools: list[list[int]]
     pool_positions: list[int] = field(default_factory=list)
+    ips: bool = False
 
     def __len__(self) -> int:
         return len(self.queries)
@@ -74,8 +77,13 @@ def build_gate_set(
     shown: Sequence[Sequence[str]] | None = None,
     *,
     add_top: bool = True,
+    ips: bool = False,
 ) -> GateSet:
-    """Pools = the docs shown for each query, the serving top ``pool_size`` (unless ``add_top`` is off) and the relevant docs."""
+    """Pools = the docs shown for each query, the serving top ``pool_size`` (unless ``add_top`` is off) and the relevant docs.
+
+    ``ips``: the relevance values are inverse-propensity click weights; score the set by the
+    self-normalised IPS estimator instead of the mean per-query metric.
+    """
     tops: list[list[int]] = [[] for _ in queries]
     if add_top or shown is None:
         qv = serving.embedder.encode_queries(list(queries))
@@ -91,18 +99,46 @@ def build_gate_set(
         pool += [rel_pos[d] for d in rel if d in rel_pos and rel_pos[d] not in pool]
         pools.append(pool)
     union = sorted({p for pool in pools for p in pool})
-    return GateSet(name, list(queries), [dict(r) for r in relevant], pools, union)
+    return GateSet(name, list(queries), [dict(r) for r in relevant], pools, union, ips)
+
+
+def _ips_terms(ranked: list[str], weights: dict[str, float], k: int = 10) -> tuple[float, float]:
+    """A query's IPS-weighted discounted gain and reciprocal-rank sums over its clicked docs in the top ``k``."""
+    dcg = rr = 0.0
+    for i, d in enumerate(ranked[:k]):
+        w = weights.get(d, 0.0)
+        if w > 0:
+            dcg += w / np.log2(i + 2)
+            rr += w / (i + 1)
+    return dcg, rr
 
 
 def _metrics(gs: GateSet, ids: list[str], scores_of: Any) -> dict[str, Any]:
+    """Mean nDCG@10 / MRR@10 over the set; with ``gs.ips``, their self-normalised IPS estimates.
+
+    SNIPS: ``sum_q sum_clicked w * discount(rank) / sum_q sum_clicked w``. Under the position-based
+    click model, with ``w = 1 / propensity(rank shown)``, the numerator is an unbiased estimate of
+    the discounted gain of the docs users would find relevant; the shared denominator only scales
+    it (1 = every clicked doc at rank 1). The per-query values returned (for the paired bootstrap)
+    are each query's sum divided by the mean weight per query, so their mean is the estimate.
+    """
     nd: list[float] = []
     mr: list[float] = []
     for i in range(len(gs)):
         pool = gs.pools[i]
         s = scores_of(i, pool)
         ranked = [ids[pool[j]] for j in np.argsort(-s, kind="stable")]
-        nd.append(ndcg_at_k(ranked, gs.relevant[i], 10))
-        mr.append(mrr_at_k(ranked, gs.relevant[i], 10))
+        if gs.ips:
+            dcg, rr = _ips_terms(ranked, gs.relevant[i], 10)
+            nd.append(dcg)
+            mr.append(rr)
+        else:
+            nd.append(ndcg_at_k(ranked, gs.relevant[i], 10))
+            mr.append(mrr_at_k(ranked, gs.relevant[i], 10))
+    if gs.ips and len(gs):
+        norm = float(np.mean([sum(w for w in r.values() if w > 0) for r in gs.relevant])) or 1.0
+        nd = [x / norm for x in nd]
+        mr = [x / norm for x in mr]
     return {
         "ndcg@10": float(np.mean(nd)) if nd else 0.0,
         "mrr@10": float(np.mean(mr)) if mr else 0.0,

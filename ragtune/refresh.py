@@ -113,6 +113,7 @@ def _gate_sets(rt: Ragtune, serving: _Serving, held: list[HeldoutQuery]) -> list
             cfg.pool_size,
             shown=[h.shown_ids for h in held],
             add_top=cfg.pool_unshown,
+            ips=cfg.ips,
         )
     ]
     if cfg.eval_beir:

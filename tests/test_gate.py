@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from types import SimpleNamespace
 
+import numpy as np
 import pytest
 
 from ragtune.config import RagtuneConfig
@@ -83,3 +84,29 @@ def test_gate_pools_with_and_without_the_unshown_top(workspace):
     narrow = build_gate_set("heldout", serving, ["how do I reset the router"], relevant, 5, shown=shown, add_top=False)
     assert [ids[p] for p in narrow.pools[0]] == [ids[0], ids[1], ids[4]]
     assert set(narrow.pools[0]) < set(wide.pools[0]) and len(wide.pools[0]) >= 5
+
+
+@pytest.mark.parametrize("ips", [False, True])
+def test_ips_estimate_counts_a_deep_click_by_its_weight(ips):
+    """Two queries: one click at rank 1 (weight 1), one dug out at rank 5 (weight 5).
+
+    Per-query nDCG cannot tell a ranker that lifts the deep click from one that keeps the easy one on
+    top (both score (1 + 1/log2 3) / 2); the self-normalised IPS estimate weighs the deep click 5:1.
+    """
+    import math
+
+    from ragtune.gate import GateSet, _metrics
+
+    ids = ["a", "b", "x", "y"]
+    gs = GateSet("heldout", ["q1", "q2"], [{"a": 1.0}, {"b": 5.0}], [[0, 2], [1, 3]], [0, 1, 2, 3], ips=ips)
+    keeps_easy = {0: [1.0, 0.5], 1: [0.5, 1.0]}  # q1: a first; q2: b second
+    lifts_deep = {0: [0.5, 1.0], 1: [1.0, 0.5]}  # q1: a second; q2: b first
+    x = _metrics(gs, ids, lambda i, pool: np.array(keeps_easy[i]))["ndcg@10"]
+    y = _metrics(gs, ids, lambda i, pool: np.array(lifts_deep[i]))["ndcg@10"]
+    second = 1 / math.log2(3)
+    if ips:
+        assert x == pytest.approx((1 + 5 * second) / 6)
+        assert y == pytest.approx((second + 5) / 6)
+        assert y > x
+    else:
+        assert x == pytest.approx(y) == pytest.approx((1 + second) / 2)
