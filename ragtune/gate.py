@@ -9,8 +9,8 @@ a re-embedded corpus. A candidate must also win in a paired bootstrap over the h
 with probability ``gate.confidence`` (:func:`win_probability`), so noise on a few dozen queries
 does not promote a model. The pool is what users were shown for that query, the serving model's top
 ``pool_size`` and the docs users chose (for a labelled ``--eval-beir`` set: the top ``pool_size`` and
-the relevant docs). On feedback, the score is by default a self-normalised inverse-propensity (SNIPS) estimate
-(:func:`_metrics`, ``gate.ips``): per-query nDCG would divide each query's weight away again.
+the relevant docs). With ``gate.ips`` on, feedback is scored by a self-normalised inverse-propensity (SNIPS) estimate
+(:func:`_metrics`) instead, since per-query nDCG divides each query's click weight away again.
 Unclicked docs count as non-relevant, so a candidate that pulls unseen docs
 above the chosen ones pays for it: conservative on purpose, since a document-side model that
 reshuffles the whole corpus is exactly what could hurt queries nobody logged. A query-side
