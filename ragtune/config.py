@@ -357,6 +357,9 @@ class GateConfig:
             ahead by 0.005 on 26 held-out queries won in only 63% of resamples; promoted, it was
             worse on test. The figure is optimistic (the best of several candidates is tested), so
             it errs towards promoting.
+        query_confidence: The same bar for a query-side candidate (``query`` mode, and the query
+            candidates of ``auto``): it re-embeds nothing, rolls back instantly and is judged again
+            at the next refresh, so a lower bar costs less than for a document-side model.
         min_queries: With the check on, fewer held-out queries than this is too few to tell a gain
             from noise: the refresh is refused and says so (lower it, or set ``confidence`` to 0).
         pool_size: Re-ranked candidate pool per held-out query (current top-N plus the clicked docs).
@@ -392,6 +395,7 @@ class GateConfig:
     metric: str = "ndcg@10"
     margin: float = 0.0
     confidence: float = 0.9
+    query_confidence: float = 0.9
     min_queries: int = 20
     pool_size: int = 20
     pool_unshown: bool = True
@@ -408,6 +412,10 @@ class GateConfig:
         _check(
             isinstance(self.confidence, (int, float)) and not isinstance(self.confidence, bool) and 0 <= self.confidence < 1,
             f"gate.confidence must be a number in [0, 1), got {self.confidence!r}",
+        )
+        _check(
+            isinstance(self.query_confidence, (int, float)) and not isinstance(self.query_confidence, bool) and 0 <= self.query_confidence < 1,
+            f"gate.query_confidence must be a number in [0, 1), got {self.query_confidence!r}",
         )
         _check(
             isinstance(self.min_queries, int) and not isinstance(self.min_queries, bool) and self.min_queries >= 1,

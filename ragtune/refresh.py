@@ -407,11 +407,13 @@ def _decide(
             figures,
             None,
         )
-    if cfg.gate.confidence > 0:
+    query_side = best.get("mode") == "query"
+    confidence, knob = (cfg.gate.query_confidence, "gate.query_confidence") if query_side else (cfg.gate.confidence, "gate.confidence")
+    if confidence > 0:
         if n < cfg.gate.min_queries:
             return GateDecision(
                 False,
-                f"candidate {best_key} {metric} {cand:.4f} beats the current model's {cur:.4f}, but on only {n} held-out queries: too few to tell a gain from noise (gate.min_queries {cfg.gate.min_queries}; lower it, or set gate.confidence to 0, to promote on fewer)",
+                f"candidate {best_key} {metric} {cand:.4f} beats the current model's {cur:.4f}, but on only {n} held-out queries: too few to tell a gain from noise (gate.min_queries {cfg.gate.min_queries}; lower it, or set {knob} to 0, to promote on fewer)",
                 metric,
                 cur_fig,
                 figures,
@@ -419,10 +421,10 @@ def _decide(
             )
         p_win = win_probability(best["scores"]["heldout"]["per_query"][metric], current["heldout"]["per_query"][metric], cfg.gate.margin)
         figures[best_key]["p_win"] = round(p_win, 4)
-        if p_win < cfg.gate.confidence:
+        if p_win < confidence:
             return GateDecision(
                 False,
-                f"candidate {best_key} {metric} {cand:.4f} beats the current model's {cur:.4f} on {n} held-out queries, but only in {p_win:.1%} of paired bootstrap resamples (gate.confidence {cfg.gate.confidence:g}): within the noise",
+                f"candidate {best_key} {metric} {cand:.4f} beats the current model's {cur:.4f} on {n} held-out queries, but only in {p_win:.1%} of paired bootstrap resamples ({knob} {confidence:g}): within the noise",
                 metric,
                 cur_fig,
                 figures,

@@ -110,3 +110,21 @@ def test_ips_estimate_counts_a_deep_click_by_its_weight(ips):
         assert y > x
     else:
         assert x == pytest.approx(y) == pytest.approx((1 + second) / 2)
+
+
+@pytest.mark.parametrize(("mode", "promoted"), [("query", True), ("lora", False)])
+def test_query_side_candidates_have_their_own_bar(mode, promoted):
+    """The same modest gain (won in ~80% of resamples) passes query_confidence 0.7 but not confidence 0.9."""
+    cfg = RagtuneConfig().with_overrides({"gate.confidence": 0.9, "gate.query_confidence": 0.7})
+    current = [0.5, 0.6, 0.7, 0.8] * 6
+    noisy = [c + 0.05 for c in current]
+    noisy[0] -= 0.45
+    noisy[1] -= 0.25
+    best = {"mode": mode, "scores": _figures(noisy)}
+    key = f"{mode}@1"
+    decision = _decide(SimpleNamespace(gate=cfg.gate), "ndcg@10", _figures(current), key, best, {key: best})
+    p_win = decision.candidates[key]["p_win"]
+    assert 0.7 <= p_win < 0.9
+    assert decision.promoted is promoted
+    if not promoted:
+        assert "gate.confidence 0.9" in decision.reason
