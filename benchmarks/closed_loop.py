@@ -50,7 +50,7 @@ def evaluate(rt: Ragtune, queries: dict[str, str], qrels: dict[str, dict[str, in
     return {"ndcg@10": allm["ndcg@10"], "ndcg@10_cold": coldm["ndcg@10"], "ndcg@10_warm": warmm["ndcg@10"], "mrr@10": allm["mrr@10"], "recall@100": allm["recall@100"]}
 
 
-def if_promoted(rt: Ragtune, mode: str, queries: dict[str, str], qrels: dict[str, dict[str, int]], cold: set[str]) -> dict[str, object] | None:
+def if_promoted(rt: Ragtune, mode: str, queries: dict[str, str], qrels: dict[str, dict[str, int]], cold: set[str]) -> dict[str, object]:
     """Replay a refused refresh on a copy of the workspace without the noise check; the refused candidate's figures."""
     import tempfile
 
@@ -62,8 +62,8 @@ def if_promoted(rt: Ragtune, mode: str, queries: dict[str, str], qrels: dict[str
         shadow = Ragtune(copy, progress=False)
         report = shadow.refresh(mode=mode, force=True)
         if report["status"] != "promoted":
-            return None
-        return {"candidate": (report.get("gate") or {}).get("chosen"), **evaluate(shadow, queries, qrels, cold)}
+            return {"status": report["status"], "reason": report.get("reason")}
+        return {"status": "promoted", "candidate": (report.get("gate") or {}).get("chosen"), **evaluate(shadow, queries, qrels, cold)}
 
 
 def base_workspace(dataset: Path, path: Path) -> None:
@@ -242,7 +242,7 @@ def main() -> None:
         rounds.append(row)
         prev = m
         print(f"round {r}: {report['status']} ndcg@10 {m['ndcg@10']:.4f} cold {m['ndcg@10_cold']:.4f} ({report.get('reason')})", flush=True)
-        if row.get("if_promoted"):
+        if "if_promoted" in row:
             print(f"  if promoted: {row['if_promoted']}", flush=True)
     final = rounds[-1] if rounds else base
     run_ref = args.reference if args.reference is not None else args.mode == "lora"
@@ -260,7 +260,8 @@ def main() -> None:
         "reference": reference,
         "n_test": len(test),
         "n_cold": len(cold),
-        "click_model": ClickModel().__dict__,
+        "seed": args.seed,
+        "click_model": {**ClickModel().__dict__, "seed": f"{args.seed} * 100 + round"},
         "config": rt.config.to_dict(),
         "total_s": round(time.perf_counter() - t_start, 1),
         "machine": "2 CPU cores, no GPU",

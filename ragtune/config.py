@@ -357,9 +357,10 @@ class GateConfig:
             ahead by 0.005 on 26 held-out queries won in only 63% of resamples; promoted, it was
             worse on test. The figure is optimistic (the best of several candidates is tested), so
             it errs towards promoting.
-        query_confidence: The same bar for a query-side candidate (``query`` mode, and the query
-            candidates of ``auto``): it re-embeds nothing, rolls back instantly and is judged again
-            at the next refresh, so a lower bar costs less than for a document-side model. 0.75 was
+        query_confidence: The same bar for a cross-fitted query-side candidate (``query`` mode with
+            ``folds`` >= 2; ``auto`` and the held-out split keep ``confidence``): it re-embeds
+            nothing, ``ragtune rollback`` undoes it instantly, and cross-fitting judges it on all
+            feedback queries rather than a held-out share, so a lower bar costs less. 0.75 was
             chosen on SciFact's dev split (train queries only, 3 seeds of simulated users, 3 rounds):
             +0.043 / +0.000 / +0.029 nDCG@10, against +0.043 / +0.000 / +0.022 at 0.9; 0.6 gave
             +0.043 / +0.009 / +0.029 but promoted one model that was worse on the dev queries.

@@ -116,11 +116,14 @@ def _ips_terms(ranked: list[str], weights: dict[str, float], k: int = 10) -> tup
 def _metrics(gs: GateSet, ids: list[str], scores_of: Any) -> dict[str, Any]:
     """Mean nDCG@10 / MRR@10 over the set; with ``gs.ips``, their self-normalised IPS estimates.
 
-    SNIPS: ``sum_q sum_clicked w * discount(rank) / sum_q sum_clicked w``. Under the position-based
-    click model, with ``w = 1 / propensity(rank shown)``, the numerator is an unbiased estimate of
-    the discounted gain of the docs users would find relevant; the shared denominator only scales
-    it (1 = every clicked doc at rank 1). The per-query values returned (for the paired bootstrap)
-    are each query's sum divided by the mean weight per query, so their mean is the estimate.
+    SNIPS: ``sum_q sum_clicked w * discount(rank) / sum_q sum_clicked w``, where ``w`` is a clicked
+    doc's inverse propensity (its mean over the times it was clicked). Under the position-based
+    click model the numerator is an unbiased estimate of the discounted gain of the docs users
+    would find relevant; the shared denominator only scales it (1 if each query had one click and
+    it sat at rank 1). Under ``ips`` the ``mrr@10`` figure is the same estimate with ``1/rank`` as
+    the discount (every click counts, not only the first), and ``gate.margin`` applies on this
+    scale. The per-query values returned (for the paired bootstrap) are each query's sum divided
+    by the mean weight per query, so their mean is the estimate.
     """
     nd: list[float] = []
     mr: list[float] = []

@@ -407,7 +407,7 @@ def _decide(
             figures,
             None,
         )
-    query_side = best.get("mode") == "query"
+    query_side = best.get("mode") == "query" and "oof" in best  # cross-fitted: judged on hundreds of queries
     confidence, knob = (cfg.gate.query_confidence, "gate.query_confidence") if query_side else (cfg.gate.confidence, "gate.confidence")
     if confidence > 0:
         if n < cfg.gate.min_queries:

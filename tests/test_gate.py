@@ -112,15 +112,15 @@ def test_ips_estimate_counts_a_deep_click_by_its_weight(ips):
         assert x == pytest.approx(y) == pytest.approx((1 + second) / 2)
 
 
-@pytest.mark.parametrize(("mode", "promoted"), [("query", True), ("lora", False)])
-def test_query_side_candidates_have_their_own_bar(mode, promoted):
-    """The same modest gain (won in ~80% of resamples) passes query_confidence 0.7 but not confidence 0.9."""
+@pytest.mark.parametrize(("mode", "crossfit", "promoted"), [("query", True, True), ("query", False, False), ("lora", False, False)])
+def test_crossfit_query_candidates_have_their_own_bar(mode, crossfit, promoted):
+    """A modest gain (won in 70-90% of resamples) passes query_confidence 0.7 only when cross-fitted."""
     cfg = RagtuneConfig().with_overrides({"gate.confidence": 0.9, "gate.query_confidence": 0.7})
     current = [0.5, 0.6, 0.7, 0.8] * 6
     noisy = [c + 0.05 for c in current]
     noisy[0] -= 0.45
     noisy[1] -= 0.25
-    best = {"mode": mode, "scores": _figures(noisy)}
+    best = {"mode": mode, "scores": _figures(noisy)} | ({"oof": ([], None)} if crossfit else {})
     key = f"{mode}@1"
     decision = _decide(SimpleNamespace(gate=cfg.gate), "ndcg@10", _figures(current), key, best, {key: best})
     p_win = decision.candidates[key]["p_win"]
@@ -128,3 +128,16 @@ def test_query_side_candidates_have_their_own_bar(mode, promoted):
     assert decision.promoted is promoted
     if not promoted:
         assert "gate.confidence 0.9" in decision.reason
+
+
+@pytest.mark.parametrize("ips", [False, True])
+def test_gate_ips_setting_reaches_the_feedback_gate_set(workspace, ips):
+    from ragtune.mining import HeldoutQuery
+    from ragtune.refresh import _gate_sets
+
+    workspace.config = workspace.config.with_overrides({"gate.ips": ips})
+    serving = workspace.serving()
+    ids = serving.docs.ids
+    held = [HeldoutQuery("how do I reset the router", {ids[1]: 2.0}, [ids[0], ids[1]])]
+    (gs,) = _gate_sets(workspace, serving, held)
+    assert gs.ips is ips and gs.relevant == [{ids[1]: 2.0}]
