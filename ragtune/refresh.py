@@ -407,8 +407,8 @@ def _decide(
             figures,
             None,
         )
-    query_side = best.get("mode") == "query" and "oof" in best  # cross-fitted: judged on hundreds of queries
-    confidence, knob = (cfg.gate.query_confidence, "gate.query_confidence") if query_side else (cfg.gate.confidence, "gate.confidence")
+    cross_fitted = "oof" in best  # only cross-fitted query-tier candidates carry out-of-fold vectors
+    confidence, knob = (cfg.gate.query_confidence, "gate.query_confidence") if cross_fitted else (cfg.gate.confidence, "gate.confidence")
     if confidence > 0:
         if n < cfg.gate.min_queries:
             return GateDecision(
