@@ -33,9 +33,22 @@ from ragtune.evaluate import mrr_at_k, ndcg_at_k
 if TYPE_CHECKING:
     from ragtune.api import _Serving
 
-__all__ = ["GateDecision", "GateSet", "build_gate_set", "score_candidate", "score_current", "score_query_vectors", "win_probability"]
+__all__ = [
+    "LOGLIK_SCALE",
+    "GateDecision",
+    "GateSet",
+    "build_gate_set",
+    "loglik_per_query",
+    "score_candidate",
+    "score_current",
+    "score_query_vectors",
+    "win_probability",
+]
 
 logger = logging.getLogger(__name__)
+
+#: Softmax scale of the ``loglik`` metric: MultipleNegativesRankingLoss's default, the query map's training scale.
+LOGLIK_SCALE = 20.0
 
 
 @dataclass
@@ -173,22 +186,54 @@ def win_probability(
     return wins / resamples
 
 
-def score_query_vectors(gs: GateSet, serving: _Serving, qv: np.ndarray) -> dict[str, Any]:
-    """Given query vectors (one row per gate query) against the serving doc vectors."""
+def loglik_per_query(gs: GateSet, serving: _Serving, qv: np.ndarray, scale: float = LOGLIK_SCALE) -> list[float]:
+    """Each gate query's log-probability of its chosen docs under a softmax over the *whole* index.
+
+    ``log softmax(scale * cos(q, d))`` of each chosen doc over every indexed doc, averaged over the
+    query's chosen docs by their relevance weights (0 for a query none of whose chosen docs is
+    indexed). Unlike nDCG over a pool, it does not saturate: a click already at rank 1 still
+    counts for how far ahead of the other documents the model puts it, and a document the model
+    lifts from far down counts before it crosses into the top 10. It needs the serving document
+    vectors, so only query-side candidates can be scored by it.
+    """
+    vecs = np.asarray(serving.vectors(), dtype=np.float32)
+    rel_pos = serving.docs.positions(sorted({d for r in gs.relevant for d in r}))
+    out: list[float] = []
+    step = max(1, 2**24 // max(1, len(vecs)))  # query rows per chunk: at most 64 MB of scores
+    for start in range(0, len(gs), step):
+        s = scale * (np.asarray(qv[start : start + step], dtype=np.float32) @ vecs.T)
+        top = s.max(axis=1, keepdims=True)
+        lse = (top + np.log(np.exp(s - top).sum(axis=1, keepdims=True)))[:, 0]
+        for j in range(len(s)):
+            rel = {rel_pos[d]: w for d, w in gs.relevant[start + j].items() if w > 0 and d in rel_pos}
+            total = sum(rel.values())
+            out.append(float(sum(w * (s[j, p] - lse[j]) for p, w in rel.items()) / total) if total else 0.0)
+    return out
+
+
+def score_query_vectors(gs: GateSet, serving: _Serving, qv: np.ndarray, *, loglik: bool = False) -> dict[str, Any]:
+    """Given query vectors (one row per gate query) against the serving doc vectors (``loglik``: also the ``loglik`` metric)."""
     vecs = serving.vectors()
-    return _metrics(gs, serving.docs.ids, lambda i, pool: vecs[pool] @ qv[i])
+    out = _metrics(gs, serving.docs.ids, lambda i, pool: vecs[pool] @ qv[i])
+    if loglik:
+        per = loglik_per_query(gs, serving, qv)
+        out["loglik"] = float(np.mean(per)) if per else 0.0
+        out["per_query"]["loglik"] = per
+    return out
 
 
-def score_current(gs: GateSet, serving: _Serving) -> dict[str, Any]:
+def score_current(gs: GateSet, serving: _Serving, *, loglik: bool = False) -> dict[str, Any]:
     """The serving model on the gate set (its stored doc vectors, its query encoder)."""
-    return score_query_vectors(gs, serving, serving.embedder.encode_queries(gs.queries))
+    return score_query_vectors(gs, serving, serving.embedder.encode_queries(gs.queries), loglik=loglik)
 
 
-def score_candidate(gs: GateSet, serving: _Serving, candidate: Embedder, *, shares_documents: bool) -> dict[str, Any]:
-    """A candidate on the gate set: serving doc vectors if it shares them, else the pool re-encoded."""
+def score_candidate(gs: GateSet, serving: _Serving, candidate: Embedder, *, shares_documents: bool, loglik: bool = False) -> dict[str, Any]:
+    """A candidate on the gate set: serving doc vectors if it shares them, else the pool re-encoded (no ``loglik`` then)."""
+    if loglik and not shares_documents:
+        raise ValueError("the loglik metric needs the serving document vectors: only query-side candidates can be scored by it")
     qv = candidate.encode_queries(gs.queries)
     if shares_documents:
-        return score_query_vectors(gs, serving, qv)
+        return score_query_vectors(gs, serving, qv, loglik=loglik)
     docs = serving.docs.get(gs.pool_positions)
     enc = candidate.encode_documents([d.embed_text for d in docs])
     row = {p: j for j, p in enumerate(gs.pool_positions)}

@@ -312,12 +312,13 @@ def run_refresh(rt: Ragtune, *, mode: str | None = None, force: bool = False, mi
             gate_note += f" (every candidate out of fold, {cfg.gate.folds} folds{f'; {serving.name} out of fold where it was fitted on them' if serving_oof else ''})"
         base["gate_queries"] = gate_note
         gate_sets = _gate_sets(rt, serving, held)
-        metric = cfg.gate.metric
+        metric = cfg.gate.query_metric if mode == "query" else cfg.gate.metric
+        loglik = metric == "loglik"
         cur_vecs = serving.embedder.encode_queries(gate_sets[0].queries)
         for i, q in enumerate(gate_sets[0].queries):  # out of fold where the serving tier was fitted on the query
             if (v := serving_oof.get(normalize_query(q))) is not None:
                 cur_vecs[i] = v
-        current = {"heldout": score_query_vectors(gate_sets[0], serving, cur_vecs)} | {gs.name: score_current(gs, serving) for gs in gate_sets[1:]}
+        current = {"heldout": score_query_vectors(gate_sets[0], serving, cur_vecs, loglik=loglik)} | {gs.name: score_current(gs, serving) for gs in gate_sets[1:]}
         modes = ["query", "lora"] if mode == "auto" else [mode]
         candidates: dict[str, dict[str, Any]] = {}
         with tempfile.TemporaryDirectory(prefix="ragtune-refresh-", dir=rt.ws.root) as tmp:
@@ -333,7 +334,7 @@ def run_refresh(rt: Ragtune, *, mode: str | None = None, force: bool = False, mi
                     pick = [gate_rows[q] for q in gate_sets[0].queries]
                     oof_keys = [normalize_query(q) for q in all_queries]
                     for key, cspec, qv in scored:
-                        scores = {"heldout": score_query_vectors(gate_sets[0], serving, qv[pick])}
+                        scores = {"heldout": score_query_vectors(gate_sets[0], serving, qv[pick], loglik=loglik)}
                         if len(gate_sets) > 1:
                             emb = Embedder(cspec, rt.ws.root, cfg.model.device, cfg.model.batch_size)
                             scores.update({gs.name: score_candidate(gs, serving, emb, shares_documents=True) for gs in gate_sets[1:]})
@@ -347,7 +348,7 @@ def run_refresh(rt: Ragtune, *, mode: str | None = None, force: bool = False, mi
                 train_s += time.perf_counter() - t_train
                 for key, cspec in named:
                     emb = Embedder(cspec, rt.ws.root, cfg.model.device, cfg.model.batch_size)
-                    scores = {gs.name: score_candidate(gs, serving, emb, shares_documents=(m == "query")) for gs in gate_sets}
+                    scores = {gs.name: score_candidate(gs, serving, emb, shares_documents=(m == "query"), loglik=loglik and j == 0) for j, gs in enumerate(gate_sets)}
                     candidates[key] = {"mode": m, "spec": cspec, "scores": scores, "train": info}
             best_key = max(candidates, key=lambda k: (candidates[k]["scores"]["heldout"][metric], -len(k)))
             best = candidates[best_key]
@@ -395,8 +396,12 @@ def _decide(
 ) -> GateDecision:
     cur = current["heldout"][metric]
     cand = best["scores"]["heldout"][metric]
-    figures = {k: {name: s[metric] for name, s in c["scores"].items()} for k, c in candidates.items()}
-    cur_fig = {name: s[metric] for name, s in current.items()}
+
+    def fig(name: str, s: dict[str, Any]) -> float:
+        return float(s[metric] if name == "heldout" or metric != "loglik" else s["ndcg@10"])
+
+    figures = {k: {name: fig(name, s) for name, s in c["scores"].items()} for k, c in candidates.items()}
+    cur_fig = {name: fig(name, s) for name, s in current.items()}
     n = int(current["heldout"]["n"])
     if not cand > cur + cfg.gate.margin:
         return GateDecision(
@@ -430,13 +435,14 @@ def _decide(
                 figures,
                 None,
             )
+    eval_metric = "ndcg@10" if metric == "loglik" else metric  # labelled eval sets are judged by a ranking metric
     for name, s in best["scores"].items():
         if name == "heldout":
             continue
-        if s[metric] < current[name][metric] - cfg.gate.eval_max_drop:
+        if s[eval_metric] < current[name][eval_metric] - cfg.gate.eval_max_drop:
             return GateDecision(
                 False,
-                f"candidate {best_key} gains on held-out feedback ({cand:.4f} vs {cur:.4f}) but loses on {name}: {s[metric]:.4f} vs {current[name][metric]:.4f} (max drop {cfg.gate.eval_max_drop})",
+                f"candidate {best_key} gains on held-out feedback ({metric} {cand:.4f} vs {cur:.4f}) but loses on {name}: {eval_metric} {s[eval_metric]:.4f} vs {current[name][eval_metric]:.4f} (max drop {cfg.gate.eval_max_drop})",
                 metric,
                 cur_fig,
                 figures,

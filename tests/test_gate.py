@@ -141,3 +141,47 @@ def test_gate_ips_setting_reaches_the_feedback_gate_set(workspace, ips):
     held = [HeldoutQuery("how do I reset the router", {ids[1]: 2.0}, [ids[0], ids[1]])]
     (gs,) = _gate_sets(workspace, serving, held)
     assert gs.ips is ips and gs.relevant == [{ids[1]: 2.0}]
+
+
+def test_loglik_counts_a_click_already_at_rank_one(workspace):
+    """Two query vectors both rank the clicked doc first (same nDCG); loglik prefers the one that puts it further ahead."""
+    from ragtune.gate import LOGLIK_SCALE, build_gate_set, loglik_per_query, score_query_vectors
+
+    serving = workspace.serving()
+    vecs = np.asarray(serving.vectors())
+    ids = serving.docs.ids
+    d = 3
+    near = vecs[d] / np.linalg.norm(vecs[d])
+    order = np.argsort(-(vecs @ near))
+    blend = vecs[d] + 0.3 * vecs[order[1]]
+    blend /= np.linalg.norm(blend)
+    assert int(np.argmax(vecs @ blend)) == d  # still first
+    gs = build_gate_set("heldout", serving, ["q", "q"], [{ids[d]: 1.0}, {ids[d]: 1.0}], 5, add_top=True)
+    qv = np.vstack([near, blend]).astype(np.float32)
+    scores = score_query_vectors(gs, serving, qv, loglik=True)
+    assert scores["per_query"]["ndcg@10"] == [1.0, 1.0]
+    sharp, blunt = scores["per_query"]["loglik"]
+    assert sharp > blunt
+    s = LOGLIK_SCALE * (vecs @ near)
+    assert sharp == pytest.approx(s[d] - np.log(np.exp(s - s.max()).sum()) - s.max(), rel=1e-5)
+    # several chosen docs: their relevance-weighted mean; a chosen doc outside the index is ignored
+    gs2 = build_gate_set("heldout", serving, ["q"], [{ids[d]: 3.0, ids[order[1]]: 1.0, "not-indexed": 5.0}], 5)
+    (both,) = loglik_per_query(gs2, serving, qv[:1])
+    lp = s - np.log(np.exp(s - s.max()).sum()) - s.max()
+    assert both == pytest.approx((3 * lp[d] + lp[order[1]]) / 4, rel=1e-5)
+
+
+def test_loglik_needs_shared_document_vectors(workspace):
+    from ragtune.gate import build_gate_set, score_candidate
+
+    serving = workspace.serving()
+    gs = build_gate_set("heldout", serving, ["q"], [{serving.docs.ids[0]: 1.0}], 5)
+    with pytest.raises(ValueError, match="query-side"):
+        score_candidate(gs, serving, serving.embedder, shares_documents=False, loglik=True)
+
+
+def test_query_metric_is_validated():
+    from ragtune.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"gate.query_metric must be one of .*'recall'"):
+        RagtuneConfig().with_overrides({"gate.query_metric": "recall"})

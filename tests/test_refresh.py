@@ -72,7 +72,7 @@ def test_gate_refuses_a_worse_model(workspace):
     rep = workspace.refresh(mode="query")
     assert rep["status"] == "refused"
     gate = rep["gate"]
-    assert "does not beat" in rep["reason"]
+    assert gate["metric"] == "loglik" and "does not beat" in rep["reason"]
     assert all(c["heldout"] < gate["current"]["heldout"] for c in gate["candidates"].values())
     assert workspace.current_version == v1 and len(workspace.ws.list_versions()) == 1
     entry = json.loads((workspace.ws.root / "refresh-log.jsonl").read_text().splitlines()[-1])
@@ -86,10 +86,11 @@ def test_crossfit_gate_judges_every_fresh_query_and_refuses_no_gain(workspace):
     for t in texts:  # every user clicks what the current model already ranks first: nothing to gain
         hits = workspace.search(t, k=5)
         workspace.click(hits.query_id, hits[0].doc_id)
-    workspace.config = workspace.config.with_overrides({"gate.folds": 5})
+    # nDCG over the pool: every click already sits at rank 1, so no candidate can beat 1.0
+    workspace.config = workspace.config.with_overrides({"gate.folds": 5, "gate.query_metric": "ndcg@10"})
     rep = workspace.refresh(mode="query")
     assert rep["status"] == "refused" and "does not beat" in rep["reason"]
-    assert rep["gate"]["current"]["heldout"] == pytest.approx(1.0)
+    assert rep["gate"]["metric"] == "ndcg@10" and rep["gate"]["current"]["heldout"] == pytest.approx(1.0)
     assert rep["gate_queries"].startswith("all 24 held-out queries") and "5 folds" in rep["gate_queries"]
     assert workspace.current_version == "v0001"
 

@@ -1,0 +1,137 @@
+"""Does the gate's metric track the truth? Query-tier candidates judged on feedback vs on labelled queries.
+
+    python benchmarks/gate_metric.py --dataset ../shared/datasets/scifact --seed 0 \
+        --out benchmarks/results/dev/gate_metric_s0.json
+
+Dev split only (the test split is never read): simulated users (ragtune.simulate) ask two thirds of
+the train queries, all under the base model, as ``closed_loop.py --judge dev`` does; the other third
+is the truth. Every query-tier candidate of a refresh is then fitted by 5-fold cross-fitting, as
+``ragtune refresh --mode query`` does, and scored three ways on the feedback queries, each against
+the base model, with the paired bootstrap win probability the gate would use:
+
+- ``ndcg_pool``: nDCG@10 of the chosen docs over each query's pool (shown docs + base top 20);
+- ``loglik_pool``: mean log-probability of the chosen docs under a softmax (scale 20) over the pool;
+- ``loglik``: the same over the whole index (``gate.query_metric`` "loglik").
+
+``truth`` is the candidate fitted on all feedback, nDCG@10 on the held-back third (and its cold part).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+
+import numpy as np
+
+from ragtune import Ragtune, RagtuneConfig
+from ragtune.embedder import Embedder
+from ragtune.evaluate import evaluate_run, load_beir_qrels, load_beir_queries
+from ragtune.gate import LOGLIK_SCALE, GateSet, loglik_per_query, score_query_vectors, win_probability
+from ragtune.mining import mine, normalize_query
+from ragtune.refresh import _crossfit_query_candidates, _gate_sets
+from ragtune.simulate import ClickModel, simulate_users
+
+HERE = Path(__file__).resolve().parent
+
+
+def pool_loglik(gs: GateSet, vecs: np.ndarray, ids: list[str], qv: np.ndarray) -> list[float]:
+    """``loglik`` with the softmax over each query's pool instead of the whole index."""
+    out = []
+    for i, pool in enumerate(gs.pools):
+        s = LOGLIK_SCALE * (vecs[pool] @ qv[i])
+        lp = s - s.max() - np.log(np.exp(s - s.max()).sum())
+        row = {ids[p]: j for j, p in enumerate(pool)}
+        rel = {row[d]: w for d, w in gs.relevant[i].items() if w > 0 and d in row}
+        total = sum(rel.values())
+        out.append(float(sum(w * lp[j] for j, w in rel.items()) / total) if total else 0.0)
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--dataset", type=Path, required=True)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--out", type=Path, required=True)
+    args = ap.parse_args()
+    cache = HERE / "work" / f"base-{args.dataset.name}"
+    if not (cache / "CURRENT").is_file():
+        sys.exit(f"index the corpus first: python benchmarks/closed_loop.py --dataset {args.dataset} ... caches it in {cache}")
+    work = HERE / "work" / f"gate-metric-s{args.seed}"
+    shutil.rmtree(work, ignore_errors=True)
+    shutil.copytree(cache, work, ignore=shutil.ignore_patterns("feedback.sqlite*", "refresh*"))
+    RagtuneConfig().save(work / "config.json")
+    rt = Ragtune(work, progress=False)
+    queries = load_beir_queries(args.dataset)
+    train = load_beir_qrels(args.dataset, "train")
+    qids = sorted(train)
+    random.Random(args.seed).shuffle(qids)
+    cut = 2 * len(qids) // 3
+    asked, dev_ids = qids[:cut], sorted(qids[cut:])
+    dev = {q: train[q] for q in dev_ids}
+    asked_docs = {d for q in asked for d in train[q]}
+    cold = {q for q in dev_ids if not any(d in asked_docs for d in dev[q])}
+    for r, chunk in enumerate([asked[i::3] for i in range(3)], 1):  # the closed loop's rounds, all under the base model
+        simulate_users(rt, queries, {q: train[q] for q in asked}, chunk, ClickModel(seed=args.seed * 100 + r))
+    serving, cfg = rt.serving(), rt.config
+    records = rt.feedback.records(only_with_feedback=True)
+    mined = mine(records, serving, cfg.mining, cfg.feedback, heldout_keys={normalize_query(r.text) for r in records}, train_on_heldout=True)
+    gs = _gate_sets(rt, serving, list(mined.heldout))[0]
+    vecs, ids = np.asarray(serving.vectors()), serving.docs.ids
+    cur_q = serving.embedder.encode_queries(gs.queries)
+    current = {
+        "ndcg_pool": score_query_vectors(gs, serving, cur_q)["per_query"]["ndcg@10"],
+        "loglik_pool": pool_loglik(gs, vecs, ids, cur_q),
+        "loglik": loglik_per_query(gs, serving, cur_q),
+    }
+
+    def truth(emb: Embedder) -> tuple[float, float]:
+        qv = emb.encode_queries([queries[q] for q in dev_ids])
+        top = np.argsort(-(qv @ vecs.T), axis=1)[:, :100]
+        run = {q: [ids[j] for j in top[i]] for i, q in enumerate(dev_ids)}
+        return evaluate_run(run, dev)["ndcg@10"], evaluate_run(run, {q: dev[q] for q in dev_ids if q in cold})["ndcg@10"]
+
+    base_all, base_cold = truth(serving.embedder)
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        named, _ = _crossfit_query_candidates(rt, serving, mined, [h.query for h in mined.heldout], Path(tmp) / "q")
+        for name, spec, oof in named:
+            got = {
+                "ndcg_pool": score_query_vectors(gs, serving, oof)["per_query"]["ndcg@10"],
+                "loglik_pool": pool_loglik(gs, vecs, ids, oof),
+                "loglik": loglik_per_query(gs, serving, oof),
+            }
+            t_all, t_cold = truth(Embedder(spec, rt.ws.root, "cpu", cfg.model.batch_size))
+            row: dict[str, object] = {"candidate": name, "truth": round(t_all - base_all, 4), "truth_cold": round(t_cold - base_cold, 4)}
+            for metric, per in got.items():
+                row[metric] = round(float(np.mean(per)) - float(np.mean(current[metric])), 4)
+                row[f"{metric}_p_win"] = round(win_probability(per, current[metric]), 3)
+            rows.append(row)
+            print(json.dumps(row), flush=True)
+    picked = {m: max(rows, key=lambda r, m=m: float(r[m]))["candidate"] for m in ("ndcg_pool", "loglik_pool", "loglik")}  # type: ignore[arg-type]
+    result = {
+        "command": "python benchmarks/" + Path(sys.argv[0]).name + " " + " ".join(sys.argv[1:]),
+        "seed": args.seed,
+        "feedback_queries": len(gs),
+        "dev_queries": len(dev_ids),
+        "dev_cold_queries": len(cold),
+        "base": {"ndcg@10": base_all, "ndcg@10_cold": base_cold},
+        "candidates": rows,
+        "picked_by": {m: {"candidate": c, "truth": next(r["truth"] for r in rows if r["candidate"] == c)} for m, c in picked.items()},
+        "best_truth": max(float(r["truth"]) for r in rows),  # type: ignore[arg-type]
+    }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=2) + "\n")
+    print(json.dumps({k: result[k] for k in ("picked_by", "best_truth")}, indent=2))
+
+
+if __name__ == "__main__":
+    main()
