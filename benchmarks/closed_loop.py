@@ -10,8 +10,9 @@ asks. ``cold`` test queries are those none of whose relevant docs is relevant to
 With ``--reference``, a plain sentence-transformers full fine-tune (MultipleNegativesRankingLoss,
 in-batch negatives, lr 2e-5, one epoch) on the same clicks is run and evaluated the same way.
 With ``--counterfactual`` (on by default in query mode, where it costs one more refresh and no
-re-embedding), every round the gate refused is replayed on a throw-away copy of the workspace with
-``gate.confidence`` and ``gate.query_confidence`` 0, and the refused candidate's test figures are recorded as ``if_promoted``:
+re-embedding), every round the gate refused although its best candidate scored higher is replayed
+on a throw-away copy of the workspace with ``gate.confidence``, ``gate.query_confidence`` and
+``gate.cold_guard`` 0, and the refused candidate's test figures are recorded as ``if_promoted``:
 whether the gate's refusals cost anything.
 Writes the JSON, and re-draws benchmarks/results/closed_loop.png (every mode's JSON found beside
 it) and closed_loop_pca_MODE.png (test queries and their relevant docs, base vs final model).
@@ -51,13 +52,13 @@ def evaluate(rt: Ragtune, queries: dict[str, str], qrels: dict[str, dict[str, in
 
 
 def if_promoted(rt: Ragtune, mode: str, queries: dict[str, str], qrels: dict[str, dict[str, int]], cold: set[str]) -> dict[str, object]:
-    """Replay a refused refresh on a copy of the workspace without the noise check; the refused candidate's figures."""
+    """Replay a refused refresh on a copy of the workspace without the noise check and the cold guard; the refused candidate's figures."""
     import tempfile
 
     with tempfile.TemporaryDirectory(prefix="ragtune-counterfactual-") as tmp:
         copy = Path(tmp) / "ws"
         shutil.copytree(rt.ws.root, copy, ignore=shutil.ignore_patterns("refresh.lock"))
-        cfg = RagtuneConfig.load(copy / "config.json").with_overrides({"gate.confidence": 0.0, "gate.query_confidence": 0.0})
+        cfg = RagtuneConfig.load(copy / "config.json").with_overrides({"gate.confidence": 0.0, "gate.query_confidence": 0.0, "gate.cold_guard": 0.0})
         cfg.save(copy / "config.json")
         shadow = Ragtune(copy, progress=False)
         report = shadow.refresh(mode=mode, force=True)

@@ -14,6 +14,8 @@ the base model, with the paired bootstrap win probability the gate would use:
 - ``loglik``: the same over the whole index (``gate.query_metric`` "loglik").
 
 ``truth`` is the candidate fitted on all feedback, nDCG@10 on the held-back third (and its cold part).
+``loglik_fold_cold`` is what ``gate.cold_guard`` looks at: ``loglik`` over the feedback queries none
+of whose chosen docs was chosen for a query their fold model was fitted on.
 """
 
 from __future__ import annotations
@@ -99,6 +101,8 @@ def main() -> None:
         run = {q: [ids[j] for j in top[i]] for i, q in enumerate(dev_ids)}
         return evaluate_run(run, dev)["ndcg@10"], evaluate_run(run, {q: dev[q] for q in dev_ids if q in cold})["ndcg@10"]
 
+    from ragtune.refresh import _cold_guard
+
     base_all, base_cold = truth(serving.embedder)
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
@@ -114,6 +118,12 @@ def main() -> None:
             for metric, per in got.items():
                 row[metric] = round(float(np.mean(per)) - float(np.mean(current[metric])), 4)
                 row[f"{metric}_p_win"] = round(win_probability(per, current[metric]), 3)
+            # the fold-cold check of gate.cold_guard: loglik on feedback queries none of whose chosen docs its fold model saw chosen
+            _, note = _cold_guard(gs, mined, cfg, "loglik", {"heldout": {"per_query": {"loglik": current["loglik"]}}}, {name: {"scores": {"heldout": {"per_query": {"loglik": got["loglik"]}}}}})
+            if note is not None:
+                row["loglik_fold_cold"] = round(note["candidates"][name] - note["current"], 4)
+                row["loglik_fold_cold_p_loss"] = note["p_loss"][name]
+                row["fold_cold_queries"] = note["n"]
             rows.append(row)
             print(json.dumps(row), flush=True)
     picked = {m: max(rows, key=lambda r, m=m: float(r[m]))["candidate"] for m in ("ndcg_pool", "loglik_pool", "loglik")}  # type: ignore[arg-type]

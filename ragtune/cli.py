@@ -273,7 +273,8 @@ def _print_refresh(report: dict[str, Any]) -> None:
         return
     gate = report["gate"]
     metric = gate["metric"]
-    click.echo(f"held-out {metric}: current {gate['current']['heldout']:.4f}")
+    cold = gate["current"].get("heldout_cold")
+    click.echo(f"held-out {metric}: current {gate['current']['heldout']:.4f}" + (f" (fold-cold queries {cold:.4f})" if cold is not None else ""))
     for name, figs in gate["candidates"].items():
         extra = "  ".join(f"{k} {v:.4f}" for k, v in figs.items() if k != "heldout")
         click.echo(f"  candidate {name:<12} {figs['heldout']:.4f}  {extra}")

@@ -350,9 +350,28 @@ def run_refresh(rt: Ragtune, *, mode: str | None = None, force: bool = False, mi
                     emb = Embedder(cspec, rt.ws.root, cfg.model.device, cfg.model.batch_size)
                     scores = {gs.name: score_candidate(gs, serving, emb, shares_documents=(m == "query"), loglik=loglik and j == 0) for j, gs in enumerate(gate_sets)}
                     candidates[key] = {"mode": m, "spec": cspec, "scores": scores, "train": info}
-            best_key = max(candidates, key=lambda k: (candidates[k]["scores"]["heldout"][metric], -len(k)))
+            eligible = list(candidates)
+            cold_note = None
+            if crossfit and cfg.gate.cold_guard > 0:
+                eligible, cold_note = _cold_guard(gate_sets[0], mined, cfg, metric, current, candidates)
+            best_key = max(eligible or candidates, key=lambda k: (candidates[k]["scores"]["heldout"][metric], -len(k)))
             best = candidates[best_key]
             decision = _decide(cfg, metric, current, best_key, best, candidates)
+            if cold_note is not None:
+                decision.current["heldout_cold"] = cold_note["current"]
+                for k, v in cold_note["candidates"].items():
+                    decision.candidates[k]["heldout_cold"] = v
+                if not eligible:
+                    decision = GateDecision(
+                        False,
+                        f"every candidate loses {metric} on the {cold_note['n']} feedback queries none of whose chosen docs was chosen for a query it was fitted on "
+                        f"(best {best_key}: {cold_note['candidates'][best_key]:.4f} vs the current model's {cold_note['current']:.4f}, lower in "
+                        f"{cold_note['p_loss'][best_key]:.0%} of bootstrap resamples; gate.cold_guard {cfg.gate.cold_guard:g}): its gains would come with forgetting",
+                        metric,
+                        decision.current,
+                        decision.candidates,
+                        None,
+                    )
             entry = {
                 "time": time.time(),
                 "current": serving.name,
@@ -384,6 +403,45 @@ def run_refresh(rt: Ragtune, *, mode: str | None = None, force: bool = False, mi
             "reembed_s": reembed_s,
             "refresh_s": time.perf_counter() - t0,
         }
+
+
+def _cold_guard(
+    gs: GateSet, mined: MinedSet, cfg: Any, metric: str, current: dict[str, dict[str, Any]], candidates: dict[str, dict[str, Any]]
+) -> tuple[list[str], dict[str, Any] | None]:
+    """The cross-fitted candidates that do not lose on the gate's *fold-cold* queries, and the figures.
+
+    A feedback query is fold-cold when none of its chosen docs was chosen for any query its fold
+    model was fitted on: the candidate cannot have learnt anything about its documents, so a
+    loss there is what the tier costs queries on new topics (the forgetting the benchmark's cold
+    queries measure), not noise around a gain. A candidate is excluded when its mean ``metric``
+    over these queries falls below the current model's in at least ``gate.cold_guard`` of paired
+    bootstrap resamples of them.
+    """
+    from ragtune.training.crossfit import fold_of
+
+    folds, seed = cfg.gate.folds, cfg.train.seed
+    in_folds = {normalize_query(h.query) for h in mined.heldout}
+    by_fold: dict[int, set[str]] = {}
+    for ex in mined.train:
+        by_fold.setdefault(fold_of(ex.query_key, folds, seed) if ex.query_key in in_folds else -1, set()).add(ex.positive_id)
+    seen_by = {f: set().union(*(docs for g, docs in by_fold.items() if g != f)) for f in range(folds)}
+    rows = [
+        i
+        for i, q in enumerate(gs.queries)
+        if not any(d in seen_by[fold_of(normalize_query(q), folds, seed)] for d, w in gs.relevant[i].items() if w > 0)
+    ]
+    if not rows:
+        return list(candidates), None
+    cur_rows = np.asarray(current["heldout"]["per_query"][metric])[rows]
+    cand_rows = {k: np.asarray(c["scores"]["heldout"]["per_query"][metric])[rows] for k, c in candidates.items()}
+    p_loss = {k: win_probability(cur_rows.tolist(), v.tolist()) for k, v in cand_rows.items()}
+    note = {
+        "n": len(rows),
+        "current": float(cur_rows.mean()),
+        "candidates": {k: float(v.mean()) for k, v in cand_rows.items()},
+        "p_loss": {k: round(p, 4) for k, p in p_loss.items()},
+    }
+    return [k for k, p in p_loss.items() if p < cfg.gate.cold_guard], note
 
 
 def _interpolated(spec: ModelSpec, ratio: float) -> ModelSpec:

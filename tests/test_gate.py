@@ -185,3 +185,40 @@ def test_query_metric_is_validated():
 
     with pytest.raises(ConfigError, match=r"gate.query_metric must be one of .*'recall'"):
         RagtuneConfig().with_overrides({"gate.query_metric": "recall"})
+
+
+def test_cold_guard_excludes_a_candidate_that_loses_on_fold_cold_queries():
+    """A gains only where another fold chose the same doc, B also loses where none did: B is not eligible."""
+    from ragtune.gate import GateSet
+    from ragtune.mining import HeldoutQuery, MinedSet, TrainExample, normalize_query
+    from ragtune.refresh import _cold_guard
+    from ragtune.training.crossfit import fold_of
+
+    cfg = RagtuneConfig().with_overrides({"gate.folds": 2, "gate.cold_guard": 0.5})
+    texts = [f"router question {i}" for i in range(40)]
+    fold = {t: fold_of(normalize_query(t), 2, cfg.train.seed) for t in texts}
+    a = next(t for t in texts if fold[t] == 0)
+    b = next(t for t in texts if fold[t] == 1)
+    c = next(t for t in texts if t not in (a, b))
+    chosen = {a: "x", b: "x", c: "z"}  # a and b share doc x across folds; nobody else chose z
+    mined = MinedSet(
+        [TrainExample(t, d, [], 1.0, normalize_query(t)) for t, d in chosen.items()],
+        [HeldoutQuery(t, {d: 1.0}) for t, d in chosen.items()],
+        {},
+    )
+    gs = GateSet("heldout", [a, b, c], [{"x": 1.0}, {"x": 1.0}, {"z": 1.0}], [[0], [0], [1]], [0, 1])
+
+    def scores(per: list[float]) -> dict:
+        return {"heldout": {"loglik": sum(per) / 3, "n": 3, "per_query": {"loglik": per}}}
+
+    current = scores([-2.0, -2.0, -2.0])
+    candidates = {"keeps": {"scores": scores([-1.0, -1.0, -2.0])}, "forgets": {"scores": scores([-0.5, -0.5, -2.5])}}
+    assert candidates["forgets"]["scores"]["heldout"]["loglik"] > candidates["keeps"]["scores"]["heldout"]["loglik"]
+    eligible, note = _cold_guard(gs, mined, cfg, "loglik", current, candidates)
+    assert eligible == ["keeps"]
+    assert note == {"n": 1, "current": -2.0, "candidates": {"keeps": -2.0, "forgets": -2.5}, "p_loss": {"keeps": 0.0, "forgets": 1.0}}
+    # with no fold-cold query there is nothing to guard
+    warm = GateSet("heldout", [a, b], [{"x": 1.0}, {"x": 1.0}], [[0], [0]], [0])
+    mined.heldout = mined.heldout[:2]
+    two = {k: {"scores": {"heldout": {"per_query": {"loglik": v["scores"]["heldout"]["per_query"]["loglik"][:2]}}}} for k, v in candidates.items()}
+    assert _cold_guard(warm, mined, cfg, "loglik", {"heldout": {"per_query": {"loglik": [-2.0, -2.0]}}}, two) == (["keeps", "forgets"], None)
