@@ -350,7 +350,7 @@ class GateConfig:
     """The promotion check.
 
     Attributes:
-        metric: Held-out metric compared (``"ndcg@10"`` or ``"mrr@10"``).
+        metric: Held-out metric compared outside ``query`` mode (``"ndcg@10"`` or ``"mrr@10"``).
         query_metric: The metric in ``query`` mode, whose candidates share the serving document
             vectors: ``"loglik"`` (default), each feedback query's log-probability of its chosen
             docs under a softmax (scale 20) over the whole index, or ``"ndcg@10"`` / ``"mrr@10"``
@@ -360,10 +360,12 @@ class GateConfig:
             1. On SciFact's dev split (``benchmarks/gate_metric.py``: all simulated clicks on train
             queries under the base model, 15 cross-fitted candidates per seed, 3 seeds), 43 of 45
             candidates gained on the dev queries; pool nDCG's mean favoured 11 and its noise check
-            passed 2; loglik favoured 43, passed 40, refused both worse ones, and its top pick was
-            within 0.005 of the best in every seed. Closed loop on test, 3 seeds: +0.040 / +0.041 /
+            passed 2; loglik favoured 42 of them (and one of the two worse ones), its noise check
+            passed 40 and neither worse one, and its top pick was within 0.005 of the best in every
+            seed. Closed loop on test, 3 seeds: +0.040 / +0.041 /
             +0.030 nDCG@10, against +0.037 / +0.000 / +0.026 with pool nDCG.
-        margin: The candidate must beat the current model by more than this (0: strictly better).
+        margin: The candidate must beat the current model by more than this (0: strictly better),
+            in the metric's units (nats of log-probability under ``loglik``).
         confidence: ... and do so in at least this share of paired bootstrap resamples of the
             held-out queries (0 turns the check off). 0.9 by default: on SciFact, a LoRA candidate
             ahead by 0.005 on 26 held-out queries won in only 63% of resamples; promoted, it was
@@ -405,7 +407,8 @@ class GateConfig:
             +0.032 nDCG@10, no seed's cold queries below -0.005, against +0.031 and one at -0.007
             off), but on test (seen before settling the default) it refused 4 of 9 rounds that
             replays show were harmless to cold queries: +0.041 / +0.034 / +0.000.
-        ips: Judge feedback queries by a self-normalised inverse-propensity estimate of the metric
+        ips: Under a pool metric (``metric``, or ``query_metric`` set to one), judge feedback
+            queries by a self-normalised inverse-propensity estimate of the metric
             (each clicked doc's discounted gain weighted by ``1 / propensity`` of the rank it was
             clicked at, summed over queries, divided by the summed weights) instead of per-query
             nDCG. Per-query nDCG normalises the weight away: a query whose one click sat at rank 1

@@ -16,6 +16,11 @@ above the chosen ones pays for it: conservative on purpose, since a document-sid
 reshuffles the whole corpus is exactly what could hurt queries nobody logged. A query-side
 candidate uses the serving document vectors; a document-side one (LoRA/full) costs one encode of the
 pool.
+
+In ``query`` mode the candidates share the serving document vectors, so they are judged instead by
+``loglik`` (:func:`loglik_per_query`, ``gate.query_metric``): each feedback query's log-probability
+of its chosen docs under a softmax over the *whole* index, one matrix product per candidate. Pool
+nDCG is nearly blind to a query tier, whose gains are documents nobody was shown for that query.
 """
 
 from __future__ import annotations
@@ -186,7 +191,7 @@ def win_probability(
     return wins / resamples
 
 
-def loglik_per_query(gs: GateSet, serving: _Serving, qv: np.ndarray, scale: float = LOGLIK_SCALE) -> list[float]:
+def loglik_per_query(gs: GateSet, serving: _Serving, qv: np.ndarray, scale: float = LOGLIK_SCALE, *, chunk_rows: int | None = None) -> list[float]:
     """Each gate query's log-probability of its chosen docs under a softmax over the *whole* index.
 
     ``log softmax(scale * cos(q, d))`` of each chosen doc over every indexed doc, averaged over the
@@ -199,7 +204,7 @@ def loglik_per_query(gs: GateSet, serving: _Serving, qv: np.ndarray, scale: floa
     vecs = np.asarray(serving.vectors(), dtype=np.float32)
     rel_pos = serving.docs.positions(sorted({d for r in gs.relevant for d in r}))
     out: list[float] = []
-    step = max(1, 2**24 // max(1, len(vecs)))  # query rows per chunk: at most 64 MB of scores
+    step = chunk_rows or max(1, 2**24 // max(1, len(vecs)))  # query rows per chunk: at most 64 MB of scores
     for start in range(0, len(gs), step):
         s = scale * (np.asarray(qv[start : start + step], dtype=np.float32) @ vecs.T)
         top = s.max(axis=1, keepdims=True)

@@ -358,20 +358,7 @@ def run_refresh(rt: Ragtune, *, mode: str | None = None, force: bool = False, mi
             best = candidates[best_key]
             decision = _decide(cfg, metric, current, best_key, best, candidates)
             if cold_note is not None:
-                decision.current["heldout_cold"] = cold_note["current"]
-                for k, v in cold_note["candidates"].items():
-                    decision.candidates[k]["heldout_cold"] = v
-                if not eligible:
-                    decision = GateDecision(
-                        False,
-                        f"every candidate loses {metric} on the {cold_note['n']} feedback queries none of whose chosen docs was chosen for a query it was fitted on "
-                        f"(best {best_key}: {cold_note['candidates'][best_key]:.4f} vs the current model's {cold_note['current']:.4f}, lower in "
-                        f"{cold_note['p_loss'][best_key]:.0%} of bootstrap resamples; gate.cold_guard {cfg.gate.cold_guard:g}): its gains would come with forgetting",
-                        metric,
-                        decision.current,
-                        decision.candidates,
-                        None,
-                    )
+                decision = _with_cold_guard(decision, cold_note, eligible, metric, cfg.gate.cold_guard)
             entry = {
                 "time": time.time(),
                 "current": serving.name,
@@ -442,6 +429,27 @@ def _cold_guard(
         "p_loss": {k: round(p, 4) for k, p in p_loss.items()},
     }
     return [k for k, p in p_loss.items() if p < cfg.gate.cold_guard], note
+
+
+def _with_cold_guard(decision: GateDecision, note: dict[str, Any], eligible: list[str], metric: str, bar: float) -> GateDecision:
+    """The decision with the cold guard's figures, and a reason that names what the guard excluded."""
+    decision.current["heldout_cold"] = note["current"]
+    for k, v in note["candidates"].items():
+        decision.candidates[k]["heldout_cold"] = v
+        decision.candidates[k]["cold_p_loss"] = note["p_loss"][k]
+    excluded = [k for k in note["candidates"] if k not in eligible]
+    if not excluded or (decision.promoted and eligible):
+        return decision
+    what = f"on the {note['n']} feedback queries none of whose chosen docs was chosen for a query its fold model was fitted on (gate.cold_guard {bar:g})"
+    if decision.promoted:  # nothing was eligible, and the best candidate passed every other check
+        top = str(decision.chosen)
+        reason = (
+            f"every candidate loses {metric} {what}; the best, {top} ({decision.candidates[top]['heldout']:.4f} vs the current "
+            f"{decision.current['heldout']:.4f} overall), scores {note['candidates'][top]:.4f} there against the current model's "
+            f"{note['current']:.4f}, lower in {note['p_loss'][top]:.0%} of bootstrap resamples: its gains would come with forgetting"
+        )
+        return GateDecision(False, reason, metric, decision.current, decision.candidates, None)
+    return GateDecision(False, f"{decision.reason}; excluded for losing {what}: {', '.join(excluded)}", metric, decision.current, decision.candidates, None)
 
 
 def _interpolated(spec: ModelSpec, ratio: float) -> ModelSpec:

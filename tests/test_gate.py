@@ -169,6 +169,8 @@ def test_loglik_counts_a_click_already_at_rank_one(workspace):
     (both,) = loglik_per_query(gs2, serving, qv[:1])
     lp = s - np.log(np.exp(s - s.max()).sum()) - s.max()
     assert both == pytest.approx((3 * lp[d] + lp[order[1]]) / 4, rel=1e-5)
+    # chunked over query rows (large indexes): the same figures
+    assert loglik_per_query(gs, serving, qv, chunk_rows=1) == pytest.approx(scores["per_query"]["loglik"], rel=1e-6)
 
 
 def test_loglik_needs_shared_document_vectors(workspace):
@@ -222,3 +224,11 @@ def test_cold_guard_excludes_a_candidate_that_loses_on_fold_cold_queries():
     mined.heldout = mined.heldout[:2]
     two = {k: {"scores": {"heldout": {"per_query": {"loglik": v["scores"]["heldout"]["per_query"]["loglik"][:2]}}}} for k, v in candidates.items()}
     assert _cold_guard(warm, mined, cfg, "loglik", {"heldout": {"per_query": {"loglik": [-2.0, -2.0]}}}, two) == (["keeps", "forgets"], None)
+
+
+@pytest.mark.parametrize("bad", [True, -0.1, 1.5, "0.5"])
+def test_cold_guard_is_validated(bad):
+    from ragtune.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"gate.cold_guard must be a number in \[0, 1\]"):
+        RagtuneConfig().with_overrides({"gate.cold_guard": bad})

@@ -267,3 +267,28 @@ def test_prune_keeps_current_and_what_it_needs(workspace, docs_jsonl):
     assert workspace.ws.read_version(new).model[key] == f"versions/{rep['version']}/{key}.safetensors"
     assert [v.name for v in workspace.ws.list_versions()] == [rep["version"], new]
     assert len(workspace.search("reset", k=3, log=False)) == 3
+
+
+def test_cold_guard_refuses_a_candidate_whose_gain_costs_queries_on_other_topics(workspace):
+    """Router-problem users all click one doc; users asking about other topics each click their own first hit.
+
+    Every candidate moves queries toward the router users' doc, so it loses on the other-topic
+    queries (no other fold chose their docs): with the guard on, the refresh is refused and says why.
+    """
+    from tests.conftest import DOCS
+
+    _play(workspace)
+    for doc in DOCS:
+        hits = workspace.search(f"{doc['title']}: {doc['text']}", k=5)
+        workspace.click(hits.query_id, hits[0].doc_id)
+    workspace.config = workspace.config.with_overrides({"gate.folds": 5, "gate.cold_guard": 1e-9, "gate.query_confidence": 0.0})
+    rep = workspace.refresh(mode="query")
+    assert rep["status"] == "refused", rep.get("reason")
+    assert "gate.cold_guard" in rep["reason"] and "forgetting" in rep["reason"]
+    gate = rep["gate"]
+    assert gate["current"]["heldout_cold"] < 0  # a log-probability
+    assert all("heldout_cold" in c and c["cold_p_loss"] > 0 for c in gate["candidates"].values())
+    assert workspace.current_version == "v0001"
+    # the same feedback without the guard: promoted
+    workspace.config = workspace.config.with_overrides({"gate.cold_guard": 0.0})
+    assert workspace.refresh(mode="query", force=True)["status"] == "promoted"
