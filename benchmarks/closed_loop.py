@@ -43,21 +43,23 @@ from ragtune.simulate import ClickModel, simulate_users
 HERE = Path(__file__).resolve().parent
 
 
-def evaluate(rt: Ragtune, queries: dict[str, str], qrels: dict[str, dict[str, int]], cold: set[str]) -> dict[str, float]:
+def search_run(rt: Ragtune, queries: dict[str, str], qrels: dict[str, dict[str, int]]) -> dict[str, list[str]]:
+    """The serving model's top 100 for each query of ``qrels``."""
     qids = sorted(qrels)
     ranked = rt.search_batch([queries[q] for q in qids], 100)
-    run = {q: [d for d, _ in r] for q, r in zip(qids, ranked)}
+    return {q: [d for d, _ in r] for q, r in zip(qids, ranked)}
+
+
+def evaluate(run: dict[str, list[str]], qrels: dict[str, dict[str, int]], cold: set[str]) -> dict[str, float]:
     allm = evaluate_run(run, qrels)
-    coldm = evaluate_run(run, {q: qrels[q] for q in qids if q in cold})
-    warmm = evaluate_run(run, {q: qrels[q] for q in qids if q not in cold})
+    coldm = evaluate_run(run, {q: r for q, r in qrels.items() if q in cold})
+    warmm = evaluate_run(run, {q: r for q, r in qrels.items() if q not in cold})
     return {"ndcg@10": allm["ndcg@10"], "ndcg@10_cold": coldm["ndcg@10"], "ndcg@10_warm": warmm["ndcg@10"], "mrr@10": allm["mrr@10"], "recall@100": allm["recall@100"]}
 
 
-def per_query_ndcg(rt: Ragtune, queries: dict[str, str], qrels: dict[str, dict[str, int]]) -> dict[str, float]:
+def per_query_ndcg(run: dict[str, list[str]], qrels: dict[str, dict[str, int]]) -> dict[str, float]:
     """nDCG@10 of each query (for paired intervals)."""
-    qids = sorted(qrels)
-    ranked = rt.search_batch([queries[q] for q in qids], 10)
-    return {q: ndcg_at_k([d for d, _ in r], qrels[q], 10) for q, r in zip(qids, ranked)}
+    return {q: ndcg_at_k(run[q], rels, 10) for q, rels in qrels.items()}
 
 
 def paired_ci(after: dict[str, float], before: dict[str, float], qids: list[str], *, resamples: int = 10000, seed: int = 0) -> list[float]:
@@ -82,7 +84,7 @@ def if_promoted(rt: Ragtune, mode: str, queries: dict[str, str], qrels: dict[str
         report = shadow.refresh(mode=mode, force=True)
         if report["status"] != "promoted":
             return {"status": report["status"], "reason": report.get("reason")}
-        return {"status": "promoted", "candidate": (report.get("gate") or {}).get("chosen"), **evaluate(shadow, queries, qrels, cold)}
+        return {"status": "promoted", "candidate": (report.get("gate") or {}).get("chosen"), **evaluate(search_run(shadow, queries, qrels), qrels, cold)}
 
 
 def base_workspace(dataset: Path, path: Path) -> None:
@@ -227,8 +229,9 @@ def main() -> None:
         train = {q: train[q] for q in qids}
     train_docs = {d for rels in train.values() for d in rels}
     cold = {q for q, rels in test.items() if not any(d in train_docs for d in rels)}
-    base = evaluate(rt, queries, test, cold)
-    base_per_query = per_query_ndcg(rt, queries, test)
+    run = search_run(rt, queries, test)
+    base = evaluate(run, test, cold)
+    base_per_query = per_query_ndcg(run, test)
     print(f"base: {base}", flush=True)
     chunks = [qids[i :: args.rounds] for i in range(args.rounds)]
     rounds = []
@@ -236,7 +239,8 @@ def main() -> None:
     for r, chunk in enumerate(chunks, 1):
         sim = simulate_users(rt, queries, train, chunk, ClickModel(seed=args.seed * 100 + r))
         report = rt.refresh(mode=args.mode, force=True)
-        m = evaluate(rt, queries, test, cold)
+        run = search_run(rt, queries, test)
+        m = evaluate(run, test, cold)
         row = {
             "round": r,
             **m,
@@ -265,7 +269,7 @@ def main() -> None:
         if "if_promoted" in row:
             print(f"  if promoted: {row['if_promoted']}", flush=True)
     final = rounds[-1] if rounds else base
-    final_per_query = per_query_ndcg(rt, queries, test)
+    final_per_query = per_query_ndcg(run, test)  # the last round's run (the base's with no rounds)
     run_ref = args.reference if args.reference is not None else args.mode == "lora"
     reference = reference_finetune(rt, args.dataset, queries, test, cold, work) if run_ref else None
     result = {

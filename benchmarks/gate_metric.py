@@ -24,7 +24,6 @@ import argparse
 import json
 import os
 import random
-import shutil
 import sys
 import tempfile
 from pathlib import Path
@@ -33,8 +32,9 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 
 import numpy as np
+from closed_loop import base_workspace  # the script's own folder is on sys.path
 
-from ragtune import Ragtune, RagtuneConfig
+from ragtune import Ragtune
 from ragtune.embedder import Embedder
 from ragtune.evaluate import evaluate_run, load_beir_qrels, load_beir_queries
 from ragtune.gate import LOGLIK_SCALE, GateSet, loglik_per_query, score_query_vectors, win_probability
@@ -64,13 +64,8 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", type=Path, required=True)
     args = ap.parse_args()
-    cache = HERE / "work" / f"base-{args.dataset.name}"
-    if not (cache / "CURRENT").is_file():
-        sys.exit(f"index the corpus first: python benchmarks/closed_loop.py --dataset {args.dataset} ... caches it in {cache}")
     work = HERE / "work" / f"gate-metric-s{args.seed}"
-    shutil.rmtree(work, ignore_errors=True)
-    shutil.copytree(cache, work, ignore=shutil.ignore_patterns("feedback.sqlite*", "refresh*"))
-    RagtuneConfig().save(work / "config.json")
+    base_workspace(args.dataset, work)  # closed_loop.py's cached index of the corpus, without feedback
     rt = Ragtune(work, progress=False)
     queries = load_beir_queries(args.dataset)
     train = load_beir_qrels(args.dataset, "train")

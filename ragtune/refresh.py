@@ -404,13 +404,13 @@ def _cold_guard(
     over these queries falls below the current model's in at least ``gate.cold_guard`` of paired
     bootstrap resamples of them.
     """
-    from ragtune.training.crossfit import fold_of
+    from ragtune.training.crossfit import fold_of, pair_folds
 
     folds, seed = cfg.gate.folds, cfg.train.seed
-    in_folds = {normalize_query(h.query) for h in mined.heldout}
+    judged = [normalize_query(h.query) for h in mined.heldout]  # the keys crossfit_query_tier folds
     by_fold: dict[int, set[str]] = {}
-    for ex in mined.train:
-        by_fold.setdefault(fold_of(ex.query_key, folds, seed) if ex.query_key in in_folds else -1, set()).add(ex.positive_id)
+    for ex, f in zip(mined.train, pair_folds([ex.query_key for ex in mined.train], judged, folds, seed).tolist()):
+        by_fold.setdefault(f, set()).add(ex.positive_id)
     seen_by = {f: set().union(*(docs for g, docs in by_fold.items() if g != f)) for f in range(folds)}
     rows = [
         i

@@ -25,7 +25,7 @@ from ragtune.config import TrainConfig
 from ragtune.training.query_map import interpolate_map, train_query_map
 from ragtune.training.query_memory import QueryMemory, apply_query_memory
 
-__all__ = ["FittedTier", "QueryPairs", "crossfit_query_tier", "fit_query_tier", "fold_of", "query_tier_candidates", "transform"]
+__all__ = ["FittedTier", "QueryPairs", "crossfit_query_tier", "fit_query_tier", "fold_of", "pair_folds", "query_tier_candidates", "transform"]
 
 logger = logging.getLogger(__name__)
 
@@ -64,6 +64,12 @@ def fold_of(key: str, folds: int, seed: int) -> int:
     """The fold of a normalised query text: a salted hash, so it is stable across refreshes."""
     h = hashlib.sha1(f"fold:{seed}:{key}".encode()).digest()
     return int.from_bytes(h[:8], "big") % folds
+
+
+def pair_folds(pair_keys: list[str], judged_keys: list[str], folds: int, seed: int) -> np.ndarray:
+    """The fold of each training pair: its query's fold if that query is judged, else -1 (every fold model trains on it)."""
+    judged = set(judged_keys)
+    return np.array([fold_of(k, folds, seed) if k in judged else -1 for k in pair_keys], dtype=np.int64)
 
 
 def query_tier_candidates(config: TrainConfig, *, combos: bool = True) -> list[tuple[str, dict[str, float]]]:
@@ -122,8 +128,7 @@ def crossfit_query_tier(
         did not see that query.
     """
     fold = np.array([fold_of(k, folds, config.seed) for k in gate_keys], dtype=np.int64)
-    fold_by_key = dict(zip(gate_keys, fold.tolist()))
-    pair_fold = np.array([fold_by_key.get(k, -1) for k in pairs.keys], dtype=np.int64)
+    pair_fold = pair_folds(pairs.keys, gate_keys, folds, config.seed)
     names = query_tier_candidates(config)
     out = {name: np.array(gate_raw, dtype=np.float32, copy=True) for name, _ in names}
     for f in range(folds):
