@@ -266,18 +266,27 @@ def _parse_interval(text: str) -> float:
         raise click.BadParameter(f"expected a duration like 90s, 15m, 1h; got {text!r}") from None
 
 
+def _print_gate(gate: dict[str, Any], prefix: str = "") -> None:
+    cold = gate["current"].get("heldout_cold")
+    click.echo(f"{prefix}held-out {gate['metric']}: current {gate['current']['heldout']:.4f}" + (f" (fold-cold queries {cold:.4f})" if cold is not None else ""))
+    for name, figs in gate["candidates"].items():
+        extra = "  ".join(f"{k} {v:.4f}" for k, v in figs.items() if k != "heldout")
+        click.echo(f"{prefix}  candidate {name:<12} {figs['heldout']:.4f}  {extra}")
+
+
 def _print_refresh(report: dict[str, Any]) -> None:
     status = report["status"]
     if status == "skipped":
         click.echo(f"refresh skipped: {report['reason']}")
         return
-    gate = report["gate"]
-    metric = gate["metric"]
-    cold = gate["current"].get("heldout_cold")
-    click.echo(f"held-out {metric}: current {gate['current']['heldout']:.4f}" + (f" (fold-cold queries {cold:.4f})" if cold is not None else ""))
-    for name, figs in gate["candidates"].items():
-        extra = "  ".join(f"{k} {v:.4f}" for k, v in figs.items() if k != "heldout")
-        click.echo(f"  candidate {name:<12} {figs['heldout']:.4f}  {extra}")
+    tiers = report.get("tiers", {})
+    if len(tiers) > 1:  # auto: the LoRA tier was refused, then the query tier was judged
+        for tier, summary in tiers.items():
+            click.echo(f"[{tier}] {summary['status']}")
+            if "gate" in summary:
+                _print_gate(summary["gate"], "  ")
+    else:
+        _print_gate(report["gate"])
     if status == "promoted":
         click.echo(f"promoted {report['version']} ({report['reason']}); train {report['train_s']:.0f}s, re-embed {report['reembed_s']:.0f}s, total {report['refresh_s']:.0f}s")
     else:

@@ -244,7 +244,8 @@ class TrainConfig:
 
     Attributes:
         mode: ``"lora"`` (peft adapter), ``"full"`` (all weights), ``"query"`` (a query-side linear map,
-            no re-embedding), or ``"auto"`` (train ``query`` and ``lora``; the gate picks).
+            no re-embedding), or ``"auto"`` (``lora`` through its gate first; when that is refused,
+            ``query`` through its own, so the corpus is re-embedded only when LoRA wins).
         loss: ``"mnrl"`` (MultipleNegativesRankingLoss, click-weighted), ``"cached_mnrl"``, ``"gist"``
             (GISTEmbed guided by the current model), ``"triplet"`` or ``"cosine"``.
         lr: Learning rate (LoRA needs a much higher one than full fine-tuning).
@@ -350,7 +351,10 @@ class GateConfig:
     """The promotion check.
 
     Attributes:
-        metric: Held-out metric compared outside ``query`` mode (``"ndcg@10"`` or ``"mrr@10"``).
+        metric: Held-out metric for document-side candidates (``lora``, ``full``, and the LoRA half
+            of ``auto``): ``"ndcg@10"`` (default) or ``"mrr@10"`` over each query's pool, or
+            ``"pool_loglik"``, the ``loglik`` below with the softmax over the union of every
+            held-out query's pool (only that union is re-embedded by the candidate).
         query_metric: The metric in ``query`` mode, whose candidates share the serving document
             vectors: ``"loglik"`` (default), each feedback query's log-probability of its chosen
             docs under a softmax (scale 20) over the whole index, or ``"ndcg@10"`` / ``"mrr@10"``
@@ -372,7 +376,7 @@ class GateConfig:
             worse on test. The figure is optimistic (the best of several candidates is tested), so
             it errs towards promoting.
         query_confidence: The same bar for a cross-fitted query-side candidate (``query`` mode with
-            ``folds`` >= 2; ``auto`` and the held-out split keep ``confidence``): it re-embeds
+            ``folds`` >= 2, also the query half of ``auto``; the held-out split keeps ``confidence``): it re-embeds
             nothing, ``ragtune rollback`` undoes it instantly, and cross-fitting judges it on all
             feedback queries rather than a held-out share, so a lower bar costs less. 0.75 was
             chosen on SciFact's dev split (train queries only, 3 seeds of simulated users, 3 rounds):
@@ -439,8 +443,8 @@ class GateConfig:
     eval_max_drop: float = 0.005
 
     def __post_init__(self) -> None:
-        _literal(self, "metric", ("ndcg@10", "mrr@10"))
-        _literal(self, "query_metric", ("loglik", "ndcg@10", "mrr@10"))
+        _literal(self, "metric", ("pool_loglik", "ndcg@10", "mrr@10"))
+        _literal(self, "query_metric", ("loglik", "pool_loglik", "ndcg@10", "mrr@10"))
         _check(isinstance(self.margin, (int, float)) and self.margin >= 0, f"gate.margin must be >= 0, got {self.margin!r}")
         _check(
             isinstance(self.confidence, (int, float)) and not isinstance(self.confidence, bool) and 0 <= self.confidence < 1,

@@ -21,6 +21,9 @@ In ``query`` mode the candidates share the serving document vectors, so they are
 ``loglik`` (:func:`loglik_per_query`, ``gate.query_metric``): each feedback query's log-probability
 of its chosen docs under a softmax over the *whole* index, one matrix product per candidate. Pool
 nDCG is nearly blind to a query tier, whose gains are documents nobody was shown for that query.
+``pool_loglik`` (:func:`pool_loglik_per_query`, selectable as ``gate.metric``) is the same measure
+with the softmax over the union of the gate queries' pools, so a document-side candidate can be
+judged by it after re-embedding only that union.
 """
 
 from __future__ import annotations
@@ -44,6 +47,7 @@ __all__ = [
     "GateSet",
     "build_gate_set",
     "loglik_per_query",
+    "pool_loglik_per_query",
     "score_candidate",
     "score_current",
     "score_query_vectors",
@@ -191,6 +195,21 @@ def win_probability(
     return wins / resamples
 
 
+def _loglik_rows(relevant: Sequence[dict[str, float]], rows: dict[str, int], vecs: np.ndarray, qv: np.ndarray, scale: float, chunk_rows: int | None) -> list[float]:
+    """``log softmax(scale * cos(q, d))`` of each query's chosen docs over the rows of ``vecs``, by relevance weight."""
+    out: list[float] = []
+    step = chunk_rows or max(1, 2**24 // max(1, len(vecs)))  # query rows per chunk: at most 64 MB of scores
+    for start in range(0, len(qv), step):
+        s = scale * (np.asarray(qv[start : start + step], dtype=np.float32) @ vecs.T)
+        top = s.max(axis=1, keepdims=True)
+        lse = (top + np.log(np.exp(s - top).sum(axis=1, keepdims=True)))[:, 0]
+        for j in range(len(s)):
+            rel = {rows[d]: w for d, w in relevant[start + j].items() if w > 0 and d in rows}
+            total = sum(rel.values())
+            out.append(float(sum(w * (s[j, p] - lse[j]) for p, w in rel.items()) / total) if total else 0.0)
+    return out
+
+
 def loglik_per_query(gs: GateSet, serving: _Serving, qv: np.ndarray, scale: float = LOGLIK_SCALE, *, chunk_rows: int | None = None) -> list[float]:
     """Each gate query's log-probability of its chosen docs under a softmax over the *whole* index.
 
@@ -203,43 +222,61 @@ def loglik_per_query(gs: GateSet, serving: _Serving, qv: np.ndarray, scale: floa
     """
     vecs = np.asarray(serving.vectors(), dtype=np.float32)
     rel_pos = serving.docs.positions(sorted({d for r in gs.relevant for d in r}))
-    out: list[float] = []
-    step = chunk_rows or max(1, 2**24 // max(1, len(vecs)))  # query rows per chunk: at most 64 MB of scores
-    for start in range(0, len(gs), step):
-        s = scale * (np.asarray(qv[start : start + step], dtype=np.float32) @ vecs.T)
-        top = s.max(axis=1, keepdims=True)
-        lse = (top + np.log(np.exp(s - top).sum(axis=1, keepdims=True)))[:, 0]
-        for j in range(len(s)):
-            rel = {rel_pos[d]: w for d, w in gs.relevant[start + j].items() if w > 0 and d in rel_pos}
-            total = sum(rel.values())
-            out.append(float(sum(w * (s[j, p] - lse[j]) for p, w in rel.items()) / total) if total else 0.0)
-    return out
+    return _loglik_rows(gs.relevant, rel_pos, vecs, qv, scale, chunk_rows)
 
 
-def score_query_vectors(gs: GateSet, serving: _Serving, qv: np.ndarray, *, loglik: bool = False) -> dict[str, Any]:
-    """Given query vectors (one row per gate query) against the serving doc vectors (``loglik``: also the ``loglik`` metric)."""
+def pool_loglik_per_query(
+    gs: GateSet, ids: Sequence[str], pool_vecs: np.ndarray, qv: np.ndarray, scale: float = LOGLIK_SCALE, *, chunk_rows: int | None = None
+) -> list[float]:
+    """:func:`loglik_per_query` with the softmax over the union of the gate set's pools instead of the whole index.
+
+    ``pool_vecs`` holds one row per ``gs.pool_positions`` (the union of every gate query's pool:
+    what users were shown, the serving top ``pool_size`` and the chosen docs), encoded by the model
+    being judged, so a document-side candidate needs only that union re-embedded, never the corpus.
+    The serving model and every candidate are scored over the same documents.
+    """
+    rows = {ids[p]: j for j, p in enumerate(gs.pool_positions)}
+    return _loglik_rows(gs.relevant, rows, np.asarray(pool_vecs, dtype=np.float32), qv, scale, chunk_rows)
+
+
+def score_query_vectors(gs: GateSet, serving: _Serving, qv: np.ndarray, *, loglik: bool = False, pool_loglik: bool = False) -> dict[str, Any]:
+    """Given query vectors (one row per gate query) against the serving doc vectors.
+
+    ``loglik`` / ``pool_loglik``: also those metrics (see :func:`loglik_per_query` and
+    :func:`pool_loglik_per_query`).
+    """
     vecs = serving.vectors()
     out = _metrics(gs, serving.docs.ids, lambda i, pool: vecs[pool] @ qv[i])
     if loglik:
-        per = loglik_per_query(gs, serving, qv)
-        out["loglik"] = float(np.mean(per)) if per else 0.0
-        out["per_query"]["loglik"] = per
+        _add(out, "loglik", loglik_per_query(gs, serving, qv))
+    if pool_loglik:
+        _add(out, "pool_loglik", pool_loglik_per_query(gs, serving.docs.ids, vecs[gs.pool_positions], qv))
     return out
 
 
-def score_current(gs: GateSet, serving: _Serving, *, loglik: bool = False) -> dict[str, Any]:
+def _add(out: dict[str, Any], name: str, per: list[float]) -> None:
+    out[name] = float(np.mean(per)) if per else 0.0
+    out["per_query"][name] = per
+
+
+def score_current(gs: GateSet, serving: _Serving, *, loglik: bool = False, pool_loglik: bool = False) -> dict[str, Any]:
     """The serving model on the gate set (its stored doc vectors, its query encoder)."""
-    return score_query_vectors(gs, serving, serving.embedder.encode_queries(gs.queries), loglik=loglik)
+    return score_query_vectors(gs, serving, serving.embedder.encode_queries(gs.queries), loglik=loglik, pool_loglik=pool_loglik)
 
 
-def score_candidate(gs: GateSet, serving: _Serving, candidate: Embedder, *, shares_documents: bool, loglik: bool = False) -> dict[str, Any]:
+def score_candidate(
+    gs: GateSet, serving: _Serving, candidate: Embedder, *, shares_documents: bool, loglik: bool = False, pool_loglik: bool = False
+) -> dict[str, Any]:
     """A candidate on the gate set: serving doc vectors if it shares them, else the pool re-encoded (no ``loglik`` then)."""
     if loglik and not shares_documents:
-        raise ValueError("the loglik metric needs the serving document vectors: only query-side candidates can be scored by it")
+        raise ValueError("the loglik metric needs the serving document vectors: only query-side candidates can be scored by it (use pool_loglik)")
     qv = candidate.encode_queries(gs.queries)
     if shares_documents:
-        return score_query_vectors(gs, serving, qv, loglik=loglik)
+        return score_query_vectors(gs, serving, qv, loglik=loglik, pool_loglik=pool_loglik)
     docs = serving.docs.get(gs.pool_positions)
     enc = candidate.encode_documents([d.embed_text for d in docs])
     row = {p: j for j, p in enumerate(gs.pool_positions)}
-    return _metrics(gs, serving.docs.ids, lambda i, pool: enc[[row[p] for p in pool]] @ qv[i])
+    out = _metrics(gs, serving.docs.ids, lambda i, pool: enc[[row[p] for p in pool]] @ qv[i])
+    if pool_loglik:
+        _add(out, "pool_loglik", pool_loglik_per_query(gs, serving.docs.ids, enc, qv))
+    return out

@@ -275,121 +275,153 @@ def _train_doc_candidate(rt: Ragtune, serving: _Serving, mined: MinedSet, mode: 
 
 
 def run_refresh(rt: Ragtune, *, mode: str | None = None, force: bool = False, min_new_events: int | None = None) -> dict[str, Any]:
-    """Run one refresh of ``rt``'s workspace; see :meth:`ragtune.api.Ragtune.refresh`."""
+    """Run one refresh of ``rt``'s workspace; see :meth:`ragtune.api.Ragtune.refresh`.
+
+    ``auto`` runs the document-side tier (``lora``) through its gate first and, when that is
+    refused, the query tier (``query``, cross-fitted) through its own: each tier is judged by the
+    check that suits it, and the corpus is re-embedded only when the LoRA candidate wins.
+    """
     t0 = time.perf_counter()
     cfg = rt.config
     mode = mode or cfg.train.mode
     threshold = cfg.refresh.min_new_events if min_new_events is None else min_new_events
     with rt.ws.lock("refresh"):
-        serving = rt.serving()
-        log = rt.feedback
-        mark = tuple(log.get_meta(MARK_KEY, [0, 0]))
-        now_mark = log.event_mark()
-        new_events = log.events_since(mark)  # type: ignore[arg-type]
-        base = {"mode": mode, "current": serving.name, "new_events": new_events}
-        if new_events < threshold and not force:
-            msg = f"only {new_events} new feedback events since the last refresh (need {threshold}); nothing to do (use --force to refresh anyway)"
-            return {**base, "status": "skipped", "reason": msg, "refresh_s": time.perf_counter() - t0}
-        records = log.records(only_with_feedback=True)
-        trained = trained_queries(rt, serving)
-        crossfit = mode == "query" and cfg.gate.folds >= 2 and trained is not None
-        serving_oof = _load_oof(rt, serving) if trained is not None else {}
-        if crossfit:
-            mined = mine(records, serving, cfg.mining, cfg.feedback, heldout_keys={normalize_query(r.text) for r in records}, train_on_heldout=True)
-        else:
-            mined = mine(records, serving, cfg.mining, cfg.feedback)
-        if trained:  # judge only on queries the serving model never trained on, or has an out-of-fold vector for
-            mined.heldout = [h for h in mined.heldout if normalize_query(h.query) not in trained or normalize_query(h.query) in serving_oof]
-            mined.stats["heldout_queries"] = len(mined.heldout)
-        base["mined"] = mined.report()
-        if len(mined.train) < cfg.refresh.min_pairs or not mined.heldout:
-            what = "queries the serving model has not trained on" if crossfit else "held-out queries"
-            msg = f"too little feedback to train: {len(mined.train)} training pairs (need {cfg.refresh.min_pairs}) and {len(mined.heldout)} {what} (need >= 1)"
-            return {**base, "status": "skipped", "reason": msg, "refresh_s": time.perf_counter() - t0}
-
-        held, gate_note = _gate_heldout(serving, mined, cfg.gate.min_off_policy)
-        if crossfit:
-            gate_note += f" (every candidate out of fold, {cfg.gate.folds} folds{f'; {serving.name} out of fold where it was fitted on them' if serving_oof else ''})"
-        base["gate_queries"] = gate_note
-        gate_sets = _gate_sets(rt, serving, held)
-        metric = cfg.gate.query_metric if mode == "query" else cfg.gate.metric
-        loglik = metric == "loglik"
-        cur_vecs = serving.embedder.encode_queries(gate_sets[0].queries)
-        for i, q in enumerate(gate_sets[0].queries):  # out of fold where the serving tier was fitted on the query
-            if (v := serving_oof.get(normalize_query(q))) is not None:
-                cur_vecs[i] = v
-        current = {"heldout": score_query_vectors(gate_sets[0], serving, cur_vecs, loglik=loglik)} | {gs.name: score_current(gs, serving) for gs in gate_sets[1:]}
-        modes = ["query", "lora"] if mode == "auto" else [mode]
-        candidates: dict[str, dict[str, Any]] = {}
-        with tempfile.TemporaryDirectory(prefix="ragtune-refresh-", dir=rt.ws.root) as tmp:
-            train_s = 0.0
-            for m in modes:
-                out = Path(tmp) / m
-                t_train = time.perf_counter()
-                if m == "query" and crossfit:
-                    all_queries = [h.query for h in mined.heldout]
-                    scored, info = _crossfit_query_candidates(rt, serving, mined, all_queries, out)
-                    train_s += time.perf_counter() - t_train
-                    gate_rows = {q: i for i, q in enumerate(all_queries)}
-                    pick = [gate_rows[q] for q in gate_sets[0].queries]
-                    oof_keys = [normalize_query(q) for q in all_queries]
-                    for key, cspec, qv in scored:
-                        scores = {"heldout": score_query_vectors(gate_sets[0], serving, qv[pick], loglik=loglik)}
-                        if len(gate_sets) > 1:
-                            emb = Embedder(cspec, rt.ws.root, cfg.model.device, cfg.model.batch_size)
-                            scores.update({gs.name: score_candidate(gs, serving, emb, shares_documents=True) for gs in gate_sets[1:]})
-                        candidates[key] = {"mode": m, "spec": cspec, "scores": scores, "train": info, "oof": (oof_keys, qv)}
-                    continue
-                if m == "query":
-                    named, info = _train_query_candidate(rt, serving, mined, out)
-                else:
-                    spec, info = _train_doc_candidate(rt, serving, mined, m, out)
-                    named = [(f"{m}@{r:g}", _interpolated(spec, r)) for r in sorted(set(cfg.train.interpolation), reverse=True)]
-                train_s += time.perf_counter() - t_train
-                for key, cspec in named:
-                    emb = Embedder(cspec, rt.ws.root, cfg.model.device, cfg.model.batch_size)
-                    scores = {gs.name: score_candidate(gs, serving, emb, shares_documents=(m == "query"), loglik=loglik and j == 0) for j, gs in enumerate(gate_sets)}
-                    candidates[key] = {"mode": m, "spec": cspec, "scores": scores, "train": info}
-            eligible = list(candidates)
-            cold_note = None
-            if crossfit and cfg.gate.cold_guard > 0:
-                eligible, cold_note = _cold_guard(gate_sets[0], mined, cfg, metric, current, candidates)
-            best_key = max(eligible or candidates, key=lambda k: (candidates[k]["scores"]["heldout"][metric], -len(k)))
-            best = candidates[best_key]
-            decision = _decide(cfg, metric, current, best_key, best, candidates)
-            if cold_note is not None:
-                decision = _with_cold_guard(decision, cold_note, eligible, metric, cfg.gate.cold_guard)
-            entry = {
-                "time": time.time(),
-                "current": serving.name,
-                "decision": decision.to_dict(),
-                "mined": mined.report(),
-                "train_s": train_s,
-            }
-            result: dict[str, Any] = {**base, "train_s": train_s, "gate": decision.to_dict()}
-            if not decision.promoted:
-                log.set_meta(MARK_KEY, list(now_mark))
-                _record(rt, {**entry, "status": "refused"})
-                logger.warning("refresh refused: %s", decision.reason)
-                return {**result, "status": "refused", "reason": decision.reason, "reembed_s": 0.0, "refresh_s": time.perf_counter() - t0}
-            t_embed = time.perf_counter()
-            if "oof" in best:  # only the promoted candidate's out-of-fold vectors are kept
-                _save_oof(Path(tmp) / best["mode"] / OOF_FILE, *best["oof"])
-            own = {ex.query_key for ex in mined.train}
-            doc_side = _doc_side_trained(rt, serving)
-            now_trained = own if best["mode"] != "query" else (own | doc_side if doc_side is not None else None)
-            name = _promote(rt, serving, best["mode"], best["spec"], Path(tmp) / best["mode"], decision, mined, new_events, now_trained)
-            reembed_s = time.perf_counter() - t_embed if best["mode"] != "query" else 0.0
-        log.set_meta(MARK_KEY, list(now_mark))
-        _record(rt, {**entry, "status": "promoted", "version": name, "reembed_s": reembed_s})
+        if mode != "auto":
+            return _refresh_locked(rt, mode, force=force, threshold=threshold, t0=t0)
+        doc = _refresh_locked(rt, "lora", force=force, threshold=threshold, t0=t0)
+        if doc["status"] != "refused":  # skipped (too little feedback) or promoted
+            return {**doc, "mode": "auto", "tiers": {"lora": _tier_summary(doc)}}
+        t1 = time.perf_counter()
+        query = _refresh_locked(rt, "query", force=True, threshold=threshold, t0=t1)
         return {
-            **result,
-            "status": "promoted",
-            "version": name,
-            "reason": decision.reason,
-            "reembed_s": reembed_s,
+            **query,
+            "mode": "auto",
+            "reason": f"lora refused ({doc['reason']}); query {query['status']}: {query.get('reason')}",
+            "train_s": doc.get("train_s", 0.0) + query.get("train_s", 0.0),
             "refresh_s": time.perf_counter() - t0,
+            "tiers": {"lora": _tier_summary(doc), "query": _tier_summary(query)},
         }
+
+
+def _tier_summary(report: dict[str, Any]) -> dict[str, Any]:
+    return {k: report[k] for k in ("status", "reason", "gate", "train_s", "reembed_s", "version") if k in report}
+
+
+def _refresh_locked(rt: Ragtune, mode: str, *, force: bool, threshold: int, t0: float) -> dict[str, Any]:
+    """One refresh in ``mode`` (not ``auto``), with the refresh lock held."""
+    cfg = rt.config
+    serving = rt.serving()
+    log = rt.feedback
+    mark = tuple(log.get_meta(MARK_KEY, [0, 0]))
+    now_mark = log.event_mark()
+    new_events = log.events_since(mark)  # type: ignore[arg-type]
+    base = {"mode": mode, "current": serving.name, "new_events": new_events}
+    if new_events < threshold and not force:
+        msg = f"only {new_events} new feedback events since the last refresh (need {threshold}); nothing to do (use --force to refresh anyway)"
+        return {**base, "status": "skipped", "reason": msg, "refresh_s": time.perf_counter() - t0}
+    records = log.records(only_with_feedback=True)
+    trained = trained_queries(rt, serving)
+    crossfit = mode == "query" and cfg.gate.folds >= 2 and trained is not None
+    serving_oof = _load_oof(rt, serving) if trained is not None else {}
+    if crossfit:
+        mined = mine(records, serving, cfg.mining, cfg.feedback, heldout_keys={normalize_query(r.text) for r in records}, train_on_heldout=True)
+    else:
+        mined = mine(records, serving, cfg.mining, cfg.feedback)
+    if trained:  # judge only on queries the serving model never trained on, or has an out-of-fold vector for
+        mined.heldout = [h for h in mined.heldout if normalize_query(h.query) not in trained or normalize_query(h.query) in serving_oof]
+        mined.stats["heldout_queries"] = len(mined.heldout)
+    base["mined"] = mined.report()
+    if len(mined.train) < cfg.refresh.min_pairs or not mined.heldout:
+        what = "queries the serving model has not trained on" if crossfit else "held-out queries"
+        msg = f"too little feedback to train: {len(mined.train)} training pairs (need {cfg.refresh.min_pairs}) and {len(mined.heldout)} {what} (need >= 1)"
+        return {**base, "status": "skipped", "reason": msg, "refresh_s": time.perf_counter() - t0}
+
+    held, gate_note = _gate_heldout(serving, mined, cfg.gate.min_off_policy)
+    if crossfit:
+        gate_note += f" (every candidate out of fold, {cfg.gate.folds} folds{f'; {serving.name} out of fold where it was fitted on them' if serving_oof else ''})"
+    base["gate_queries"] = gate_note
+    gate_sets = _gate_sets(rt, serving, held)
+    metric = cfg.gate.query_metric if mode == "query" else cfg.gate.metric
+    loglik, pool_loglik = metric == "loglik", metric == "pool_loglik"
+    cur_vecs = serving.embedder.encode_queries(gate_sets[0].queries)
+    for i, q in enumerate(gate_sets[0].queries):  # out of fold where the serving tier was fitted on the query
+        if (v := serving_oof.get(normalize_query(q))) is not None:
+            cur_vecs[i] = v
+    current = {"heldout": score_query_vectors(gate_sets[0], serving, cur_vecs, loglik=loglik, pool_loglik=pool_loglik)} | {gs.name: score_current(gs, serving) for gs in gate_sets[1:]}
+    modes = [mode]
+    candidates: dict[str, dict[str, Any]] = {}
+    with tempfile.TemporaryDirectory(prefix="ragtune-refresh-", dir=rt.ws.root) as tmp:
+        train_s = 0.0
+        for m in modes:
+            out = Path(tmp) / m
+            t_train = time.perf_counter()
+            if m == "query" and crossfit:
+                all_queries = [h.query for h in mined.heldout]
+                scored, info = _crossfit_query_candidates(rt, serving, mined, all_queries, out)
+                train_s += time.perf_counter() - t_train
+                gate_rows = {q: i for i, q in enumerate(all_queries)}
+                pick = [gate_rows[q] for q in gate_sets[0].queries]
+                oof_keys = [normalize_query(q) for q in all_queries]
+                for key, cspec, qv in scored:
+                    scores = {"heldout": score_query_vectors(gate_sets[0], serving, qv[pick], loglik=loglik, pool_loglik=pool_loglik)}
+                    if len(gate_sets) > 1:
+                        emb = Embedder(cspec, rt.ws.root, cfg.model.device, cfg.model.batch_size)
+                        scores.update({gs.name: score_candidate(gs, serving, emb, shares_documents=True) for gs in gate_sets[1:]})
+                    candidates[key] = {"mode": m, "spec": cspec, "scores": scores, "train": info, "oof": (oof_keys, qv)}
+                continue
+            if m == "query":
+                named, info = _train_query_candidate(rt, serving, mined, out)
+            else:
+                spec, info = _train_doc_candidate(rt, serving, mined, m, out)
+                named = [(f"{m}@{r:g}", _interpolated(spec, r)) for r in sorted(set(cfg.train.interpolation), reverse=True)]
+            train_s += time.perf_counter() - t_train
+            for key, cspec in named:
+                emb = Embedder(cspec, rt.ws.root, cfg.model.device, cfg.model.batch_size)
+                scores = {
+                    gs.name: score_candidate(gs, serving, emb, shares_documents=(m == "query"), loglik=loglik and j == 0, pool_loglik=pool_loglik and j == 0)
+                    for j, gs in enumerate(gate_sets)
+                }
+                candidates[key] = {"mode": m, "spec": cspec, "scores": scores, "train": info}
+        eligible = list(candidates)
+        cold_note = None
+        if crossfit and cfg.gate.cold_guard > 0:
+            eligible, cold_note = _cold_guard(gate_sets[0], mined, cfg, metric, current, candidates)
+        best_key = max(eligible or candidates, key=lambda k: (candidates[k]["scores"]["heldout"][metric], -len(k)))
+        best = candidates[best_key]
+        decision = _decide(cfg, metric, current, best_key, best, candidates)
+        if cold_note is not None:
+            decision = _with_cold_guard(decision, cold_note, eligible, metric, cfg.gate.cold_guard)
+        entry = {
+            "time": time.time(),
+            "current": serving.name,
+            "decision": decision.to_dict(),
+            "mined": mined.report(),
+            "train_s": train_s,
+        }
+        result: dict[str, Any] = {**base, "train_s": train_s, "gate": decision.to_dict()}
+        if not decision.promoted:
+            log.set_meta(MARK_KEY, list(now_mark))
+            _record(rt, {**entry, "status": "refused"})
+            logger.warning("refresh refused: %s", decision.reason)
+            return {**result, "status": "refused", "reason": decision.reason, "reembed_s": 0.0, "refresh_s": time.perf_counter() - t0}
+        t_embed = time.perf_counter()
+        if "oof" in best:  # only the promoted candidate's out-of-fold vectors are kept
+            _save_oof(Path(tmp) / best["mode"] / OOF_FILE, *best["oof"])
+        own = {ex.query_key for ex in mined.train}
+        doc_side = _doc_side_trained(rt, serving)
+        now_trained = own if best["mode"] != "query" else (own | doc_side if doc_side is not None else None)
+        name = _promote(rt, serving, best["mode"], best["spec"], Path(tmp) / best["mode"], decision, mined, new_events, now_trained)
+        reembed_s = time.perf_counter() - t_embed if best["mode"] != "query" else 0.0
+    log.set_meta(MARK_KEY, list(now_mark))
+    _record(rt, {**entry, "status": "promoted", "version": name, "reembed_s": reembed_s})
+    return {
+        **result,
+        "status": "promoted",
+        "version": name,
+        "reason": decision.reason,
+        "reembed_s": reembed_s,
+        "refresh_s": time.perf_counter() - t0,
+    }
 
 
 def _cold_guard(
@@ -464,7 +496,7 @@ def _decide(
     cand = best["scores"]["heldout"][metric]
 
     def fig(name: str, s: dict[str, Any]) -> float:
-        return float(s[metric] if name == "heldout" or metric != "loglik" else s["ndcg@10"])
+        return float(s[metric] if name == "heldout" or not metric.endswith("loglik") else s["ndcg@10"])
 
     figures = {k: {name: fig(name, s) for name, s in c["scores"].items()} for k, c in candidates.items()}
     cur_fig = {name: fig(name, s) for name, s in current.items()}
@@ -501,7 +533,7 @@ def _decide(
                 figures,
                 None,
             )
-    eval_metric = "ndcg@10" if metric == "loglik" else metric  # labelled eval sets are judged by a ranking metric
+    eval_metric = "ndcg@10" if metric.endswith("loglik") else metric  # labelled eval sets are judged by a ranking metric
     for name, s in best["scores"].items():
         if name == "heldout":
             continue

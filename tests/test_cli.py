@@ -68,3 +68,26 @@ def test_user_mistakes_are_clean_errors(tmp_path, tiny_model, docs_jsonl):
     assert r.exit_code == 2 and "expected a duration" in r.output
     # the index still answers
     assert _run(["query", "reset", "--no-log"], ws).exit_code == 0
+
+
+def test_auto_refresh_prints_both_tiers_gates(capsys):
+    from ragtune.cli import _print_refresh
+
+    lora_gate = {"metric": "ndcg@10", "current": {"heldout": 0.80}, "candidates": {"lora@1": {"heldout": 0.79}}}
+    query_gate = {"metric": "loglik", "current": {"heldout": -1.30}, "candidates": {"memory@0.5": {"heldout": -1.20, "p_win": 0.95}}}
+    _print_refresh(
+        {
+            "status": "promoted",
+            "version": "v0002",
+            "reason": "lora refused (...); query promoted: ...",
+            "train_s": 12.0,
+            "reembed_s": 0.0,
+            "refresh_s": 14.0,
+            "gate": query_gate,
+            "tiers": {"lora": {"status": "refused", "gate": lora_gate}, "query": {"status": "promoted", "gate": query_gate}},
+        }
+    )
+    out = capsys.readouterr().out.splitlines()
+    assert out[0] == "[lora] refused" and "held-out ndcg@10: current 0.8000" in out[1] and "lora@1" in out[2]
+    assert out[3] == "[query] promoted" and "held-out loglik: current -1.3000" in out[4] and "p_win 0.9500" in out[5]
+    assert out[-1].startswith("promoted v0002 (lora refused")

@@ -182,6 +182,30 @@ def test_loglik_needs_shared_document_vectors(workspace):
         score_candidate(gs, serving, serving.embedder, shares_documents=False, loglik=True)
 
 
+def test_pool_loglik_is_a_softmax_over_the_union_of_the_pools(workspace):
+    """pool_loglik = loglik restricted to the gate set's pool union; a doc-side candidate re-encodes only that union."""
+    from ragtune.gate import LOGLIK_SCALE, build_gate_set, pool_loglik_per_query, score_candidate, score_query_vectors
+
+    serving = workspace.serving()
+    vecs = np.asarray(serving.vectors())
+    ids = serving.docs.ids
+    gs = build_gate_set("heldout", serving, ["router reset", "wifi password"], [{ids[2]: 1.0}, {ids[5]: 1.0}], 3, add_top=True)
+    assert len(gs.pool_positions) < len(ids)  # a proper subset of the index
+    qv = serving.embedder.encode_queries(gs.queries)
+    scores = score_query_vectors(gs, serving, qv, loglik=True, pool_loglik=True)
+    for i, d in enumerate([2, 5]):
+        s = LOGLIK_SCALE * (vecs[gs.pool_positions] @ qv[i])
+        want = LOGLIK_SCALE * float(vecs[d] @ qv[i]) - (s.max() + np.log(np.exp(s - s.max()).sum()))
+        assert scores["per_query"]["pool_loglik"][i] == pytest.approx(want, rel=1e-5)
+        assert scores["per_query"]["pool_loglik"][i] >= scores["per_query"]["loglik"][i]  # fewer competitors
+    # the serving model judged as a document-side candidate (pool re-encoded) gets its own figures back
+    as_doc_side = score_candidate(gs, serving, serving.embedder, shares_documents=False, pool_loglik=True)
+    assert as_doc_side["per_query"]["pool_loglik"] == pytest.approx(scores["per_query"]["pool_loglik"], abs=1e-4)
+    # a pool covering the whole index gives the whole-index loglik
+    full = pool_loglik_per_query(gs.__class__("all", gs.queries, gs.relevant, gs.pools, list(range(len(ids)))), ids, vecs, qv)
+    assert full == pytest.approx(scores["per_query"]["loglik"], rel=1e-5)
+
+
 def test_query_metric_is_validated():
     from ragtune.errors import ConfigError
 

@@ -175,6 +175,28 @@ def test_lora_refresh_reembeds_into_a_new_version_and_rolls_back(workspace):
     assert workspace.rollback(v2) == v2
 
 
+def test_auto_judges_lora_first_then_the_query_tier(workspace):
+    """auto: the LoRA candidate goes through its own gate; refused (on 3 held-out queries it does not
+    beat the serving model, or they are too few to tell a gain from noise), the cross-fitted query tier is judged on every feedback query and
+    promoted without re-embedding. Both decisions are reported and logged."""
+    _play(workspace)
+    workspace.config = workspace.config.with_overrides({"train.epochs": 1})
+    v1 = workspace.current_version
+    rep = workspace.refresh(mode="auto")
+    assert rep["mode"] == "auto" and set(rep["tiers"]) == {"lora", "query"}
+    assert rep["tiers"]["lora"]["status"] == "refused" and "on 3 held-out queries" in rep["tiers"]["lora"]["reason"]
+    assert rep["status"] == "promoted", rep["reason"]
+    assert rep["reason"].startswith("lora refused (") and rep["reembed_s"] == 0.0
+    assert rep["gate"]["metric"] == "loglik"
+    info = workspace.ws.read_version(workspace.current_version)
+    assert info.kind == "query" and info.index_version == v1
+    log = [json.loads(line) for line in (workspace.ws.root / "refresh-log.jsonl").read_text().splitlines()]
+    assert [e["status"] for e in log[-2:]] == ["refused", "promoted"]
+    # nothing new since: the next auto refresh is a clear no-op that does not train either tier
+    rep = workspace.refresh(mode="auto")
+    assert rep["status"] == "skipped" and set(rep["tiers"]) == {"lora"}
+
+
 def test_rollback_errors(workspace):
     with pytest.raises(RagtuneError, match="no earlier version"):
         workspace.rollback()
