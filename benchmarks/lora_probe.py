@@ -1,0 +1,131 @@
+"""Dev only: does any LoRA recipe gain from simulated clicks? The truth by re-embedding the corpus.
+
+    python benchmarks/lora_probe.py --out benchmarks/results/dev/lora_probe_s0.json \\
+        --variant 'default:{}' \\
+        --variant 'neg0_e4:{"negatives":0,"epochs":4,"early_stopping_patience":0}'
+
+Simulated users (ragtune.simulate) ask two thirds of SciFact's train queries in three chunks, as
+``closed_loop.py --judge dev`` plays them, all under the base model (as in a LoRA loop whose gate
+refused every round), and ragtune's miner turns the log into pairs. Each ``--variant NAME:JSON``
+(``TrainConfig`` overrides on top of ``train.max_seq_length`` 128; ``"mode": "full"`` for full
+fine-tuning) is trained by the refresh's own training step, taken at each ``--ratios`` WiSE-FT
+ratio, and judged on the held-back third by re-embedding the whole corpus (at 128 tokens, the
+base model too). ``gate`` records what the gate sees on the held-out feedback queries: pool
+nDCG@10 and ``pool_loglik``. ``--eta 0`` turns the click weights off (every propensity 1).
+The test split is never read.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import shutil
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+
+import numpy as np
+from closed_loop import HERE, base_workspace  # the script's own folder is on sys.path
+
+from ragtune import Ragtune, RagtuneConfig
+from ragtune.embedder import Embedder, ModelSpec
+from ragtune.evaluate import evaluate_run, load_beir_qrels, load_beir_queries
+from ragtune.gate import build_gate_set, score_candidate
+from ragtune.mining import mine
+from ragtune.refresh import _train_doc_candidate
+from ragtune.simulate import ClickModel, simulate_users
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--dataset", type=Path, default=Path("../shared/datasets/scifact"))
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--variant", action="append", default=[], metavar="NAME:JSON", help="TrainConfig overrides (repeatable).")
+    ap.add_argument("--ratios", default="1.0,0.5", help="WiSE-FT ratios to judge each variant at.")
+    ap.add_argument("--eta", type=float, default=None, help="feedback.propensity_eta (0: unweighted clicks).")
+    ap.add_argument("--out", type=Path, required=True)
+    args = ap.parse_args()
+
+    work = HERE / "work" / f"lora-probe-s{args.seed}"
+    base_workspace(args.dataset, work)
+    overrides: dict[str, Any] = {"train.max_seq_length": 128}
+    if args.eta is not None:
+        overrides["feedback.propensity_eta"] = args.eta
+    RagtuneConfig.load(work / "config.json").with_overrides(overrides).save(work / "config.json")
+    rt = Ragtune(work, progress=False)
+    queries = load_beir_queries(args.dataset)
+    train = load_beir_qrels(args.dataset, "train")
+    qids = sorted(train)
+    random.Random(args.seed).shuffle(qids)
+    cut = 2 * len(qids) // 3
+    qids, dev_ids = qids[:cut], sorted(qids[cut:])
+    dev = {q: train[q] for q in dev_ids}
+    train = {q: train[q] for q in qids}
+    train_docs = {d for rels in train.values() for d in rels}
+    cold = {q for q, rels in dev.items() if not any(d in train_docs for d in rels)}
+    sims = [simulate_users(rt, queries, train, qids[i::3], ClickModel(seed=args.seed * 100 + i + 1)) for i in range(3)]
+    serving = rt.serving()
+    mined = mine(rt.feedback.records(only_with_feedback=True), serving, rt.config.mining, rt.config.feedback)
+    all_docs = serving.docs.all_documents()
+    texts = [d.embed_text for d in all_docs]
+    gs = build_gate_set(
+        "heldout",
+        serving,
+        [h.query for h in mined.heldout],
+        [dict(h.positive_ids) for h in mined.heldout],
+        rt.config.gate.pool_size,
+        shown=[h.shown_ids for h in mined.heldout],
+    )
+
+    def judge(spec: ModelSpec) -> dict[str, Any]:
+        emb = Embedder(ModelSpec(**{**spec.to_dict(), "max_seq_length": 128}), rt.ws.root, "cpu", 32)
+        t = time.perf_counter()
+        vecs = emb.encode_documents(texts)
+        qv = emb.encode_queries([queries[q] for q in dev_ids])
+        top = np.argsort(-(qv @ vecs.T), axis=1)[:, :100]
+        run = {q: [all_docs[j].id for j in top[i]] for i, q in enumerate(dev_ids)}
+        a, c = evaluate_run(run, dev), evaluate_run(run, {q: dev[q] for q in dev_ids if q in cold})
+        gate = score_candidate(gs, serving, emb, shares_documents=False, pool_loglik=True)
+        row = {"ndcg@10": a["ndcg@10"], "ndcg@10_cold": c["ndcg@10"], "embed_s": round(time.perf_counter() - t, 1)}
+        row["gate"] = {"pool_ndcg@10": gate["ndcg@10"], "pool_loglik": gate["pool_loglik"], "per_query": gate["per_query"]}
+        return row
+
+    base_spec = serving.spec.document_side()
+    results: dict[str, Any] = {
+        "command": "python benchmarks/" + Path(sys.argv[0]).name + " " + " ".join(sys.argv[1:]),
+        "clicks": sims,
+        "mined": mined.report(),
+        "n_dev": len(dev),
+        "n_cold": len(cold),
+        "gate_pool_union": len(gs.pool_positions),
+        "base": judge(base_spec),
+    }
+    print("base", {k: v for k, v in results["base"].items() if k != "gate"}, flush=True)
+    base_cfg = rt.config
+    for item in args.variant:
+        name, _, js = item.partition(":")
+        ov = json.loads(js or "{}")
+        mode = ov.pop("mode", "lora")
+        rt.config = base_cfg.with_overrides({f"train.{k}": v for k, v in ov.items()})
+        out = work / f"candidate-{name}"
+        shutil.rmtree(out, ignore_errors=True)
+        spec, info = _train_doc_candidate(rt, serving, mined, mode, out)
+        row: dict[str, Any] = {"variant": item, "mode": mode, "train": info}
+        for ratio in [float(x) for x in args.ratios.split(",")]:
+            row[f"{ratio:g}"] = judge(ModelSpec(**{**spec.to_dict(), "interpolation": ratio}))
+            print(name, ratio, {k: v for k, v in row[f"{ratio:g}"].items() if k != "gate"}, flush=True)
+        results[name] = row
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(results, indent=2, default=str) + "\n")
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(results, indent=2, default=str) + "\n")
+
+
+if __name__ == "__main__":
+    main()
