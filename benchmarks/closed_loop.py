@@ -87,6 +87,21 @@ def if_promoted(rt: Ragtune, mode: str, queries: dict[str, str], qrels: dict[str
         return {"status": "promoted", "candidate": (report.get("gate") or {}).get("chosen"), **evaluate(search_run(shadow, queries, qrels), qrels, cold)}
 
 
+def dev_split(train: dict[str, dict[str, int]], seed: int) -> tuple[list[str], dict[str, dict[str, int]], dict[str, dict[str, int]]]:
+    """Users ask two thirds of the train queries (shuffled by ``seed``, in that order); the other third judges."""
+    qids = sorted(train)
+    random.Random(seed).shuffle(qids)
+    cut = 2 * len(qids) // 3
+    asked, dev_ids = qids[:cut], sorted(qids[cut:])
+    return asked, {q: train[q] for q in asked}, {q: train[q] for q in dev_ids}
+
+
+def cold_queries(judged: dict[str, dict[str, int]], asked: dict[str, dict[str, int]]) -> set[str]:
+    """The judged queries none of whose relevant docs is relevant to an asked query."""
+    asked_docs = {d for rels in asked.values() for d in rels}
+    return {q for q, rels in judged.items() if not any(d in asked_docs for d in rels)}
+
+
 def base_workspace(dataset: Path, path: Path) -> None:
     """Index the corpus with the default model once and cache the workspace."""
     cache = HERE / "work" / f"base-{dataset.name}"
@@ -220,15 +235,12 @@ def main() -> None:
     assert base_version is not None, "the base workspace has a serving version"
     queries = load_beir_queries(args.dataset)
     train, test = load_beir_qrels(args.dataset, "train"), load_beir_qrels(args.dataset, "test")
-    qids = sorted(train)
-    random.Random(args.seed).shuffle(qids)
     if args.judge == "dev":  # the test split stays unseen: a third of the train queries judges
-        cut = 2 * len(qids) // 3
-        qids, dev_ids = qids[:cut], sorted(qids[cut:])
-        test = {q: train[q] for q in dev_ids}
-        train = {q: train[q] for q in qids}
-    train_docs = {d for rels in train.values() for d in rels}
-    cold = {q for q, rels in test.items() if not any(d in train_docs for d in rels)}
+        qids, train, test = dev_split(train, args.seed)
+    else:
+        qids = sorted(train)
+        random.Random(args.seed).shuffle(qids)
+    cold = cold_queries(test, train)
     run = search_run(rt, queries, test)
     base = evaluate(run, test, cold)
     base_per_query = per_query_ndcg(run, test)

@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import random
 import sys
 import tempfile
 from pathlib import Path
@@ -32,7 +31,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 
 import numpy as np
-from closed_loop import base_workspace  # the script's own folder is on sys.path
+from closed_loop import base_workspace, cold_queries, dev_split  # the script's own folder is on sys.path
 
 from ragtune import Ragtune
 from ragtune.embedder import Embedder
@@ -69,15 +68,11 @@ def main() -> None:
     rt = Ragtune(work, progress=False)
     queries = load_beir_queries(args.dataset)
     train = load_beir_qrels(args.dataset, "train")
-    qids = sorted(train)
-    random.Random(args.seed).shuffle(qids)
-    cut = 2 * len(qids) // 3
-    asked, dev_ids = qids[:cut], sorted(qids[cut:])
-    dev = {q: train[q] for q in dev_ids}
-    asked_docs = {d for q in asked for d in train[q]}
-    cold = {q for q in dev_ids if not any(d in asked_docs for d in dev[q])}
+    asked, asked_qrels, dev = dev_split(train, args.seed)
+    dev_ids = sorted(dev)
+    cold = cold_queries(dev, asked_qrels)
     for r, chunk in enumerate([asked[i::3] for i in range(3)], 1):  # the closed loop's rounds, all under the base model
-        simulate_users(rt, queries, {q: train[q] for q in asked}, chunk, ClickModel(seed=args.seed * 100 + r))
+        simulate_users(rt, queries, asked_qrels, chunk, ClickModel(seed=args.seed * 100 + r))
     serving, cfg = rt.serving(), rt.config
     records = rt.feedback.records(only_with_feedback=True)
     mined = mine(records, serving, cfg.mining, cfg.feedback, heldout_keys={normalize_query(r.text) for r in records}, train_on_heldout=True)

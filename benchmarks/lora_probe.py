@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import random
 import shutil
 import sys
 import time
@@ -31,7 +30,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 
 import numpy as np
-from closed_loop import HERE, base_workspace  # the script's own folder is on sys.path
+from closed_loop import HERE, base_workspace, cold_queries, dev_split  # the script's own folder is on sys.path
 
 from ragtune import Ragtune, RagtuneConfig
 from ragtune.embedder import Embedder, ModelSpec
@@ -61,14 +60,9 @@ def main() -> None:
     rt = Ragtune(work, progress=False)
     queries = load_beir_queries(args.dataset)
     train = load_beir_qrels(args.dataset, "train")
-    qids = sorted(train)
-    random.Random(args.seed).shuffle(qids)
-    cut = 2 * len(qids) // 3
-    qids, dev_ids = qids[:cut], sorted(qids[cut:])
-    dev = {q: train[q] for q in dev_ids}
-    train = {q: train[q] for q in qids}
-    train_docs = {d for rels in train.values() for d in rels}
-    cold = {q for q, rels in dev.items() if not any(d in train_docs for d in rels)}
+    qids, train, dev = dev_split(train, args.seed)
+    dev_ids = sorted(dev)
+    cold = cold_queries(dev, train)
     sims = [simulate_users(rt, queries, train, qids[i::3], ClickModel(seed=args.seed * 100 + i + 1)) for i in range(3)]
     serving = rt.serving()
     mined = mine(rt.feedback.records(only_with_feedback=True), serving, rt.config.mining, rt.config.feedback)
