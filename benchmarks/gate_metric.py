@@ -31,11 +31,11 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 
 import numpy as np
-from closed_loop import base_workspace, cold_queries, dev_split  # the script's own folder is on sys.path
+from closed_loop import base_workspace, cold_queries, dense_run, dev_split, evaluate  # the script's own folder is on sys.path
 
 from ragtune import Ragtune
 from ragtune.embedder import Embedder
-from ragtune.evaluate import evaluate_run, load_beir_qrels, load_beir_queries
+from ragtune.evaluate import load_beir_qrels, load_beir_queries
 from ragtune.gate import LOGLIK_SCALE, GateSet, loglik_per_query, score_query_vectors, win_probability
 from ragtune.mining import mine, normalize_query
 from ragtune.refresh import _crossfit_query_candidates, _gate_sets
@@ -87,9 +87,8 @@ def main() -> None:
 
     def truth(emb: Embedder) -> tuple[float, float]:
         qv = emb.encode_queries([queries[q] for q in dev_ids])
-        top = np.argsort(-(qv @ vecs.T), axis=1)[:, :100]
-        run = {q: [ids[j] for j in top[i]] for i, q in enumerate(dev_ids)}
-        return evaluate_run(run, dev)["ndcg@10"], evaluate_run(run, {q: dev[q] for q in dev_ids if q in cold})["ndcg@10"]
+        m = evaluate(dense_run(qv, vecs, ids, dev_ids), dev, cold)
+        return m["ndcg@10"], m["ndcg@10_cold"]
 
     from ragtune.refresh import _cold_guard
 

@@ -29,12 +29,11 @@ from typing import Any
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 
-import numpy as np
-from closed_loop import HERE, base_workspace, cold_queries, dev_split  # the script's own folder is on sys.path
+from closed_loop import HERE, base_workspace, cold_queries, dense_run, dev_split, evaluate  # the script's own folder is on sys.path
 
 from ragtune import Ragtune, RagtuneConfig
 from ragtune.embedder import Embedder, ModelSpec
-from ragtune.evaluate import evaluate_run, load_beir_qrels, load_beir_queries
+from ragtune.evaluate import load_beir_qrels, load_beir_queries
 from ragtune.gate import build_gate_set, score_candidate
 from ragtune.mining import mine
 from ragtune.refresh import _train_doc_candidate
@@ -68,6 +67,7 @@ def main() -> None:
     mined = mine(rt.feedback.records(only_with_feedback=True), serving, rt.config.mining, rt.config.feedback)
     all_docs = serving.docs.all_documents()
     texts = [d.embed_text for d in all_docs]
+    doc_ids = [d.id for d in all_docs]
     gs = build_gate_set(
         "heldout",
         serving,
@@ -82,11 +82,9 @@ def main() -> None:
         t = time.perf_counter()
         vecs = emb.encode_documents(texts)
         qv = emb.encode_queries([queries[q] for q in dev_ids])
-        top = np.argsort(-(qv @ vecs.T), axis=1)[:, :100]
-        run = {q: [all_docs[j].id for j in top[i]] for i, q in enumerate(dev_ids)}
-        a, c = evaluate_run(run, dev), evaluate_run(run, {q: dev[q] for q in dev_ids if q in cold})
+        m = evaluate(dense_run(qv, vecs, doc_ids, dev_ids), dev, cold)
         gate = score_candidate(gs, serving, emb, shares_documents=False, pool_loglik=True)
-        row = {"ndcg@10": a["ndcg@10"], "ndcg@10_cold": c["ndcg@10"], "embed_s": round(time.perf_counter() - t, 1)}
+        row = {"ndcg@10": m["ndcg@10"], "ndcg@10_cold": m["ndcg@10_cold"], "embed_s": round(time.perf_counter() - t, 1)}
         row["gate"] = {"pool_ndcg@10": gate["ndcg@10"], "pool_loglik": gate["pool_loglik"], "per_query": gate["per_query"]}
         return row
 

@@ -348,40 +348,37 @@ def _refresh_locked(rt: Ragtune, mode: str, *, force: bool, threshold: int, t0: 
         if (v := serving_oof.get(normalize_query(q))) is not None:
             cur_vecs[i] = v
     current = {"heldout": score_query_vectors(gate_sets[0], serving, cur_vecs, loglik=loglik, pool_loglik=pool_loglik)} | {gs.name: score_current(gs, serving) for gs in gate_sets[1:]}
-    modes = [mode]
     candidates: dict[str, dict[str, Any]] = {}
     with tempfile.TemporaryDirectory(prefix="ragtune-refresh-", dir=rt.ws.root) as tmp:
-        train_s = 0.0
-        for m in modes:
-            out = Path(tmp) / m
-            t_train = time.perf_counter()
-            if m == "query" and crossfit:
-                all_queries = [h.query for h in mined.heldout]
-                scored, info = _crossfit_query_candidates(rt, serving, mined, all_queries, out)
-                train_s += time.perf_counter() - t_train
-                gate_rows = {q: i for i, q in enumerate(all_queries)}
-                pick = [gate_rows[q] for q in gate_sets[0].queries]
-                oof_keys = [normalize_query(q) for q in all_queries]
-                for key, cspec, qv in scored:
-                    scores = {"heldout": score_query_vectors(gate_sets[0], serving, qv[pick], loglik=loglik, pool_loglik=pool_loglik)}
-                    if len(gate_sets) > 1:
-                        emb = Embedder(cspec, rt.ws.root, cfg.model.device, cfg.model.batch_size)
-                        scores.update({gs.name: score_candidate(gs, serving, emb, shares_documents=True) for gs in gate_sets[1:]})
-                    candidates[key] = {"mode": m, "spec": cspec, "scores": scores, "train": info, "oof": (oof_keys, qv)}
-                continue
-            if m == "query":
+        out = Path(tmp) / mode
+        t_train = time.perf_counter()
+        if crossfit:  # query mode only
+            all_queries = [h.query for h in mined.heldout]
+            scored, info = _crossfit_query_candidates(rt, serving, mined, all_queries, out)
+            train_s = time.perf_counter() - t_train
+            gate_rows = {q: i for i, q in enumerate(all_queries)}
+            pick = [gate_rows[q] for q in gate_sets[0].queries]
+            oof_keys = [normalize_query(q) for q in all_queries]
+            for key, cspec, qv in scored:
+                scores = {"heldout": score_query_vectors(gate_sets[0], serving, qv[pick], loglik=loglik, pool_loglik=pool_loglik)}
+                if len(gate_sets) > 1:
+                    emb = Embedder(cspec, rt.ws.root, cfg.model.device, cfg.model.batch_size)
+                    scores.update({gs.name: score_candidate(gs, serving, emb, shares_documents=True) for gs in gate_sets[1:]})
+                candidates[key] = {"spec": cspec, "scores": scores, "train": info, "oof": (oof_keys, qv)}
+        else:
+            if mode == "query":
                 named, info = _train_query_candidate(rt, serving, mined, out)
             else:
-                spec, info = _train_doc_candidate(rt, serving, mined, m, out)
-                named = [(f"{m}@{r:g}", _interpolated(spec, r)) for r in sorted(set(cfg.train.interpolation), reverse=True)]
-            train_s += time.perf_counter() - t_train
+                spec, info = _train_doc_candidate(rt, serving, mined, mode, out)
+                named = [(f"{mode}@{r:g}", _interpolated(spec, r)) for r in sorted(set(cfg.train.interpolation), reverse=True)]
+            train_s = time.perf_counter() - t_train
             for key, cspec in named:
                 emb = Embedder(cspec, rt.ws.root, cfg.model.device, cfg.model.batch_size)
                 scores = {
-                    gs.name: score_candidate(gs, serving, emb, shares_documents=(m == "query"), loglik=loglik and j == 0, pool_loglik=pool_loglik and j == 0)
+                    gs.name: score_candidate(gs, serving, emb, shares_documents=(mode == "query"), loglik=loglik and j == 0, pool_loglik=pool_loglik and j == 0)
                     for j, gs in enumerate(gate_sets)
                 }
-                candidates[key] = {"mode": m, "spec": cspec, "scores": scores, "train": info}
+                candidates[key] = {"spec": cspec, "scores": scores, "train": info}
         eligible = list(candidates)
         cold_note = None
         if crossfit and cfg.gate.cold_guard > 0:
@@ -406,12 +403,12 @@ def _refresh_locked(rt: Ragtune, mode: str, *, force: bool, threshold: int, t0: 
             return {**result, "status": "refused", "reason": decision.reason, "reembed_s": 0.0, "refresh_s": time.perf_counter() - t0}
         t_embed = time.perf_counter()
         if "oof" in best:  # only the promoted candidate's out-of-fold vectors are kept
-            _save_oof(Path(tmp) / best["mode"] / OOF_FILE, *best["oof"])
+            _save_oof(out / OOF_FILE, *best["oof"])
         own = {ex.query_key for ex in mined.train}
         doc_side = _doc_side_trained(rt, serving)
-        now_trained = own if best["mode"] != "query" else (own | doc_side if doc_side is not None else None)
-        name = _promote(rt, serving, best["mode"], best["spec"], Path(tmp) / best["mode"], decision, mined, new_events, now_trained)
-        reembed_s = time.perf_counter() - t_embed if best["mode"] != "query" else 0.0
+        now_trained = own if mode != "query" else (own | doc_side if doc_side is not None else None)
+        name = _promote(rt, serving, mode, best["spec"], out, decision, mined, new_events, now_trained)
+        reembed_s = time.perf_counter() - t_embed if mode != "query" else 0.0
     log.set_meta(MARK_KEY, list(now_mark))
     _record(rt, {**entry, "status": "promoted", "version": name, "reembed_s": reembed_s})
     return {
@@ -495,8 +492,10 @@ def _decide(
     cur = current["heldout"][metric]
     cand = best["scores"]["heldout"][metric]
 
+    eval_metric = "ndcg@10" if metric.endswith("loglik") else metric  # labelled eval sets are judged by a ranking metric
+
     def fig(name: str, s: dict[str, Any]) -> float:
-        return float(s[metric] if name == "heldout" or not metric.endswith("loglik") else s["ndcg@10"])
+        return float(s[metric if name == "heldout" else eval_metric])
 
     figures = {k: {name: fig(name, s) for name, s in c["scores"].items()} for k, c in candidates.items()}
     cur_fig = {name: fig(name, s) for name, s in current.items()}
@@ -533,7 +532,6 @@ def _decide(
                 figures,
                 None,
             )
-    eval_metric = "ndcg@10" if metric.endswith("loglik") else metric  # labelled eval sets are judged by a ranking metric
     for name, s in best["scores"].items():
         if name == "heldout":
             continue
