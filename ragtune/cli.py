@@ -280,7 +280,7 @@ def _print_refresh(report: dict[str, Any]) -> None:
         click.echo(f"refresh skipped: {report['reason']}")
         return
     tiers = report.get("tiers", {})
-    if len(tiers) > 1:  # auto: the LoRA tier was refused, then the query tier was judged
+    if len(tiers) > 1:  # auto: the LoRA tier was judged, then the query tier on top of what served after it
         for tier, summary in tiers.items():
             click.echo(f"[{tier}] {summary['status']}")
             if "gate" in summary:

@@ -244,8 +244,8 @@ class TrainConfig:
 
     Attributes:
         mode: ``"lora"`` (peft adapter), ``"full"`` (all weights), ``"query"`` (a query-side linear map,
-            no re-embedding), or ``"auto"`` (``lora`` through its gate first; when that is refused,
-            ``query`` through its own, so the corpus is re-embedded only when LoRA wins).
+            no re-embedding), or ``"auto"`` (``lora`` through its gate first, then ``query`` through
+            its own on top of whatever serves after it; the corpus is re-embedded only when LoRA wins).
         loss: ``"mnrl"`` (MultipleNegativesRankingLoss, click-weighted), ``"cached_mnrl"``, ``"gist"``
             (GISTEmbed guided by the current model), ``"triplet"`` or ``"cosine"``.
         lr: Learning rate (LoRA needs a much higher one than full fine-tuning).

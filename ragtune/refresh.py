@@ -277,9 +277,11 @@ def _train_doc_candidate(rt: Ragtune, serving: _Serving, mined: MinedSet, mode: 
 def run_refresh(rt: Ragtune, *, mode: str | None = None, force: bool = False, min_new_events: int | None = None) -> dict[str, Any]:
     """Run one refresh of ``rt``'s workspace; see :meth:`ragtune.api.Ragtune.refresh`.
 
-    ``auto`` runs the document-side tier (``lora``) through its gate first and, when that is
-    refused, the query tier (``query``, cross-fitted) through its own: each tier is judged by the
-    check that suits it, and the corpus is re-embedded only when the LoRA candidate wins.
+    ``auto`` runs the document-side tier (``lora``) through its gate first, then the query tier
+    (``query``, cross-fitted) through its own on top of whatever serves after it: each tier is
+    judged by the check that suits it, the corpus is re-embedded only when the LoRA candidate
+    wins, and a promoted LoRA model still gets a query tier fitted to its own vectors (it starts
+    without one, as every re-embedded version does).
     """
     t0 = time.perf_counter()
     cfg = rt.config
@@ -289,15 +291,17 @@ def run_refresh(rt: Ragtune, *, mode: str | None = None, force: bool = False, mi
         if mode != "auto":
             return _refresh_locked(rt, mode, force=force, threshold=threshold, t0=t0)
         doc = _refresh_locked(rt, "lora", force=force, threshold=threshold, t0=t0)
-        if doc["status"] != "refused":  # skipped (too little feedback) or promoted
+        if doc["status"] == "skipped":  # too little new feedback: neither tier trains
             return {**doc, "mode": "auto", "tiers": {"lora": _tier_summary(doc)}}
-        t1 = time.perf_counter()
-        query = _refresh_locked(rt, "query", force=True, threshold=threshold, t0=t1)
+        query = _refresh_locked(rt, "query", force=True, threshold=threshold, t0=time.perf_counter())
+        promoted = query if query["status"] == "promoted" else doc
         return {
-            **query,
+            **promoted,
             "mode": "auto",
-            "reason": f"lora refused ({doc['reason']}); query {query['status']}: {query.get('reason')}",
+            "status": "promoted" if "promoted" in (doc["status"], query["status"]) else query["status"],
+            "reason": f"lora {doc['status']} ({doc['reason']}); query {query['status']}: {query.get('reason')}",
             "train_s": doc.get("train_s", 0.0) + query.get("train_s", 0.0),
+            "reembed_s": doc.get("reembed_s", 0.0),
             "refresh_s": time.perf_counter() - t0,
             "tiers": {"lora": _tier_summary(doc), "query": _tier_summary(query)},
         }

@@ -197,6 +197,32 @@ def test_auto_judges_lora_first_then_the_query_tier(workspace):
     assert rep["status"] == "skipped" and set(rep["tiers"]) == {"lora"}
 
 
+def test_auto_fits_the_query_tier_on_top_of_a_promoted_lora_model(workspace):
+    """auto: when the LoRA candidate wins, the corpus is re-embedded into a new version and the query
+    tier is then judged on top of *that* version (its vectors, its held-out queries), in the same refresh."""
+    _play(workspace)
+    workspace.config = workspace.config.with_overrides({"train.lr": 5e-3, "train.epochs": 2, "train.interpolation": [1.0], "gate.confidence": 0.0})
+    v1 = workspace.current_version
+    rep = workspace.refresh(mode="auto")
+    if rep["tiers"]["lora"]["status"] != "promoted":  # the tiny random model may not improve; the gate said why
+        assert "does not beat" in rep["tiers"]["lora"]["reason"]
+        pytest.skip("tiny model's LoRA candidate was refused by the gate")
+    assert set(rep["tiers"]) == {"lora", "query"} and rep["status"] == "promoted"
+    assert rep["reason"].startswith("lora promoted (") and rep["reembed_s"] > 0
+    v2 = rep["tiers"]["lora"]["version"]
+    assert workspace.ws.read_version(v2).kind == "index" and workspace.ws.read_version(v2).parent == v1
+    query = rep["tiers"]["query"]
+    assert query["status"] in ("promoted", "refused"), query
+    assert query["gate"]["current"]["heldout"] is not None
+    if query["status"] == "promoted":
+        info = workspace.ws.read_version(workspace.current_version)
+        assert info.kind == "query" and info.index_version == v2 and rep["version"] == workspace.current_version
+    else:
+        assert workspace.current_version == v2 == rep["version"]
+    log = [json.loads(line) for line in (workspace.ws.root / "refresh-log.jsonl").read_text().splitlines()]
+    assert [e["status"] for e in log[-2:]] == ["promoted", query["status"]]
+
+
 def test_rollback_errors(workspace):
     with pytest.raises(RagtuneError, match="no earlier version"):
         workspace.rollback()
