@@ -2,7 +2,8 @@
 
     python benchmarks/lora_probe.py --out benchmarks/results/dev/lora_probe_s0.json \\
         --variant 'default:{}' \\
-        --variant 'neg0_e4:{"negatives":0,"epochs":4,"early_stopping_patience":0}'
+        --variant 'neg0_e4:{"negatives":0,"epochs":4,"early_stopping_patience":0}' \\
+        --variant 'frozen:{"frozen_queries":true}'
 
 Simulated users (ragtune.simulate) ask two thirds of SciFact's train queries in three chunks, as
 ``closed_loop.py --judge dev`` plays them, all under the base model (as in a LoRA loop whose gate
@@ -12,7 +13,10 @@ fine-tuning) is trained by the refresh's own training step, taken at each ``--ra
 ratio, and judged on the held-back third by re-embedding the whole corpus (at 128 tokens, the
 base model too). ``gate`` records what the gate sees on the held-out feedback queries: pool
 nDCG@10 and ``pool_loglik``. ``--eta 0`` turns the click weights off (every propensity 1).
-The test split is never read.
+``"frozen_queries": true`` in a variant trains the adapter on the document side only: each
+anchor (query) is encoded with the adapter disabled, so queries keep their base vectors and only
+documents move (judged that way too: base-model queries against the candidate's documents; no gate
+figures, since the gate has no such model). The test split is never read.
 """
 
 from __future__ import annotations
@@ -40,6 +44,45 @@ from ragtune.refresh import _train_doc_candidate
 from ragtune.simulate import ClickModel, simulate_users
 
 
+class _FrozenQueries:
+    """While active, ragtune's training step builds this loss: click-weighted InfoNCE whose anchors
+    (queries) are encoded by the base model (the LoRA adapter disabled), so only documents move."""
+
+    def __init__(self) -> None:
+        import ragtune.training.sentence as sentence
+
+        self.on = False
+        self._sentence = sentence
+        self._make_loss = sentence._make_loss
+        sentence._make_loss = self._loss
+
+    def _loss(self, name: str, model: Any, base: Any, device: str) -> Any:
+        if not self.on:
+            return self._make_loss(name, model, base, device)
+        import torch
+
+        from ragtune.training.losses import WeightedMultipleNegativesRankingLoss
+
+        class DocumentSide(WeightedMultipleNegativesRankingLoss):
+            def forward(self, sentence_features: Any, labels: Any = None) -> Any:
+                feats = list(sentence_features)
+                auto = self.model[0].auto_model
+                with torch.no_grad():
+                    auto.disable_adapters()
+                    queries = self.model(feats[0])["sentence_embedding"].detach()
+                    auto.enable_adapters()
+                docs = torch.cat([self.model(f)["sentence_embedding"] for f in feats[1:]], dim=0)
+                per_pair = torch.nn.functional.cross_entropy(
+                    self.similarity_fct(queries, docs) * self.scale, torch.arange(queries.size(0), device=queries.device), reduction="none"
+                )
+                if labels is None or labels.numel() != per_pair.numel():
+                    return per_pair.mean()
+                w = labels.to(per_pair.dtype)
+                return (per_pair * w).sum() / w.sum().clamp_min(1e-8)
+
+        return DocumentSide(model)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--dataset", type=Path, default=Path("../shared/datasets/scifact"))
@@ -50,6 +93,7 @@ def main() -> None:
     ap.add_argument("--out", type=Path, required=True)
     args = ap.parse_args()
 
+    frozen = _FrozenQueries()
     work = HERE / "work" / f"lora-probe-s{args.seed}"
     base_workspace(args.dataset, work)
     overrides: dict[str, Any] = {"train.max_seq_length": 128}
@@ -77,15 +121,19 @@ def main() -> None:
         shown=[h.shown_ids for h in mined.heldout],
     )
 
-    def judge(spec: ModelSpec) -> dict[str, Any]:
-        emb = Embedder(ModelSpec(**{**spec.to_dict(), "max_seq_length": 128}), rt.ws.root, "cpu", 32)
+    def embedder(spec: ModelSpec) -> Embedder:
+        return Embedder(ModelSpec(**{**spec.to_dict(), "max_seq_length": 128}), rt.ws.root, "cpu", 32)
+
+    def judge(spec: ModelSpec, *, frozen_queries: bool = False) -> dict[str, Any]:
+        emb = embedder(spec)
         t = time.perf_counter()
         vecs = emb.encode_documents(texts)
-        qv = emb.encode_queries([queries[q] for q in dev_ids])
+        qv = (embedder(base_spec) if frozen_queries else emb).encode_queries([queries[q] for q in dev_ids])
         m = evaluate(dense_run(qv, vecs, doc_ids, dev_ids), dev, cold)
-        gate = score_candidate(gs, serving, emb, shares_documents=False, pool_loglik=True)
-        row = {"ndcg@10": m["ndcg@10"], "ndcg@10_cold": m["ndcg@10_cold"], "embed_s": round(time.perf_counter() - t, 1)}
-        row["gate"] = {"pool_ndcg@10": gate["ndcg@10"], "pool_loglik": gate["pool_loglik"], "per_query": gate["per_query"]}
+        row = {"ndcg@10": m["ndcg@10"], "ndcg@10_cold": m["ndcg@10_cold"], "ndcg@10_warm": m["ndcg@10_warm"], "embed_s": round(time.perf_counter() - t, 1)}
+        if not frozen_queries:
+            gate = score_candidate(gs, serving, emb, shares_documents=False, pool_loglik=True)
+            row["gate"] = {"pool_ndcg@10": gate["ndcg@10"], "pool_loglik": gate["pool_loglik"], "per_query": gate["per_query"]}
         return row
 
     base_spec = serving.spec.document_side()
@@ -104,13 +152,14 @@ def main() -> None:
         name, _, js = item.partition(":")
         ov = json.loads(js or "{}")
         mode = ov.pop("mode", "lora")
+        frozen.on = bool(ov.pop("frozen_queries", False))
         rt.config = base_cfg.with_overrides({f"train.{k}": v for k, v in ov.items()})
         out = work / f"candidate-{name}"
         shutil.rmtree(out, ignore_errors=True)
         spec, info = _train_doc_candidate(rt, serving, mined, mode, out)
         row: dict[str, Any] = {"variant": item, "mode": mode, "train": info}
         for ratio in [float(x) for x in args.ratios.split(",")]:
-            row[f"{ratio:g}"] = judge(ModelSpec(**{**spec.to_dict(), "interpolation": ratio}))
+            row[f"{ratio:g}"] = judge(ModelSpec(**{**spec.to_dict(), "interpolation": ratio}), frozen_queries=frozen.on)
             print(name, ratio, {k: v for k, v in row[f"{ratio:g}"].items() if k != "gate"}, flush=True)
         results[name] = row
         args.out.parent.mkdir(parents=True, exist_ok=True)
