@@ -130,7 +130,12 @@ def main() -> None:
         vecs = emb.encode_documents(texts)
         qv = (embedder(base_spec) if frozen_queries else emb).encode_queries([queries[q] for q in dev_ids])
         m = evaluate(dense_run(qv, vecs, doc_ids, dev_ids), dev, cold)
-        row = {"ndcg@10": m["ndcg@10"], "ndcg@10_cold": m["ndcg@10_cold"], "ndcg@10_warm": m["ndcg@10_warm"], "embed_s": round(time.perf_counter() - t, 1)}
+        row = {
+            "ndcg@10": m["ndcg@10"],
+            "ndcg@10_cold": m["ndcg@10_cold"],
+            "ndcg@10_warm": m["ndcg@10_warm"],
+            "embed_s": round(time.perf_counter() - t, 1),
+        }
         if not frozen_queries:
             gate = score_candidate(gs, serving, emb, shares_documents=False, pool_loglik=True)
             row["gate"] = {"pool_ndcg@10": gate["ndcg@10"], "pool_loglik": gate["pool_loglik"], "per_query": gate["per_query"]}
