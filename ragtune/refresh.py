@@ -294,9 +294,10 @@ def run_refresh(rt: Ragtune, *, mode: str | None = None, force: bool = False, mi
         if doc["status"] == "skipped":  # too little new feedback: neither tier trains
             return {**doc, "mode": "auto", "tiers": {"lora": _tier_summary(doc)}}
         query = _refresh_locked(rt, "query", force=True, threshold=threshold, t0=time.perf_counter())
-        promoted = query if query["status"] == "promoted" else doc
+        # the report of the tier that made the new version, else of the last one judged
+        last = doc if doc["status"] == "promoted" and query["status"] != "promoted" else query
         return {
-            **promoted,
+            **last,
             "mode": "auto",
             "status": "promoted" if "promoted" in (doc["status"], query["status"]) else query["status"],
             "reason": f"lora {doc['status']} ({doc['reason']}); query {query['status']}: {query.get('reason')}",
