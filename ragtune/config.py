@@ -354,7 +354,10 @@ class GateConfig:
         metric: Held-out metric for document-side candidates (``lora``, ``full``, and the LoRA half
             of ``auto``): ``"ndcg@10"`` (default) or ``"mrr@10"`` over each query's pool, or
             ``"pool_loglik"``, the ``loglik`` below with the softmax over the union of every
-            held-out query's pool (only that union is re-embedded by the candidate).
+            held-out query's pool (only that union is re-embedded by the candidate). On the dev
+            split ``pool_loglik`` ranked over-trained LoRA candidates above the base model and the
+            better default ones below it (it rewards similarities that spread further apart), so
+            it is not the default (README, ``benchmarks/lora_probe.py``).
         query_metric: The metric in ``query`` mode, whose candidates share the serving document
             vectors: ``"loglik"`` (default), each feedback query's log-probability of its chosen
             docs under a softmax (scale 20) over the whole index, or ``"ndcg@10"`` / ``"mrr@10"``
