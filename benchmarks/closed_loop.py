@@ -108,6 +108,21 @@ def cold_queries(judged: dict[str, dict[str, int]], asked: dict[str, dict[str, i
     return {q for q, rels in judged.items() if not any(d in asked_docs for d in rels)}
 
 
+def play_dev_users(
+    rt: Ragtune, dataset: Path, seed: int
+) -> tuple[dict[str, str], dict[str, dict[str, int]], dict[str, dict[str, int]], set[str], list[dict[str, int]]]:
+    """The dev probes' users: they ask the asked two thirds (``dev_split``) in this script's three
+    rounds' chunks and click seeds, all under ``rt``'s serving model (no refresh in between).
+
+    Returns the queries, the asked and the judged (dev) qrels, the judged cold queries, and each
+    chunk's click counts.
+    """
+    queries = load_beir_queries(dataset)
+    asked, asked_qrels, dev = dev_split(load_beir_qrels(dataset, "train"), seed)
+    sims = [simulate_users(rt, queries, asked_qrels, asked[i::3], ClickModel(seed=seed * 100 + i + 1)) for i in range(3)]
+    return queries, asked_qrels, dev, cold_queries(dev, asked_qrels), sims
+
+
 def base_workspace(dataset: Path, path: Path) -> None:
     """Index the corpus with the default model once and cache the workspace."""
     cache = HERE / "work" / f"base-{dataset.name}"

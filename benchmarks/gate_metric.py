@@ -31,15 +31,13 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 
 import numpy as np
-from closed_loop import base_workspace, cold_queries, dense_run, dev_split, evaluate  # the script's own folder is on sys.path
+from closed_loop import base_workspace, dense_run, evaluate, play_dev_users  # the script's own folder is on sys.path
 
 from ragtune import Ragtune
 from ragtune.embedder import Embedder
-from ragtune.evaluate import load_beir_qrels, load_beir_queries
 from ragtune.gate import LOGLIK_SCALE, GateSet, loglik_per_query, score_query_vectors, win_probability
 from ragtune.mining import mine, normalize_query
 from ragtune.refresh import _crossfit_query_candidates, _gate_sets
-from ragtune.simulate import ClickModel, simulate_users
 
 HERE = Path(__file__).resolve().parent
 
@@ -66,13 +64,8 @@ def main() -> None:
     work = HERE / "work" / f"gate-metric-s{args.seed}"
     base_workspace(args.dataset, work)  # closed_loop.py's cached index of the corpus, without feedback
     rt = Ragtune(work, progress=False)
-    queries = load_beir_queries(args.dataset)
-    train = load_beir_qrels(args.dataset, "train")
-    asked, asked_qrels, dev = dev_split(train, args.seed)
+    queries, _, dev, cold, _ = play_dev_users(rt, args.dataset, args.seed)  # the closed loop's rounds, all under the base model
     dev_ids = sorted(dev)
-    cold = cold_queries(dev, asked_qrels)
-    for r, chunk in enumerate([asked[i::3] for i in range(3)], 1):  # the closed loop's rounds, all under the base model
-        simulate_users(rt, queries, asked_qrels, chunk, ClickModel(seed=args.seed * 100 + r))
     serving, cfg = rt.serving(), rt.config
     records = rt.feedback.records(only_with_feedback=True)
     mined = mine(records, serving, cfg.mining, cfg.feedback, heldout_keys={normalize_query(r.text) for r in records}, train_on_heldout=True)

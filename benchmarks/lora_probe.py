@@ -33,15 +33,13 @@ from typing import Any
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 
-from closed_loop import HERE, base_workspace, cold_queries, dense_run, dev_split, evaluate  # the script's own folder is on sys.path
+from closed_loop import HERE, base_workspace, dense_run, evaluate, play_dev_users  # the script's own folder is on sys.path
 
 from ragtune import Ragtune, RagtuneConfig
 from ragtune.embedder import Embedder, ModelSpec
-from ragtune.evaluate import load_beir_qrels, load_beir_queries
 from ragtune.gate import build_gate_set, score_candidate
 from ragtune.mining import mine
 from ragtune.refresh import _train_doc_candidate
-from ragtune.simulate import ClickModel, simulate_users
 
 
 class _FrozenQueries:
@@ -72,13 +70,7 @@ class _FrozenQueries:
                     queries = self.model(feats[0])["sentence_embedding"].detach()
                     auto.enable_adapters()
                 docs = torch.cat([self.model(f)["sentence_embedding"] for f in feats[1:]], dim=0)
-                per_pair = torch.nn.functional.cross_entropy(
-                    self.similarity_fct(queries, docs) * self.scale, torch.arange(queries.size(0), device=queries.device), reduction="none"
-                )
-                if labels is None or labels.numel() != per_pair.numel():
-                    return per_pair.mean()
-                w = labels.to(per_pair.dtype)
-                return (per_pair * w).sum() / w.sum().clamp_min(1e-8)
+                return self.weighted_loss(queries, docs, labels)
 
         return DocumentSide(model)
 
@@ -101,12 +93,8 @@ def main() -> None:
         overrides["feedback.propensity_eta"] = args.eta
     RagtuneConfig.load(work / "config.json").with_overrides(overrides).save(work / "config.json")
     rt = Ragtune(work, progress=False)
-    queries = load_beir_queries(args.dataset)
-    train = load_beir_qrels(args.dataset, "train")
-    qids, train, dev = dev_split(train, args.seed)
+    queries, _, dev, cold, sims = play_dev_users(rt, args.dataset, args.seed)
     dev_ids = sorted(dev)
-    cold = cold_queries(dev, train)
-    sims = [simulate_users(rt, queries, train, qids[i::3], ClickModel(seed=args.seed * 100 + i + 1)) for i in range(3)]
     serving = rt.serving()
     mined = mine(rt.feedback.records(only_with_feedback=True), serving, rt.config.mining, rt.config.feedback)
     all_docs = serving.docs.all_documents()

@@ -25,7 +25,10 @@ class WeightedMultipleNegativesRankingLoss(MultipleNegativesRankingLoss):
 
     def forward(self, sentence_features: Iterable[dict[str, Tensor]], labels: Tensor | None = None) -> Tensor:
         reps = [self.model(f)["sentence_embedding"] for f in sentence_features]
-        queries, docs = reps[0], torch.cat(reps[1:], dim=0)
+        return self.weighted_loss(reps[0], torch.cat(reps[1:], dim=0), labels)
+
+    def weighted_loss(self, queries: Tensor, docs: Tensor, labels: Tensor | None = None) -> Tensor:
+        """The loss of anchor embeddings ``queries`` against ``docs`` (every anchor's positive, then the negatives, in column blocks)."""
         scores = self.similarity_fct(queries, docs) * self.scale
         target = torch.arange(queries.size(0), device=queries.device)
         per_pair = torch.nn.functional.cross_entropy(scores, target, reduction="none")
