@@ -8,10 +8,11 @@
 Simulated users (ragtune.simulate) ask two thirds of SciFact's train queries in three chunks, as
 ``closed_loop.py --judge dev`` plays them, all under the base model (as in a LoRA loop whose gate
 refused every round), and ragtune's miner turns the log into pairs. Each ``--variant NAME:JSON``
-(``TrainConfig`` overrides on top of ``train.max_seq_length`` 128; ``"mode": "full"`` for full
-fine-tuning) is trained by the refresh's own training step, taken at each ``--ratios`` WiSE-FT
-ratio, and judged on the held-back third by re-embedding the whole corpus (at 128 tokens, the
-base model too). ``gate`` records what the gate sees on the held-out feedback queries: pool
+(``TrainConfig`` overrides on top of ``train.max_seq_length`` from ``--max-seq-length``, 128 by
+default; ``"mode": "full"`` for full fine-tuning; ``"plain": true`` for ``closed_loop.py``'s
+``reference``, plain sentence-transformers on every click) is trained by the refresh's own training step, taken at each ``--ratios`` WiSE-FT
+ratio, and judged on the held-back third by re-embedding the whole corpus (at the same length,
+the base model too). ``gate`` records what the gate sees on the held-out feedback queries: pool
 nDCG@10 and ``pool_loglik``. ``--eta 0`` turns the click weights off (every propensity 1).
 ``"frozen_queries": true`` in a variant trains the adapter on the document side only: each
 anchor (query) is encoded with the adapter disabled, so queries keep their base vectors and only
@@ -33,7 +34,7 @@ from typing import Any
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 
-from closed_loop import HERE, base_workspace, dense_run, evaluate, play_dev_users  # the script's own folder is on sys.path
+from closed_loop import HERE, base_workspace, dense_run, evaluate, plain_finetune, play_dev_users  # the script's own folder is on sys.path
 
 from ragtune import Ragtune, RagtuneConfig
 from ragtune.embedder import Embedder, ModelSpec
@@ -82,13 +83,15 @@ def main() -> None:
     ap.add_argument("--variant", action="append", default=[], metavar="NAME:JSON", help="TrainConfig overrides (repeatable).")
     ap.add_argument("--ratios", default="1.0,0.5", help="WiSE-FT ratios to judge each variant at.")
     ap.add_argument("--eta", type=float, default=None, help="feedback.propensity_eta (0: unweighted clicks).")
+    ap.add_argument("--max-seq-length", type=int, default=128, help="Tokens for training and judging (0: the model's own, 256 for the default).")
     ap.add_argument("--out", type=Path, required=True)
     args = ap.parse_args()
 
     frozen = _FrozenQueries()
     work = HERE / "work" / f"lora-probe-s{args.seed}"
     base_workspace(args.dataset, work)
-    overrides: dict[str, Any] = {"train.max_seq_length": 128}
+    seq = args.max_seq_length or None
+    overrides: dict[str, Any] = {"train.max_seq_length": seq}
     if args.eta is not None:
         overrides["feedback.propensity_eta"] = args.eta
     RagtuneConfig.load(work / "config.json").with_overrides(overrides).save(work / "config.json")
@@ -110,7 +113,7 @@ def main() -> None:
     )
 
     def embedder(spec: ModelSpec) -> Embedder:
-        return Embedder(ModelSpec(**{**spec.to_dict(), "max_seq_length": 128}), rt.ws.root, "cpu", 32)
+        return Embedder(ModelSpec(**{**spec.to_dict(), "max_seq_length": seq}), rt.ws.root, "cpu", 32)
 
     def judge(spec: ModelSpec, *, frozen_queries: bool = False) -> dict[str, Any]:
         emb = embedder(spec)
@@ -149,7 +152,13 @@ def main() -> None:
         rt.config = base_cfg.with_overrides({f"train.{k}": v for k, v in ov.items()})
         out = work / f"candidate-{name}"
         shutil.rmtree(out, ignore_errors=True)
-        spec, info = _train_doc_candidate(rt, serving, mined, mode, out)
+        if ov.pop("plain", False):  # closed_loop.py's reference recipe, on this log's clicks
+            model, n_pairs, train_s = plain_finetune(rt, work, seq)
+            model.save(str(out))
+            spec = ModelSpec(**{**base_spec.to_dict(), "adapter": out.name, "adapter_kind": "full"})
+            info = {"pairs": n_pairs, "train_s": round(train_s, 1)}
+        else:
+            spec, info = _train_doc_candidate(rt, serving, mined, mode, out)
         row: dict[str, Any] = {"variant": item, "mode": mode, "train": info}
         for ratio in [float(x) for x in args.ratios.split(",")]:
             row[f"{ratio:g}"] = judge(ModelSpec(**{**spec.to_dict(), "interpolation": ratio}), frozen_queries=frozen.on)
