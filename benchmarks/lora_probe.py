@@ -149,10 +149,11 @@ def main() -> None:
         ov = json.loads(js or "{}")
         mode = ov.pop("mode", "lora")
         frozen.on = bool(ov.pop("frozen_queries", False))
+        plain = bool(ov.pop("plain", False))
         rt.config = base_cfg.with_overrides({f"train.{k}": v for k, v in ov.items()})
         out = work / f"candidate-{name}"
         shutil.rmtree(out, ignore_errors=True)
-        if ov.pop("plain", False):  # closed_loop.py's reference recipe, on this log's clicks
+        if plain:  # closed_loop.py's reference recipe, on this log's clicks
             model, n_pairs, train_s = plain_finetune(rt, work, seq)
             model.save(str(out))
             spec = ModelSpec(**{**base_spec.to_dict(), "adapter": out.name, "adapter_kind": "full"})
