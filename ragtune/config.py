@@ -260,11 +260,11 @@ class TrainConfig:
         target_modules: Modules LoRA adapts (BERT attention projections by default; adding the FFN
             ``dense`` layers makes a CPU step ~1.7x slower).
         dropout: The model's own dropout while fine-tuning (MiniLM's own, and what a plain
-            sentence-transformers fine-tune uses, is 0.1). On one dev seed of SciFact's simulated
-            clicks, 0.1 against 0 lifted LoRA from 0.6704 to 0.6764 nDCG@10 and full fine-tuning
-            from 0.6755 to 0.6801 (base 0.6722; ``benchmarks/results/dev/lora_probe_256_*``), within
-            the run-to-run noise of fine-tunes this small; a CPU step is about 1.5x (LoRA) to 1.7x
-            (full) slower.
+            sentence-transformers fine-tune uses, is 0.1). On SciFact's simulated clicks (dev
+            split), 0.1 against 0 gave LoRA 0.6764 vs 0.6704 and full fine-tuning 0.6801 vs 0.6755
+            (seed 0, base 0.6722), and the default LoRA recipe 0.6369 vs 0.6359 (seed 1, base
+            0.6399; ``benchmarks/results/dev/lora_probe_256_*``): small gains, within the run-to-run
+            noise of fine-tunes this small, for CPU training 1.5x-2.1x slower. Set 0 to train faster.
         negatives: Hard negatives per pair fed to the loss (each costs one more document forward).
         max_seq_length: Truncate texts to this many tokens while training only (the index is still
             embedded at the model's own length). 128 makes a MiniLM CPU step ~4x cheaper than 256.
