@@ -168,7 +168,7 @@ def plain_finetune(rt: Ragtune, work: Path, max_seq_length: int | None = None) -
     return model, len(pairs_l), time.perf_counter() - t0
 
 
-def reference_finetune(rt: Ragtune, dataset: Path, queries: dict[str, str], qrels: dict[str, dict[str, int]], cold: set[str], work: Path) -> dict[str, object]:
+def reference_finetune(rt: Ragtune, queries: dict[str, str], qrels: dict[str, dict[str, int]], cold: set[str], work: Path) -> dict[str, object]:
     """The ``reference``: :func:`plain_finetune` on every click, judged by re-embedding the corpus."""
     model, n_pairs, train_s = plain_finetune(rt, work)
     all_docs = rt.serving().docs.all_documents()
@@ -314,7 +314,7 @@ def main() -> None:
     final = rounds[-1] if rounds else base
     final_per_query = per_query_ndcg(run, test)  # the last round's run (the base's with no rounds)
     run_ref = args.reference if args.reference is not None else args.mode == "lora"
-    reference = reference_finetune(rt, args.dataset, queries, test, cold, work) if run_ref else None
+    reference = reference_finetune(rt, queries, test, cold, work) if run_ref else None
     result = {
         "command": "python benchmarks/" + Path(sys.argv[0]).name + " " + " ".join(sys.argv[1:]),
         "dataset": args.dataset.name,

@@ -160,7 +160,7 @@ def main() -> None:
             info = {"pairs": n_pairs, "train_s": round(train_s, 1)}
         else:
             spec, info = _train_doc_candidate(rt, serving, mined, mode, out)
-        row: dict[str, Any] = {"variant": item, "mode": mode, "train": info}
+        row: dict[str, Any] = {"variant": item, "mode": "plain" if plain else mode, "train": info}
         for ratio in [float(x) for x in args.ratios.split(",")]:
             row[f"{ratio:g}"] = judge(ModelSpec(**{**spec.to_dict(), "interpolation": ratio}), frozen_queries=frozen.on)
             print(name, ratio, {k: v for k, v in row[f"{ratio:g}"].items() if k != "gate"}, flush=True)
