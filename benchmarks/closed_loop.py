@@ -139,8 +139,25 @@ def base_workspace(dataset: Path, path: Path) -> None:
 
 
 def plain_finetune(rt: Ragtune, work: Path, max_seq_length: int | None = None) -> tuple[Any, int, float]:
+    """Plain sentence-transformers, no ragtune: :func:`plain_finetune_pairs` on every clicked
+    (query, doc) pair in the log.
+
+    Returns the model, the number of pairs and the training seconds.
+    """
+    serving = rt.serving()
+    pairs = set()
+    for rec in rt.feedback.records(only_with_feedback=True):
+        for doc_id, _ in rec.clicks:
+            pairs.add((rec.text, doc_id))
+    pairs_l = sorted(pairs)
+    pos = serving.docs.positions([d for _, d in pairs_l])
+    docs = {d.id: d.embed_text for d in serving.docs.get(list(pos.values()))}
+    return plain_finetune_pairs([(q, docs[d]) for q, d in pairs_l], work, max_seq_length)
+
+
+def plain_finetune_pairs(pairs: list[tuple[str, str]], work: Path, max_seq_length: int | None = None) -> tuple[Any, int, float]:
     """Plain sentence-transformers, no ragtune: full fine-tune of the default model, MNRL with
-    in-batch negatives, lr 2e-5, 1 epoch, batch 32, on every clicked (query, doc) pair in the log.
+    in-batch negatives, lr 2e-5, 1 epoch, batch 32, on (query text, doc text) pairs.
 
     Returns the model, the number of pairs and the training seconds.
     """
@@ -150,22 +167,14 @@ def plain_finetune(rt: Ragtune, work: Path, max_seq_length: int | None = None) -
 
     from ragtune.embedder import load_sentence_transformer
 
-    serving = rt.serving()
-    pairs = set()
-    for rec in rt.feedback.records(only_with_feedback=True):
-        for doc_id, _ in rec.clicks:
-            pairs.add((rec.text, doc_id))
-    pairs_l = sorted(pairs)
-    pos = serving.docs.positions([d for _, d in pairs_l])
-    docs = {d.id: d.embed_text for d in serving.docs.get(list(pos.values()))}
-    ds = Dataset.from_dict({"anchor": [q for q, _ in pairs_l], "positive": [docs[d] for _, d in pairs_l]})
+    ds = Dataset.from_dict({"anchor": [q for q, _ in pairs], "positive": [d for _, d in pairs]})
     t0 = time.perf_counter()
     model = load_sentence_transformer("default", "cpu")
     if max_seq_length is not None:
         model.max_seq_length = max_seq_length
     args = SentenceTransformerTrainingArguments(output_dir=str(work / "ref-tmp"), num_train_epochs=1, per_device_train_batch_size=32, learning_rate=2e-5, warmup_steps=0.1, save_strategy="no", report_to="none", seed=42, use_cpu=True)
     SentenceTransformerTrainer(model=model, args=args, train_dataset=ds, loss=MultipleNegativesRankingLoss(model)).train()
-    return model, len(pairs_l), time.perf_counter() - t0
+    return model, len(pairs), time.perf_counter() - t0
 
 
 def reference_finetune(rt: Ragtune, queries: dict[str, str], qrels: dict[str, dict[str, int]], cold: set[str], work: Path) -> dict[str, object]:
