@@ -21,7 +21,9 @@ queries (``closed_loop.dev_split``) and judges on the other third, for choosing 
 
 Each ``--variant NAME:JSON`` holds ``TrainConfig`` overrides on top of in-batch negatives only
 (there are no mined negatives here) and no early stopping; ``"mode": "full"`` for full fine-tuning,
-``"plain": true`` for ``closed_loop.py``'s plain sentence-transformers reference recipe.
+``"plain": true`` for ``closed_loop.py``'s plain sentence-transformers reference recipe (with
+``"lora": {LoraConfig keywords}``, ``"epochs"`` and ``"lr"``: plain sentence-transformers + peft
+LoRA, peft's defaults for the rest, no ragtune code in the training).
 """
 
 from __future__ import annotations
@@ -131,9 +133,13 @@ def main() -> None:
             plain = bool(ov.pop("plain", False))
             out = work / f"candidate-{labels}-{name}"
             if plain:
-                model, n_pairs, train_s = plain_finetune_pairs([(queries[q], doc_text[d]) for q, d in pairs], work)
-                model.save(str(out))
-                spec = ModelSpec(**{**base_spec.to_dict(), "adapter": out.name, "adapter_kind": "full"})
+                lora = ov.pop("lora", None)
+                model, n_pairs, train_s = plain_finetune_pairs([(queries[q], doc_text[d]) for q, d in pairs], work, lora=lora, **ov)
+                if lora is not None:  # the adapter alone, as ragtune saves its own
+                    model[0].auto_model.save_pretrained(str(out), safe_serialization=True)
+                else:
+                    model.save(str(out))
+                spec = ModelSpec(**{**base_spec.to_dict(), "adapter": out.name, "adapter_kind": "lora" if lora is not None else "full"})
                 info: dict[str, Any] = {"pairs": n_pairs, "train_s": round(train_s, 1)}
             else:
                 cfg = rt.config.with_overrides(

@@ -155,9 +155,13 @@ def plain_finetune(rt: Ragtune, work: Path, max_seq_length: int | None = None) -
     return plain_finetune_pairs([(q, docs[d]) for q, d in pairs_l], work, max_seq_length)
 
 
-def plain_finetune_pairs(pairs: list[tuple[str, str]], work: Path, max_seq_length: int | None = None) -> tuple[Any, int, float]:
+def plain_finetune_pairs(
+    pairs: list[tuple[str, str]], work: Path, max_seq_length: int | None = None, *, lora: dict[str, Any] | None = None, epochs: int = 1, lr: float = 2e-5
+) -> tuple[Any, int, float]:
     """Plain sentence-transformers, no ragtune: full fine-tune of the default model, MNRL with
-    in-batch negatives, lr 2e-5, 1 epoch, batch 32, on (query text, doc text) pairs.
+    in-batch negatives, lr 2e-5, 1 epoch, batch 32, on (query text, doc text) pairs. With ``lora``
+    (``peft.LoraConfig`` keywords, peft's own defaults for the rest), a plain peft LoRA adapter is
+    trained instead (give it its own ``lr``, ``epochs``).
 
     Returns the model, the number of pairs and the training seconds.
     """
@@ -172,7 +176,11 @@ def plain_finetune_pairs(pairs: list[tuple[str, str]], work: Path, max_seq_lengt
     model = load_sentence_transformer("default", "cpu")
     if max_seq_length is not None:
         model.max_seq_length = max_seq_length
-    args = SentenceTransformerTrainingArguments(output_dir=str(work / "ref-tmp"), num_train_epochs=1, per_device_train_batch_size=32, learning_rate=2e-5, warmup_steps=0.1, save_strategy="no", report_to="none", seed=42, use_cpu=True)
+    if lora is not None:
+        from peft import LoraConfig, TaskType
+
+        model.add_adapter(LoraConfig(task_type=TaskType.FEATURE_EXTRACTION, **lora))
+    args = SentenceTransformerTrainingArguments(output_dir=str(work / "ref-tmp"), num_train_epochs=epochs, per_device_train_batch_size=32, learning_rate=lr, warmup_steps=0.1, save_strategy="no", report_to="none", seed=42, use_cpu=True)
     SentenceTransformerTrainer(model=model, args=args, train_dataset=ds, loss=MultipleNegativesRankingLoss(model)).train()
     return model, len(pairs), time.perf_counter() - t0
 
