@@ -13,6 +13,9 @@ relevant document had been clicked, and judges the result by re-embedding the wh
 * ``all``: every (query, relevant doc) pair: what the issue's "clean train qrels" figures used.
 * ``top10``: only the pairs whose doc the base model already ranks in the query's top 10: the most
   that clicks on the base model's results can ever reveal, however many users click.
+* ``clicks``: what the closed loop's simulated users click when every round is served by the base
+  model (``closed_loop.py``'s query order, chunks and click seeds; the dev probes' with ``--judge
+  dev``), every clicked pair, noise clicks included; ``clicks_clean``: only its relevant ones.
 
 ``--judge test`` trains on the train qrels and judges on the test queries (to set ragtune's trainer
 beside the issue's own clean-label figures: 0.664 full, 0.666 LoRA r=16 lr 5e-4, 0.678 LoRA 3
@@ -31,6 +34,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import random
 import sys
 import time
 from pathlib import Path
@@ -55,15 +59,32 @@ from ragtune import Ragtune
 from ragtune.embedder import Embedder, ModelSpec
 from ragtune.evaluate import load_beir_qrels, load_beir_queries
 from ragtune.mining import TrainExample, normalize_query
+from ragtune.simulate import ClickModel, simulate_users
 from ragtune.training.sentence import train_sentence_model
+
+
+def click_pairs(
+    rt: Ragtune, queries: dict[str, str], taught: dict[str, dict[str, int]], asked: list[str], seed: int
+) -> dict[str, list[tuple[str, str]]]:
+    """The simulated users' clicked (query id, doc id) pairs, all of them and the relevant ones."""
+    for r in range(3):
+        simulate_users(rt, queries, taught, asked[r::3], ClickModel(seed=seed * 100 + r + 1))
+    qid_of = {queries[q]: q for q in taught}
+    clicked = sorted({(qid_of[rec.text], d) for rec in rt.feedback.records(only_with_feedback=True) for d, _ in rec.clicks})
+    return {"clicks": clicked, "clicks_clean": [(q, d) for q, d in clicked if taught[q].get(d, 0) > 0]}
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--dataset", type=Path, default=Path("../shared/datasets/scifact"))
     ap.add_argument("--judge", choices=["test", "dev"], default="dev")
-    ap.add_argument("--seed", type=int, default=0, help="The dev split's shuffle (--judge dev).")
-    ap.add_argument("--labels", default="all,top10", help="Comma-separated label sets: all, top10.")
+    ap.add_argument(
+        "--seed",
+        type=int,
+        default=0,
+        help="The dev split's shuffle (--judge dev) and the simulated users' (clicks labels), as closed_loop.py's --seed.",
+    )
+    ap.add_argument("--labels", default="all,top10", help="Comma-separated label sets: all, top10, clicks, clicks_clean.")
     ap.add_argument("--variant", action="append", default=[], metavar="NAME:JSON", help="TrainConfig overrides (repeatable).")
     ap.add_argument("--out", type=Path, required=True)
     args = ap.parse_args()
@@ -97,6 +118,13 @@ def main() -> None:
     shown = {q: [d for d, _ in r] for q, r in zip(taught_ids, rt.search_batch([queries[q] for q in taught_ids], 10))}
     pairs_all = [(q, d) for q in taught_ids for d, rel in sorted(taught[q].items()) if rel > 0 and d in doc_text]
     label_sets = {"all": pairs_all, "top10": [(q, d) for q, d in pairs_all if d in shown[q]]}
+    if any(lab.startswith("clicks") for lab in args.labels.split(",")):
+        if args.judge == "test":  # closed_loop.py's order
+            asked = sorted(taught)
+            random.Random(args.seed).shuffle(asked)
+        else:
+            asked = dev_split(train_qrels, args.seed)[0]
+        label_sets.update(click_pairs(rt, queries, taught, asked, args.seed))
 
     def judge(spec: ModelSpec) -> tuple[dict[str, Any], dict[str, float]]:
         emb = Embedder(spec, rt.ws.root, "cpu", 32)
