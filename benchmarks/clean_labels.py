@@ -35,6 +35,7 @@ import argparse
 import json
 import os
 import random
+import shlex
 import sys
 import time
 from pathlib import Path
@@ -86,6 +87,9 @@ def main() -> None:
     )
     ap.add_argument("--labels", default="all,top10", help="Comma-separated label sets: all, top10, clicks, clicks_clean.")
     ap.add_argument("--variant", action="append", default=[], metavar="NAME:JSON", help="TrainConfig overrides (repeatable).")
+    ap.add_argument(
+        "--stats-only", action="store_true", help="Write the label sets' sizes (and where the clicks sat) without training or judging."
+    )
     ap.add_argument("--out", type=Path, required=True)
     args = ap.parse_args()
 
@@ -134,18 +138,29 @@ def main() -> None:
         m = evaluate(run, judged, cold)
         return {**m, "embed_s": round(time.perf_counter() - t, 1)}, per_query_ndcg(run, judged)
 
+    def save() -> None:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(results, indent=2, default=str) + "\n")
+
     results: dict[str, Any] = {
-        "command": "python benchmarks/" + Path(sys.argv[0]).name + " " + " ".join(sys.argv[1:]),
+        "command": "python benchmarks/" + Path(sys.argv[0]).name + " " + shlex.join(sys.argv[1:]),
         "judge": args.judge,
         "n_judged": len(judged),
         "n_cold": len(cold),
         "pairs": {k: len(v) for k, v in label_sets.items()},
         "queries": {k: len({q for q, _ in v}) for k, v in label_sets.items()},
     }
-
-    def save() -> None:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps(results, indent=2, default=str) + "\n")
+    if "clicks" in label_sets:  # where the clicks sat in the base model's top 10, relevant or not
+        by_rank: dict[str, dict[int, int]] = {"relevant": {}, "noise": {}}
+        for q, d in label_sets["clicks"]:
+            kind = by_rank["relevant" if taught[q].get(d, 0) > 0 else "noise"]
+            rank = shown[q].index(d) + 1
+            kind[rank] = kind.get(rank, 0) + 1
+        results["click_ranks"] = {k: dict(sorted(v.items())) for k, v in by_rank.items()}
+        print("click ranks", results["click_ranks"], flush=True)
+    if args.stats_only:
+        save()
+        return
 
     base_m, base_pq = judge(base_spec)
     results["base"] = base_m
