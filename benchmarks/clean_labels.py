@@ -34,7 +34,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import random
 import shlex
 import sys
 import time
@@ -49,18 +48,18 @@ from closed_loop import (  # the script's own folder is on sys.path
     base_workspace,
     cold_queries,
     dense_run,
-    dev_split,
     evaluate,
     paired_ci,
     per_query_ndcg,
     plain_finetune_pairs,
+    play_unrefreshed,
+    user_split,
 )
 
 from ragtune import Ragtune
 from ragtune.embedder import Embedder, ModelSpec
-from ragtune.evaluate import load_beir_qrels, load_beir_queries
+from ragtune.evaluate import load_beir_queries
 from ragtune.mining import TrainExample, normalize_query
-from ragtune.simulate import ClickModel, simulate_users
 from ragtune.training.sentence import train_sentence_model
 
 
@@ -68,8 +67,7 @@ def click_pairs(
     rt: Ragtune, queries: dict[str, str], taught: dict[str, dict[str, int]], asked: list[str], seed: int
 ) -> dict[str, list[tuple[str, str]]]:
     """The simulated users' clicked (query id, doc id) pairs, all of them and the relevant ones."""
-    for r in range(3):
-        simulate_users(rt, queries, taught, asked[r::3], ClickModel(seed=seed * 100 + r + 1))
+    play_unrefreshed(rt, queries, taught, asked, seed)
     qid_of = {queries[q]: q for q in taught}
     clicked = sorted({(qid_of[rec.text], d) for rec in rt.feedback.records(only_with_feedback=True) for d, _ in rec.clicks})
     return {"clicks": clicked, "clicks_clean": [(q, d) for q, d in clicked if taught[q].get(d, 0) > 0]}
@@ -98,11 +96,7 @@ def main() -> None:
     rt = Ragtune(work, progress=False)
     serving = rt.serving()
     queries = load_beir_queries(args.dataset)
-    train_qrels = load_beir_qrels(args.dataset, "train")
-    if args.judge == "test":
-        taught, judged = train_qrels, load_beir_qrels(args.dataset, "test")
-    else:
-        _, taught, judged = dev_split(train_qrels, args.seed)
+    asked, taught, judged = user_split(args.dataset, args.judge, args.seed)
     cold = cold_queries(judged, taught)
 
     all_docs = serving.docs.all_documents()
@@ -110,24 +104,13 @@ def main() -> None:
     doc_ids = [d.id for d in all_docs]
     doc_text = dict(zip(doc_ids, texts))
     judged_ids = sorted(judged)
-    base_spec = serving.spec.document_side()
-    base_spec = ModelSpec(
-        base=base_spec.base,
-        query_prefix=base_spec.query_prefix,
-        document_prefix=base_spec.document_prefix,
-        max_seq_length=base_spec.max_seq_length,
-    )
+    base_spec = serving.spec.document_side()  # the cached base workspace serves the plain default model
 
     taught_ids = sorted(taught)
     shown = {q: [d for d, _ in r] for q, r in zip(taught_ids, rt.search_batch([queries[q] for q in taught_ids], 10))}
     pairs_all = [(q, d) for q in taught_ids for d, rel in sorted(taught[q].items()) if rel > 0 and d in doc_text]
     label_sets = {"all": pairs_all, "top10": [(q, d) for q, d in pairs_all if d in shown[q]]}
     if any(lab.startswith("clicks") for lab in args.labels.split(",")):
-        if args.judge == "test":  # closed_loop.py's order
-            asked = sorted(taught)
-            random.Random(args.seed).shuffle(asked)
-        else:
-            asked = dev_split(train_qrels, args.seed)[0]
         label_sets.update(click_pairs(rt, queries, taught, asked, args.seed))
 
     def judge(spec: ModelSpec) -> tuple[dict[str, Any], dict[str, float]]:

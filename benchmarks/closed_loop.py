@@ -120,8 +120,24 @@ def play_dev_users(
     """
     queries = load_beir_queries(dataset)
     asked, asked_qrels, dev = dev_split(load_beir_qrels(dataset, "train"), seed)
-    sims = [simulate_users(rt, queries, asked_qrels, asked[i::3], ClickModel(seed=seed * 100 + i + 1)) for i in range(3)]
-    return queries, asked_qrels, dev, cold_queries(dev, asked_qrels), sims
+    return queries, asked_qrels, dev, cold_queries(dev, asked_qrels), play_unrefreshed(rt, queries, asked_qrels, asked, seed)
+
+
+def play_unrefreshed(rt: Ragtune, queries: dict[str, str], qrels: dict[str, dict[str, int]], asked: list[str], seed: int, rounds: int = 3) -> list[dict[str, int]]:
+    """This script's rounds of simulated users (chunks of ``asked``, click seeds ``seed * 100 + round``),
+    all under ``rt``'s serving model, with no refresh in between. Returns each round's click counts."""
+    return [simulate_users(rt, queries, qrels, asked[i::rounds], ClickModel(seed=seed * 100 + i + 1)) for i in range(rounds)]
+
+
+def user_split(dataset: Path, judge: str, seed: int) -> tuple[list[str], dict[str, dict[str, int]], dict[str, dict[str, int]]]:
+    """The query ids users ask (in asking order), their qrels, and the judged qrels: the train and
+    test splits (``judge="test"``, train queries shuffled by ``seed``) or :func:`dev_split`'s."""
+    train = load_beir_qrels(dataset, "train")
+    if judge == "dev":  # the test split stays unseen: a third of the train queries judges
+        return dev_split(train, seed)
+    qids = sorted(train)
+    random.Random(seed).shuffle(qids)
+    return qids, train, load_beir_qrels(dataset, "test")
 
 
 def base_workspace(dataset: Path, path: Path) -> None:
@@ -282,12 +298,7 @@ def main() -> None:
     base_version = rt.current_version
     assert base_version is not None, "the base workspace has a serving version"
     queries = load_beir_queries(args.dataset)
-    train, test = load_beir_qrels(args.dataset, "train"), load_beir_qrels(args.dataset, "test")
-    if args.judge == "dev":  # the test split stays unseen: a third of the train queries judges
-        qids, train, test = dev_split(train, args.seed)
-    else:
-        qids = sorted(train)
-        random.Random(args.seed).shuffle(qids)
+    qids, train, test = user_split(args.dataset, args.judge, args.seed)
     cold = cold_queries(test, train)
     run = search_run(rt, queries, test)
     base = evaluate(run, test, cold)
