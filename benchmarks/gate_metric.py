@@ -67,7 +67,7 @@ def main() -> None:
     queries, _, dev, cold, _ = play_dev_users(rt, args.dataset, args.seed)  # the closed loop's rounds, all under the base model
     dev_ids = sorted(dev)
     serving, cfg = rt.serving(), rt.config
-    records = rt.feedback.records(only_with_feedback=True)
+    records = rt.feedback.records()
     mined = mine(records, serving, cfg.mining, cfg.feedback, heldout_keys={normalize_query(r.text) for r in records}, train_on_heldout=True)
     gs = _gate_sets(rt, serving, list(mined.heldout))[0]
     vecs, ids = np.asarray(serving.vectors()), serving.docs.ids

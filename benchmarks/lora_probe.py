@@ -14,7 +14,9 @@ default; ``"mode": "full"`` for full fine-tuning; ``"plain": true`` for ``closed
 ratio, and judged on the held-back third by re-embedding the whole corpus (at the same length,
 the base model too). ``gate`` records what the gate sees on the held-out feedback queries: pool
 nDCG@10 and ``pool_loglik``. ``--eta 0`` turns the click weights off (every propensity 1).
-``"frozen_queries": true`` in a variant trains the adapter on the document side only: each
+``"feedback.KEY": value`` in a variant re-mines the log with that feedback setting for its
+training (e.g. ``"feedback.click_noise": 0`` turns the click-noise correction off; the gate figures
+keep the default mining's held-out set). ``"frozen_queries": true`` in a variant trains the adapter on the document side only: each
 anchor (query) is encoded with the adapter disabled, so queries keep their base vectors and only
 documents move (judged that way too: base-model queries against the candidate's documents; no gate
 figures, since the gate has no such model). The test split is never read.
@@ -99,7 +101,7 @@ def main() -> None:
     queries, _, dev, cold, sims = play_dev_users(rt, args.dataset, args.seed)
     dev_ids = sorted(dev)
     serving = rt.serving()
-    mined = mine(rt.feedback.records(only_with_feedback=True), serving, rt.config.mining, rt.config.feedback)
+    mined = mine(rt.feedback.records(), serving, rt.config.mining, rt.config.feedback)
     all_docs = serving.docs.all_documents()
     texts = [d.embed_text for d in all_docs]
     doc_ids = [d.id for d in all_docs]
@@ -147,10 +149,12 @@ def main() -> None:
     for item in args.variant:
         name, _, js = item.partition(":")
         ov = json.loads(js or "{}")
+        feedback = {k: ov.pop(k) for k in list(ov) if k.startswith("feedback.")}
         mode = ov.pop("mode", "lora")
         frozen.on = bool(ov.pop("frozen_queries", False))
         plain = bool(ov.pop("plain", False))
-        rt.config = base_cfg.with_overrides({f"train.{k}": v for k, v in ov.items()})
+        rt.config = base_cfg.with_overrides({**feedback, **{f"train.{k}": v for k, v in ov.items()}})
+        variant_mined = mine(rt.feedback.records(), serving, rt.config.mining, rt.config.feedback) if feedback else mined
         out = work / f"candidate-{name}"
         shutil.rmtree(out, ignore_errors=True)
         if plain:  # closed_loop.py's reference recipe, on this log's clicks
@@ -159,8 +163,10 @@ def main() -> None:
             spec = ModelSpec(**{**base_spec.to_dict(), "adapter": out.name, "adapter_kind": "full"})
             info = {"pairs": n_pairs, "train_s": round(train_s, 1)}
         else:
-            spec, info = _train_doc_candidate(rt, serving, mined, mode, out)
+            spec, info = _train_doc_candidate(rt, serving, variant_mined, mode, out)
         row: dict[str, Any] = {"variant": item, "mode": "plain" if plain else mode, "train": info}
+        if feedback:
+            row["mined"] = variant_mined.report()
         for ratio in [float(x) for x in args.ratios.split(",")]:
             row[f"{ratio:g}"] = judge(ModelSpec(**{**spec.to_dict(), "interpolation": ratio}), frozen_queries=frozen.on)
             print(name, ratio, {k: v for k, v in row[f"{ratio:g}"].items() if k != "gate"}, flush=True)

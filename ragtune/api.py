@@ -398,7 +398,7 @@ class Ragtune:
         """Mine training pairs, negatives, click weights and the held-out split from the log."""
         from ragtune.mining import mine
 
-        return mine(self.feedback.records(only_with_feedback=True), self.serving(), self.config.mining, self.config.feedback)
+        return mine(self.feedback.records(), self.serving(), self.config.mining, self.config.feedback)
 
     def refresh(self, *, mode: str | None = None, force: bool = False, min_new_events: int | None = None) -> dict[str, Any]:
         """Mine → fine-tune → gate → re-embed → swap, under the workspace lock.

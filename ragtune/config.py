@@ -171,6 +171,13 @@ class FeedbackConfig:
         propensity_eta: Exponent of the default propensity curve ``(1/rank) ** eta`` used when the log
             has too little randomised traffic to estimate propensities.
         propensity_clip: Lower clip for propensities (so a weight is at most ``1/propensity_clip``).
+        click_noise: How often a user clicks a result they looked at that is *not* relevant (trust
+            bias / click noise). A click at rank ``r`` is then weighted by its posterior of relevance,
+            ``(c_r - click_noise) / ((1 - click_noise) * c_r)`` with ``c_r`` the clicks per examination
+            at that rank, on top of the position-bias weight. ``None`` estimates the rate from the log
+            (clicks per examination at the deepest half of the shown ranks, where few results are
+            relevant: an upper bound, so the correction errs toward trusting the top); ``0`` turns the
+            correction off.
     """
 
     log_queries: bool = True
@@ -178,6 +185,7 @@ class FeedbackConfig:
     randomize_prob: float = 0.0
     propensity_eta: float = 1.0
     propensity_clip: float = 0.1
+    click_noise: float | None = None
 
     def __post_init__(self) -> None:
         _check(
@@ -192,6 +200,10 @@ class FeedbackConfig:
         _check(
             isinstance(self.propensity_clip, (int, float)) and 0 < self.propensity_clip <= 1,
             f"feedback.propensity_clip must be in (0, 1], got {self.propensity_clip!r}",
+        )
+        _check(
+            self.click_noise is None or (isinstance(self.click_noise, (int, float)) and 0 <= self.click_noise < 1),
+            f"feedback.click_noise must be null (estimate from the log) or in [0, 1), got {self.click_noise!r}",
         )
 
 

@@ -10,6 +10,12 @@
 * **Position bias**: a click at rank ``r`` is weighted by ``1 / propensity(r)`` (clipped). Propensities
   come from RandPair-randomised traffic in the log when there is enough of it, else from the
   documented default curve ``(1 / r) ** eta``. Weights are normalised to mean 1 and reach the loss.
+* **Click noise (trust bias)**: users also click results that are not relevant, and more so, relative
+  to relevant clicks, the lower they sit; inverse-propensity weights up-weight exactly those clicks.
+  Each click is also weighted by its posterior of relevance at its rank, from the clicks per
+  examination there and a noise rate (``feedback.click_noise``, estimated from the deepest shown
+  ranks by default). A click that is more likely noise than not does not mark the results above it
+  as skipped; a click with posterior 0 trains nothing (but its document is still never a negative).
 * **Held-out split**: feedback queries are split by a salted hash of their normalised text,
   deterministically, and kept aside for the promotion gate.
 """
@@ -32,12 +38,14 @@ from ragtune.feedback import QueryRecord
 if TYPE_CHECKING:
     from ragtune.api import _Serving
 
-__all__ = ["HeldoutQuery", "MinedSet", "TrainExample", "estimate_propensities", "mine", "normalize_query"]
+__all__ = ["HeldoutQuery", "MinedSet", "TrainExample", "click_trust", "estimate_propensities", "mine", "normalize_query"]
 
 logger = logging.getLogger(__name__)
 
 #: Randomised impressions needed at a rank before its propensity is estimated from the log.
 MIN_RANDOMIZED_PER_RANK = 30
+#: Clicks needed at the deepest shown ranks before the click-noise rate is estimated from the log.
+MIN_NOISE_CLICKS = 10
 
 
 def normalize_query(text: str) -> str:
@@ -146,6 +154,56 @@ def estimate_propensities(records: list[QueryRecord], config: FeedbackConfig, ma
     return np.clip(prop, config.propensity_clip, 1.0), source
 
 
+def click_trust(records: list[QueryRecord], propensity: np.ndarray, config: FeedbackConfig) -> tuple[np.ndarray, dict[str, Any]]:
+    """Posterior that a click at rank ``r`` is on a relevant result (index 0 = rank 1); and how it was made.
+
+    Under a position-based model with click noise, a result at rank ``r`` is clicked with probability
+    ``theta_r * (rho_r + eps * (1 - rho_r))`` (``theta_r`` the examination propensity, ``rho_r`` the
+    share of relevant results there, ``eps`` the noise rate, relevant results clicked when seen). So
+    ``c_r``, clicks per examination, is ``rho_r + eps * (1 - rho_r)`` and a click there is relevant with
+    probability ``rho_r / c_r = (c_r - eps) / ((1 - eps) * c_r)``. ``c_r`` is smoothed to be
+    non-increasing in rank (isotonic regression). Needs every logged search, with or without clicks.
+    """
+    max_rank = len(propensity)
+    shown = np.zeros(max_rank + 1)
+    clicks = np.zeros(max_rank + 1)
+    for rec in records:
+        clicked = {d for d, _ in rec.clicks}
+        for im in rec.impressions:
+            if 1 <= im.rank <= max_rank:
+                shown[im.rank] += 1
+                clicks[im.rank] += im.doc_id in clicked
+    ones = np.ones(max_rank)
+    depth = int(np.nonzero(shown)[0].max()) if shown.any() else 0
+    if config.click_noise == 0:
+        return ones, {"click_noise": 0.0, "click_noise_source": "off (feedback.click_noise = 0)"}
+    if depth < 2 or not clicks.any():
+        return ones, {"click_noise": None, "click_noise_source": "off: no impressions below rank 1 in the log"}
+    ranks = np.arange(1, depth + 1)
+    exposure = shown[1 : depth + 1] * propensity[:depth]  # expected examinations per rank
+    if config.click_noise is None:
+        deep = ranks > depth // 2
+        n_deep = int(clicks[1 : depth + 1][deep].sum())
+        if n_deep < MIN_NOISE_CLICKS:
+            why = f"off: {n_deep} clicks at ranks {depth // 2 + 1}-{depth}, need {MIN_NOISE_CLICKS} to estimate click noise"
+            return ones, {"click_noise": None, "click_noise_source": why}
+        eps = float(min(0.99, n_deep / exposure[deep].sum()))
+        source = f"estimated from {n_deep} clicks at ranks {depth // 2 + 1}-{depth}"
+    else:
+        eps = float(config.click_noise)
+        source = "feedback.click_noise"
+    from sklearn.isotonic import IsotonicRegression
+
+    used = exposure > 0
+    rate = np.divide(clicks[1 : depth + 1], exposure, out=np.zeros(depth), where=used)
+    smooth = IsotonicRegression(increasing=False, y_min=0.0).fit(ranks[used], rate[used], sample_weight=exposure[used]).predict(ranks)
+    smooth = np.maximum(smooth, 1e-12)
+    trust = ones.copy()
+    trust[:depth] = np.clip((smooth - eps) / ((1.0 - eps) * smooth), 0.0, 1.0)
+    trust[depth:] = trust[depth - 1]
+    return trust, {"click_noise": round(eps, 4), "click_noise_source": source}
+
+
 def mine(
     records: list[QueryRecord],
     serving: _Serving,
@@ -158,7 +216,8 @@ def mine(
     """Mine a :class:`MinedSet` from ``records`` against the serving version's index.
 
     Args:
-        records: Logged queries (only those with clicks/ratings matter).
+        records: Logged queries. Only those with clicks/ratings make pairs; the others give the click
+            rates per rank that the click-noise correction needs.
         serving: The current version (its embedder and index give the ANN hard negatives).
         mining: Mining settings.
         feedback: Propensity settings.
@@ -167,14 +226,16 @@ def mine(
             where the caller keeps each fold out of the model that judges it).
     """
     propensity, prop_source = estimate_propensities(records, feedback)
+    trust, trust_info = click_trust(records, propensity, feedback)
     # aggregate per normalised query text
     texts: dict[str, str] = {}
     pos_weights: dict[str, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
+    chosen: dict[str, set[str]] = defaultdict(set)  # every clicked or liked doc, trusted or not
     neg_skip: dict[str, set[str]] = defaultdict(set)
     neg_rated: dict[str, set[str]] = defaultdict(set)
     shown: dict[str, list[str]] = defaultdict(list)
     logged_by: dict[str, set[str]] = defaultdict(set)
-    n_clicks = n_ratings = 0
+    n_clicks = n_ratings = n_untrusted = 0
     for rec in records:
         if not rec.clicks and not rec.ratings:
             continue
@@ -186,25 +247,34 @@ def mine(
             if im.doc_id not in shown[key]:
                 shown[key].append(im.doc_id)
         clicked = [d for d, _ in rec.clicks]
+        chosen[key].update(clicked)
+        trusted: list[str] = []
         for doc_id in clicked:
             n_clicks += 1
             r = rank_of.get(doc_id)
             p = propensity[min(r, len(propensity)) - 1] if r else 1.0
-            pos_weights[key][doc_id].append(1.0 / max(float(p), feedback.propensity_clip))
+            t = float(trust[min(r, len(trust)) - 1]) if r else 1.0
+            if t <= 0:
+                n_untrusted += 1
+                continue
+            pos_weights[key][doc_id].append(t / max(float(p), feedback.propensity_clip))
+            if t >= 0.5:
+                trusted.append(doc_id)
         for doc_id, value in rec.ratings:
             n_ratings += 1
             if value > 0:
                 pos_weights[key][doc_id].append(1.0)
+                chosen[key].add(doc_id)
             else:
                 neg_rated[key].add(doc_id)
-        if mining.skip_above and clicked:
-            lowest = max(rank_of.get(d, 0) for d in clicked)
+        if mining.skip_above and trusted:
+            lowest = max(rank_of.get(d, 0) for d in trusted)
             for im in rec.impressions:
                 if im.rank < lowest and im.doc_id not in clicked:
                     neg_skip[key].add(im.doc_id)
     keys = [k for k in texts if pos_weights.get(k)]
     held = split_heldout(keys, mining) if heldout_keys is None else set(keys) & heldout_keys
-    positives_of = {k: set(pos_weights[k]) for k in keys}
+    positives_of = {k: set(pos_weights[k]) | chosen[k] for k in keys}
     dropped_positive_as_negative = 0
     for k in keys:  # a doc any user chose for this query text is never a negative
         for store in (neg_skip, neg_rated):
@@ -220,11 +290,11 @@ def mine(
         vecs = serving.vectors()
         qv = serving.embedder.encode_queries([texts[k] for k in train_keys])
         scores, pos = serving.store.search(qv, mining.range_max)
-        pos_index = serving.docs.positions([d for k in train_keys for d in positives_of[k]])
+        pos_index = serving.docs.positions([d for k in train_keys for d in pos_weights[k]])
         for qi, k in enumerate(train_keys):
             cands = [(ids[p], float(s)) for rank, (p, s) in enumerate(zip(pos[qi], scores[qi])) if p >= 0 and rank >= mining.range_min]
             cands = [(d, s) for d, s in cands if d not in positives_of[k]]
-            for d_pos in positives_of[k]:
+            for d_pos in pos_weights[k]:
                 if d_pos not in pos_index:
                     continue
                 pos_score = float(np.dot(qv[qi], vecs[pos_index[d_pos]]))
@@ -271,6 +341,7 @@ def mine(
     stats: dict[str, Any] = {
         "feedback_queries": len(keys),
         "clicks": n_clicks,
+        "untrusted_clicks": n_untrusted,
         "ratings": n_ratings,
         "train_queries": len(train_keys),
         "heldout_queries": len(heldout),
@@ -285,6 +356,8 @@ def mine(
         "weight_max": round(float(raw.max() / raw.mean()), 4) if len(raw) else None,
         "propensity": prop_source,
         "propensity_top5": [round(float(p), 4) for p in propensity[:5]],
+        **trust_info,
+        "click_trust_top5": [round(float(t), 4) for t in trust[:5]],
     }
     if math.isnan(stats["negatives_per_pair"]):  # pragma: no cover
         stats["negatives_per_pair"] = 0.0

@@ -324,7 +324,7 @@ def _refresh_locked(rt: Ragtune, mode: str, *, force: bool, threshold: int, t0: 
     if new_events < threshold and not force:
         msg = f"only {new_events} new feedback events since the last refresh (need {threshold}); nothing to do (use --force to refresh anyway)"
         return {**base, "status": "skipped", "reason": msg, "refresh_s": time.perf_counter() - t0}
-    records = log.records(only_with_feedback=True)
+    records = log.records()  # every search: the click-noise estimate needs the unclicked ones too
     trained = trained_queries(rt, serving)
     crossfit = mode == "query" and cfg.gate.folds >= 2 and trained is not None
     serving_oof = _load_oof(rt, serving) if trained is not None else {}

@@ -5,7 +5,7 @@ import json
 import pytest
 
 from ragtune import ConfigError, RagtuneConfig
-from ragtune.config import IndexConfig, ModelConfig, TrainConfig
+from ragtune.config import FeedbackConfig, IndexConfig, ModelConfig, TrainConfig
 
 
 def test_defaults_round_trip(tmp_path):
@@ -25,6 +25,8 @@ def test_defaults_round_trip(tmp_path):
         (lambda: TrainConfig(lr=-1.0), "lr"),
         (lambda: TrainConfig(mode="prompt"), "'prompt'"),
         (lambda: TrainConfig(interpolation=[0.0]), "interpolation"),
+        (lambda: FeedbackConfig(click_noise=1.0), "click_noise.*1.0"),
+        (lambda: FeedbackConfig(click_noise="auto"), "'auto'"),
     ],
 )
 def test_bad_values_name_the_value(factory, needle):

@@ -10,7 +10,7 @@ from ragtune.corpus import Document
 from ragtune.docstore import DocStore
 from ragtune.feedback import FeedbackLog, Impression
 from ragtune.index.faiss_store import FaissStore
-from ragtune.mining import estimate_propensities, mine, split_heldout
+from ragtune.mining import click_trust, estimate_propensities, mine, split_heldout
 
 
 class _Serving:
@@ -92,6 +92,75 @@ def test_propensity_estimated_from_randpair_traffic(tmp_path):
     assert prop[0] == 1.0 and prop[1] == pytest.approx(0.5)
     assert prop[2] == pytest.approx(1 / 3)  # no data at rank 3: default curve
     assert "randomised" in source
+
+
+def _noisy_log(tmp_path):
+    """120 searches over d1..d4; clicks per examination (propensity 1/rank) 0.5, 0.3, 0.3, 0.1 by rank."""
+    log = FeedbackLog(tmp_path / "fb.sqlite")
+    for i in range(120):
+        q = log.log_query(f"q{i}", _imps("d1", "d2", "d3", "d4"))
+        for doc, n in (("d1", 60), ("d2", 18), ("d3", 12)):
+            if i < n:
+                log.click(q, doc)
+        if i in (20, 21, 22):  # d1 and d4 clicked, d2 and d3 not
+            log.click(q, "d4")
+    return log
+
+
+def test_click_trust_known_answer(tmp_path):
+    log = _noisy_log(tmp_path)
+    prop, _ = estimate_propensities(log.records(), FeedbackConfig())
+    trust, info = click_trust(log.records(), prop, FeedbackConfig(click_noise=0.1))
+    # posterior (c_r - 0.1) / (0.9 c_r) at c = 0.5, 0.3, 0.3, 0.1; below the deepest shown rank it stays
+    assert trust[:5] == pytest.approx([0.4 / 0.45, 0.2 / 0.27, 0.2 / 0.27, 0.0, 0.0])
+    assert info["click_noise"] == 0.1
+    # estimated from the deepest half (ranks 3-4): 15 clicks over 40 + 30 examinations
+    trust, info = click_trust(log.records(), prop, FeedbackConfig())
+    eps = 15 / 70
+    assert info["click_noise"] == pytest.approx(eps, abs=1e-4) and "15 clicks at ranks 3-4" in info["click_noise_source"]
+    assert trust[0] == pytest.approx((0.5 - eps) / ((1 - eps) * 0.5))
+    trust_off, info = click_trust(log.records(), prop, FeedbackConfig(click_noise=0))
+    assert (trust_off == 1).all() and info["click_noise_source"].startswith("off")
+
+
+def test_click_trust_pools_nonmonotone_ranks_and_needs_deep_clicks(tmp_path):
+    log = FeedbackLog(tmp_path / "fb.sqlite")
+    for i in range(100):  # rank 2 clicked 0.2 per look, rank 3 0.4: isotonic pooling gives both 0.3
+        q = log.log_query(f"q{i}", _imps("d1", "d2", "d3"))
+        for doc, n in (("d1", 50), ("d2", 10), ("d3", 13)):
+            if i < n:
+                log.click(q, doc)
+    prop, _ = estimate_propensities(log.records(), FeedbackConfig())
+    trust, _ = click_trust(log.records(), prop, FeedbackConfig(click_noise=0.1))
+    c23 = (10 + 13) / (50 + 100 / 3)
+    assert trust[1] == pytest.approx(trust[2]) == pytest.approx((c23 - 0.1) / (0.9 * c23))
+    few = FeedbackLog(tmp_path / "few.sqlite")
+    q = few.log_query("q", _imps("d1", "d2"))
+    few.click(q, "d2")
+    trust, info = click_trust(few.records(), prop, FeedbackConfig())
+    assert (trust == 1).all() and "need 10" in info["click_noise_source"]
+
+
+def test_mining_weights_clicks_by_trust_and_drops_pure_noise(tmp_path):
+    log = _noisy_log(tmp_path)
+    vecs = {f"d{i}": [float(i == j) for j in range(1, 5)] for i in range(1, 5)}
+    serving = _Serving(tmp_path / "v", vecs, [1.0, 0, 0, 0])
+    cfg = MiningConfig(hard_negatives=0, heldout_fraction=0.0, min_heldout=0)
+    mined = mine(log.records(), serving, cfg, FeedbackConfig(click_noise=0.1))
+    s = mined.report()
+    # the 3 rank-4 clicks have posterior 0: no pairs, and they mark nothing above them as skipped
+    assert s["untrusted_clicks"] == 3 and s["clicks"] == 93 and s["pairs"] == 90
+    assert all(ex.positive_id != "d4" for ex in mined.train)
+    w = {ex.query: ex.weight for ex in mined.train if ex.positive_id == "d2"}
+    w1 = {ex.query: ex.weight for ex in mined.train if ex.positive_id == "d1"}
+    # weight = posterior / propensity, normalised: a rank-2 click weighs 2 * (0.2/0.27) / (0.4/0.45) of a rank-1 one
+    assert w["q0"] / w1["q0"] == pytest.approx(2 * (0.2 / 0.27) / (0.4 / 0.45))
+    negs = {ex.query: ex.negative_ids for ex in mined.train if ex.positive_id == "d1"}
+    assert negs["q20"] == [] and s["click_trust_top5"][3] == 0.0
+    off = mine(log.records(), serving, cfg, FeedbackConfig(click_noise=0))
+    assert off.report()["untrusted_clicks"] == 0 and off.report()["pairs"] == 93
+    negs = {ex.query: ex.negative_ids for ex in off.train if ex.positive_id == "d1"}
+    assert negs["q20"] == ["d2", "d3"]  # without the correction the noise click marks d2, d3 as skipped
 
 
 def test_heldout_split_is_deterministic_and_by_query():
