@@ -144,6 +144,7 @@ def main() -> None:
         "gate_pool_union": len(gs.pool_positions),
         "base": judge(base_spec),
     }
+    print("mined", results["mined"], flush=True)
     print("base", {k: v for k, v in results["base"].items() if k != "gate"}, flush=True)
     base_cfg = rt.config
     for item in args.variant:
