@@ -46,6 +46,9 @@ logger = logging.getLogger(__name__)
 MIN_RANDOMIZED_PER_RANK = 30
 #: Clicks needed at the deepest shown ranks before the click-noise rate is estimated from the log.
 MIN_NOISE_CLICKS = 10
+#: The estimate is trusted only if the deepest ranks draw at most this share of rank 1's clicks per
+#: look; more means users seek out results down there (relevance the ranking misses), not noise.
+MAX_NOISE_TO_TOP = 0.25
 
 
 def normalize_query(text: str) -> str:
@@ -163,6 +166,9 @@ def click_trust(records: list[QueryRecord], propensity: np.ndarray, config: Feed
     ``c_r``, clicks per examination, is ``rho_r + eps * (1 - rho_r)`` and a click there is relevant with
     probability ``rho_r / c_r = (c_r - eps) / ((1 - eps) * c_r)``. ``c_r`` is smoothed to be
     non-increasing in rank (isotonic regression). Needs every logged search, with or without clicks.
+    The estimated rate is used only when the deepest ranks draw at most ``MAX_NOISE_TO_TOP`` of rank
+    1's clicks per look: when users click deep results about as readily as the top one, those clicks
+    are a signal the ranking misses, and the correction stays off.
     """
     max_rank = len(propensity)
     shown = np.zeros(max_rank + 1)
@@ -187,7 +193,14 @@ def click_trust(records: list[QueryRecord], propensity: np.ndarray, config: Feed
         if n_deep < MIN_NOISE_CLICKS:
             why = f"off: {n_deep} clicks at ranks {depth // 2 + 1}-{depth}, need {MIN_NOISE_CLICKS} to estimate click noise"
             return ones, {"click_noise": None, "click_noise_source": why}
-        eps = float(min(0.99, n_deep / exposure[deep].sum()))
+        eps = float(n_deep / exposure[deep].sum())
+        top = float(clicks[1] / exposure[0]) if exposure[0] > 0 else 0.0
+        if eps > MAX_NOISE_TO_TOP * top:
+            why = (
+                f"off: ranks {depth // 2 + 1}-{depth} draw {eps:.3g} clicks per look against rank 1's {top:.3g}, "
+                f"more than {MAX_NOISE_TO_TOP:g} of it: users seek results out down there, so they are not noise"
+            )
+            return ones, {"click_noise": None, "click_noise_source": why}
         source = f"estimated from {n_deep} clicks at ranks {depth // 2 + 1}-{depth}"
     else:
         eps = float(config.click_noise)

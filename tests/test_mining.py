@@ -95,14 +95,14 @@ def test_propensity_estimated_from_randpair_traffic(tmp_path):
 
 
 def _noisy_log(tmp_path):
-    """120 searches over d1..d4; clicks per examination (propensity 1/rank) 0.5, 0.3, 0.3, 0.1 by rank."""
+    """240 searches over d1..d4; clicks per examination (propensity 1/rank) 0.5, 0.3, 0.1, 0.1 by rank."""
     log = FeedbackLog(tmp_path / "fb.sqlite")
-    for i in range(120):
+    for i in range(240):
         q = log.log_query(f"q{i}", _imps("d1", "d2", "d3", "d4"))
-        for doc, n in (("d1", 60), ("d2", 18), ("d3", 12)):
+        for doc, n in (("d1", 120), ("d2", 36), ("d3", 8)):
             if i < n:
                 log.click(q, doc)
-        if i in (20, 21, 22):  # d1 and d4 clicked, d2 and d3 not
+        if 100 <= i < 106:  # d1 and d4 clicked, d2 and d3 not
             log.click(q, "d4")
     return log
 
@@ -110,15 +110,16 @@ def _noisy_log(tmp_path):
 def test_click_trust_known_answer(tmp_path):
     log = _noisy_log(tmp_path)
     prop, _ = estimate_propensities(log.records(), FeedbackConfig())
-    trust, info = click_trust(log.records(), prop, FeedbackConfig(click_noise=0.1))
-    # posterior (c_r - 0.1) / (0.9 c_r) at c = 0.5, 0.3, 0.3, 0.1; below the deepest shown rank it stays
-    assert trust[:5] == pytest.approx([0.4 / 0.45, 0.2 / 0.27, 0.2 / 0.27, 0.0, 0.0])
-    assert info["click_noise"] == 0.1
-    # estimated from the deepest half (ranks 3-4): 15 clicks over 40 + 30 examinations
+    trust, info = click_trust(log.records(), prop, FeedbackConfig(click_noise=0.05))
+    # posterior (c_r - 0.05) / (0.95 c_r) at c = 0.5, 0.3, 0.1, 0.1; below the deepest shown rank it stays
+    expect = [0.45 / 0.475, 0.25 / 0.285, 0.05 / 0.095, 0.05 / 0.095, 0.05 / 0.095]
+    assert trust[:5] == pytest.approx(expect)
+    assert info["click_noise"] == 0.05
+    # estimated from the deepest half (ranks 3-4): 14 clicks over 80 + 60 examinations = 0.1, a fifth of
+    # rank 1's 0.5 per look (at most a quarter is believed)
     trust, info = click_trust(log.records(), prop, FeedbackConfig())
-    eps = 15 / 70
-    assert info["click_noise"] == pytest.approx(eps, abs=1e-4) and "15 clicks at ranks 3-4" in info["click_noise_source"]
-    assert trust[0] == pytest.approx((0.5 - eps) / ((1 - eps) * 0.5))
+    assert info["click_noise"] == pytest.approx(0.1) and "14 clicks at ranks 3-4" in info["click_noise_source"]
+    assert trust[:4] == pytest.approx([0.4 / 0.45, 0.2 / 0.27, 0.0, 0.0])
     trust_off, info = click_trust(log.records(), prop, FeedbackConfig(click_noise=0))
     assert (trust_off == 1).all() and info["click_noise_source"].startswith("off")
 
@@ -141,26 +142,38 @@ def test_click_trust_pools_nonmonotone_ranks_and_needs_deep_clicks(tmp_path):
     assert (trust == 1).all() and "need 10" in info["click_noise_source"]
 
 
+def test_click_trust_stays_off_when_users_seek_out_deep_results(tmp_path):
+    log = FeedbackLog(tmp_path / "fb.sqlite")
+    for i in range(30):  # everyone clicks the 5th result: the ranking misses it, this is not noise
+        q = log.log_query(f"q{i}", _imps("d1", "d2", "d3", "d4", "d5"))
+        log.click(q, "d5")
+        if i % 3 == 0:
+            log.click(q, "d1")
+    prop, _ = estimate_propensities(log.records(), FeedbackConfig())
+    trust, info = click_trust(log.records(), prop, FeedbackConfig())
+    assert (trust == 1).all() and info["click_noise"] is None and "not noise" in info["click_noise_source"]
+
+
 def test_mining_weights_clicks_by_trust_and_drops_pure_noise(tmp_path):
     log = _noisy_log(tmp_path)
     vecs = {f"d{i}": [float(i == j) for j in range(1, 5)] for i in range(1, 5)}
     serving = _Serving(tmp_path / "v", vecs, [1.0, 0, 0, 0])
     cfg = MiningConfig(hard_negatives=0, heldout_fraction=0.0, min_heldout=0)
-    mined = mine(log.records(), serving, cfg, FeedbackConfig(click_noise=0.1))
+    mined = mine(log.records(), serving, cfg, FeedbackConfig())
     s = mined.report()
-    # the 3 rank-4 clicks have posterior 0: no pairs, and they mark nothing above them as skipped
-    assert s["untrusted_clicks"] == 3 and s["clicks"] == 93 and s["pairs"] == 90
-    assert all(ex.positive_id != "d4" for ex in mined.train)
+    # the 14 clicks at ranks 3-4 have posterior 0: no pairs, and they mark nothing above them as skipped
+    assert s["untrusted_clicks"] == 14 and s["clicks"] == 170 and s["pairs"] == 156
+    assert {ex.positive_id for ex in mined.train} == {"d1", "d2"}
     w = {ex.query: ex.weight for ex in mined.train if ex.positive_id == "d2"}
     w1 = {ex.query: ex.weight for ex in mined.train if ex.positive_id == "d1"}
     # weight = posterior / propensity, normalised: a rank-2 click weighs 2 * (0.2/0.27) / (0.4/0.45) of a rank-1 one
     assert w["q0"] / w1["q0"] == pytest.approx(2 * (0.2 / 0.27) / (0.4 / 0.45))
     negs = {ex.query: ex.negative_ids for ex in mined.train if ex.positive_id == "d1"}
-    assert negs["q20"] == [] and s["click_trust_top5"][3] == 0.0
+    assert negs["q100"] == [] and s["click_trust_top5"][2] == 0.0
     off = mine(log.records(), serving, cfg, FeedbackConfig(click_noise=0))
-    assert off.report()["untrusted_clicks"] == 0 and off.report()["pairs"] == 93
+    assert off.report()["untrusted_clicks"] == 0 and off.report()["pairs"] == 170
     negs = {ex.query: ex.negative_ids for ex in off.train if ex.positive_id == "d1"}
-    assert negs["q20"] == ["d2", "d3"]  # without the correction the noise click marks d2, d3 as skipped
+    assert negs["q100"] == ["d2", "d3"]  # without the correction the noise click marks d2, d3 as skipped
 
 
 def test_heldout_split_is_deterministic_and_by_query():
