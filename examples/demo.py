@@ -69,6 +69,7 @@ def main() -> None:
         print(f"\n4.{r + 1} simulated users on {len(share)} train queries: {sim['clicks']} clicks ({sim['noise_clicks']} on non-relevant docs)")
         mined = rt.mine().report()
         print(f"    mined: {mined['pairs']} pairs, {mined['negatives_per_pair']} negatives/pair, {mined['dropped_false_negatives']} likely false negatives dropped, {mined['heldout_queries']} held-out queries")
+        print(f"    click noise: {mined['click_noise']} ({mined['click_noise_source']}); {mined['untrusted_clicks']} clicks judged noise")
         result = rt.refresh(mode=args.mode)
         print(f"5.{r + 1} refresh --mode {args.mode}: {result['status']}: {result['reason']}")
         if result["status"] != "skipped":
