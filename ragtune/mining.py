@@ -184,14 +184,15 @@ def click_trust(records: list[QueryRecord], propensity: np.ndarray, config: Feed
     if config.click_noise == 0:
         return ones, {"click_noise": 0.0, "click_noise_source": "off (feedback.click_noise = 0)"}
     if depth < 2 or not clicks.any():
-        return ones, {"click_noise": None, "click_noise_source": "off: no impressions below rank 1 in the log"}
+        why = "off: no clicks in the log" if not clicks.any() else "off: no impressions below rank 1 in the log"
+        return ones, {"click_noise": None, "click_noise_source": why}
     ranks = np.arange(1, depth + 1)
     exposure = shown[1 : depth + 1] * propensity[:depth]  # expected examinations per rank
     if config.click_noise is None:
         deep = ranks > depth // 2
         n_deep = int(clicks[1 : depth + 1][deep].sum())
         if n_deep < MIN_NOISE_CLICKS:
-            why = f"off: {n_deep} clicks at ranks {depth // 2 + 1}-{depth}, need {MIN_NOISE_CLICKS} to estimate click noise"
+            why = f"off: {n_deep} click{'' if n_deep == 1 else 's'} at ranks {depth // 2 + 1}-{depth}, need {MIN_NOISE_CLICKS} to estimate click noise"
             return ones, {"click_noise": None, "click_noise_source": why}
         eps = float(n_deep / exposure[deep].sum())
         top = float(clicks[1] / exposure[0]) if exposure[0] > 0 else 0.0
