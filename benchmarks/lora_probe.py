@@ -101,7 +101,8 @@ def main() -> None:
     queries, _, dev, cold, sims = play_dev_users(rt, args.dataset, args.seed)
     dev_ids = sorted(dev)
     serving = rt.serving()
-    mined = mine(rt.feedback.records(), serving, rt.config.mining, rt.config.feedback)
+    records = rt.feedback.records()
+    mined = mine(records, serving, rt.config.mining, rt.config.feedback)
     all_docs = serving.docs.all_documents()
     texts = [d.embed_text for d in all_docs]
     doc_ids = [d.id for d in all_docs]
@@ -155,7 +156,7 @@ def main() -> None:
         frozen.on = bool(ov.pop("frozen_queries", False))
         plain = bool(ov.pop("plain", False))
         rt.config = base_cfg.with_overrides({**feedback, **{f"train.{k}": v for k, v in ov.items()}})
-        variant_mined = mine(rt.feedback.records(), serving, rt.config.mining, rt.config.feedback) if feedback else mined
+        variant_mined = mine(records, serving, rt.config.mining, rt.config.feedback) if feedback else mined
         out = work / f"candidate-{name}"
         shutil.rmtree(out, ignore_errors=True)
         if plain:  # closed_loop.py's reference recipe, on this log's clicks

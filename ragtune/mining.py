@@ -171,6 +171,9 @@ def click_trust(records: list[QueryRecord], propensity: np.ndarray, config: Feed
     are a signal the ranking misses, and the correction stays off.
     """
     max_rank = len(propensity)
+    ones = np.ones(max_rank)
+    if config.click_noise == 0:
+        return ones, {"click_noise": 0.0, "click_noise_source": "off (feedback.click_noise = 0)"}
     shown = np.zeros(max_rank + 1)
     clicks = np.zeros(max_rank + 1)
     for rec in records:
@@ -179,10 +182,7 @@ def click_trust(records: list[QueryRecord], propensity: np.ndarray, config: Feed
             if 1 <= im.rank <= max_rank:
                 shown[im.rank] += 1
                 clicks[im.rank] += im.doc_id in clicked
-    ones = np.ones(max_rank)
     depth = int(np.nonzero(shown)[0].max()) if shown.any() else 0
-    if config.click_noise == 0:
-        return ones, {"click_noise": 0.0, "click_noise_source": "off (feedback.click_noise = 0)"}
     if depth < 2 or not clicks.any():
         why = "off: no clicks in the log" if not clicks.any() else "off: no impressions below rank 1 in the log"
         return ones, {"click_noise": None, "click_noise_source": why}
@@ -244,7 +244,7 @@ def mine(
     # aggregate per normalised query text
     texts: dict[str, str] = {}
     pos_weights: dict[str, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
-    chosen: dict[str, set[str]] = defaultdict(set)  # every clicked or liked doc, trusted or not
+    chosen: dict[str, set[str]] = defaultdict(set)  # every clicked or liked doc, trusted or not: never a negative
     neg_skip: dict[str, set[str]] = defaultdict(set)
     neg_rated: dict[str, set[str]] = defaultdict(set)
     shown: dict[str, list[str]] = defaultdict(list)
@@ -288,12 +288,11 @@ def mine(
                     neg_skip[key].add(im.doc_id)
     keys = [k for k in texts if pos_weights.get(k)]
     held = split_heldout(keys, mining) if heldout_keys is None else set(keys) & heldout_keys
-    positives_of = {k: set(pos_weights[k]) | chosen[k] for k in keys}
     dropped_positive_as_negative = 0
     for k in keys:  # a doc any user chose for this query text is never a negative
         for store in (neg_skip, neg_rated):
             before = len(store[k])
-            store[k] -= positives_of[k]
+            store[k] -= chosen[k]
             dropped_positive_as_negative += before - len(store[k])
 
     train_keys = list(keys) if train_on_heldout else [k for k in keys if k not in held]
@@ -307,7 +306,7 @@ def mine(
         pos_index = serving.docs.positions([d for k in train_keys for d in pos_weights[k]])
         for qi, k in enumerate(train_keys):
             cands = [(ids[p], float(s)) for rank, (p, s) in enumerate(zip(pos[qi], scores[qi])) if p >= 0 and rank >= mining.range_min]
-            cands = [(d, s) for d, s in cands if d not in positives_of[k]]
+            cands = [(d, s) for d, s in cands if d not in chosen[k]]
             for d_pos in pos_weights[k]:
                 if d_pos not in pos_index:
                     continue
