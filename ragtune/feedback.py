@@ -273,14 +273,17 @@ class FeedbackLog:
     def export_events(self) -> Iterator[dict[str, Any]]:
         """Yield the whole log as event dicts (queries first, then clicks, then ratings)."""
         for rec in self.records():
-            yield {
+            event: dict[str, Any] = {
                 "type": "query",
                 "query_id": rec.qid,
                 "text": rec.text,
                 "ts": rec.ts,
                 "version": rec.version,
-                "impressions": [{"doc_id": i.doc_id, "rank": i.rank, "score": i.score} for i in rec.impressions],
+                "impressions": [_impression_event(i) for i in rec.impressions],
             }
+            if rec.randomized:  # propensity estimation reads randomised searches and their original ranks
+                event["randomized"] = True
+            yield event
         conn = self._connect()
         for qid, doc_id, ts, dwell in conn.execute("SELECT qid, doc_id, ts, dwell FROM clicks ORDER BY id"):
             yield {"type": "click", "query_id": qid, "doc_id": doc_id, "ts": ts, "dwell": dwell}
@@ -340,14 +343,20 @@ class FeedbackLog:
                     raise InputError(f"{where}: a query event needs a string 'query_id', non-empty 'text' and a list 'impressions'")
                 if qid in file_qids or conn.execute("SELECT 1 FROM queries WHERE qid = ?", (qid,)).fetchone():
                     raise InputError(f"{where}: query id {qid!r} already exists")
+                randomized = obj.get("randomized", False)
+                if not isinstance(randomized, bool):
+                    raise InputError(f"{where}: 'randomized' must be true or false, got {randomized!r}")
                 parsed = []
                 for im in imps:
                     if not isinstance(im, dict) or not isinstance(im.get("doc_id"), str) or not isinstance(im.get("rank"), int):
                         raise InputError(f"{where}: each impression needs a string 'doc_id' and an integer 'rank'")
+                    orig = im.get("orig_rank")
+                    if orig is not None and (not isinstance(orig, int) or isinstance(orig, bool)):
+                        raise InputError(f"{where}: an impression's 'orig_rank' must be an integer, got {orig!r}")
                     doc_refs.append((lineno, im["doc_id"]))
-                    parsed.append(Impression(im["doc_id"], im["rank"], im.get("score")))
+                    parsed.append(Impression(im["doc_id"], im["rank"], im.get("score"), orig))
                 file_qids.add(qid)
-                ops.append(("query", (qid, text, parsed, obj.get("version"), float(obj.get("ts") or time.time()))))
+                ops.append(("query", (qid, text, parsed, obj.get("version"), float(obj.get("ts") or time.time()), "import", randomized)))
                 counts["queries"] += 1
             elif kind in ("click", "rating"):
                 qid, doc_id = obj.get("query_id"), obj.get("doc_id")
@@ -388,7 +397,7 @@ class FeedbackLog:
                         raise InputError(f"{where}: a triplet needs 'positive' (text) or 'positive_id'")
                 qid = new_query_id()
                 imps = [Impression(d, r) for r, d in enumerate([ids.get("positive"), ids.get("negative")], 1) if d]
-                ops.append(("query", (qid, query, imps, None, time.time(), "import")))
+                ops.append(("query", (qid, query, imps, None, time.time(), "import", False)))
                 ops.append(("rating", (qid, ids["positive"], 1, time.time())))
                 counts["queries"] += 1
                 counts["ratings"] += 1
@@ -406,10 +415,18 @@ class FeedbackLog:
         with self._tx() as tx:
             for kind, args in ops:
                 if kind == "query":
-                    qid, text, imps, version, ts, *rest = args
-                    self._insert_query(tx, qid, text, imps, version, False, ts, rest[0] if rest else "import")
+                    qid, text, imps, version, ts, source, randomized = args
+                    self._insert_query(tx, qid, text, imps, version, randomized, ts, source)
                 elif kind == "click":
                     tx.execute("INSERT INTO clicks(qid, doc_id, ts, dwell) VALUES (?, ?, ?, ?)", args)
                 else:
                     tx.execute("INSERT INTO ratings(qid, doc_id, value, ts) VALUES (?, ?, ?, ?)", args)
         return counts
+
+
+def _impression_event(im: Impression) -> dict[str, Any]:
+    """An impression as exported: ``orig_rank`` only where randomisation moved it."""
+    event: dict[str, Any] = {"doc_id": im.doc_id, "rank": im.rank, "score": im.score}
+    if im.orig_rank is not None and im.orig_rank != im.rank:
+        event["orig_rank"] = im.orig_rank
+    return event

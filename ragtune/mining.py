@@ -176,13 +176,18 @@ def click_trust(records: list[QueryRecord], propensity: np.ndarray, config: Feed
         return ones, {"click_noise": 0.0, "click_noise_source": "off (feedback.click_noise = 0)"}
     shown = np.zeros(max_rank + 1)
     clicks = np.zeros(max_rank + 1)
+    searches = 0
     for rec in records:
         clicked = {d for d, _ in rec.clicks}
+        searches += bool(rec.impressions)
         for im in rec.impressions:
             if 1 <= im.rank <= max_rank:
                 shown[im.rank] += 1
                 clicks[im.rank] += im.doc_id in clicked
-    depth = int(np.nonzero(shown)[0].max()) if shown.any() else 0
+    # the usual result list's depth: the deepest rank at least half of the searches showed (a few
+    # long lists must not move the "deep ranks" the noise rate is read from)
+    common = np.nonzero(shown >= max(searches, 1) / 2)[0]
+    depth = int(common.max()) if len(common) else 0
     if depth < 2 or not clicks.any():
         why = "off: no clicks in the log" if not clicks.any() else "off: no impressions below rank 1 in the log"
         return ones, {"click_noise": None, "click_noise_source": why}
@@ -210,7 +215,7 @@ def click_trust(records: list[QueryRecord], propensity: np.ndarray, config: Feed
 
     used = exposure > 0
     rate = np.divide(clicks[1 : depth + 1], exposure, out=np.zeros(depth), where=used)
-    smooth = IsotonicRegression(increasing=False, y_min=0.0).fit(ranks[used], rate[used], sample_weight=exposure[used]).predict(ranks)
+    smooth = IsotonicRegression(increasing=False, y_min=0.0, out_of_bounds="clip").fit(ranks[used], rate[used], sample_weight=exposure[used]).predict(ranks)
     smooth = np.maximum(smooth, 1e-12)
     trust = ones.copy()
     trust[:depth] = np.clip((smooth - eps) / ((1.0 - eps) * smooth), 0.0, 1.0)
@@ -331,10 +336,6 @@ def mine(
                         negs.append(d)
                         counts[source] += 1
             train.append(TrainExample(texts[k], d_pos, negs, float(np.mean(ws)), k))
-    raw = np.array([ex.weight for ex in train]) if train else np.ones(0)
-    if len(raw):
-        for ex in train:
-            ex.weight = float(ex.weight / raw.mean())
     heldout = [
         HeldoutQuery(texts[k], {d: float(np.mean(w)) for d, w in pos_weights[k].items()}, shown[k], sorted(logged_by[k]))
         for k in keys
@@ -351,6 +352,10 @@ def mine(
             for ex in train
             if ex.positive_id in doc_texts
         ]
+    raw = np.array([ex.weight for ex in train]) if train else np.ones(0)
+    if len(raw):  # mean 1 over the pairs that train (after dropping those whose document left)
+        for ex in train:
+            ex.weight = float(ex.weight / raw.mean())
     stats: dict[str, Any] = {
         "feedback_queries": len(keys),
         "clicks": n_clicks,

@@ -59,6 +59,26 @@ def test_export_import_round_trip(workspace, tmp_path):
     assert log.stats()["clicks"] == 1
 
 
+def test_export_import_keeps_randomisation(tmp_path):
+    log = FeedbackLog(tmp_path / "a.sqlite")
+    q = log.log_query("swap", [Impression("d3", 1, 0.2, orig_rank=3), Impression("d2", 2, 0.4), Impression("d1", 3, 0.5, orig_rank=1)], randomized=True)
+    log.click(q, "d3")
+    log.log_query("plain", [Impression("d1", 1, 0.5)])
+    events = list(log.export_events())
+    assert events[0]["randomized"] is True and "randomized" not in events[1]
+    assert [im.get("orig_rank") for im in events[0]["impressions"]] == [3, None, 1]
+    path = tmp_path / "events.jsonl"
+    path.write_text("".join(json.dumps(e) + "\n" for e in events))
+    other = FeedbackLog(tmp_path / "b.sqlite")
+    other.import_file(path, doc_exists=lambda ids: set(ids), text_to_id=lambda t: None)
+    back = {r.text: r for r in other.records()}
+    assert back["swap"].randomized and not back["plain"].randomized
+    assert [(im.doc_id, im.rank, im.orig_rank) for im in back["swap"].impressions] == [("d3", 1, 3), ("d2", 2, 2), ("d1", 3, 1)]
+    path.write_text('{"type": "query", "query_id": "x", "text": "t", "impressions": [], "randomized": "yes"}\n')
+    with pytest.raises(InputError, match="'randomized' must be true or false"):
+        other.import_file(path, doc_exists=lambda ids: set(ids), text_to_id=lambda t: None)
+
+
 def _count(rt):
     s = rt.feedback.stats()
     return s["queries"], s["clicks"], s["ratings"]

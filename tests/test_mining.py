@@ -176,6 +176,48 @@ def test_mining_weights_clicks_by_trust_and_drops_pure_noise(tmp_path):
     assert negs["q100"] == ["d2", "d3"]  # without the correction the noise click marks d2, d3 as skipped
 
 
+def test_click_trust_reads_the_usual_depth_and_stays_finite(tmp_path):
+    log = _noisy_log(tmp_path)
+    for i in range(3):  # a few long result lists must not move the deep ranks the noise rate is read from
+        log.log_query(f"long {i}", _imps(*[f"x{j}" for j in range(40)]))
+    prop, _ = estimate_propensities(log.records(), FeedbackConfig())
+    trust, info = click_trust(log.records(), prop, FeedbackConfig())
+    assert info["click_noise"] == pytest.approx(14 / (243 / 3 + 243 / 4), abs=1e-4) and "14 clicks at ranks 3-4" in info["click_noise_source"]
+    odd = FeedbackLog(tmp_path / "odd.sqlite")  # imported impressions that never show rank 1
+    for i in range(20):
+        q = odd.log_query(f"q{i}", [Impression("d2", 2, 0.5), Impression("d3", 3, 0.4)])
+        if i < 8:
+            odd.click(q, "d2")
+    trust, info = click_trust(odd.records(), prop, FeedbackConfig(click_noise=0.05))
+    assert np.isfinite(trust).all() and 0 < trust[1] <= 1
+
+
+def test_doubtful_clicks_mark_no_skips_and_noise_clicked_docs_are_never_negatives(tmp_path):
+    log = _noisy_log(tmp_path)
+    solo = log.log_query("solo", _imps("d1", "d2", "d3", "d4"))
+    log.click(solo, "d3")  # rank 3: a pair, but too likely noise to say d1, d2 were skipped
+    a = log.log_query("mix", _imps("d1", "d2", "d3", "d4"))
+    log.click(a, "d4")  # rank 4: judged noise (posterior 0), still chosen by a user
+    b = log.log_query("mix", _imps("d4", "d1", "d2", "d3"))
+    log.click(b, "d1")  # rank 2: trusted, so d4 above it would be a skipped negative
+    vecs = {f"d{i}": [float(i == j) for j in range(1, 5)] for i in range(1, 5)}
+    serving = _Serving(tmp_path / "v", vecs, [1.0, 0, 0, 0.5])  # d4 is the nearest ANN candidate after d1
+    cfg = MiningConfig(hard_negatives=0, heldout_fraction=0.0, min_heldout=0)
+    doubt = mine(log.records(), serving, cfg, FeedbackConfig(click_noise=0.08))
+    t3 = doubt.report()["click_trust_top5"][2]
+    assert 0 < t3 < 0.5
+    assert [ex.negative_ids for ex in doubt.train if ex.query == "solo"] == [[]]
+    off = mine(log.records(), serving, cfg, FeedbackConfig(click_noise=0))
+    assert [ex.negative_ids for ex in off.train if ex.query == "solo"] == [["d1", "d2"]]
+    ann = MiningConfig(hard_negatives=3, range_min=0, heldout_fraction=0.0, min_heldout=0)
+    for mcfg in (cfg, ann):
+        mined = mine(log.records(), serving, mcfg, FeedbackConfig())
+        assert mined.report()["click_trust_top5"][3] == 0.0
+        (mix,) = [ex for ex in mined.train if ex.query == "mix"]
+        assert mix.positive_id == "d1" and "d4" not in mix.negative_ids
+    assert sorted(mix.negative_ids) == ["d2", "d3"]  # the ANN negatives, less the doc a user clicked
+
+
 def test_heldout_split_is_deterministic_and_by_query():
     keys = [f"query {i}" for i in range(200)]
     cfg = MiningConfig(heldout_fraction=0.2, min_heldout=5)
