@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -31,7 +32,10 @@ def _faiss() -> Any:
 def _to_gpu(index: Any, config: IndexConfig) -> Any:
     """Move ``index`` to GPU 0 when asked and possible (faiss-gpu from the ``gpu`` extra)."""
     faiss = _faiss()
-    if not config.use_gpu or not hasattr(faiss, "StandardGpuResources"):
+    if not config.use_gpu:
+        return index
+    if not hasattr(faiss, "StandardGpuResources"):
+        _hint_gpu_extra()
         return index
     if faiss.get_num_gpus() < 1:
         return index
@@ -40,6 +44,19 @@ def _to_gpu(index: Any, config: IndexConfig) -> Any:
     res = faiss.StandardGpuResources()
     logger.info("faiss index on GPU")
     return faiss.index_cpu_to_gpu(res, 0, index)
+
+
+_hinted = False
+
+
+def _hint_gpu_extra() -> None:
+    """Once per process: a CUDA GPU is here but this faiss build has no GPU support."""
+    global _hinted
+    torch = sys.modules.get("torch")  # torch is loaded whenever a model is; never imported for this check
+    if _hinted or torch is None or not torch.cuda.is_available():
+        return
+    _hinted = True
+    logger.warning("a CUDA GPU is present but this faiss build has no GPU support; searching on CPU. For faiss on the GPU: pip install 'ragtune[gpu]'")
 
 
 class FaissStore(VectorStore):

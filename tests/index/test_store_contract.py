@@ -113,3 +113,20 @@ def test_drop_is_safe(config: IndexConfig, version_dir: Path, tmp_path: Path) ->
     if config.backend == "chroma":
         with pytest.raises(VectorIndexError):
             open_store(version_dir, config, name=name)
+
+
+def test_faiss_names_the_gpu_extra_when_a_gpu_is_present_without_faiss_gpu(tmp_path, monkeypatch, caplog):
+    import sys
+    import types
+
+    from ragtune.index import faiss_store
+
+    fake_torch = types.SimpleNamespace(cuda=types.SimpleNamespace(is_available=lambda: True))
+    monkeypatch.setitem(sys.modules, "torch", fake_torch)
+    monkeypatch.setattr(faiss_store, "_hinted", False)
+    monkeypatch.delattr(faiss_store._faiss(), "StandardGpuResources", raising=False)  # a faiss-cpu build
+    vecs = np.eye(4, dtype=np.float32)
+    with caplog.at_level("WARNING", logger="ragtune.index.faiss_store"):
+        store = faiss_store.FaissStore.create(tmp_path, vecs, IndexConfig(use_gpu=True), name="t")
+    assert "pip install 'ragtune[gpu]'" in caplog.text
+    assert store.search(vecs[:1], 1)[1][0][0] == 0
