@@ -175,7 +175,7 @@ class FeedbackConfig:
             bias / click noise). A click at rank ``r`` is then weighted by its posterior of relevance,
             ``(c_r - click_noise) / ((1 - click_noise) * c_r)`` with ``c_r`` the clicks per examination
             at that rank, on top of the position-bias weight. ``None`` estimates the rate from the log
-            (clicks per examination at the deeper half of the ranks at least half the searches showed,
+            (clicks per examination at the deeper half of the ranks at least a tenth of the searches showed,
             where few results are relevant: an upper bound, so the correction errs toward trusting the
             top, and clicks at the deepest ranks train little or nothing). The estimate needs 10 clicks
             there and is refused, leaving the correction off, when those ranks draw more than a quarter

@@ -348,11 +348,11 @@ class FeedbackLog:
                     raise InputError(f"{where}: 'randomized' must be true or false, got {randomized!r}")
                 parsed = []
                 for im in imps:
-                    if not isinstance(im, dict) or not isinstance(im.get("doc_id"), str) or not isinstance(im.get("rank"), int):
-                        raise InputError(f"{where}: each impression needs a string 'doc_id' and an integer 'rank'")
+                    if not isinstance(im, dict) or not isinstance(im.get("doc_id"), str) or not _is_rank(im.get("rank")):
+                        raise InputError(f"{where}: each impression needs a string 'doc_id' and an integer 'rank' >= 1")
                     orig = im.get("orig_rank")
-                    if orig is not None and (not isinstance(orig, int) or isinstance(orig, bool)):
-                        raise InputError(f"{where}: an impression's 'orig_rank' must be an integer, got {orig!r}")
+                    if orig is not None and not _is_rank(orig):
+                        raise InputError(f"{where}: an impression's 'orig_rank' must be an integer >= 1, got {orig!r}")
                     doc_refs.append((lineno, im["doc_id"]))
                     parsed.append(Impression(im["doc_id"], im["rank"], im.get("score"), orig))
                 file_qids.add(qid)
@@ -430,3 +430,7 @@ def _impression_event(im: Impression) -> dict[str, Any]:
     if im.orig_rank is not None and im.orig_rank != im.rank:
         event["orig_rank"] = im.orig_rank
     return event
+
+
+def _is_rank(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 1

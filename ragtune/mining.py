@@ -44,6 +44,8 @@ logger = logging.getLogger(__name__)
 
 #: Randomised impressions needed at a rank before its propensity is estimated from the log.
 MIN_RANDOMIZED_PER_RANK = 30
+#: The ranks the click-noise correction reads are those at least this share of the searches showed.
+COMMON_RANK_SHARE = 0.1
 #: Clicks needed at the deepest shown ranks before the click-noise rate is estimated from the log.
 MIN_NOISE_CLICKS = 10
 #: The estimate is trusted only if the deepest ranks draw at most this share of rank 1's clicks per
@@ -184,12 +186,17 @@ def click_trust(records: list[QueryRecord], propensity: np.ndarray, config: Feed
             if 1 <= im.rank <= max_rank:
                 shown[im.rank] += 1
                 clicks[im.rank] += im.doc_id in clicked
-    # the usual result list's depth: the deepest rank at least half of the searches showed (a few
+    # the result lists' usual depth: the deepest rank at least a tenth of the searches showed (a few
     # long lists must not move the "deep ranks" the noise rate is read from)
-    common = np.nonzero(shown >= max(searches, 1) / 2)[0]
+    common = np.nonzero(shown >= max(searches, 1) * COMMON_RANK_SHARE)[0]
     depth = int(common.max()) if len(common) else 0
     if depth < 2 or not clicks.any():
-        why = "off: no clicks in the log" if not clicks.any() else "off: no impressions below rank 1 in the log"
+        if not clicks.any():
+            why = "off: no clicks in the log"
+        elif not shown[2:].any():
+            why = "off: no impressions below rank 1 in the log"
+        else:
+            why = f"off: fewer than {COMMON_RANK_SHARE:.0%} of the {searches} searches showed rank 2"
         return ones, {"click_noise": None, "click_noise_source": why}
     ranks = np.arange(1, depth + 1)
     exposure = shown[1 : depth + 1] * propensity[:depth]  # expected examinations per rank

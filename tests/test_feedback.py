@@ -74,9 +74,14 @@ def test_export_import_keeps_randomisation(tmp_path):
     back = {r.text: r for r in other.records()}
     assert back["swap"].randomized and not back["plain"].randomized
     assert [(im.doc_id, im.rank, im.orig_rank) for im in back["swap"].impressions] == [("d3", 1, 3), ("d2", 2, 2), ("d1", 3, 1)]
-    path.write_text('{"type": "query", "query_id": "x", "text": "t", "impressions": [], "randomized": "yes"}\n')
-    with pytest.raises(InputError, match="'randomized' must be true or false"):
-        other.import_file(path, doc_exists=lambda ids: set(ids), text_to_id=lambda t: None)
+    for line, needle in (
+        ('{"type": "query", "query_id": "x", "text": "t", "impressions": [], "randomized": "yes"}', "'randomized' must be true or false"),
+        ('{"type": "query", "query_id": "x", "text": "t", "impressions": [{"doc_id": "d1", "rank": true}]}', "an integer 'rank' >= 1"),
+        ('{"type": "query", "query_id": "x", "text": "t", "impressions": [{"doc_id": "d1", "rank": 1, "orig_rank": 0}]}', "'orig_rank' must be an integer >= 1"),
+    ):
+        path.write_text(line + "\n")
+        with pytest.raises(InputError, match=needle):
+            other.import_file(path, doc_exists=lambda ids: set(ids), text_to_id=lambda t: None)
 
 
 def _count(rt):

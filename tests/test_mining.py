@@ -192,6 +192,45 @@ def test_click_trust_reads_the_usual_depth_and_stays_finite(tmp_path):
     assert np.isfinite(trust).all() and 0 < trust[1] <= 1
 
 
+def test_click_trust_with_many_short_lists(tmp_path):
+    log = FeedbackLog(tmp_path / "fb.sqlite")
+    for i in range(60):  # top-1 answers beside ordinary top-4 searches: the latter still set the depth
+        log.log_query(f"one {i}", _imps("d1"))
+    for i in range(40):
+        q = log.log_query(f"q{i}", _imps("d1", "d2", "d3", "d4"))
+        log.click(q, "d1")
+    prop, _ = estimate_propensities(log.records(), FeedbackConfig())
+    trust, info = click_trust(log.records(), prop, FeedbackConfig(click_noise=0.05))
+    assert info["click_noise"] == 0.05 and trust[0] < 1
+    only = FeedbackLog(tmp_path / "only.sqlite")
+    for i in range(95):
+        q = only.log_query(f"one {i}", _imps("d1"))
+        only.click(q, "d1")
+    for i in range(5):  # rank 2 shown in 5% of the searches: too rare to read click rates from
+        only.log_query(f"two {i}", _imps("d1", "d2"))
+    _, info = click_trust(only.records(), prop, FeedbackConfig(click_noise=0.05))
+    assert info["click_noise"] is None and "fewer than 10% of the 100 searches showed rank 2" in info["click_noise_source"]
+
+
+def test_weights_are_normalised_over_the_pairs_that_train(tmp_path):
+    log = FeedbackLog(tmp_path / "fb.sqlite")
+    for i, doc in enumerate(["d1", "d2", "gone"]):
+        q = log.log_query(f"q{i}", _imps("d9", doc) if doc != "d1" else _imps(doc))
+        log.click(q, doc)  # ranks 2, 2 and 1: raw weights 2, 2, 1 before normalising
+    vecs = {d: [float(d == e) for e in ("d1", "d2", "d9")] for d in ("d1", "d2", "d9")}
+    serving = _Serving(tmp_path / "v", vecs, [1.0, 0, 0])  # "gone" left the index after it was clicked
+    cfg = MiningConfig(hard_negatives=0, heldout_fraction=0.0, min_heldout=0)
+    mined = mine(log.records(), serving, cfg, FeedbackConfig(click_noise=0))
+    assert sorted(ex.positive_id for ex in mined.train) == ["d1", "d2"]
+    assert np.mean([ex.weight for ex in mined.train]) == pytest.approx(1.0)
+    assert mined.report()["weight_max"] == pytest.approx(2 / 1.5, abs=1e-4)
+    empty = FeedbackLog(tmp_path / "gone.sqlite")
+    q = empty.log_query("q", _imps("gone"))
+    empty.click(q, "gone")
+    s = mine(empty.records(), serving, cfg, FeedbackConfig()).report()
+    assert s["pairs"] == 0 and s["weight_min"] is None and s["weight_max"] is None
+
+
 def test_doubtful_clicks_mark_no_skips_and_noise_clicked_docs_are_never_negatives(tmp_path):
     log = _noisy_log(tmp_path)
     solo = log.log_query("solo", _imps("d1", "d2", "d3", "d4"))

@@ -56,7 +56,8 @@ def _hint_gpu_extra() -> None:
     if _hinted or torch is None or not torch.cuda.is_available():
         return
     _hinted = True
-    logger.warning("a CUDA GPU is present but this faiss build has no GPU support; searching on CPU. For faiss on the GPU: pip install 'ragtune[gpu]'")
+    logger.warning("a CUDA GPU is present but this faiss build has no GPU support; searching on CPU. For faiss on the GPU, "
+        "install faiss-gpu (pip install 'ragtune[gpu]') in place of faiss-cpu: both provide the faiss module")
 
 
 class FaissStore(VectorStore):
