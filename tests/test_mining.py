@@ -216,7 +216,7 @@ def test_weights_are_normalised_over_the_pairs_that_train(tmp_path):
     log = FeedbackLog(tmp_path / "fb.sqlite")
     for i, doc in enumerate(["d1", "d2", "gone"]):
         q = log.log_query(f"q{i}", _imps("d9", doc) if doc != "d1" else _imps(doc))
-        log.click(q, doc)  # ranks 2, 2 and 1: raw weights 2, 2, 1 before normalising
+        log.click(q, doc)  # ranks 1, 2 and 2: raw weights 1, 2, 2 before normalising
     vecs = {d: [float(d == e) for e in ("d1", "d2", "d9")] for d in ("d1", "d2", "d9")}
     serving = _Serving(tmp_path / "v", vecs, [1.0, 0, 0])  # "gone" left the index after it was clicked
     cfg = MiningConfig(hard_negatives=0, heldout_fraction=0.0, min_heldout=0)
