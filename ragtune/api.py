@@ -3,12 +3,9 @@
 from __future__ import annotations
 
 import logging
-import random
 import shutil
-import threading
 import time
-from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -16,76 +13,20 @@ import numpy as np
 
 from ragtune.config import RagtuneConfig
 from ragtune.corpus import Document, is_beir_dir, load_beir_corpus, load_sources
-from ragtune.docstore import DocStore
 from ragtune.embedder import Embedder, ModelSpec
 from ragtune.errors import FeedbackError, InputError, WorkspaceError
-from ragtune.feedback import FeedbackLog, Impression
-from ragtune.index.base import VectorStore, create_store, open_store
-from ragtune.workspace import VersionInfo, Workspace, default_workspace_path
+from ragtune.feedback import FeedbackLog
+from ragtune.records import Hit, SearchResults
+from ragtune.serving import Server, ServingVersion
+from ragtune.workspace import OOF_FILE, TRAINED_FILE, Workspace, default_workspace_path
 
 if TYPE_CHECKING:
     from ragtune.mining import MinedSet
+    from ragtune.refresh import RefreshReport
 
 __all__ = ["Hit", "Ragtune", "SearchResults"]
 
 logger = logging.getLogger(__name__)
-
-
-@dataclass
-class Hit:
-    """One search result.
-
-    Attributes:
-        doc_id: The document id.
-        score: Cosine similarity to the query.
-        rank: 1-based rank as shown.
-        text: Document text.
-        title: Document title ('' if none).
-        metadata: Document metadata.
-    """
-
-    doc_id: str
-    score: float
-    rank: int
-    text: str
-    title: str = ""
-    metadata: dict[str, Any] = field(default_factory=dict)
-
-    def to_dict(self) -> dict[str, Any]:
-        return dict(self.__dict__)
-
-
-class SearchResults(list[Hit]):
-    """A list of :class:`Hit` that also carries the feedback ``query_id`` (``None`` if not logged)."""
-
-    def __init__(self, hits: Iterable[Hit] = (), query_id: str | None = None, version: str | None = None) -> None:
-        super().__init__(hits)
-        self.query_id = query_id
-        self.version = version
-
-
-class _Serving:
-    """Everything loaded for one version: manifest, doc store, vector store, embedder."""
-
-    def __init__(self, ws: Workspace, config: RagtuneConfig, name: str) -> None:
-        self.name = name
-        self.info = ws.read_version(name)
-        self.index_info = self.info if self.info.index_version == name else ws.read_version(self.info.index_version)
-        index_dir = ws.version_dir(self.info.index_version)
-        self.docs = DocStore(index_dir)
-        self.store: VectorStore = open_store(index_dir, config.index, name=_store_name(ws, self.info.index_version), backend=self.index_info.model.get("_backend"))
-        self.spec = ModelSpec.from_dict(self.info.model)
-        self.embedder = Embedder(self.spec, ws.root, config.model.device, config.model.batch_size)
-        self.index_dir = index_dir
-
-    def vectors(self) -> np.ndarray:
-        return np.load(self.index_dir / "vectors.npy", mmap_mode="r")
-
-
-def _store_name(ws: Workspace, version: str) -> str:
-    import hashlib
-
-    return f"ragtune-{hashlib.sha1(str(ws.root).encode()).hexdigest()[:10]}-{version}"
 
 
 class Ragtune:
@@ -109,11 +50,8 @@ class Ragtune:
         self.ws = Workspace.create(path, config) if create else Workspace.open(path)
         self.config = self.ws.load_config()
         self.progress = progress
-        self._serving: _Serving | None = None
-        self._token: tuple[int, int] | None = None
-        self._lock = threading.Lock()
+        self.server = Server(self.ws, self.config)
         self._feedback: FeedbackLog | None = None
-        self._rng = random.Random()
 
     @classmethod
     def init(cls, workspace: str | Path | None = None, config: RagtuneConfig | None = None, **kwargs: Any) -> Ragtune:
@@ -121,19 +59,9 @@ class Ragtune:
         return cls(workspace, create=True, config=config, **kwargs)
 
     # -- serving state ----------------------------------------------------------------------------
-    def serving(self) -> _Serving:
+    def serving(self) -> ServingVersion:
         """The loaded current version, reloaded when another process swapped ``CURRENT``."""
-        token = self.ws.current_token()
-        with self._lock:
-            if self._serving is None or token != self._token:
-                name = self.ws.current_version()
-                if name is None:
-                    raise WorkspaceError(f"workspace {self.ws.root} has no index yet; run `ragtune index SOURCE` first")
-                if self._serving is None or self._serving.name != name:
-                    self._serving = _Serving(self.ws, self.config, name)
-                    logger.info("serving version %s", name)
-                self._token = token
-            return self._serving
+        return self.server.current()
 
     @property
     def current_version(self) -> str | None:
@@ -206,13 +134,15 @@ class Ragtune:
             vectors[reuse] = old_vecs[[old[docs[i].id][0] for i in reuse]]
         if todo:
             vectors[todo] = embedder.encode_documents([docs[i].embed_text for i in todo], progress=self.progress)
-        name = self._write_version(docs, vectors, spec, kind="index", parent=current, note=f"indexed {len(docs)} docs", write_files=lambda staging, rel: self._carry_feedback_files(current, spec, staging))
+        self._end_trial("a new index version was made by `index`")
+        name = self.ws.write_version(
+            self.config, spec, kind="index", parent=current, docs=docs, vectors=vectors, note=f"indexed {len(docs)} docs",
+            write_files=lambda staging, rel: self._carry_feedback_files(current, spec, staging),
+        )  # fmt: skip
         return {**counts, "embedded": len(todo), "n_docs": len(docs), "version": name, "seconds": time.perf_counter() - t0}
 
     def _carry_feedback_files(self, current: str | None, spec: ModelSpec, staging: Path) -> ModelSpec:
         """A re-index keeps the model: keep its record of the feedback it was trained on (and its out-of-fold vectors)."""
-        from ragtune.refresh import OOF_FILE, TRAINED_FILE
-
         if current is not None and spec == self.serving().spec:
             for fname in (TRAINED_FILE, OOF_FILE):
                 src = self.ws.version_dir(current) / fname
@@ -220,62 +150,13 @@ class Ragtune:
                     shutil.copy2(src, staging / fname)
         return spec
 
-    def _write_version(
-        self,
-        docs: Sequence[Document] | None,
-        vectors: np.ndarray | None,
-        spec: ModelSpec,
-        *,
-        kind: str,
-        parent: str | None,
-        note: str = "",
-        metrics: dict[str, Any] | None = None,
-        feedback: dict[str, Any] | None = None,
-        index_version: str | None = None,
-        write_files: Callable[[Path, str], ModelSpec] | None = None,
-    ) -> str:
-        """Write a complete version into staging, rename it into place, make it current, prune.
-
-        Must be called under the workspace lock. ``write_files(staging_dir, version_dir_rel)`` may save
-        model files into the staging dir and return the spec that points at their final location.
-        """
-        with self.ws.stage_version() as (staging, name):
-            if write_files is not None:
-                spec = write_files(staging, f"versions/{name}")
-            model = spec.to_dict()
-            if docs is not None and vectors is not None:
-                DocStore.write(staging, docs)
-                np.save(staging / "vectors.npy", vectors)
-                create_store(staging, vectors, self.config.index, name=_store_name(self.ws, name))
-                model["_backend"] = self.config.index.backend
-                index_version = name
-            if not index_version:
-                raise WorkspaceError("a version needs its own index or an index_version to search")
-            info = VersionInfo(name=name, kind=kind, index_version=index_version, model=model, parent=parent, n_docs=len(docs) if docs is not None else 0, metrics=metrics or {}, feedback=feedback or {}, note=note)
-            self.config.save(staging / "config.json")
-            self.ws.write_manifest(staging, info)
-        self.ws.set_current(name)
-        self._prune()
-        return name
-
-    def _prune(self) -> None:
-        """Delete versions beyond ``index.keep_versions`` and release their server-side collections."""
-        before = {v.name: v for v in self.ws.list_versions()}
-        removed = self.ws.prune(self.config.index.keep_versions)
-        for old in removed:
-            info = before.get(old)
-            backend = info.model.get("_backend") if info is not None else None
-            if info is not None and info.index_version == old and backend not in (None, "faiss"):
-                try:
-                    open_store(self.ws.version_dir(old), self.config.index, name=_store_name(self.ws, old), backend=backend).drop()
-                except Exception as exc:  # best effort: the version's files are already gone
-                    logger.warning("could not drop the vector store of pruned version %s: %s", old, exc)
-        if removed:
-            logger.info("pruned versions %s", ", ".join(removed))
-
     # -- search -----------------------------------------------------------------------------------
     def search(self, query: str, k: int = 10, *, log: bool | None = None) -> SearchResults:
         """Retrieve the top ``k`` documents for ``query``.
+
+        While a trial is live, a share (``trial.share``) of logged searches is answered by
+        team-draft interleaving of the serving and the trial rankings (``SearchResults.trial`` is
+        then set); users' clicks on them decide the trial.
 
         Args:
             query: The query text.
@@ -285,32 +166,8 @@ class Ragtune:
         Returns:
             :class:`SearchResults`, a list of :class:`Hit` with ``.query_id`` set when logged.
         """
-        if not isinstance(query, str) or not query.strip():
-            raise InputError(f"query must be a non-empty string, got {query!r}")
-        if not isinstance(k, int) or k < 1:
-            raise InputError(f"k must be a positive integer, got {k!r}")
-        serving = self.serving()
-        qv = serving.embedder.encode_queries([query])
-        scores, pos = serving.store.search(qv, k)
-        keep = pos[0] >= 0
-        positions, sc = pos[0][keep].tolist(), scores[0][keep].tolist()
-        orig_ranks = list(range(1, len(positions) + 1))
         do_log = self.config.feedback.log_queries if log is None else log
-        fb = self.config.feedback
-        randomized = False
-        if do_log and fb.randomize_top > 1 and len(positions) > 1 and self._rng.random() < fb.randomize_prob:
-            # RandPair intervention: swap rank 1 with a random rank in 2..N (lets the log estimate propensities)
-            j = self._rng.randrange(1, min(fb.randomize_top, len(positions)))
-            for lst in (positions, sc, orig_ranks):
-                lst[0], lst[j] = lst[j], lst[0]
-            randomized = True
-        docs = serving.docs.get(positions)
-        hits = [Hit(d.id, float(s), r, d.text, d.title, d.metadata) for r, (d, s) in enumerate(zip(docs, sc), 1)]
-        qid = None
-        if do_log:
-            imps = [Impression(h.doc_id, h.rank, h.score, o) for h, o in zip(hits, orig_ranks)]
-            qid = self.feedback.log_query(query, imps, version=serving.name, randomized=randomized)
-        return SearchResults(hits, qid, serving.name)
+        return self.server.search(query, k, log=self.feedback if do_log else None)
 
     def search_batch(self, queries: Sequence[str], k: int = 10) -> list[list[tuple[str, float]]]:
         """Rank ``k`` docs for many queries at once (no logging); ``[(doc_id, score), ...]`` per query."""
@@ -400,18 +257,32 @@ class Ragtune:
 
         return mine(self.feedback.records(), self.serving(), self.config.mining, self.config.feedback)
 
-    def refresh(self, *, mode: str | None = None, force: bool = False, min_new_events: int | None = None) -> dict[str, Any]:
-        """Mine → fine-tune → gate → re-embed → swap, under the workspace lock.
+    def refresh(
+        self,
+        *,
+        mode: str | None = None,
+        force: bool = False,
+        trial: bool = True,
+        eval_beir: str | Path | None = None,
+        eval_split: str = "test",
+        min_new_events: int | None = None,
+    ) -> RefreshReport:
+        """Settle the live trial, then mine → train one candidate → offline check → stage it as a trial.
 
         Args:
-            mode: ``"lora"``, ``"full"``, ``"query"`` or ``"auto"`` (default from config).
-            force: Refresh even with fewer than ``min_new_events`` new events.
+            mode: ``"query"``, ``"lora"``, ``"full"`` or ``"auto"`` (default ``train.mode``).
+            force: Train even with fewer than ``refresh.min_new_events`` new events (a trial is
+                still required).
+            trial: ``False`` promotes a candidate that passes the offline check at once, without a
+                trial: an explicit operator choice.
+            eval_beir: A labelled BEIR folder: promote a candidate that passes the offline check only
+                if it also beats the serving model on its ``eval_split`` (no trial then).
+            eval_split: The split of ``eval_beir``.
             min_new_events: Override ``refresh.min_new_events``.
 
         Returns:
-            A report with ``status`` (``"skipped"``, ``"refused"`` or ``"promoted"``), ``reason``,
-            the gate figures, ``version`` when promoted, and timings (``train_s``, ``reembed_s``,
-            ``refresh_s``).
+            A :class:`~ragtune.refresh.RefreshReport` (``status``: ``"skipped"``, ``"trial_running"``,
+            ``"refused"``, ``"trial_started"`` or ``"promoted"``; ``.to_dict()`` for JSON).
 
         Raises:
             RefreshLockedError: another refresh or index run holds the workspace.
@@ -421,29 +292,51 @@ class Ragtune:
 
         if mode is not None and mode not in ("lora", "full", "query", "auto"):
             raise ConfigError(f"refresh mode must be one of lora, full, query, auto; got {mode!r}")
-        return run_refresh(self, mode=mode, force=force, min_new_events=min_new_events)
+        return run_refresh(
+            self.ws, self.config, self.server, self.feedback, mode=mode, force=force, trial=trial,
+            eval_beir=eval_beir, eval_split=eval_split, min_new_events=min_new_events, progress=self.progress,
+        )  # fmt: skip
+
+    def trial(self) -> dict[str, Any] | None:
+        """The live trial with what the test says now (wins, losses, ties, p-value, verdict), or ``None``."""
+        from ragtune.trial import trial_status
+
+        live = trial_status(self.ws, self.feedback, self.config.trial)
+        if live is None:
+            return None
+        state, decision = live
+        return {**state.to_dict(), **decision.to_dict()}
+
+    def decide_trial(self) -> dict[str, Any] | None:
+        """Act on the live trial's test now (promote, drop, or leave it running), under the workspace lock."""
+        from ragtune.trial import settle
+
+        with self.ws.lock("trial"):
+            done = settle(self.ws, self.feedback, self.config.trial)
+        return None if done is None else {**done[0].to_dict(), **done[1].to_dict()}
+
+    def stop_trial(self, reason: str = "stopped by the operator") -> dict[str, Any] | None:
+        """Drop the live trial now (its version's files are discarded); ``None`` when none is live."""
+        with self.ws.lock("trial"):
+            return self._end_trial(reason)
+
+    def _end_trial(self, reason: str) -> dict[str, Any] | None:
+        from ragtune.trial import stop_trial
+
+        done = stop_trial(self.ws, self.feedback, self.config.trial, reason) if self.ws.trial_path.exists() else None
+        return None if done is None else {**done[0].to_dict(), **done[1].to_dict()}
 
     def versions(self) -> list[dict[str, Any]]:
-        """Every version on disk (oldest first) with kind, model, metrics, feedback counts, dates."""
+        """Every version on disk (oldest first) with kind, model, metrics, trial, feedback counts, dates."""
         cur = self.ws.current_version()
-        return [{**v.to_dict(), "current": v.name == cur} for v in self.ws.list_versions()]
+        live = (self.ws.read_trial() or {}).get("version")
+        return [{**v.to_dict(), "current": v.name == cur, "trial_live": v.name == live} for v in self.ws.list_versions()]
 
     def rollback(self, version: str | None = None) -> str:
-        """Make ``version`` (default: the current one's parent) current, instantly."""
+        """Make ``version`` (default: the current one's parent) current, instantly; a live trial is dropped."""
         with self.ws.lock("rollback"):
-            cur = self.ws.current_version()
-            if version is None:
-                if cur is None:
-                    raise WorkspaceError("nothing to roll back: no version is current")
-                parent = self.ws.read_version(cur).parent
-                if parent is None or not (self.ws.version_dir(parent) / "manifest.json").is_file():
-                    raise WorkspaceError(f"version {cur} has no earlier version on disk to roll back to; name one (see `ragtune versions`)")
-                version = parent
-            info = self.ws.read_version(version)
-            if not (self.ws.version_dir(info.index_version) / "manifest.json").is_file():
-                raise WorkspaceError(f"version {version} searches index {info.index_version}, which was pruned")
-            self.ws.set_current(version)
-        return version
+            self._end_trial("rollback")
+            return self.ws.rollback(version)
 
     # -- status -----------------------------------------------------------------------------------
     def status(self) -> dict[str, Any]:
@@ -456,6 +349,7 @@ class Ragtune:
             out["n_docs"] = len(serving.docs)
             out["kind"] = serving.info.kind
             out["index_version"] = serving.info.index_version
+        out["trial"] = self.trial() if self.ws.feedback_path.exists() or self.ws.trial_path.exists() else None
         out["versions"] = len(self.ws.list_versions())
         out["size_bytes"] = sum(p.stat().st_size for p in self.ws.root.rglob("*") if p.is_file())
         out["feedback"] = self.feedback.stats() if self.ws.feedback_path.exists() else {"queries": 0, "impressions": 0, "clicks": 0, "ratings": 0, "queries_with_positive": 0}

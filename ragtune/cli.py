@@ -19,6 +19,7 @@ from ragtune.errors import RagtuneError
 
 if TYPE_CHECKING:
     from ragtune.api import Ragtune
+    from ragtune.refresh import RefreshReport
 
 __all__ = ["main"]
 
@@ -165,6 +166,8 @@ def status(ctx: click.Context, as_json: bool) -> None:
     click.echo(f"size        {s['size_bytes'] / 1e6:.1f} MB")
     fb = s["feedback"]
     click.echo(f"feedback    {fb['queries']} queries, {fb['clicks']} clicks, {fb['ratings']} ratings")
+    t = s.get("trial")
+    click.echo(f"trial       {_trial_line(t)}; {t['reason']}" if t else "trial       none live")
 
 
 # -- feedback -------------------------------------------------------------------------------------
@@ -266,61 +269,64 @@ def _parse_interval(text: str) -> float:
         raise click.BadParameter(f"expected a duration like 90s, 15m, 1h; got {text!r}") from None
 
 
-def _print_gate(gate: dict[str, Any], prefix: str = "") -> None:
-    cold = gate["current"].get("heldout_cold")
-    click.echo(f"{prefix}held-out {gate['metric']}: current {gate['current']['heldout']:.4f}" + (f" (fold-cold queries {cold:.4f})" if cold is not None else ""))
-    for name, figs in gate["candidates"].items():
-        extra = "  ".join(f"{k} {v:.4f}" for k, v in figs.items() if k != "heldout")
-        click.echo(f"{prefix}  candidate {name:<12} {figs['heldout']:.4f}  {extra}")
+def _trial_line(t: dict[str, Any]) -> str:
+    return (
+        f"trial {t['id']}: {t['version']} vs {t['baseline']} ({t['tier']} tier, {100 * t['share']:.0f}% of searches): "
+        f"{t['wins']} wins, {t['losses']} losses, {t['ties']} ties in {t['searches']} interleaved searches, p = {t['p_value']:.4f}"
+    )
 
 
-def _print_refresh(report: dict[str, Any]) -> None:
-    status = report["status"]
-    if status == "skipped":
-        click.echo(f"refresh skipped: {report['reason']}")
-        return
-    tiers = report.get("tiers", {})
-    if len(tiers) > 1:  # auto: the LoRA tier was judged, then the query tier on top of what served after it
-        for tier, summary in tiers.items():
-            click.echo(f"[{tier}] {summary['status']}")
-            if "gate" in summary:
-                _print_gate(summary["gate"], "  ")
+def _print_refresh(report: RefreshReport) -> None:
+    if report.settled is not None and report.status != "trial_running":
+        s = report.settled
+        click.echo(f"trial {s['id']} ({s['version']}): {'promoted' if s['verdict'] == 'promote' else 'dropped'}: {s['reason']}")
+    for tier, c in report.checks.items():
+        click.echo(f"[{tier}] offline check: {'worth a trial' if c.worth_trial else 'not worth a trial'}: {c.reason}")
+    if report.status == "trial_running":
+        assert report.trial is not None
+        click.echo(_trial_line(report.trial))
+        click.echo(f"{report.trial['reason']}; nothing trained while it runs")
+    elif report.status == "trial_started":
+        click.echo(f"{report.reason}; train {report.train_s:.0f}s, re-embed {report.reembed_s:.0f}s, total {report.refresh_s:.0f}s")
+        click.echo("watch it with `ragtune trial`; the next `ragtune refresh` decides it once users' clicks do")
+    elif report.status == "promoted":
+        click.echo(f"promoted {report.version}: {report.reason}; total {report.refresh_s:.0f}s")
+    elif report.status == "refused":
+        click.echo(f"refused: {report.reason}")
     else:
-        _print_gate(report["gate"])
-    if status == "promoted":
-        click.echo(f"promoted {report['version']} ({report['reason']}); train {report['train_s']:.0f}s, re-embed {report['reembed_s']:.0f}s, total {report['refresh_s']:.0f}s")
-    else:
-        click.echo(f"refused: {report['reason']}")
+        click.echo(f"refresh skipped: {report.reason}")
 
 
 @main.command()
 @click.option("--mode", type=click.Choice(["lora", "full", "query", "auto"]), default=None, help="What to train (default from config: lora).")
-@click.option("--force", is_flag=True, help="Refresh even with little new feedback.")
+@click.option("--force", is_flag=True, help="Train even with little new feedback (the candidate still needs a trial).")
+@click.option("--no-trial", is_flag=True, help="Promote a candidate that passes the offline check at once, without a trial.")
 @click.option("--min-new-events", type=click.IntRange(min=0), default=None, help="New clicks/ratings needed (default from config).")
-@click.option("--eval-beir", type=click.Path(exists=True, file_okay=False), default=None, help="Also gate on this BEIR folder (pool re-ranking).")
-@click.option("--eval-split", default=None, help="Split of --eval-beir (default from config: dev).")
+@click.option("--eval-beir", type=click.Path(exists=True, file_okay=False), default=None, help="Decide on this labelled BEIR folder instead of a trial.")
+@click.option("--eval-split", default="test", show_default=True, help="Split of --eval-beir.")
 @click.option("--watch", is_flag=True, help="Keep running: refresh whenever enough new feedback arrived.")
 @click.option("--interval", default="1h", show_default=True, help="With --watch: time between checks (e.g. 30m, 1h).")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 @click.pass_context
-def refresh(ctx: click.Context, mode: str | None, force: bool, min_new_events: int | None, eval_beir: str | None, eval_split: str | None, watch: bool, interval: str, as_json: bool) -> None:
-    """Fine-tune on new feedback, gate, re-embed and swap (or adapt queries only with --mode query)."""
+def refresh(
+    ctx: click.Context, mode: str | None, force: bool, no_trial: bool, min_new_events: int | None, eval_beir: str | None, eval_split: str, watch: bool, interval: str, as_json: bool
+) -> None:
+    """Settle the live trial, then train one candidate on the feedback and start a trial with it."""
     import time
 
-    rt = _open(ctx)
-    overrides = {k: v for k, v in {"gate.eval_beir": eval_beir, "gate.eval_split": eval_split}.items() if v is not None}
-    if overrides:
-        rt.config = rt.config.with_overrides(overrides)
     seconds = _parse_interval(interval)
+    if watch and seconds <= 0:
+        raise click.BadParameter(f"must be a positive duration with --watch, got {interval!r}", param_hint="--interval")
+    rt = _open(ctx)
     while True:
         try:
-            report = rt.refresh(mode=mode, force=force, min_new_events=min_new_events)
+            report = rt.refresh(mode=mode, force=force, trial=not no_trial, eval_beir=eval_beir, eval_split=eval_split, min_new_events=min_new_events)
         except RagtuneError as exc:
             if not watch:
                 raise
             click.echo(f"refresh failed, will retry in {interval}: {exc}", err=True)
         else:
-            _echo_json(report) if as_json else _print_refresh(report)
+            _echo_json(report.to_dict()) if as_json else _print_refresh(report)
         if not watch:
             return
         force = False
@@ -328,21 +334,48 @@ def refresh(ctx: click.Context, mode: str | None, force: bool, min_new_events: i
 
 
 @main.command()
+@click.argument("action", type=click.Choice(["status", "decide", "stop"]), default="status")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.pass_context
+def trial(ctx: click.Context, action: str, as_json: bool) -> None:
+    """The live trial: its wins, losses and p-value (status), act on its test now (decide), or drop it (stop)."""
+    rt = _open(ctx)
+    if action == "status":
+        t = rt.trial()
+    elif action == "decide":
+        t = rt.decide_trial()
+    else:
+        t = rt.stop_trial()
+    if as_json:
+        _echo_json(t)
+        return
+    if t is None:
+        click.echo("no trial is live")
+        return
+    click.echo(_trial_line(t))
+    verdict = {"promote": "promoted" if action != "status" else "would be promoted now", "drop": "dropped" if action != "status" else "would be dropped now", "continue": "undecided"}[t["verdict"]]
+    click.echo(f"{verdict}: {t['reason']}")
+
+
+@main.command()
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @click.pass_context
 def versions(ctx: click.Context, as_json: bool) -> None:
-    """List model/index versions with their metrics, feedback counts and dates."""
+    """List versions with their offline checks, trials, feedback counts and dates (* current, ~ live trial)."""
     rows = _open(ctx).versions()
     if as_json:
         _echo_json(rows)
         return
     for v in rows:
-        gate = v["metrics"].get("gate", {})
-        fig = ""
-        if gate.get("chosen"):
-            fig = f"held-out {gate['metric']} {gate['current']['heldout']:.4f} -> {gate['candidates'][gate['chosen']]['heldout']:.4f}"
-        mark = "*" if v["current"] else " "
-        click.echo(f"{mark} {v['name']}  {v['created']}  {v['kind']:<5}  {v['note']}  {fig}")
+        check = (v["metrics"] or {}).get("check") or {}
+        fig = f"offline {check['metric']} {check['current']:.4f} -> {check['score']:.4f}" if check else ""
+        t = v.get("trial") or {}
+        if t.get("state") in ("promoted", "dropped"):
+            fig += f"  trial {t['state']}: {t['wins']}W/{t['losses']}L/{t['ties']}T, p = {t['p_value']:.4f}"
+        elif t.get("state") == "live":
+            fig += "  trial live"
+        mark = "*" if v["current"] else ("~" if v["trial_live"] else " ")
+        click.echo(f"{mark} {v['name']}  {v['created']}  {v['kind']:<5}  {v['note']}  {fig}".rstrip())
 
 
 @main.command()

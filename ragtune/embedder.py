@@ -23,11 +23,10 @@ import numpy as np
 
 from ragtune.config import DEFAULT_MODEL
 from ragtune.errors import MissingDependencyError, ModelError
+from ragtune.query_tier import QueryMemory, apply_query_map, apply_query_memory, interpolate_map
 
 if TYPE_CHECKING:
     from sentence_transformers import SentenceTransformer
-
-    from ragtune.training.query_memory import QueryMemory
 
 __all__ = ["Embedder", "ModelSpec", "interpolate_state", "load_sentence_transformer", "resolve_device", "resolve_model_path"]
 
@@ -106,7 +105,7 @@ class ModelSpec:
         query_map: Workspace-relative ``.safetensors`` file holding a query-side matrix, or ``None``.
         query_interpolation: WiSE-FT ratio of the query map: ``I + ratio * (W - I)``.
         query_memory: Workspace-relative ``.safetensors`` click memory (past queries and the vectors
-            of the docs clicked for them; :mod:`ragtune.training.query_memory`), or ``None``.
+            of the docs clicked for them; :mod:`ragtune.query_tier`), or ``None``.
         memory_weight: How far a query moves toward its neighbours' clicked docs.
         memory_threshold: Cosine to a past query below which a query is left alone.
         memory_temperature: Softmax temperature of the neighbours' votes.
@@ -213,8 +212,6 @@ class Embedder:
         if self._query_map is None and self.spec.query_map:
             from safetensors.numpy import load_file
 
-            from ragtune.training.query_map import interpolate_map
-
             weight = load_file(str(self._path(self.spec.query_map)))["weight"].astype(np.float32)
             self._query_map = interpolate_map(weight, self.spec.query_interpolation)
         return self._query_map
@@ -222,8 +219,6 @@ class Embedder:
     @property
     def query_memory(self) -> QueryMemory | None:
         if self._query_memory is None and self.spec.query_memory:
-            from ragtune.training.query_memory import QueryMemory
-
             self._query_memory = QueryMemory.load(self._path(self.spec.query_memory))
         return self._query_memory
 
@@ -254,8 +249,6 @@ class Embedder:
         """Apply this spec's query-side tier (memory, then map) to raw query vectors of its document-side model."""
         memory = self.query_memory
         if memory is not None:
-            from ragtune.training.query_memory import apply_query_memory
-
             spec = self.spec
             vecs = apply_query_memory(
                 vecs, memory, weight=spec.memory_weight, threshold=spec.memory_threshold, temperature=spec.memory_temperature
@@ -273,15 +266,6 @@ class Embedder:
             normalize_embeddings=True,
         )
         return np.ascontiguousarray(vecs, dtype=np.float32)
-
-
-def apply_query_map(vecs: np.ndarray, weight: np.ndarray | None) -> np.ndarray:
-    """``normalize(vecs @ weight.T)``; identity when ``weight`` is ``None``."""
-    if weight is None:
-        return vecs
-    out = vecs @ weight.T
-    out /= np.linalg.norm(out, axis=1, keepdims=True) + 1e-12
-    return np.ascontiguousarray(out, dtype=np.float32)
 
 
 @contextmanager

@@ -37,7 +37,8 @@ CREATE TABLE IF NOT EXISTS queries (
     ts REAL NOT NULL,
     version TEXT,
     randomized INTEGER NOT NULL DEFAULT 0,
-    source TEXT NOT NULL DEFAULT 'search'
+    source TEXT NOT NULL DEFAULT 'search',
+    trial TEXT
 );
 CREATE TABLE IF NOT EXISTS impressions (
     qid TEXT NOT NULL,
@@ -45,6 +46,7 @@ CREATE TABLE IF NOT EXISTS impressions (
     rank INTEGER NOT NULL,
     score REAL,
     orig_rank INTEGER,
+    team TEXT,
     PRIMARY KEY (qid, doc_id)
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS clicks (
@@ -66,6 +68,10 @@ CREATE INDEX IF NOT EXISTS clicks_qid ON clicks(qid);
 CREATE INDEX IF NOT EXISTS ratings_qid ON ratings(qid);
 """
 
+#: Columns added after the first release: a log written before them gains them on open.
+MIGRATIONS = (("queries", "trial", "TEXT"), ("impressions", "team", "TEXT"))
+POST_MIGRATION = "CREATE INDEX IF NOT EXISTS queries_trial ON queries(trial);"
+
 
 def new_query_id() -> str:
     """A fresh random query id."""
@@ -74,12 +80,21 @@ def new_query_id() -> str:
 
 @dataclass
 class Impression:
-    """One result shown to a user."""
+    """One result shown to a user.
+
+    Attributes:
+        doc_id: The document shown.
+        rank: 1-based rank shown.
+        score: Its score under the ranking that placed it.
+        orig_rank: Its rank before a RandPair swap (``None``: as shown).
+        team: In an interleaved search, the team that placed it (``"serving"`` or ``"trial"``).
+    """
 
     doc_id: str
     rank: int
     score: float | None = None
     orig_rank: int | None = None
+    team: str | None = None
 
 
 @dataclass
@@ -92,6 +107,7 @@ class QueryRecord:
     version: str | None
     randomized: bool
     impressions: list[Impression] = field(default_factory=list)
+    trial: str | None = None
     clicks: list[tuple[str, float | None]] = field(default_factory=list)
     ratings: list[tuple[str, int]] = field(default_factory=list)
 
@@ -119,6 +135,7 @@ class FeedbackLog:
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute("PRAGMA synchronous=NORMAL")
             conn.executescript(SCHEMA)
+            _migrate(conn)
             self._local.conn = conn
             with self._conns_lock:
                 # close the connections of threads that have ended (e.g. a finished executor's)
@@ -165,25 +182,28 @@ class FeedbackLog:
         qid: str | None = None,
         ts: float | None = None,
         source: str = "search",
+        trial: str | None = None,
     ) -> str:
-        """Record a query and what was shown; returns its query id."""
+        """Record a query and what was shown; returns its query id (``trial``: the live trial it was interleaved for)."""
         qid = qid or new_query_id()
         with self._tx() as conn:
-            self._insert_query(conn, qid, text, impressions, version, randomized, ts, source)
+            self._insert_query(conn, qid, text, impressions, version, randomized, ts, source, trial)
         return qid
 
     @staticmethod
-    def _insert_query(conn: sqlite3.Connection, qid: str, text: str, impressions: Sequence[Impression], version: str | None, randomized: bool, ts: float | None, source: str) -> None:
+    def _insert_query(
+        conn: sqlite3.Connection, qid: str, text: str, impressions: Sequence[Impression], version: str | None, randomized: bool, ts: float | None, source: str, trial: str | None = None
+    ) -> None:
         try:
             conn.execute(
-                "INSERT INTO queries(qid, text, ts, version, randomized, source) VALUES (?, ?, ?, ?, ?, ?)",
-                (qid, text, ts if ts is not None else time.time(), version, int(randomized), source),
+                "INSERT INTO queries(qid, text, ts, version, randomized, source, trial) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (qid, text, ts if ts is not None else time.time(), version, int(randomized), source, trial),
             )
         except sqlite3.IntegrityError as exc:
             raise FeedbackError(f"query id {qid!r} is already in the feedback log") from exc
         conn.executemany(
-            "INSERT OR REPLACE INTO impressions(qid, doc_id, rank, score, orig_rank) VALUES (?, ?, ?, ?, ?)",
-            [(qid, im.doc_id, im.rank, im.score, im.orig_rank if im.orig_rank is not None else im.rank) for im in impressions],
+            "INSERT OR REPLACE INTO impressions(qid, doc_id, rank, score, orig_rank, team) VALUES (?, ?, ?, ?, ?, ?)",
+            [(qid, im.doc_id, im.rank, im.score, im.orig_rank if im.orig_rank is not None else im.rank, im.team) for im in impressions],
         )
 
     def _require_query(self, conn: sqlite3.Connection, qid: str) -> None:
@@ -253,11 +273,11 @@ class FeedbackLog:
         """Every logged query with its impressions, clicks and ratings (oldest first)."""
         conn = self._connect()
         recs: dict[str, QueryRecord] = {}
-        for qid, text, ts, version, randomized in conn.execute("SELECT qid, text, ts, version, randomized FROM queries ORDER BY ts, qid"):
-            recs[qid] = QueryRecord(qid, text, ts, version, bool(randomized))
-        for qid, doc_id, rank, score, orig in conn.execute("SELECT qid, doc_id, rank, score, orig_rank FROM impressions ORDER BY qid, rank"):
+        for qid, text, ts, version, randomized, trial in conn.execute("SELECT qid, text, ts, version, randomized, trial FROM queries ORDER BY ts, qid"):
+            recs[qid] = QueryRecord(qid, text, ts, version, bool(randomized), trial=trial)
+        for qid, doc_id, rank, score, orig, team in conn.execute("SELECT qid, doc_id, rank, score, orig_rank, team FROM impressions ORDER BY qid, rank"):
             if qid in recs:
-                recs[qid].impressions.append(Impression(doc_id, rank, score, orig))
+                recs[qid].impressions.append(Impression(doc_id, rank, score, orig, team))
         for qid, doc_id, dwell in conn.execute("SELECT qid, doc_id, dwell FROM clicks ORDER BY id"):
             if qid in recs:
                 recs[qid].clicks.append((doc_id, dwell))
@@ -268,6 +288,25 @@ class FeedbackLog:
         if only_with_feedback:
             out = [r for r in out if r.clicks or r.ratings]
         return out
+
+    def trial_searches(self, trial: str) -> list[tuple[dict[str, str], set[str]]]:
+        """Each search interleaved for ``trial``: its shown documents' teams and the documents chosen (clicked or rated up)."""
+        conn = self._connect()
+        teams: dict[str, dict[str, str]] = {}
+        for qid, doc_id, team in conn.execute(
+            "SELECT i.qid, i.doc_id, i.team FROM impressions i JOIN queries q ON q.qid = i.qid WHERE q.trial = ?", (trial,)
+        ):
+            teams.setdefault(qid, {})[doc_id] = team
+        for (qid,) in conn.execute("SELECT qid FROM queries WHERE trial = ?", (trial,)):
+            teams.setdefault(qid, {})
+        chosen: dict[str, set[str]] = {}
+        for qid, doc_id in conn.execute(
+            "SELECT c.qid, c.doc_id FROM clicks c JOIN queries q ON q.qid = c.qid WHERE q.trial = ? "
+            "UNION SELECT r.qid, r.doc_id FROM ratings r JOIN queries q ON q.qid = r.qid WHERE q.trial = ? AND r.value > 0",
+            (trial, trial),
+        ):
+            chosen.setdefault(qid, set()).add(doc_id)
+        return [(t, chosen.get(qid, set())) for qid, t in teams.items()]
 
     # -- import / export --------------------------------------------------------------------------
     def export_events(self) -> Iterator[dict[str, Any]]:
@@ -283,6 +322,8 @@ class FeedbackLog:
             }
             if rec.randomized:  # propensity estimation reads randomised searches and their original ranks
                 event["randomized"] = True
+            if rec.trial:  # an interleaved search: its impressions carry their teams
+                event["trial"] = rec.trial
             yield event
         conn = self._connect()
         for qid, doc_id, ts, dwell in conn.execute("SELECT qid, doc_id, ts, dwell FROM clicks ORDER BY id"):
@@ -429,7 +470,22 @@ def _impression_event(im: Impression) -> dict[str, Any]:
     event: dict[str, Any] = {"doc_id": im.doc_id, "rank": im.rank, "score": im.score}
     if im.orig_rank is not None and im.orig_rank != im.rank:
         event["orig_rank"] = im.orig_rank
+    if im.team is not None:
+        event["team"] = im.team
     return event
+
+
+def _migrate(conn: sqlite3.Connection) -> None:
+    """Add the columns a log written by an older ragtune lacks (another process may race us: that is fine)."""
+    for table, column, decl in MIGRATIONS:
+        have = {row[1] for row in conn.execute(f"PRAGMA table_info({table})")}
+        if column not in have:
+            try:
+                conn.execute(f"ALTER TABLE {table} ADD COLUMN {column} {decl}")
+            except sqlite3.OperationalError as exc:
+                if "duplicate column" not in str(exc):
+                    raise
+    conn.executescript(POST_MIGRATION)
 
 
 def _is_rank(value: Any) -> bool:

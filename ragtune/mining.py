@@ -36,11 +36,19 @@ from ragtune.config import FeedbackConfig, MiningConfig
 from ragtune.feedback import QueryRecord
 
 if TYPE_CHECKING:
-    from ragtune.api import _Serving
+    from ragtune.serving import ServingVersion
 
 __all__ = ["HeldoutQuery", "MinedSet", "TrainExample", "click_trust", "estimate_propensities", "mine", "normalize_query"]
 
 logger = logging.getLogger(__name__)
+
+#: Fixed parts of mining: the held-out split's salt (stable across releases) and its floor; the
+#: lowest propensity a click is weighted by (a weight is at most 10); ANN hard negatives are taken
+#: from the serving top 50 below its top 3.
+SPLIT_SALT = 13
+MIN_HELDOUT = 5
+PROPENSITY_CLIP = 0.1
+ANN_RANGE = (3, 50)
 
 #: Randomised impressions needed at a rank before its propensity is estimated from the log.
 MIN_RANDOMIZED_PER_RANK = 30
@@ -116,9 +124,9 @@ def split_heldout(keys: list[str], config: MiningConfig) -> set[str]:
     """The held-out query keys: hash below ``heldout_fraction``, topped up to ``min_heldout``."""
     if config.heldout_fraction <= 0 or len(keys) < 2:
         return set()
-    scored = sorted(keys, key=lambda k: _hash01(k, config.seed))
-    held = {k for k in keys if _hash01(k, config.seed) < config.heldout_fraction}
-    want = min(config.min_heldout, len(keys) // 2)
+    scored = sorted(keys, key=lambda k: _hash01(k, SPLIT_SALT))
+    held = {k for k in keys if _hash01(k, SPLIT_SALT) < config.heldout_fraction}
+    want = min(MIN_HELDOUT, len(keys) // 2)
     for k in scored:
         if len(held) >= want:
             break
@@ -156,7 +164,7 @@ def estimate_propensities(records: list[QueryRecord], config: FeedbackConfig, ma
                 used += 1
         if used:
             source = f"estimated from randomised traffic at {used} ranks (default curve elsewhere)"
-    return np.clip(prop, config.propensity_clip, 1.0), source
+    return np.clip(prop, PROPENSITY_CLIP, 1.0), source
 
 
 def click_trust(records: list[QueryRecord], propensity: np.ndarray, config: FeedbackConfig) -> tuple[np.ndarray, dict[str, Any]]:
@@ -232,7 +240,7 @@ def click_trust(records: list[QueryRecord], propensity: np.ndarray, config: Feed
 
 def mine(
     records: list[QueryRecord],
-    serving: _Serving,
+    serving: ServingVersion,
     mining: MiningConfig,
     feedback: FeedbackConfig,
     *,
@@ -283,7 +291,7 @@ def mine(
             if t <= 0:
                 n_untrusted += 1
                 continue
-            pos_weights[key][doc_id].append(t / max(float(p), feedback.propensity_clip))
+            pos_weights[key][doc_id].append(t / max(float(p), PROPENSITY_CLIP))
             if t >= 0.5:
                 trusted.append(doc_id)
         for doc_id, value in rec.ratings:
@@ -293,7 +301,7 @@ def mine(
                 chosen[key].add(doc_id)
             else:
                 neg_rated[key].add(doc_id)
-        if mining.skip_above and trusted:
+        if trusted:
             lowest = max(rank_of.get(d, 0) for d in trusted)
             for im in rec.impressions:
                 if im.rank < lowest and im.doc_id not in clicked:
@@ -314,10 +322,10 @@ def mine(
         ids = serving.docs.ids
         vecs = serving.vectors()
         qv = serving.embedder.encode_queries([texts[k] for k in train_keys])
-        scores, pos = serving.store.search(qv, mining.range_max)
+        scores, pos = serving.store.search(qv, ANN_RANGE[1])
         pos_index = serving.docs.positions([d for k in train_keys for d in pos_weights[k]])
         for qi, k in enumerate(train_keys):
-            cands = [(ids[p], float(s)) for rank, (p, s) in enumerate(zip(pos[qi], scores[qi])) if p >= 0 and rank >= mining.range_min]
+            cands = [(ids[p], float(s)) for rank, (p, s) in enumerate(zip(pos[qi], scores[qi])) if p >= 0 and rank >= ANN_RANGE[0]]
             cands = [(d, s) for d, s in cands if d not in chosen[k]]
             for d_pos in pos_weights[k]:
                 if d_pos not in pos_index:

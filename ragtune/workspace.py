@@ -6,6 +6,8 @@ Layout::
       config.json          the RagtuneConfig
       CURRENT              {"version": "v0003"}: replaced atomically (os.replace)
       feedback.sqlite      the feedback log (WAL)
+      TRIAL                the live trial, if any (ragtune.trial): replaced atomically, removed when decided
+      refresh-log.jsonl    every refresh decision and trial state change, one JSON object a line
       refresh.lock         flock'ed by the one running refresh
       versions/v0001/      one model/index version
         manifest.json      what it is: model spec, index it uses, metrics, feedback counts, dates
@@ -18,7 +20,8 @@ Layout::
         query_memory.safetensors  the query-side tier (click memory)
 
 A version is written under ``versions/.tmp-*`` and renamed into place complete; only then does
-``CURRENT`` move. A process killed at any point leaves the serving version intact.
+``CURRENT`` move (or, for a trial, ``TRIAL`` point at it). A process killed at any point leaves the
+serving version intact.
 """
 
 from __future__ import annotations
@@ -31,15 +34,31 @@ import logging
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ragtune.config import RagtuneConfig
 from ragtune.errors import RefreshLockedError, WorkspaceError
 
-__all__ = ["VersionInfo", "Workspace", "default_workspace_path"]
+if TYPE_CHECKING:
+    import numpy as np
+
+    from ragtune.corpus import Document
+    from ragtune.embedder import ModelSpec
+
+__all__ = ["DECISIONS_FILE", "OOF_FILE", "TRAINED_FILE", "VersionInfo", "Workspace", "default_workspace_path", "store_name", "write_json_atomic"]
+
+#: The workspace's log of refresh decisions and trial state changes (one JSON object a line).
+DECISIONS_FILE = "refresh-log.jsonl"
+#: Beside each version made by a refresh: the normalised feedback query texts its model was trained on.
+TRAINED_FILE = "trained_queries.json"
+#: Beside a query tier: each feedback query's vector under the fold model that did not see it.
+OOF_FILE = "oof_queries.safetensors"
+#: What a dropped trial version keeps: its record, not its index or model.
+_KEEP_WHEN_DISCARDED = {"manifest.json", "config.json", TRAINED_FILE}
 
 logger = logging.getLogger(__name__)
 
@@ -86,6 +105,8 @@ class VersionInfo:
         metrics: Gate figures and anything else measured.
         feedback: Feedback counts it was trained on.
         note: A human-readable line.
+        trial: Its trial, when it was made as one: ``state`` (``"live"``, ``"promoted"``,
+            ``"dropped"``), the reason, wins/losses/ties and the p-value.
     """
 
     name: str
@@ -98,6 +119,12 @@ class VersionInfo:
     metrics: dict[str, Any] = field(default_factory=dict)
     feedback: dict[str, Any] = field(default_factory=dict)
     note: str = ""
+    trial: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def discarded(self) -> bool:
+        """A dropped trial: its record is kept, its index and model files are not."""
+        return self.trial.get("state") == "dropped"
 
     def to_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -138,6 +165,19 @@ class Workspace:
     @property
     def lock_path(self) -> Path:
         return self.root / "refresh.lock"
+
+    @property
+    def work_dir(self) -> Path:
+        """Where a refresh keeps its work (removed when it ends, and by the next one after a crash)."""
+        return self.root / "work"
+
+    @property
+    def trial_path(self) -> Path:
+        return self.root / "TRIAL"
+
+    @property
+    def decisions_path(self) -> Path:
+        return self.root / DECISIONS_FILE
 
     def version_dir(self, name: str) -> Path:
         return self.versions_dir / name
@@ -246,21 +286,25 @@ class Workspace:
             raise
 
     def clean_stale(self) -> None:
-        """Remove staging directories left behind by killed processes (call under the lock)."""
+        """Remove staging and work directories left behind by killed processes (call under the lock)."""
         if self.versions_dir.is_dir():
             for d in self.versions_dir.iterdir():
                 if d.name.startswith(".tmp-"):
                     shutil.rmtree(d, ignore_errors=True)
+        shutil.rmtree(self.work_dir, ignore_errors=True)
 
     def prune(self, keep: int) -> list[str]:
         """Delete the oldest versions beyond ``keep``; never the current one or one it depends on."""
         versions = self.list_versions()
         current = self.current_version()
-        protected = {current}
+        trial = (self.read_trial() or {}).get("version")
+        protected = {current, trial}
         by_name = {v.name: v for v in versions}
-        # keep the newest `keep` versions and every index version they search
-        kept = [v.name for v in versions[-keep:]]
-        for name in [*kept, current]:
+        # keep the newest `keep` versions (dropped trials' records apart: they never push out a version
+        # one can roll back to) and every index version they search
+        served = [v.name for v in versions if not v.discarded]
+        kept = served[-keep:] + [v.name for v in versions if v.discarded][-keep:]
+        for name in [*kept, current, trial]:
             if name in by_name:
                 protected.add(name)
                 protected.add(by_name[name].index_version)
@@ -274,6 +318,152 @@ class Workspace:
                 shutil.rmtree(self.version_dir(v.name), ignore_errors=True)
                 removed.append(v.name)
         return removed
+
+    def update_manifest(self, name: str, **changes: Any) -> VersionInfo:
+        """Rewrite one version's manifest with ``changes`` (atomically)."""
+        info = VersionInfo.from_dict({**self.read_version(name).to_dict(), **changes})
+        self.write_manifest(self.version_dir(name), info)
+        return info
+
+    def discard_files(self, name: str) -> None:
+        """Delete a version's index and model files, keeping its record (for a dropped trial)."""
+        vdir = self.version_dir(name)
+        for p in vdir.iterdir() if vdir.is_dir() else ():
+            if p.name not in _KEEP_WHEN_DISCARDED:
+                shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink(missing_ok=True)
+
+    def write_version(
+        self,
+        config: RagtuneConfig,
+        spec: ModelSpec,
+        *,
+        kind: str,
+        parent: str | None,
+        docs: Sequence[Document] | None = None,
+        vectors: np.ndarray | None = None,
+        index_version: str | None = None,
+        note: str = "",
+        metrics: dict[str, Any] | None = None,
+        feedback: dict[str, Any] | None = None,
+        trial: dict[str, Any] | None = None,
+        write_files: Callable[[Path, str], ModelSpec] | None = None,
+        make_current: bool = True,
+    ) -> str:
+        """Write a complete version into staging and rename it into place; make it current unless told not to.
+
+        Call under :meth:`lock`. A version with ``docs`` and ``vectors`` owns an index (doc store,
+        vectors, vector store); one without searches ``index_version``'s. ``write_files(staging_dir,
+        version_dir_rel)`` may save model files into the staging directory and returns the spec that
+        points at their final place. With ``make_current`` off (a trial) nothing else changes.
+        """
+        import numpy as np
+
+        from ragtune.docstore import DocStore
+        from ragtune.index import create_store
+
+        with self.stage_version() as (staging, name):
+            if write_files is not None:
+                spec = write_files(staging, f"versions/{name}")
+            model = spec.to_dict()
+            if docs is not None and vectors is not None:
+                DocStore.write(staging, docs)
+                np.save(staging / "vectors.npy", vectors)
+                create_store(staging, vectors, config.index, name=store_name(self, name))
+                model["_backend"] = config.index.backend
+                index_version = name
+            if not index_version:
+                raise WorkspaceError("a version needs its own index or an index_version to search")
+            info = VersionInfo(
+                name=name, kind=kind, index_version=index_version, model=model, parent=parent,
+                n_docs=len(docs) if docs is not None else 0, metrics=metrics or {}, feedback=feedback or {}, note=note, trial=trial or {},
+            )  # fmt: skip
+            config.save(staging / "config.json")
+            self.write_manifest(staging, info)
+        if make_current:
+            self.set_current(name)
+            self.prune_versions(config)
+        return name
+
+    def prune_versions(self, config: RagtuneConfig) -> list[str]:
+        """:meth:`prune` to ``index.keep_versions``, releasing pruned versions' server-side collections."""
+        from ragtune.index import open_store
+
+        before = {v.name: v for v in self.list_versions()}
+        removed = self.prune(config.index.keep_versions)
+        for old in removed:
+            info = before.get(old)
+            backend = info.model.get("_backend") if info is not None else None
+            if info is not None and info.index_version == old and backend not in (None, "faiss"):
+                try:
+                    open_store(self.version_dir(old), config.index, name=store_name(self, old), backend=backend).drop()
+                except Exception as exc:  # best effort: the version's files are already gone
+                    logger.warning("could not drop the vector store of pruned version %s: %s", old, exc)
+        if removed:
+            logger.info("pruned versions %s", ", ".join(removed))
+        return removed
+
+    def rollback(self, version: str | None = None) -> str:
+        """Make ``version`` (default: the current one's parent) current, instantly. Call under :meth:`lock`."""
+        cur = self.current_version()
+        if version is None:
+            if cur is None:
+                raise WorkspaceError("nothing to roll back: no version is current")
+            parent = self.read_version(cur).parent
+            if parent is None or not (self.version_dir(parent) / "manifest.json").is_file():
+                raise WorkspaceError(f"version {cur} has no earlier version on disk to roll back to; name one (see `ragtune versions`)")
+            version = parent
+        info = self.read_version(version)
+        if info.discarded:
+            raise WorkspaceError(f"version {version} is a dropped trial whose files were discarded; name another (see `ragtune versions`)")
+        if not (self.version_dir(info.index_version) / "manifest.json").is_file():
+            raise WorkspaceError(f"version {version} searches index {info.index_version}, which was pruned")
+        self.set_current(version)
+        return version
+
+    # -- the trial pointer and the decision log ---------------------------------------------------
+    def read_trial(self) -> dict[str, Any] | None:
+        """The live trial's record (``TRIAL``), or ``None`` when no trial is live."""
+        try:
+            data = json.loads(self.trial_path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            return None
+        except json.JSONDecodeError as exc:
+            raise WorkspaceError(f"{self.trial_path} is corrupt ({exc}); `ragtune trial stop` removes it") from exc
+        return data if isinstance(data, dict) else None
+
+    def trial_token(self) -> tuple[int, int]:
+        """A cheap token that changes whenever ``TRIAL`` is written or removed."""
+        try:
+            st = os.stat(self.trial_path)
+        except FileNotFoundError:
+            return (0, 0)
+        return (st.st_ino, st.st_mtime_ns)
+
+    def write_trial(self, record: dict[str, Any]) -> None:
+        """Make ``record`` the live trial (atomically)."""
+        write_json_atomic(self.trial_path, record)
+
+    def clear_trial(self) -> None:
+        """End the live trial: searches stop interleaving on their next call."""
+        self.trial_path.unlink(missing_ok=True)
+
+    def append_log(self, entry: dict[str, Any]) -> None:
+        """Append one decision or state change to ``refresh-log.jsonl`` (with a ``time`` stamp)."""
+        line = json.dumps({"time": time.time(), **entry}, sort_keys=True, default=str)
+        with open(self.decisions_path, "a", encoding="utf-8") as fh:
+            fh.write(line + "\n")
+            fh.flush()
+            os.fsync(fh.fileno())
+
+    def read_log(self) -> list[dict[str, Any]]:
+        """Every entry of ``refresh-log.jsonl``, oldest first (a torn last line is skipped)."""
+        if not self.decisions_path.is_file():
+            return []
+        out = []
+        for line in self.decisions_path.read_text(encoding="utf-8").splitlines():
+            with contextlib.suppress(json.JSONDecodeError):
+                out.append(json.loads(line))
+        return out
 
     # -- the refresh lock -------------------------------------------------------------------------
     @contextlib.contextmanager
@@ -301,3 +491,10 @@ class Workspace:
             with contextlib.suppress(OSError):
                 fh.truncate(0)
             fh.close()
+
+
+def store_name(ws: Workspace, version: str) -> str:
+    """The vector-store name of a version (a Chroma collection is named after workspace and version)."""
+    import hashlib
+
+    return f"ragtune-{hashlib.sha1(str(ws.root).encode()).hexdigest()[:10]}-{version}"

@@ -2,7 +2,9 @@
 
 A store holds the normalised document vectors of one index version, addressed by *position*
 (row ``i`` = the doc at position ``i`` in that version's doc store), and answers inner-product
-top-k queries. Backends: :mod:`ragtune.index.faiss_store` (default), :mod:`ragtune.index.chroma_store`.
+top-k queries. Backends: :mod:`ragtune.index.faiss_store` (default), :mod:`ragtune.index.chroma_store`;
+this module holds the protocol only and imports none of them (they import it). Build or open a
+configured backend's store with :func:`ragtune.index.create_store` / :func:`ragtune.index.open_store`.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ import numpy as np
 if TYPE_CHECKING:
     from ragtune.config import IndexConfig
 
-__all__ = ["VectorStore", "create_store", "open_store"]
+__all__ = ["VectorStore"]
 
 
 class VectorStore(ABC):
@@ -58,26 +60,3 @@ class VectorStore(ABC):
     def drop(self) -> None:  # noqa: B027 - optional hook
         """Release server-side resources of a pruned version (no-op for file backends)."""
 
-
-def _backend(name: str) -> type[VectorStore]:
-    if name == "faiss":
-        from ragtune.index.faiss_store import FaissStore
-
-        return FaissStore
-    if name == "chroma":
-        from ragtune.index.chroma_store import ChromaStore
-
-        return ChromaStore
-    from ragtune.errors import ConfigError
-
-    raise ConfigError(f"unknown index backend {name!r}; use 'faiss' or 'chroma'")
-
-
-def create_store(directory: Path, vectors: np.ndarray, config: IndexConfig, *, name: str) -> VectorStore:
-    """Build the configured backend's store."""
-    return _backend(config.backend).create(directory, vectors, config, name=name)
-
-
-def open_store(directory: Path, config: IndexConfig, *, name: str, backend: str | None = None) -> VectorStore:
-    """Open a version's store with the backend it was written with."""
-    return _backend(backend or config.backend).open(directory, config, name=name)

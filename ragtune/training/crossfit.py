@@ -8,9 +8,8 @@ the fold's queries are transformed with them. Every query thus gets an out-of-fo
 candidate; the promoted tier is fitted on all feedback and keeps its candidate's out-of-fold vectors,
 which are what the serving tier is judged by in the next refresh (``ragtune.refresh``).
 
-Candidates are named as the gate reports them: ``query@RATIO`` (the linear map pulled toward the
-identity by the WiSE-FT ratio), ``memory@WEIGHT`` (the click memory at that weight) and
-``memory@WEIGHT+query@RATIO`` (the memory, then the map, as :class:`ragtune.embedder.Embedder` applies them).
+There is one candidate: the click memory at ``train.memory_weight``, then the map pulled toward
+the identity by ``train.query_interpolation`` (as :class:`ragtune.embedder.Embedder` applies them).
 """
 
 from __future__ import annotations
@@ -22,10 +21,11 @@ from dataclasses import dataclass
 import numpy as np
 
 from ragtune.config import TrainConfig
-from ragtune.training.query_map import interpolate_map, train_query_map
-from ragtune.training.query_memory import QueryMemory, apply_query_memory
+from ragtune.embedder import ModelSpec
+from ragtune.query_tier import QueryMemory, apply_query_map, apply_query_memory, interpolate_map
+from ragtune.training.query_map import train_query_map
 
-__all__ = ["FittedTier", "QueryPairs", "crossfit_query_tier", "fit_query_tier", "fold_of", "pair_folds", "query_tier_candidates", "transform"]
+__all__ = ["FittedTier", "QueryPairs", "crossfit_query_tier", "fit_query_tier", "fold_of", "pair_folds", "transform"]
 
 logger = logging.getLogger(__name__)
 
@@ -72,17 +72,6 @@ def pair_folds(pair_keys: list[str], judged_keys: list[str], folds: int, seed: i
     return np.array([fold_of(k, folds, seed) if k in judged else -1 for k in pair_keys], dtype=np.int64)
 
 
-def query_tier_candidates(config: TrainConfig, *, combos: bool = True) -> list[tuple[str, dict[str, float]]]:
-    """``(name, ModelSpec overrides)`` of every query-tier candidate the gate chooses among (memory+map ones when ``combos``)."""
-    ratios = sorted(set(config.query_interpolation), reverse=True)
-    weights = sorted(set(config.memory_weights), reverse=True)
-    out: list[tuple[str, dict[str, float]]] = [(f"query@{r:g}", {"query_interpolation": float(r)}) for r in ratios]
-    out += [(f"memory@{w:g}", {"memory_weight": float(w)}) for w in weights]
-    if combos:
-        out += [(f"memory@{w:g}+query@{r:g}", {"memory_weight": float(w), "query_interpolation": float(r)}) for w in weights for r in ratios]
-    return out
-
-
 def fit_query_tier(pairs: QueryPairs, rows: np.ndarray, docs: np.ndarray, config: TrainConfig) -> FittedTier:
     """Fit the map (fixed ``query_epochs``, no early stopping: nothing is held out here) and the memory on ``rows``."""
     keys = [pairs.keys[i] for i in rows]
@@ -92,28 +81,23 @@ def fit_query_tier(pairs: QueryPairs, rows: np.ndarray, docs: np.ndarray, config
     )
     memory = (
         QueryMemory(np.ascontiguousarray(pairs.queries[rows]), np.ascontiguousarray(docs[pairs.positives[rows]]))
-        if config.memory_weights and len(rows)
+        if config.memory_weight > 0 and len(rows)
         else None
     )
     return FittedTier(res.weight, memory, res.seconds, res.epochs_run)
 
 
-def transform(raw: np.ndarray, fitted: FittedTier, overrides: dict[str, float], config: TrainConfig) -> np.ndarray:
-    """``raw`` query vectors under one candidate of ``fitted`` (see :func:`query_tier_candidates`)."""
-    from ragtune.embedder import apply_query_map
-
+def transform(raw: np.ndarray, fitted: FittedTier, config: TrainConfig) -> np.ndarray:
+    """``raw`` query vectors under the fitted tier: the memory (when there is one), then the interpolated map."""
     out = raw
-    if "memory_weight" in overrides and fitted.memory is not None:
-        out = apply_query_memory(out, fitted.memory, weight=overrides["memory_weight"], threshold=config.memory_threshold, temperature=config.memory_temperature)
-    if "query_interpolation" in overrides:
-        out = apply_query_map(out, interpolate_map(fitted.weight, overrides["query_interpolation"]))
-    return out
+    if fitted.memory is not None:
+        temperature = ModelSpec.memory_temperature  # the spec's fixed default, as served
+        out = apply_query_memory(out, fitted.memory, weight=config.memory_weight, threshold=config.memory_threshold, temperature=temperature)
+    return apply_query_map(out, interpolate_map(fitted.weight, config.query_interpolation))
 
 
-def crossfit_query_tier(
-    pairs: QueryPairs, gate_keys: list[str], gate_raw: np.ndarray, docs: np.ndarray, config: TrainConfig, folds: int
-) -> dict[str, np.ndarray]:
-    """Out-of-fold query vectors of the gate queries under every candidate.
+def crossfit_query_tier(pairs: QueryPairs, gate_keys: list[str], gate_raw: np.ndarray, docs: np.ndarray, config: TrainConfig, folds: int) -> np.ndarray:
+    """Out-of-fold query vectors of the gate queries under the tier.
 
     Args:
         pairs: All training pairs.
@@ -124,22 +108,18 @@ def crossfit_query_tier(
         folds: Number of folds (>= 2).
 
     Returns:
-        Candidate name → ``(len(gate_keys), d)`` query vectors, each row from the fold model that
-        did not see that query.
+        ``(len(gate_keys), d)`` query vectors, each row from the fold model that did not see that query
+        (a query of a fold with nothing to train on keeps its raw vector).
     """
     fold = np.array([fold_of(k, folds, config.seed) for k in gate_keys], dtype=np.int64)
     pair_fold = pair_folds(pairs.keys, gate_keys, folds, config.seed)
-    names = query_tier_candidates(config)
-    out = {name: np.array(gate_raw, dtype=np.float32, copy=True) for name, _ in names}
+    out = np.array(gate_raw, dtype=np.float32, copy=True)
     for f in range(folds):
         members = np.flatnonzero(fold == f)
         rows = np.flatnonzero(pair_fold != f)
         if not len(members) or not len(rows):
             continue
         fitted = fit_query_tier(pairs, rows, docs, config)
-        logger.info(
-            "query tier fold %d/%d: fitted on %d pairs, judging %d queries (%.1fs)", f + 1, folds, len(rows), len(members), fitted.train_s
-        )
-        for name, overrides in names:
-            out[name][members] = transform(gate_raw[members], fitted, overrides, config)
+        logger.info("query tier fold %d/%d: fitted on %d pairs, judging %d queries (%.1fs)", f + 1, folds, len(rows), len(members), fitted.train_s)
+        out[members] = transform(gate_raw[members], fitted, config)
     return out

@@ -43,41 +43,36 @@ class TrainResult:
     train_loss: float | None
 
 
-def build_dataset(examples: list[TrainExample], doc_texts: dict[str, str], spec: ModelSpec, *, negatives: int, loss: str, filler: list[str], seed: int) -> Any:
-    """A ``datasets.Dataset`` for the chosen loss (anchor/positive/negative[/label])."""
+#: The recipe's fixed parts (chosen on SciFact's dev split; benchmarks/RESULTS.md): LoRA on the attention
+#: projections with alpha = 2 * r and no LoRA dropout; one hard negative per pair; 10% warm-up; early
+#: stopping after 2 epochs without held-out improvement.
+LORA_TARGETS = ("query", "key", "value")
+NEGATIVES = 1
+WARMUP_RATIO = 0.1
+PATIENCE = 2
+
+
+def build_dataset(examples: list[TrainExample], doc_texts: dict[str, str], spec: ModelSpec, *, negatives: int, filler: list[str], seed: int) -> Any:
+    """A ``datasets.Dataset`` of (anchor, positive, negative..., label = click weight) rows."""
     from datasets import Dataset
 
     rng = random.Random(seed)
     qp, dp = spec.query_prefix, spec.document_prefix
-    if loss == "cosine":
-        rows: dict[str, list[Any]] = {"sentence1": [], "sentence2": [], "score": []}
-        for ex in examples:
-            rows["sentence1"].append(qp + ex.query)
-            rows["sentence2"].append(dp + doc_texts[ex.positive_id])
-            rows["score"].append(1.0)
-            for n in ex.negative_ids[: max(1, negatives)]:
-                rows["sentence1"].append(qp + ex.query)
-                rows["sentence2"].append(dp + doc_texts[n])
-                rows["score"].append(0.0)
-        return Dataset.from_dict(rows)
     cols: dict[str, list[Any]] = {"anchor": [], "positive": []}
-    n_neg = max(1, negatives) if loss == "triplet" else negatives
-    for i in range(n_neg):
-        cols[f"negative_{i + 1}" if n_neg > 1 else "negative"] = []
-    if loss == "mnrl":
-        cols["label"] = []
+    for i in range(negatives):
+        cols[f"negative_{i + 1}" if negatives > 1 else "negative"] = []
+    cols["label"] = []
     for ex in examples:
         cols["anchor"].append(qp + ex.query)
         cols["positive"].append(dp + doc_texts[ex.positive_id])
-        negs = [doc_texts[n] for n in ex.negative_ids[:n_neg]]
-        while len(negs) < n_neg:  # pad with random corpus docs (easy negatives)
+        negs = [doc_texts[n] for n in ex.negative_ids[:negatives]]
+        while len(negs) < negatives:  # pad with random corpus docs (easy negatives)
             cand = rng.choice(filler)
             if cand != doc_texts[ex.positive_id]:
                 negs.append(cand)
         for i, text in enumerate(negs):
-            cols[f"negative_{i + 1}" if n_neg > 1 else "negative"].append(dp + text)
-        if loss == "mnrl":
-            cols["label"].append(float(ex.weight))
+            cols[f"negative_{i + 1}" if negatives > 1 else "negative"].append(dp + text)
+        cols["label"].append(float(ex.weight))
     return Dataset.from_dict(cols)
 
 
@@ -90,25 +85,6 @@ def _set_dropout(model: Any, p: float) -> None:
             module.p = p
         if hasattr(module, "dropout_prob"):
             module.dropout_prob = p
-
-
-def _make_loss(name: str, model: Any, base: ModelSpec, device: str) -> Any:
-    from sentence_transformers.sentence_transformer import losses
-
-    from ragtune.training.losses import WeightedMultipleNegativesRankingLoss
-
-    if name == "mnrl":
-        return WeightedMultipleNegativesRankingLoss(model)
-    if name == "cached_mnrl":
-        return losses.CachedMultipleNegativesRankingLoss(model, mini_batch_size=16)
-    if name == "gist":
-        guide = load_sentence_transformer(base.base, device, base.max_seq_length)
-        return losses.GISTEmbedLoss(model, guide)
-    if name == "triplet":
-        return losses.TripletLoss(model)
-    if name == "cosine":
-        return losses.CosineSimilarityLoss(model)
-    raise ConfigError(f"unknown loss {name!r}")  # pragma: no cover - validated by TrainConfig
 
 
 def _log_instead_of_print(trainer: Any, progress: bool) -> None:
@@ -150,7 +126,7 @@ def train_sentence_model(
         mode: ``"lora"`` or ``"full"``.
         out_dir: Where the adapter / model is written.
         device: ``"auto"``, ``"cpu"`` or ``"cuda"``.
-        negatives: Hard negatives per pair fed to the loss (default ``config.negatives``).
+        negatives: Hard negatives per pair fed to the loss (default :data:`NEGATIVES`).
         filler: Corpus texts used to pad pairs that have fewer negatives.
         progress: Show the trainer's progress bar.
     """
@@ -175,34 +151,32 @@ def train_sentence_model(
                 LoraConfig(
                     task_type=TaskType.FEATURE_EXTRACTION,
                     r=config.lora_r,
-                    lora_alpha=config.lora_alpha,
-                    lora_dropout=config.lora_dropout,
-                    target_modules=list(config.target_modules),
+                    lora_alpha=2 * config.lora_r,
+                    lora_dropout=0.0,
+                    target_modules=list(LORA_TARGETS),
                 )
             )
-        lr = config.lr
-    elif mode == "full":
-        lr = config.full_lr
-    else:  # pragma: no cover - refresh only calls lora/full here
+    elif mode != "full":  # pragma: no cover - refresh only calls lora/full here
         raise ConfigError(f"train_sentence_model handles 'lora' and 'full', got {mode!r}")
 
-    filler = filler or list(doc_texts.values())
-    negatives = config.negatives if negatives is None else negatives
-    train_ds = build_dataset(examples, doc_texts, base, negatives=negatives, loss=config.loss, filler=filler, seed=config.seed)
-    eval_ds = build_dataset(eval_examples, doc_texts, base, negatives=negatives, loss=config.loss, filler=filler, seed=config.seed + 1) if len(eval_examples) >= 2 else None
-    loss = _make_loss(config.loss, model, base, device)
+    from ragtune.training.losses import WeightedMultipleNegativesRankingLoss
 
-    precision = config.precision
-    if precision == "auto":
-        precision = ("bf16" if torch.cuda.is_bf16_supported() else "fp16") if device == "cuda" else "fp32"
-    with tempfile.TemporaryDirectory(prefix="ragtune-train-") as tmp:
+    lr = config.learning_rate(mode)
+    filler = filler or list(doc_texts.values())
+    negatives = NEGATIVES if negatives is None else negatives
+    train_ds = build_dataset(examples, doc_texts, base, negatives=negatives, filler=filler, seed=config.seed)
+    eval_ds = build_dataset(eval_examples, doc_texts, base, negatives=negatives, filler=filler, seed=config.seed + 1) if len(eval_examples) >= 2 else None
+    loss = WeightedMultipleNegativesRankingLoss(model)
+    precision = ("bf16" if torch.cuda.is_bf16_supported() else "fp16") if device == "cuda" else "fp32"
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="ragtune-train-", dir=out_dir.parent) as tmp:  # beside the output: cleaned with it
         args = SentenceTransformerTrainingArguments(
             output_dir=tmp,
             num_train_epochs=config.epochs,
             per_device_train_batch_size=config.batch_size,
             per_device_eval_batch_size=config.batch_size,
             learning_rate=lr,
-            warmup_steps=config.warmup_ratio,
+            warmup_steps=WARMUP_RATIO,
             seed=config.seed,
             bf16=precision == "bf16",
             fp16=precision == "fp16",
@@ -230,7 +204,7 @@ def train_sentence_model(
                     best.update(loss=value, epoch=round(state.epoch or 0), bad=0, state={n: p.detach().clone() for n, p in params})
                 else:
                     best["bad"] += 1
-                    if config.early_stopping_patience and best["bad"] >= config.early_stopping_patience:
+                    if best["bad"] >= PATIENCE:
                         logger.info("early stopping after epoch %s (held-out loss %.4f did not improve)", state.epoch, value)
                         control.should_training_stop = True
 

@@ -1,0 +1,85 @@
+"""Team-draft interleaving (Radlinski, Kurup & Joachims, CIKM 2008): pure functions, no I/O.
+
+Two rankings, the serving one (team ``"serving"``) and the trial's (team ``"trial"``), are merged
+into one result list as two captains pick players: the team with fewer picks so far picks next (a
+coin flip breaks a tie), taking its highest-ranked document not already picked. Each shown document
+belongs to the team that picked it; a user's click credits that team. Because the coin decides which
+team fills each pair of positions, a click that carries no information about relevance (a bot, a
+curious user, a user who always clicks rank 1) credits either team with probability one half: such
+traffic cannot make a trial win.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Iterable, Sequence
+
+__all__ = ["SERVING", "TRIAL", "Outcome", "credit", "team_draft"]
+
+#: Team names as logged with each impression.
+SERVING = "serving"
+TRIAL = "trial"
+
+Outcome = str  # "win" (the trial's team has more credited clicks), "loss", "tie" or "none" (no credited click)
+
+
+def team_draft(serving: Sequence[str], trial: Sequence[str], k: int, rng: random.Random) -> list[tuple[str, str]]:
+    """Interleave two rankings of document ids into at most ``k`` ``(doc_id, team)`` pairs.
+
+    Each team's documents appear in the order of its own ranking, and at every prefix of the result
+    the two teams' pick counts differ by at most one while both rankings still have unpicked
+    documents. When one ranking runs out, the other fills the rest of the list.
+
+    Args:
+        serving: The serving version's ranking (best first), without duplicates.
+        trial: The trial version's ranking (best first), without duplicates.
+        k: The length of the list to show.
+        rng: The source of the coin flips (a fresh draw per search).
+    """
+    out: list[tuple[str, str]] = []
+    picked: set[str] = set()
+    heads = {SERVING: 0, TRIAL: 0}
+    lists = {SERVING: serving, TRIAL: trial}
+    count = {SERVING: 0, TRIAL: 0}
+
+    def next_of(team: str) -> str | None:
+        lst, i = lists[team], heads[team]
+        while i < len(lst) and lst[i] in picked:
+            i += 1
+        heads[team] = i
+        return lst[i] if i < len(lst) else None
+
+    while len(out) < k:
+        a, b = next_of(SERVING), next_of(TRIAL)
+        if a is None and b is None:
+            break
+        if a is None or b is None:
+            team = TRIAL if a is None else SERVING
+        elif count[SERVING] != count[TRIAL]:
+            team = SERVING if count[SERVING] < count[TRIAL] else TRIAL
+        else:
+            team = SERVING if rng.random() < 0.5 else TRIAL
+        doc = a if team == SERVING else b
+        assert doc is not None
+        out.append((doc, team))
+        picked.add(doc)
+        count[team] += 1
+    return out
+
+
+def credit(teams: dict[str, str], chosen: Iterable[str]) -> Outcome:
+    """The outcome of one interleaved search: which team's documents the user chose more of.
+
+    Args:
+        teams: Each shown document's team.
+        chosen: The documents the user clicked or rated up (repeats count once; documents that were
+            not shown credit nobody).
+    """
+    got = {SERVING: 0, TRIAL: 0}
+    for doc in set(chosen):
+        team = teams.get(doc)
+        if team in got:
+            got[team] += 1
+    if got[TRIAL] == got[SERVING]:
+        return "tie" if got[TRIAL] else "none"
+    return "win" if got[TRIAL] > got[SERVING] else "loss"

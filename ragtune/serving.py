@@ -1,0 +1,204 @@
+"""Serving: open a version, follow the workspace's pointers, answer searches, interleave during a trial.
+
+:class:`ServingVersion` is everything loaded for one version (manifest, doc store, vector store,
+embedder). :class:`Server` follows ``CURRENT`` and ``TRIAL`` across processes (a refresh in another
+process swaps them; the next search here picks the change up) and answers a search: from the
+serving version, or, for a share of logged searches while a trial is live, by team-draft
+interleaving of the serving and the trial rankings (:mod:`ragtune.interleave`), each impression
+logged with its team. A trial that cannot be loaded or searched never fails a search: it is
+answered by the serving version alone, and the problem is logged once.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import threading
+
+import numpy as np
+
+from ragtune.config import RagtuneConfig
+from ragtune.docstore import DocStore
+from ragtune.embedder import Embedder, ModelSpec
+from ragtune.errors import InputError, WorkspaceError
+from ragtune.feedback import FeedbackLog, Impression
+from ragtune.index import VectorStore, open_store
+from ragtune.interleave import team_draft
+from ragtune.records import Hit, SearchResults
+from ragtune.trial import TrialState
+from ragtune.workspace import Workspace, store_name
+
+__all__ = ["Server", "ServingVersion"]
+
+logger = logging.getLogger(__name__)
+
+
+class ServingVersion:
+    """Everything loaded for one version: manifest, doc store, vector store, embedder.
+
+    Args:
+        ws: The workspace.
+        config: The workspace config (device, batch size, index settings).
+        name: The version to open.
+
+    Attributes:
+        name: The version's name.
+        info: Its manifest.
+        index_info: The manifest of the version whose index it searches (itself, or the one a
+            query tier sits on).
+        docs: The doc store (row ``i`` = row ``i`` of the vectors).
+        store: The vector store.
+        spec: The model spec.
+        embedder: Encodes queries (query tier applied) and documents.
+    """
+
+    def __init__(self, ws: Workspace, config: RagtuneConfig, name: str) -> None:
+        self.name = name
+        self.info = ws.read_version(name)
+        if self.info.discarded:
+            raise WorkspaceError(f"version {name} is a dropped trial whose files were discarded")
+        self.index_info = self.info if self.info.index_version == name else ws.read_version(self.info.index_version)
+        self.index_dir = ws.version_dir(self.info.index_version)
+        self.docs = DocStore(self.index_dir)
+        backend = self.index_info.model.get("_backend")
+        self.store: VectorStore = open_store(self.index_dir, config.index, name=store_name(ws, self.info.index_version), backend=backend)
+        self.spec = ModelSpec.from_dict(self.info.model)
+        self.embedder = Embedder(self.spec, ws.root, config.model.device, config.model.batch_size)
+        # the query tier's files are small: load them now, so a version whose files are removed
+        # later (a dropped trial) keeps answering from memory
+        _ = self.embedder.query_map, self.embedder.query_memory
+
+    def vectors(self) -> np.ndarray:
+        """The document vectors (memory-mapped, read-only)."""
+        return np.load(self.index_dir / "vectors.npy", mmap_mode="r")
+
+    def ranking(self, query_vector: np.ndarray, k: int) -> tuple[list[str], list[float]]:
+        """The top ``k`` doc ids and scores of one encoded query."""
+        scores, pos = self.store.search(query_vector.reshape(1, -1), k)
+        keep = pos[0] >= 0
+        positions = [int(p) for p in pos[0][keep]]
+        ids = self.docs.ids
+        return [ids[p] for p in positions], [float(s) for s in scores[0][keep]]
+
+    def hits(self, doc_ids: list[str], scores: list[float], fallback: ServingVersion | None = None) -> list[Hit]:
+        """Hits ranked as given, with texts from this version's doc store (else ``fallback``'s); unknown ids are left out."""
+        pmap = self.docs.positions(doc_ids)
+        docs = {d.id: d for d in self.docs.get([pmap[d] for d in doc_ids if d in pmap])}
+        missing = [d for d in doc_ids if d not in docs]
+        if missing and fallback is not None:
+            fmap = fallback.docs.positions(missing)
+            docs.update({d.id: d for d in fallback.docs.get(list(fmap.values()))})
+        found = [(d, s) for d, s in zip(doc_ids, scores) if d in docs]
+        return [Hit(d, s, r, docs[d].text, docs[d].title, docs[d].metadata) for r, (d, s) in enumerate(found, 1)]
+
+
+class Server:
+    """The serving side of a workspace: follows ``CURRENT`` and ``TRIAL`` and answers searches.
+
+    Args:
+        ws: The workspace.
+        config: Its config.
+    """
+
+    def __init__(self, ws: Workspace, config: RagtuneConfig) -> None:
+        self.ws = ws
+        self.config = config
+        self._lock = threading.Lock()
+        self._current: ServingVersion | None = None
+        self._token: tuple[int, int] | None = None
+        self._trial: tuple[TrialState, ServingVersion] | None = None
+        self._trial_token: tuple[int, int] | None = None
+        self._trial_failed: set[str] = set()
+        self.rng = random.Random()
+
+    def current(self) -> ServingVersion:
+        """The loaded current version, reloaded when another process swapped ``CURRENT``."""
+        token = self.ws.current_token()
+        with self._lock:
+            if self._current is None or token != self._token:
+                name = self.ws.current_version()
+                if name is None:
+                    raise WorkspaceError(f"workspace {self.ws.root} has no index yet; run `ragtune index SOURCE` first")
+                if self._current is None or self._current.name != name:
+                    self._current = ServingVersion(self.ws, self.config, name)
+                    logger.info("serving version %s", name)
+                self._token = token
+            return self._current
+
+    def trial(self) -> tuple[TrialState, ServingVersion] | None:
+        """The live trial and its loaded version, or ``None`` (also when it cannot be loaded: logged once)."""
+        token = self.ws.trial_token()
+        with self._lock:
+            if token != self._trial_token:
+                self._trial_token = token
+                self._trial = None
+                try:
+                    record = self.ws.read_trial()
+                except WorkspaceError as exc:
+                    logger.warning("searches are not interleaved: %s", exc)
+                    record = None
+                if record:
+                    state = TrialState.from_dict(record)
+                    try:
+                        self._trial = (state, ServingVersion(self.ws, self.config, state.version))
+                    except Exception as exc:  # a trial must never break search
+                        if state.id not in self._trial_failed:
+                            logger.warning("trial %s: cannot open version %s (%s); searches are answered by the serving version", state.id, state.version, exc)
+                            self._trial_failed.add(state.id)
+            return self._trial
+
+    def search(self, query: str, k: int, *, log: FeedbackLog | None) -> SearchResults:
+        """The top ``k`` for ``query``; logged to ``log`` when given (interleaved for a share while a trial is live).
+
+        Raises:
+            InputError: an empty query or a ``k`` that is not a positive integer.
+        """
+        if not isinstance(query, str) or not query.strip():
+            raise InputError(f"query must be a non-empty string, got {query!r}")
+        if not isinstance(k, int) or isinstance(k, bool) or k < 1:
+            raise InputError(f"k must be a positive integer, got {k!r}")
+        serving = self.current()
+        qv = serving.embedder.encode_queries([query])[0]
+        if log is not None:
+            live = self.trial()
+            if live is not None and live[0].baseline == serving.name and live[1].name != serving.name and self.rng.random() < live[0].share:
+                try:
+                    return self._interleaved(query, qv, k, serving, live, log)
+                except Exception as exc:  # a trial must never break search
+                    state = live[0]
+                    if state.id not in self._trial_failed:
+                        logger.warning("trial %s: interleaving failed (%s); searches are answered by the serving version", state.id, exc)
+                        self._trial_failed.add(state.id)
+        ids, scores = serving.ranking(qv, k)
+        orig_ranks = list(range(1, len(ids) + 1))
+        randomized = False
+        prob = self.config.feedback.randomize_prob
+        if log is not None and prob > 0 and len(ids) > 1 and self.rng.random() < prob:
+            # RandPair intervention: swap rank 1 with a random rank in 2..5 (lets the log estimate propensities)
+            j = self.rng.randrange(1, min(5, len(ids)))
+            ids[0], ids[j] = ids[j], ids[0]
+            scores[0], scores[j] = scores[j], scores[0]
+            orig_ranks[0], orig_ranks[j] = orig_ranks[j], orig_ranks[0]
+            randomized = True
+        hits = serving.hits(ids, scores)
+        qid = None
+        if log is not None:
+            orig = dict(zip(ids, orig_ranks))
+            imps = [Impression(h.doc_id, h.rank, h.score, orig[h.doc_id]) for h in hits]
+            qid = log.log_query(query, imps, version=serving.name, randomized=randomized)
+        return SearchResults(hits, qid, serving.name)
+
+    def _interleaved(
+        self, query: str, qv: np.ndarray, k: int, serving: ServingVersion, live: tuple[TrialState, ServingVersion], log: FeedbackLog
+    ) -> SearchResults:
+        state, trial = live
+        a_ids, a_scores = serving.ranking(qv, k)
+        tv = trial.embedder.encode_queries([query])[0]
+        b_ids, b_scores = trial.ranking(tv, k)
+        merged = team_draft(a_ids, b_ids, k, self.rng)
+        score_of = {"serving": dict(zip(a_ids, a_scores)), "trial": dict(zip(b_ids, b_scores))}
+        hits = serving.hits([d for d, _ in merged], [score_of[team][d] for d, team in merged], fallback=trial)
+        team_of = dict(merged)
+        imps = [Impression(h.doc_id, h.rank, h.score, None, team_of[h.doc_id]) for h in hits]
+        qid = log.log_query(query, imps, version=serving.name, trial=state.id)
+        return SearchResults(hits, qid, serving.name, trial=state.id)
