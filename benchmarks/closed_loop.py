@@ -1,23 +1,23 @@
-"""The closed-loop benchmark: simulated users → refresh → nDCG@10 on test queries, round by round.
+"""The closed-loop benchmark: simulated users → trials → refresh, round by round, judged on test queries.
 
-    python benchmarks/closed_loop.py --dataset ../shared/datasets/scifact --rounds 3 --mode lora \
-        --out benchmarks/results/closed_loop_lora.json
+    python benchmarks/closed_loop.py --dataset ../shared/datasets/scifact --mode query \
+        --users uninformative --rounds 5 --sessions 600 --seed 0 --out benchmarks/results/trials/query_uninformative_s0.json
 
 Indexes the corpus with the default model (cached under benchmarks/work/), then each round plays
-simulated users (ragtune.simulate, through the public API) over the next share of the *train*
-queries, runs ``refresh`` and evaluates nDCG@10 on the *test* queries, which no simulated user
-asks. ``cold`` test queries are those none of whose relevant docs is relevant to any train query.
-With ``--reference``, a plain sentence-transformers full fine-tune (MultipleNegativesRankingLoss,
-in-batch negatives, lr 2e-5, one epoch) on the same clicks is run and evaluated the same way.
-With ``--counterfactual`` (on by default in query mode, where it costs one more refresh and no
-re-embedding), every round the gate refused although its best candidate scored higher is replayed
-on a throw-away copy of the workspace with ``gate.confidence``, ``gate.query_confidence`` and
-``gate.cold_guard`` 0, and the refused candidate's test figures are recorded as ``if_promoted``:
-whether the gate's refusals cost anything.
-``gain_ci95`` and ``cold_change_ci95`` are 95% paired bootstrap intervals of the final model's
-change over the test (cold test) queries: 104 cold queries cannot resolve a change of 0.005.
-Writes the JSON, and re-draws benchmarks/results/closed_loop.png (every mode's JSON found beside
-it) and closed_loop_pca_MODE.png (test queries and their relevant docs, base vs final model).
+``--sessions`` searches through the public API (``Ragtune.search``, so a live trial interleaves a
+share of them): query ids drawn from the *train* queries with Zipf popularity
+(``ragtune.simulate.draw_sessions``: popular queries repeat), clicked by the ``--users`` click model
+(``pbm``: position-based; ``trust-cascade``: scan down, stop after a satisfying click, non-relevant
+results clicked more near the top; ``uninformative``: one random shown result clicked per search).
+Every ``--decide-every`` searches the live trial is decided (``Ragtune.decide_trial``, as an app's
+cron would); at the end of the round ``refresh`` runs (it settles the trial, trains one candidate
+and starts the next trial). nDCG@10 of the serving version is measured on the *test* queries,
+which no user asks, after every round and at every promotion. ``cold`` test queries are those none
+of whose relevant docs is relevant to any train query. With ``--reference``, a plain
+sentence-transformers full fine-tune on the same clicks is run and evaluated the same way.
+``--judge dev`` keeps the test split unseen: users ask two thirds of the train queries and the
+other third judges, for choosing settings. Writes the JSON and re-draws closed_loop_trials.png
+beside it (test nDCG@10 per round, one line per users × mode, mean over the seeds found).
 """
 
 from __future__ import annotations
@@ -39,7 +39,7 @@ import numpy as np
 
 from ragtune import Ragtune, RagtuneConfig
 from ragtune.evaluate import evaluate_run, load_beir_qrels, load_beir_queries, ndcg_at_k
-from ragtune.simulate import ClickModel, simulate_users
+from ragtune.simulate import CLICK_MODEL_PRESETS, ClickModel, click_model, draw_sessions, simulate_users
 
 HERE = Path(__file__).resolve().parent
 
@@ -76,22 +76,6 @@ def paired_ci(after: dict[str, float], before: dict[str, float], qids: list[str]
         return [0.0, 0.0]
     means = diff[np.random.default_rng(seed).integers(0, len(diff), size=(resamples, len(diff)))].mean(axis=1)
     return [round(float(np.percentile(means, 2.5)), 4), round(float(np.percentile(means, 97.5)), 4)]
-
-
-def if_promoted(rt: Ragtune, mode: str, queries: dict[str, str], qrels: dict[str, dict[str, int]], cold: set[str]) -> dict[str, object]:
-    """Replay a refused refresh on a copy of the workspace without the noise check and the cold guard; the refused candidate's figures."""
-    import tempfile
-
-    with tempfile.TemporaryDirectory(prefix="ragtune-counterfactual-") as tmp:
-        copy = Path(tmp) / "ws"
-        shutil.copytree(rt.ws.root, copy, ignore=shutil.ignore_patterns("refresh.lock"))
-        cfg = RagtuneConfig.load(copy / "config.json").with_overrides({"gate.confidence": 0.0, "gate.query_confidence": 0.0, "gate.cold_guard": 0.0})
-        cfg.save(copy / "config.json")
-        shadow = Ragtune(copy, progress=False)
-        report = shadow.refresh(mode=mode, force=True)
-        if report["status"] != "promoted":
-            return {"status": report["status"], "reason": report.get("reason")}
-        return {"status": "promoted", "candidate": (report.get("gate") or {}).get("chosen"), **evaluate(search_run(shadow, queries, qrels), qrels, cold)}
 
 
 def dev_split(train: dict[str, dict[str, int]], seed: int) -> tuple[list[str], dict[str, dict[str, int]], dict[str, dict[str, int]]]:
@@ -212,29 +196,6 @@ def reference_finetune(rt: Ragtune, queries: dict[str, str], qrels: dict[str, di
     return {"ndcg@10": m["ndcg@10"], "ndcg@10_cold": m["ndcg@10_cold"], "pairs": n_pairs, "train_s": train_s, "what": "sentence-transformers full fine-tune, MNRL in-batch negatives, lr 2e-5, 1 epoch, batch 32, on all clicked (query, doc) pairs"}
 
 
-def plot_rounds(results_dir: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(7, 4.2))
-    for path in sorted(results_dir.glob("closed_loop_*.json")):
-        data = json.loads(path.read_text())
-        ys = [data["base"]["ndcg@10"]] + [r["ndcg@10"] for r in data["rounds"]]
-        ax.plot(range(len(ys)), ys, marker="o", label=f"ragtune {data['mode']}")
-        if data.get("reference"):
-            ax.axhline(data["reference"]["ndcg@10"], ls=":", color="gray", label="plain ST full fine-tune (reference)")
-    ax.set_xticks(range(4))
-    ax.set_xlabel("refresh round")
-    ax.set_ylabel("nDCG@10 (SciFact test)")
-    ax.set_title("Closed loop: simulated clicks on train queries, judged on test queries")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(results_dir / "closed_loop.png", dpi=120)
-
-
 def plot_pca(rt: Ragtune, base_dir: Path, queries: dict[str, str], qrels: dict[str, dict[str, int]], out: Path) -> None:
     import matplotlib
 
@@ -270,96 +231,154 @@ def plot_pca(rt: Ragtune, base_dir: Path, queries: dict[str, str], qrels: dict[s
     fig.savefig(out, dpi=110)
 
 
+def plot_rounds(results_dir: Path, out: Path) -> None:
+    """Test nDCG@10 per round, one line per users × mode (the mean over the seeds found)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    runs: dict[tuple[str, str], list[list[float]]] = {}
+    for path in sorted(results_dir.glob("*.json")):
+        data = json.loads(path.read_text())
+        if "users" not in data or data.get("judge") != "test":
+            continue
+        ys = [data["base"]["ndcg@10"]] + [r["ndcg@10"] for r in data["rounds"]]
+        runs.setdefault((data["users"], data["mode"]), []).append(ys)
+    if not runs:
+        return
+    fig, ax = plt.subplots(figsize=(7.5, 4.5))
+    for (users, mode), series in sorted(runs.items()):
+        n = min(len(s) for s in series)
+        mean = np.mean([s[:n] for s in series], axis=0)
+        ax.plot(range(n), mean, marker="o", label=f"{users} users, {mode} ({len(series)} seed{'s' if len(series) > 1 else ''})")
+    ax.set_xlabel("round")
+    ax.set_ylabel("nDCG@10 of the serving version (SciFact test)")
+    ax.set_title("Closed loop with interleaved trials: simulated users on train queries, judged on test", fontsize=9)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(out, dpi=120)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--dataset", type=Path, required=True)
-    ap.add_argument("--rounds", type=int, default=3)
-    ap.add_argument("--mode", choices=["lora", "query", "full", "auto"], default="lora")
+    ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--sessions", type=int, default=600, help="Searches per round.")
+    ap.add_argument("--users", choices=CLICK_MODEL_PRESETS, default="pbm")
+    ap.add_argument("--mode", choices=["lora", "query", "full", "auto"], default="query")
+    ap.add_argument("--decide-every", type=int, default=50, help="Searches between decisions of the live trial.")
     ap.add_argument("--out", type=Path, required=True)
-    ap.add_argument("--reference", action=argparse.BooleanOptionalAction, default=None, help="Run the plain fine-tune reference (default: on for lora).")
-    ap.add_argument("--counterfactual", action=argparse.BooleanOptionalAction, default=None, help="Replay refused rounds without the noise check and record the refused candidate's test figures (default: on for query mode).")
-    ap.add_argument("--epochs", type=int, default=None)
+    ap.add_argument("--reference", action=argparse.BooleanOptionalAction, default=False, help="Run the plain fine-tune reference on the same clicks.")
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--judge", choices=["test", "dev"], default="test", help="test: judge on the test split (the headline). dev: users ask two thirds of the train queries and the other third judges, for choosing settings without looking at test.")
+    ap.add_argument("--judge", choices=["test", "dev"], default="test")
     ap.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=JSON", help="Config override, e.g. --set train.max_seq_length=128 (repeatable).")
     args = ap.parse_args()
     t_start = time.perf_counter()
-    work = HERE / "work" / (f"loop-{args.mode}" if args.judge == "test" else f"loop-{args.mode}-dev")
+    work = HERE / "work" / f"loop-{args.mode}-{args.users}-s{args.seed}-{args.judge}"
     base_workspace(args.dataset, work)
     overrides: dict[str, object] = {"refresh.min_new_events": 1}
-    if args.epochs:
-        overrides["train.epochs"] = args.epochs
     for item in args.overrides:
         key, _, value = item.partition("=")
         overrides[key] = json.loads(value)
     cfg = RagtuneConfig.load(work / "config.json").with_overrides(overrides)
     cfg.save(work / "config.json")
-    rt = Ragtune(work, progress=True)
+    rt = Ragtune(work, progress=False)
+    rt.server.rng.seed(args.seed)  # the interleaving coins: reproducible per seed
     base_version = rt.current_version
     assert base_version is not None, "the base workspace has a serving version"
     queries = load_beir_queries(args.dataset)
     qids, train, test = user_split(args.dataset, args.judge, args.seed)
     cold = cold_queries(test, train)
-    run = search_run(rt, queries, test)
-    base = evaluate(run, test, cold)
-    base_per_query = per_query_ndcg(run, test)
-    print(f"base: {base}", flush=True)
-    chunks = [qids[i :: args.rounds] for i in range(args.rounds)]
-    rounds = []
-    prev = base
-    for r, chunk in enumerate(chunks, 1):
-        sim = simulate_users(rt, queries, train, chunk, ClickModel(seed=args.seed * 100 + r))
-        report = rt.refresh(mode=args.mode, force=True)
+
+    def judge() -> tuple[dict[str, float], dict[str, float]]:
         run = search_run(rt, queries, test)
-        m = evaluate(run, test, cold)
+        return evaluate(run, test, cold), per_query_ndcg(run, test)
+
+    base, base_per_query = judge()
+    print(f"base: {base}", flush=True)
+    scores = {base_version: base["ndcg@10"]}
+    sessions = draw_sessions(qids, args.sessions * args.rounds, seed=args.seed)
+    rounds: list[dict[str, Any]] = []
+    promotions: list[dict[str, Any]] = []
+    trials: list[dict[str, Any]] = []
+    searches_done = 0
+    trial_started_at: dict[str, int] = {}
+
+    def note_trial(t: dict[str, Any] | None) -> None:
+        """Record a decided trial (promoted or dropped) with its figures and whether a promotion was worse on test."""
+        if t is None or t.get("verdict") == "continue":
+            return
+        row = {k: t.get(k) for k in ("id", "version", "baseline", "tier", "verdict", "reason", "wins", "losses", "ties", "searches", "p_value")}
+        row["decided_after_searches"] = searches_done - trial_started_at.get(str(t["id"]), 0)
+        if t["verdict"] == "promote":
+            m, _ = judge()
+            scores[str(t["version"])] = m["ndcg@10"]
+            before = scores.get(str(t["baseline"]))
+            row.update(test_before=before, test_after=m["ndcg@10"], worse_on_test=before is not None and m["ndcg@10"] < before)
+            promotions.append(row)
+        trials.append(row)
+        print(f"  trial {t['id']} {t['verdict']}: {t['reason']}", flush=True)
+
+    per_query = base_per_query
+    for r in range(1, args.rounds + 1):
+        chunk = sessions[(r - 1) * args.sessions : r * args.sessions]
+        sim = {"sessions": 0, "clicks": 0, "relevant_clicks": 0, "noise_clicks": 0}
+        for start in range(0, len(chunk), args.decide_every):
+            got = simulate_users(rt, queries, train, chunk[start : start + args.decide_every], click_model(args.users, seed=args.seed * 100000 + r * 1000 + start))
+            for key in sim:
+                sim[key] += got[key]
+            searches_done += got["sessions"]
+            if rt.ws.trial_path.exists():
+                note_trial(rt.decide_trial())
+        report = rt.refresh(mode=args.mode, force=True)
+        note_trial(report.settled)
+        if report.status == "trial_started" and report.trial:
+            trial_started_at[str(report.trial["id"])] = searches_done
+        m, per_query = judge()
+        live = rt.trial()
         row = {
             "round": r,
             **m,
-            "promoted": report["status"] == "promoted",
-            "status": report["status"],
-            "reason": report.get("reason"),
             "version": rt.current_version,
-            "train_s": round(report.get("train_s", 0.0), 1),
-            "reembed_s": round(report.get("reembed_s", 0.0), 1),
-            "refresh_s": round(report.get("refresh_s", 0.0), 1),
-            "n_clicks": sim["clicks"],
-            "n_noise_clicks": sim["noise_clicks"],
-            "sessions": sim["sessions"],
-            "mined": report.get("mined"),
-            "gate": report.get("gate"),
-            "test_delta_vs_previous": m["ndcg@10"] - prev["ndcg@10"],
+            "status": report.status,
+            "reason": report.reason,
+            "check": report.check.to_dict() if report.check else None,
+            "trial": {k: live.get(k) for k in ("id", "version", "tier", "wins", "losses", "ties", "searches", "p_value", "verdict")} if live else None,
+            "train_s": round(report.train_s, 1),
+            "reembed_s": round(report.reembed_s, 1),
+            "refresh_s": round(report.refresh_s, 1),
+            **{f"n_{k}": v for k, v in sim.items()},
+            "mined": report.mined,
         }
-        gate = report.get("gate") or {}
-        best = max((c.get("heldout", 0.0) for c in gate.get("candidates", {}).values()), default=0.0)
-        refused_for_noise = report["status"] == "refused" and best > gate.get("current", {}).get("heldout", 1.0) + rt.config.gate.margin
-        if (args.counterfactual if args.counterfactual is not None else args.mode == "query") and refused_for_noise:
-            row["if_promoted"] = if_promoted(rt, args.mode, queries, test, cold)
         rounds.append(row)
-        prev = m
-        print(f"round {r}: {report['status']} ndcg@10 {m['ndcg@10']:.4f} cold {m['ndcg@10_cold']:.4f} ({report.get('reason')})", flush=True)
-        if "if_promoted" in row:
-            print(f"  if promoted: {row['if_promoted']}", flush=True)
+        print(f"round {r}: serving {rt.current_version} ndcg@10 {m['ndcg@10']:.4f} cold {m['ndcg@10_cold']:.4f}; refresh {report.status}: {report.reason}", flush=True)
     final = rounds[-1] if rounds else base
-    final_per_query = per_query_ndcg(run, test)  # the last round's run (the base's with no rounds)
-    run_ref = args.reference if args.reference is not None else args.mode == "lora"
-    reference = reference_finetune(rt, queries, test, cold, work) if run_ref else None
+    reference = reference_finetune(rt, queries, test, cold, work) if args.reference else None
     result = {
         "command": "python benchmarks/" + Path(sys.argv[0]).name + " " + " ".join(sys.argv[1:]),
         "dataset": args.dataset.name,
         "mode": args.mode,
+        "users": args.users,
         "judge": args.judge,
+        "sessions_per_round": args.sessions,
         "base": base,
         "final": {k: final[k] for k in ("ndcg@10", "ndcg@10_cold", "ndcg@10_warm", "mrr@10", "recall@100")},
         "gain": final["ndcg@10"] - base["ndcg@10"],
         "cold_change": final["ndcg@10_cold"] - base["ndcg@10_cold"],
-        "gain_ci95": paired_ci(final_per_query, base_per_query, sorted(test)),
-        "cold_change_ci95": paired_ci(final_per_query, base_per_query, sorted(cold)),
+        "gain_ci95": paired_ci(per_query, base_per_query, sorted(test)),
+        "cold_change_ci95": paired_ci(per_query, base_per_query, sorted(cold)),
+        "promotions": promotions,
+        "n_promotions": len(promotions),
+        "n_promotions_worse_on_test": sum(1 for p in promotions if p["worse_on_test"]),
+        "trials": trials,
         "rounds": rounds,
         "reference": reference,
         "n_test": len(test),
         "n_cold": len(cold),
         "seed": args.seed,
-        "click_model": {**ClickModel().__dict__, "seed": f"{args.seed} * 100 + round"},
+        "click_model": click_model(args.users, seed=0).__dict__,
         "config": rt.config.to_dict(),
         "total_s": round(time.perf_counter() - t_start, 1),
         "machine": "2 CPU cores, no GPU",
@@ -367,9 +386,8 @@ def main() -> None:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2, default=str) + "\n")
     if args.judge == "test":
-        plot_rounds(args.out.parent)
-    plot_pca(rt, work / "versions" / base_version, queries, test, args.out.parent / f"closed_loop_pca_{args.mode}.png")
-    print(json.dumps({k: result[k] for k in ("mode", "base", "final", "gain", "cold_change", "gain_ci95", "cold_change_ci95", "reference")}, indent=2, default=str))
+        plot_rounds(args.out.parent, args.out.parent / "closed_loop_trials.png")
+    print(json.dumps({k: result[k] for k in ("mode", "users", "base", "final", "gain", "cold_change", "gain_ci95", "n_promotions", "n_promotions_worse_on_test")}, indent=2, default=str))
 
 
 if __name__ == "__main__":

@@ -26,14 +26,20 @@ import math
 import random
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from ragtune.errors import ConfigError, InputError
+from ragtune.records import SearchResults
 
-if TYPE_CHECKING:
-    from ragtune.api import Ragtune
+__all__ = ["CLICK_MODEL_PRESETS", "USER_KINDS", "ClickModel", "SearchApp", "click_model", "draw_sessions", "simulate_users"]
 
-__all__ = ["CLICK_MODEL_PRESETS", "USER_KINDS", "ClickModel", "click_model", "draw_sessions", "simulate_users"]
+
+class SearchApp(Protocol):
+    """What the simulator plays against: :class:`ragtune.Ragtune`, or anything with its two calls."""
+
+    def search(self, query: str, k: int = ..., *, log: bool | None = ...) -> SearchResults: ...
+
+    def click(self, query_id: str, doc_id: str) -> None: ...
 
 USER_KINDS: tuple[str, ...] = ("pbm", "cascade", "uninformative")
 """The kinds of simulated users :attr:`ClickModel.users` accepts."""
@@ -177,14 +183,14 @@ def draw_sessions(qids: Sequence[str], n_sessions: int, *, zipf_s: float = 1.0, 
     return rng.choices(order, weights=weights, k=n_sessions)
 
 
-def _click(rt: Ragtune, out: dict[str, int], query_id: str, doc_id: str, relevant: bool) -> None:
+def _click(rt: SearchApp, out: dict[str, int], query_id: str, doc_id: str, relevant: bool) -> None:
     rt.click(query_id, doc_id)
     out["clicks"] += 1
     out["relevant_clicks" if relevant else "noise_clicks"] += 1
 
 
 def simulate_users(
-    rt: Ragtune,
+    rt: SearchApp,
     queries: Mapping[str, str],
     qrels: Mapping[str, Mapping[str, int]],
     qids: Sequence[str],
