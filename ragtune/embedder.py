@@ -242,8 +242,12 @@ class Embedder:
 
     def encode_queries(self, texts: list[str], *, progress: bool = False) -> np.ndarray:
         """L2-normalised float32 query vectors, with the query-side tier (memory, then map) applied when there is one."""
+        return self.transform_queries(self.encode_raw_queries(texts, progress=progress))
+
+    def encode_raw_queries(self, texts: list[str], *, progress: bool = False) -> np.ndarray:
+        """Query vectors of the document-side model alone (prefix applied, no query tier)."""
         pre = self.spec.query_prefix
-        return self.transform_queries(self._encode([pre + t for t in texts] if pre else texts, progress))
+        return self._encode([pre + t for t in texts] if pre else texts, progress)
 
     def transform_queries(self, vecs: np.ndarray) -> np.ndarray:
         """Apply this spec's query-side tier (memory, then map) to raw query vectors of its document-side model."""

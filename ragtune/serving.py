@@ -158,12 +158,13 @@ class Server:
         if not isinstance(k, int) or isinstance(k, bool) or k < 1:
             raise InputError(f"k must be a positive integer, got {k!r}")
         serving = self.current()
-        qv = serving.embedder.encode_queries([query])[0]
+        raw = serving.embedder.encode_raw_queries([query])
+        qv = serving.embedder.transform_queries(raw)[0]
         if log is not None:
             live = self.trial()
             if live is not None and live[0].baseline == serving.name and live[1].name != serving.name and self.rng.random() < live[0].share:
                 try:
-                    return self._interleaved(query, qv, k, serving, live, log)
+                    return self._interleaved(query, raw, qv, k, serving, live, log)
                 except Exception as exc:  # a trial must never break search
                     state = live[0]
                     if state.id not in self._trial_failed:
@@ -189,11 +190,12 @@ class Server:
         return SearchResults(hits, qid, serving.name)
 
     def _interleaved(
-        self, query: str, qv: np.ndarray, k: int, serving: ServingVersion, live: tuple[TrialState, ServingVersion], log: FeedbackLog
+        self, query: str, raw: np.ndarray, qv: np.ndarray, k: int, serving: ServingVersion, live: tuple[TrialState, ServingVersion], log: FeedbackLog
     ) -> SearchResults:
         state, trial = live
         a_ids, a_scores = serving.ranking(qv, k)
-        tv = trial.embedder.encode_queries([query])[0]
+        same_model = trial.spec.document_side() == serving.spec.document_side()  # a query-tier trial: one forward pass serves both
+        tv = (trial.embedder.transform_queries(raw) if same_model else trial.embedder.encode_queries([query]))[0]
         b_ids, b_scores = trial.ranking(tv, k)
         merged = team_draft(a_ids, b_ids, k, self.rng)
         score_of = {"serving": dict(zip(a_ids, a_scores)), "trial": dict(zip(b_ids, b_scores))}
