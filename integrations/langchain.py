@@ -115,6 +115,7 @@ def hits_to_documents(results: SearchResults) -> list[Document]:
             "rank": h.rank,
             "ragtune_query_id": results.query_id,
             "ragtune_version": results.version,
+            "ragtune_trial": results.trial,
         }
         docs.append(Document(page_content=h.text, metadata=meta, id=h.doc_id))
     return docs
@@ -130,7 +131,8 @@ class RagtuneRetriever(BaseRetriever):
             returned documents can be recorded (``record_click`` / ``record_rating``).
 
     Every returned ``Document`` has metadata ``doc_id``, ``score``, ``rank``, ``title``,
-    ``ragtune_query_id`` (``None`` when not logged) and ``ragtune_version``, plus the document's own
+    ``ragtune_query_id`` (``None`` when not logged), ``ragtune_version`` and ``ragtune_trial`` (the
+    live trial whose interleaved ranking this is, else ``None``), plus the document's own
     metadata. The retriever follows the workspace's current version: a refresh that promotes a new
     model is used on the next query.
     """

@@ -124,7 +124,7 @@ def query(ctx: click.Context, text: str, k: int, log: bool, as_json: bool) -> No
     rt = _open(ctx)
     hits = rt.search(text, k, log=log)
     if as_json:
-        _echo_json({"query_id": hits.query_id, "version": hits.version, "hits": [h.to_dict() for h in hits]})
+        _echo_json({"query_id": hits.query_id, "version": hits.version, "trial": hits.trial, "hits": [h.to_dict() for h in hits]})
         return
     if hits.query_id:
         click.echo(f"query id: {hits.query_id}   (record a click: ragtune feedback click {hits.query_id} DOC_ID)")
