@@ -87,7 +87,8 @@ class Impression:
         rank: 1-based rank shown.
         score: Its score under the ranking that placed it.
         orig_rank: Its rank before a RandPair swap (``None``: as shown).
-        team: In an interleaved search, the team that placed it (``"serving"`` or ``"trial"``).
+        team: In an interleaved search, the team that placed it (``"serving"``, ``"trial"``, or ``"shared"`` for
+            the top results both rankings agree on).
     """
 
     doc_id: str

@@ -23,7 +23,7 @@ from ragtune.embedder import Embedder, ModelSpec
 from ragtune.errors import InputError, WorkspaceError
 from ragtune.feedback import FeedbackLog, Impression
 from ragtune.index import VectorStore, open_store
-from ragtune.interleave import team_draft
+from ragtune.interleave import SERVING, SHARED, TRIAL, team_draft
 from ragtune.records import Hit, SearchResults
 from ragtune.trial import TrialState
 from ragtune.workspace import Workspace, store_name
@@ -198,7 +198,8 @@ class Server:
         tv = (trial.embedder.transform_queries(raw) if same_model else trial.embedder.encode_queries([query]))[0]
         b_ids, b_scores = trial.ranking(tv, k)
         merged = team_draft(a_ids, b_ids, k, self.rng)
-        score_of = {"serving": dict(zip(a_ids, a_scores)), "trial": dict(zip(b_ids, b_scores))}
+        score_of = {SERVING: dict(zip(a_ids, a_scores)), TRIAL: dict(zip(b_ids, b_scores))}
+        score_of[SHARED] = score_of[SERVING]
         hits = serving.hits([d for d, _ in merged], [score_of[team][d] for d, team in merged], fallback=trial)
         team_of = dict(merged)
         imps = [Impression(h.doc_id, h.rank, h.score, None, team_of[h.doc_id]) for h in hits]
