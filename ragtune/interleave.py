@@ -10,11 +10,9 @@ traffic cannot make a trial win.
 
 The top results on which both rankings agree, rank for rank (their common prefix), are shown first
 as they are and belong to neither team (``"shared"``): a click there says nothing about which
-ranking is better, only adds a coin flip to the outcome. The drafting starts after them. On SciFact
-train queries with position-biased simulated users, the serving and a query-tier trial ranking
-agreed on rank 1 for 77% of queries; counting those clicks, the better ranking won 56% of decided
-searches, and without them 73% (``benchmarks/RESULTS.md``), which a trial needs far fewer searches
-to see.
+ranking is better and would only add a coin flip to the outcome, so leaving it out lets a trial see
+a real difference in fewer searches (``benchmarks/interleave_credit.py``). The drafting starts after
+them, so the coin still decides every other position.
 """
 
 from __future__ import annotations
@@ -32,7 +30,7 @@ SHARED = "shared"
 Outcome = str  # "win" (the trial's team has more credited clicks), "loss", "tie" or "none" (no credited click)
 
 
-def team_draft(serving: Sequence[str], trial: Sequence[str], k: int, rng: random.Random) -> list[tuple[str, str]]:
+def team_draft(serving: Sequence[str], trial: Sequence[str], k: int, rng: random.Random, *, common_prefix: bool = True) -> list[tuple[str, str]]:
     """Interleave two rankings of document ids into at most ``k`` ``(doc_id, team)`` pairs.
 
     The rankings' common prefix comes first, as team :data:`SHARED`. After it, each team's documents
@@ -45,6 +43,8 @@ def team_draft(serving: Sequence[str], trial: Sequence[str], k: int, rng: random
         trial: The trial version's ranking (best first), without duplicates.
         k: The length of the list to show.
         rng: The source of the coin flips (a fresh draw per search).
+        common_prefix: Show the common prefix as :data:`SHARED` (off: plain team-draft, every
+            position drafted).
     """
     out: list[tuple[str, str]] = []
     picked: set[str] = set()
@@ -59,7 +59,7 @@ def team_draft(serving: Sequence[str], trial: Sequence[str], k: int, rng: random
         heads[team] = i
         return lst[i] if i < len(lst) else None
 
-    while len(out) < k and len(out) < min(len(serving), len(trial)) and serving[len(out)] == trial[len(out)]:
+    while common_prefix and len(out) < min(k, len(serving), len(trial)) and serving[len(out)] == trial[len(out)]:
         out.append((serving[len(out)], SHARED))
         picked.add(out[-1][0])
     while len(out) < k:
