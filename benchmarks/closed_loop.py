@@ -10,8 +10,9 @@ share of them): query ids drawn from the *train* queries with Zipf popularity
 (``pbm``: position-based; ``trust-cascade``: scan down, stop after a satisfying click, non-relevant
 results clicked more near the top; ``uninformative``: one random shown result clicked per search).
 Every ``--decide-every`` searches the live trial is decided (``Ragtune.decide_trial``, as an app's
-cron would); at the end of the round ``refresh`` runs (it settles the trial, trains one candidate
-and starts the next trial). nDCG@10 of the serving version is measured on the *test* queries,
+cron would), and once it is (promoted or dropped) ``refresh`` runs at once, as ``refresh --watch``
+would, to start the next; at the end of each round ``refresh`` runs too (it settles the trial, or
+trains one candidate and starts the next trial). nDCG@10 of the serving version is measured on the *test* queries,
 which no user asks, after every round and at every promotion. ``cold`` test queries are those none
 of whose relevant docs is relevant to any train query. With ``--reference``, a plain
 sentence-transformers full fine-tune on the same clicks is run and evaluated the same way.
@@ -321,9 +322,17 @@ def main() -> None:
         trials.append(row)
         print(f"  trial {t['id']} {t['verdict']}: {t['reason']}", flush=True)
 
+    def refresh_now() -> Any:
+        report = rt.refresh(mode=args.mode, force=True)
+        note_trial(report.settled)
+        if report.status == "trial_started" and report.trial:
+            trial_started_at[str(report.trial["id"])] = searches_done
+        return report
+
     per_query = base_per_query
     for r in range(1, args.rounds + 1):
         chunk = sessions[(r - 1) * args.sessions : r * args.sessions]
+        mid: list[Any] = []
         sim = {"sessions": 0, "clicks": 0, "relevant_clicks": 0, "noise_clicks": 0}
         for start in range(0, len(chunk), args.decide_every):
             got = simulate_users(rt, queries, train, chunk[start : start + args.decide_every], click_model(args.users, seed=args.seed * 100000 + r * 1000 + start))
@@ -331,11 +340,12 @@ def main() -> None:
                 sim[key] += got[key]
             searches_done += got["sessions"]
             if rt.ws.trial_path.exists():
-                note_trial(rt.decide_trial())
-        report = rt.refresh(mode=args.mode, force=True)
-        note_trial(report.settled)
-        if report.status == "trial_started" and report.trial:
-            trial_started_at[str(report.trial["id"])] = searches_done
+                decided = rt.decide_trial()
+                note_trial(decided)
+                if decided is not None and decided["verdict"] != "continue":  # as `refresh --watch` would: the next candidate at once
+                    mid.append(refresh_now())
+        report = refresh_now()
+        refreshes = [*mid, report]
         m, per_query = judge()
         live = rt.trial()
         row = {
@@ -346,9 +356,7 @@ def main() -> None:
             "reason": report.reason,
             "check": report.check.to_dict() if report.check else None,
             "trial": {k: live.get(k) for k in ("id", "version", "tier", "wins", "losses", "ties", "searches", "p_value", "verdict")} if live else None,
-            "train_s": round(report.train_s, 1),
-            "reembed_s": round(report.reembed_s, 1),
-            "refresh_s": round(report.refresh_s, 1),
+            "refreshes": [{"status": x.status, "reason": x.reason, "train_s": round(x.train_s, 1), "reembed_s": round(x.reembed_s, 1), "refresh_s": round(x.refresh_s, 1)} for x in refreshes],
             **{f"n_{k}": v for k, v in sim.items()},
             "mined": report.mined,
         }

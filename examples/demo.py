@@ -4,9 +4,8 @@ index → search → simulated users click → refresh (one candidate, checked o
 trial) → more users, a share of whose searches are interleaved → the trial decided by their clicks
 (promoted or dropped) → before/after nDCG@10 on test queries → versions → rollback. It refreshes the
 query-side tier by default (``--mode query``: seconds, no re-embedding); ``--mode auto`` also trains
-a LoRA adapter. The demo interleaves every search (``trial.share`` 1) and caps a trial at 300
-interleaved searches (``trial.max_searches``), so a trial is decided within it; an app keeps the
-defaults (half the searches, 1000).
+a LoRA adapter. The demo caps a trial at 300 interleaved searches (``trial.max_searches``; an app
+keeps the default 1000), so a trial is decided within the demo.
 
 Run: ``make demo`` (or ``python examples/demo.py [--workspace DIR] [--mode query|auto|lora|full] [--model PATH]``).
 """
@@ -42,7 +41,7 @@ def main() -> None:
     logging.basicConfig(level=logging.WARNING)
 
     shutil.rmtree(args.workspace, ignore_errors=True)
-    overrides: dict[str, object] = {"model.name": args.model, "train.epochs": 2, "refresh.min_new_events": 20, "trial.share": 1.0, "trial.max_searches": 300}
+    overrides: dict[str, object] = {"model.name": args.model, "train.epochs": 2, "refresh.min_new_events": 20, "trial.max_searches": 300}
     for item in args.overrides:
         key, _, value = item.partition("=")
         overrides[key] = json.loads(value)

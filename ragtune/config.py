@@ -326,6 +326,10 @@ class TrialConfig:
     ``alpha``: clicks that carry no information promote a trial with probability at most ``alpha``.
     It is dropped when the same test finds it worse, or after ``max_searches`` interleaved searches.
 
+    Interleaving every logged search (``share`` 1, the default) decides a trial soonest and costs
+    users little: the first ``r`` results of an interleaved list always include the serving
+    ranking's top ``r // 2``, and only a candidate that passed the offline check is tried. Lower it to expose fewer searches, at the cost of a longer trial.
+
     Attributes:
         share: Share of logged searches interleaved while a trial is live.
         alpha: The bound on the false-promotion rate.
@@ -333,7 +337,7 @@ class TrialConfig:
         max_searches: Interleaved searches after which an undecided trial is dropped.
     """
 
-    share: float = 0.5
+    share: float = 1.0
     alpha: float = 0.05
     min_decided: int = 20
     max_searches: int = 1000
