@@ -296,7 +296,7 @@ class GateConfig:
     serving model on held-out feedback in at least ``confidence`` of paired bootstrap resamples.
 
     Attributes:
-        confidence: That share (0 passes every candidate that is not worse on average).
+        confidence: That share (0 turns the check off: every candidate goes to a trial).
         min_queries: Fewer held-out queries than this cannot tell a gain from noise: the refresh
             says so and makes no trial.
     """
