@@ -24,6 +24,7 @@ beside it (test nDCG@10 per round, one line per users × mode, mean over the see
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import random
@@ -277,7 +278,8 @@ def main() -> None:
     ap.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=JSON", help="Config override, e.g. --set train.max_seq_length=128 (repeatable).")
     args = ap.parse_args()
     t_start = time.perf_counter()
-    work = HERE / "work" / f"loop-{args.mode}-{args.users}-s{args.seed}-{args.judge}"
+    tag = "-" + hashlib.sha1(" ".join(args.overrides).encode()).hexdigest()[:6] if args.overrides else ""
+    work = HERE / "work" / f"loop-{args.mode}-{args.users}-s{args.seed}-{args.judge}{tag}"
     base_workspace(args.dataset, work)
     overrides: dict[str, object] = {"refresh.min_new_events": 1}
     for item in args.overrides:
