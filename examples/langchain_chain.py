@@ -56,7 +56,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     tmp = None if args.workspace else tempfile.mkdtemp(prefix="ragtune-example-")
     try:
-        small = {"model.name": args.model, "refresh.min_pairs": 4, "mining.min_heldout": 2, "mining.heldout_fraction": 0.25, "mining.range_min": 0, "train.epochs": 1}
+        small = {"model.name": args.model, "mining.heldout_fraction": 0.25, "gate.min_queries": 2, "train.epochs": 1}
         ws = args.workspace or Path(tmp) / "ws"  # type: ignore[arg-type]
         Ragtune.init(ws, RagtuneConfig().with_overrides(small), progress=False).index([DOCS])
 

@@ -53,6 +53,18 @@ class Ragtune:
         self.server = Server(self.ws, self.config)
         self._feedback: FeedbackLog | None = None
 
+    @property
+    def config(self) -> RagtuneConfig:
+        """The workspace's config; assigning another one reconfigures serving too (RandPair, logging)."""
+        return self._config
+
+    @config.setter
+    def config(self, value: RagtuneConfig) -> None:
+        self._config = value
+        server: Server | None = getattr(self, "server", None)
+        if server is not None:
+            server.config = value
+
     @classmethod
     def init(cls, workspace: str | Path | None = None, config: RagtuneConfig | None = None, **kwargs: Any) -> Ragtune:
         """Create (or open) a workspace."""
@@ -134,11 +146,11 @@ class Ragtune:
             vectors[reuse] = old_vecs[[old[docs[i].id][0] for i in reuse]]
         if todo:
             vectors[todo] = embedder.encode_documents([docs[i].embed_text for i in todo], progress=self.progress)
-        self._end_trial("a new index version was made by `index`")
         name = self.ws.write_version(
             self.config, spec, kind="index", parent=current, docs=docs, vectors=vectors, note=f"indexed {len(docs)} docs",
             write_files=lambda staging, rel: self._carry_feedback_files(current, spec, staging),
         )  # fmt: skip
+        self._end_trial(f"`index` made a new serving version, {name}")
         return {**counts, "embedded": len(todo), "n_docs": len(docs), "version": name, "seconds": time.perf_counter() - t0}
 
     def _carry_feedback_files(self, current: str | None, spec: ModelSpec, staging: Path) -> ModelSpec:

@@ -395,10 +395,16 @@ class FeedbackLog:
                     orig = im.get("orig_rank")
                     if orig is not None and not _is_rank(orig):
                         raise InputError(f"{where}: an impression's 'orig_rank' must be an integer >= 1, got {orig!r}")
+                    team = im.get("team")
+                    if team is not None and team not in ("serving", "trial", "shared"):
+                        raise InputError(f"{where}: an impression's 'team' must be 'serving', 'trial' or 'shared', got {team!r}")
                     doc_refs.append((lineno, im["doc_id"]))
-                    parsed.append(Impression(im["doc_id"], im["rank"], im.get("score"), orig))
+                    parsed.append(Impression(im["doc_id"], im["rank"], im.get("score"), orig, team))
+                trial = obj.get("trial")
+                if trial is not None and not isinstance(trial, str):
+                    raise InputError(f"{where}: 'trial' must be a trial id string, got {trial!r}")
                 file_qids.add(qid)
-                ops.append(("query", (qid, text, parsed, obj.get("version"), float(obj.get("ts") or time.time()), "import", randomized)))
+                ops.append(("query", (qid, text, parsed, obj.get("version"), float(obj.get("ts") or time.time()), "import", randomized, trial)))
                 counts["queries"] += 1
             elif kind in ("click", "rating"):
                 qid, doc_id = obj.get("query_id"), obj.get("doc_id")
@@ -439,7 +445,7 @@ class FeedbackLog:
                         raise InputError(f"{where}: a triplet needs 'positive' (text) or 'positive_id'")
                 qid = new_query_id()
                 imps = [Impression(d, r) for r, d in enumerate([ids.get("positive"), ids.get("negative")], 1) if d]
-                ops.append(("query", (qid, query, imps, None, time.time(), "import", False)))
+                ops.append(("query", (qid, query, imps, None, time.time(), "import", False, None)))
                 ops.append(("rating", (qid, ids["positive"], 1, time.time())))
                 counts["queries"] += 1
                 counts["ratings"] += 1
@@ -457,8 +463,8 @@ class FeedbackLog:
         with self._tx() as tx:
             for kind, args in ops:
                 if kind == "query":
-                    qid, text, imps, version, ts, source, randomized = args
-                    self._insert_query(tx, qid, text, imps, version, randomized, ts, source)
+                    qid, text, imps, version, ts, source, randomized, trial = args
+                    self._insert_query(tx, qid, text, imps, version, randomized, ts, source, trial)
                 elif kind == "click":
                     tx.execute("INSERT INTO clicks(qid, doc_id, ts, dwell) VALUES (?, ?, ?, ?)", args)
                 else:

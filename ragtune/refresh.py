@@ -18,6 +18,7 @@ Every decision goes into ``refresh-log.jsonl``; the report is a :class:`RefreshR
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import shutil
@@ -189,6 +190,28 @@ def _refresh_locked(
         return report
     records = log.records()  # every search: the click-noise estimate needs the unclicked ones too
     ws.work_dir.mkdir(exist_ok=True)
+    try:
+        return _train_and_decide(ws, config, serving, log, records, report, mode, now_mark, trial=trial, eval_beir=eval_beir, eval_split=eval_split, progress=progress)
+    finally:
+        with contextlib.suppress(OSError):
+            ws.work_dir.rmdir()  # empty once the refresh's own folder is gone
+
+
+def _train_and_decide(
+    ws: Workspace,
+    config: RagtuneConfig,
+    serving: ServingVersion,
+    log: FeedbackLog,
+    records: list[Any],
+    report: RefreshReport,
+    mode: str,
+    now_mark: tuple[int, int],
+    *,
+    trial: bool,
+    eval_beir: str | Path | None,
+    eval_split: str,
+    progress: bool,
+) -> RefreshReport:
     with tempfile.TemporaryDirectory(prefix="refresh-", dir=ws.work_dir) as tmp:
         tiers = ["lora", "query"] if mode == "auto" else [mode]
         candidate: Candidate | None = None

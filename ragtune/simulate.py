@@ -41,6 +41,7 @@ class SearchApp(Protocol):
 
     def click(self, query_id: str, doc_id: str) -> None: ...
 
+
 USER_KINDS: tuple[str, ...] = ("pbm", "cascade", "uninformative")
 """The kinds of simulated users :attr:`ClickModel.users` accepts."""
 

@@ -20,7 +20,10 @@ searches is dropped as out of budget.
 State changes happen under the workspace lock, in an order that a crash at any point leaves
 consistent (:func:`settle`): promotion writes the trial version's manifest, swaps ``CURRENT`` and
 then removes ``TRIAL``; a reader that sees ``TRIAL`` pointing at the current version does not
-interleave, and the next :func:`settle` finishes the job.
+interleave, and the next :func:`settle` finishes the job. A drop writes the manifest, discards the
+version's files and then removes ``TRIAL``; a trial whose version is already marked dropped is
+never shown, and the next :func:`settle` finishes that too. The log entry is written before
+``TRIAL`` is removed, so a crash may repeat it but never loses it.
 """
 
 from __future__ import annotations
@@ -30,6 +33,8 @@ import math
 import uuid
 from dataclasses import dataclass, field
 from typing import Any, Literal
+
+import numpy as np
 
 from ragtune.config import TrialConfig
 from ragtune.feedback import FeedbackLog
@@ -126,14 +131,13 @@ class TrialDecision:
         }
 
 
-def _log_mixture(wins: int, losses: int, lo: float, hi: float) -> float:
-    """``log`` of the mean over ``p`` uniform on ``(lo, hi)`` of ``p^w (1-p)^l / 0.5^(w+l)``."""
-    from scipy.special import betainc, betaln
+def _log_mixture(wins: int, losses: int, lo: float, hi: float, points: int = 4096) -> float:
+    """``log`` of the mean over ``p`` uniform on ``(lo, hi)`` of ``p^w (1-p)^l / 0.5^(w+l)``, in log space (no underflow)."""
+    from scipy.special import logsumexp
 
-    mass = float(betainc(wins + 1, losses + 1, hi) - betainc(wins + 1, losses + 1, lo))
-    if mass <= 0.0:
-        return -math.inf
-    return float(betaln(wins + 1, losses + 1)) + math.log(mass) - math.log(hi - lo) + (wins + losses) * math.log(2.0)
+    p = lo + (hi - lo) * (np.arange(points) + 0.5) / points  # the midpoint rule
+    terms = wins * np.log(p) + losses * np.log1p(-p)
+    return float(logsumexp(terms) - math.log(points)) + (wins + losses) * math.log(2.0)
 
 
 def evidence(wins: int, losses: int) -> tuple[float, float]:
@@ -201,15 +205,23 @@ def trial_status(ws: Workspace, log: FeedbackLog, config: TrialConfig) -> tuple[
 
 
 def _end(ws: Workspace, state: TrialState, decision: TrialDecision, promoted: bool) -> None:
+    """Promote (swap ``CURRENT``, then label the manifest) or drop (label, discard the files), log, then remove ``TRIAL``.
+
+    Each step leaves a state the next :func:`settle` completes: ``CURRENT`` on the trial version
+    with ``TRIAL`` still there is an interrupted promotion; a version labelled dropped with ``TRIAL``
+    still there is an interrupted drop. The log entry is written before ``TRIAL`` goes, so a crash may
+    repeat it but never loses it.
+    """
     record = {"id": state.id, "state": "promoted" if promoted else "dropped", "baseline": state.baseline, "started": state.started, "ended": _now(), **decision.to_dict()}
-    if (ws.version_dir(state.version) / "manifest.json").is_file():
-        ws.update_manifest(state.version, trial=record)
+    exists = (ws.version_dir(state.version) / "manifest.json").is_file()
     if promoted and ws.current_version() != state.version:
         ws.set_current(state.version)
-    ws.clear_trial()
-    if not promoted and ws.current_version() != state.version:
+    if exists:
+        ws.update_manifest(state.version, trial=record)
+    if not promoted and exists and ws.current_version() != state.version:
         ws.discard_files(state.version)
     ws.append_log({"event": "trial_promoted" if promoted else "trial_dropped", "trial": state.id, "version": state.version, "baseline": state.baseline, **decision.to_dict()})
+    ws.clear_trial()
     logger.log(logging.INFO if promoted else logging.WARNING, "trial %s %s: %s", state.id, "promoted" if promoted else "dropped", decision.reason)
 
 
@@ -230,8 +242,13 @@ def settle(ws: Workspace, log: FeedbackLog, config: TrialConfig) -> tuple[TrialS
         decision = TrialDecision("promote", f"completing an interrupted promotion: {decision.reason}", counts, decision.p_value, decision.evidence_better, decision.evidence_worse)
         _end(ws, state, decision, promoted=True)
         return state, decision
-    if current != state.baseline or not (ws.version_dir(state.version) / "manifest.json").is_file():
-        why = f"the serving version changed from {state.baseline} to {current}" if current != state.baseline else f"its version {state.version} is gone"
+    gone = not (ws.version_dir(state.version) / "manifest.json").is_file()
+    dropped = not gone and ws.read_version(state.version).discarded  # a drop interrupted before TRIAL was removed
+    if current != state.baseline or gone or dropped:
+        if current != state.baseline:
+            why = f"the serving version changed from {state.baseline} to {current}"
+        else:
+            why = f"its version {state.version} is " + ("gone" if gone else "already dropped (an interrupted drop)")
         decision = TrialDecision("drop", f"{why} during the trial", counts, 1.0, 0.0, 0.0)
         _end(ws, state, decision, promoted=False)
         return state, decision

@@ -18,6 +18,8 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TQDM_DISABLE", "1")
+# tiny tensors: one thread is faster, and spares the suite torch's thread spin-waits on a busy machine
+os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 ROOT = Path(__file__).resolve().parent.parent
 SCIFACT = ROOT.parent / "shared" / "datasets" / "scifact"
@@ -80,13 +82,8 @@ def tiny_config(tiny_model: str):  # type: ignore[no-untyped-def]
             "model.batch_size": 8,
             "train.epochs": 1,
             "train.batch_size": 4,
-            "train.query_epochs": 10,
             "refresh.min_new_events": 3,
-            "refresh.min_pairs": 2,
-            "mining.min_heldout": 1,
             "mining.heldout_fraction": 0.3,
-            "mining.range_min": 0,
-            "mining.range_max": 5,
             # tiny fixtures hold a handful of held-out queries; the noise check is tested in test_gate.py
             "gate.min_queries": 1,
         }
@@ -101,3 +98,57 @@ def workspace(tmp_path: Path, tiny_config, docs_jsonl: Path):  # type: ignore[no
     rt = Ragtune.init(tmp_path / "ws", tiny_config, progress=False)
     rt.index([docs_jsonl])
     return rt
+
+
+# -- playing users against a workspace (plain functions: tests import them from tests.conftest) ----
+ROUTER = "please help me with my router problem number {}"
+
+
+def play(rt, n: int = 24, *, k: int = 5, start: int = 0) -> str:  # type: ignore[no-untyped-def]
+    """Near-identical queries whose users all click the doc the first one ranks ``k``-th: a pattern a candidate can learn.
+
+    Returns that doc's id. Searches are logged (interleaved while a trial is live).
+    """
+    texts = [ROUTER.format(i) for i in range(start, start + n)]
+    target = rt.search(texts[0], k=k, log=False)[k - 1].doc_id
+    for t in texts:
+        hits = rt.search(t, k=k)
+        if target in {h.doc_id for h in hits}:
+            rt.click(hits.query_id, target)
+    return target
+
+
+def teams_of(rt, query_id: str) -> dict[str, str]:  # type: ignore[no-untyped-def]
+    """Each shown doc's team in one logged search (read back from the feedback log, as an app would)."""
+    rec = next(r for r in rt.feedback.records() if r.qid == query_id)
+    return {im.doc_id: im.team for im in rec.impressions}
+
+
+def play_trial(rt, n: int, prefer: str | None, *, k: int = 5, seed: int = 0, text: str = "router question {}") -> dict[str, int]:  # type: ignore[no-untyped-def]
+    """``n`` logged searches while a trial is live; on each interleaved one the user clicks one result:
+
+    ``prefer`` ``"trial"`` or ``"serving"``: a result of that team (none when every shown result is
+    ``"shared"``); ``"random"``: a shown result picked uniformly (a click that carries no
+    information); ``None``: no click. Returns counts.
+    """
+    import random
+
+    rng = random.Random(seed)
+    out = {"searches": 0, "interleaved": 0, "clicks": 0}
+    for i in range(n):
+        hits = rt.search(text.format(i), k=k)
+        out["searches"] += 1
+        if hits.trial is None or prefer is None:
+            continue
+        out["interleaved"] += 1
+        if prefer == "random":
+            doc = hits[rng.randrange(len(hits))].doc_id
+        else:
+            teams = teams_of(rt, hits.query_id)
+            ours = [h.doc_id for h in hits if teams[h.doc_id] == prefer]
+            if not ours:  # both rankings agreed on every shown result (all "shared"): nothing to prefer
+                continue
+            doc = rng.choice(ours)
+        rt.click(hits.query_id, doc)
+        out["clicks"] += 1
+    return out

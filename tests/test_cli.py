@@ -45,6 +45,11 @@ def test_cli_loop(tmp_path, tiny_model, docs_jsonl):
     assert r.exit_code == 0 and "refresh skipped" in r.output
     r = _run(["versions"], ws)
     assert "* v0001" in r.output
+    r = _run(["trial"], ws)
+    assert r.exit_code == 0 and r.output.strip() == "no trial is live"
+    assert json.loads(_run(["trial", "status", "--json"], ws).output) is None
+    assert json.loads(_run(["trial", "stop", "--json"], ws).output) is None
+    assert "trial       none live" in _run(["status"], ws).output
 
 
 def test_user_mistakes_are_clean_errors(tmp_path, tiny_model, docs_jsonl):
@@ -70,24 +75,66 @@ def test_user_mistakes_are_clean_errors(tmp_path, tiny_model, docs_jsonl):
     assert _run(["query", "reset", "--no-log"], ws).exit_code == 0
 
 
-def test_auto_refresh_prints_both_tiers_gates(capsys):
-    from ragtune.cli import _print_refresh
+def _check(tier: str, worth: bool, reason: str):
+    from ragtune.gate import CheckResult
 
-    lora_gate = {"metric": "ndcg@10", "current": {"heldout": 0.80}, "candidates": {"lora@1": {"heldout": 0.79}}}
-    query_gate = {"metric": "loglik", "current": {"heldout": -1.30}, "candidates": {"memory@0.5": {"heldout": -1.20, "p_win": 0.95}}}
-    _print_refresh(
-        {
-            "status": "promoted",
-            "version": "v0002",
-            "reason": "lora refused (...); query promoted: ...",
-            "train_s": 12.0,
-            "reembed_s": 0.0,
-            "refresh_s": 14.0,
-            "gate": query_gate,
-            "tiers": {"lora": {"status": "refused", "gate": lora_gate}, "query": {"status": "promoted", "gate": query_gate}},
-        }
-    )
-    out = capsys.readouterr().out.splitlines()
-    assert out[0] == "[lora] refused" and "held-out ndcg@10: current 0.8000" in out[1] and "lora@1" in out[2]
-    assert out[3] == "[query] promoted" and "held-out loglik: current -1.3000" in out[4] and "p_win 0.9500" in out[5]
-    assert out[-1].startswith("promoted v0002 (lora refused")
+    return CheckResult(worth, reason, tier, "loglik" if tier == "query" else "ndcg@10", 0.5, 0.6 if worth else 0.4, 30, 0.9 if worth else None)
+
+
+def _refresh_output(monkeypatch, ws, report, *args):
+    """The CLI's printout of ``report`` (the facade's refresh replaced: printing is what is tested here)."""
+    seen = {}
+
+    def fake(self, **kwargs):
+        seen.update(kwargs)
+        return report
+
+    monkeypatch.setattr("ragtune.api.Ragtune.refresh", fake)
+    r = _run(["refresh", *args], ws)
+    assert r.exit_code == 0, r.output
+    return r.output.splitlines(), seen
+
+
+def test_refresh_prints_each_tiers_check_and_what_it_did(monkeypatch, tmp_path, tiny_model):
+    from ragtune.refresh import RefreshReport
+
+    ws = tmp_path / "ws"
+    _run(["init", "--model", tiny_model], ws)
+    trial = {"id": "abc123", "version": "v0003", "baseline": "v0001", "tier": "query", "share": 0.5, "started": "now"}
+    settled = {**trial, "id": "old1", "version": "v0002", "verdict": "drop", "reason": "out of budget", "wins": 1, "losses": 1, "ties": 0, "searches": 5, "p_value": 1.0}
+    report = RefreshReport(
+        "trial_started", "query candidate v0003 is live as trial abc123 (50% of searches interleaved)", "auto", "v0001", "v0003",
+        checks={"lora": _check("lora", False, "lora: too few"), "query": _check("query", True, "query: ahead")}, settled=settled, trial=trial,
+    )  # fmt: skip
+    out, seen = _refresh_output(monkeypatch, ws, report, "--mode", "auto")
+    assert seen["mode"] == "auto" and seen["trial"] is True
+    assert out[0] == "trial old1 (v0002): dropped: out of budget"
+    assert out[1] == "[lora] offline check: not worth a trial: lora: too few"
+    assert out[2] == "[query] offline check: worth a trial: query: ahead"
+    assert out[3].startswith("query candidate v0003 is live as trial abc123") and "ragtune trial" in out[4]
+    # --no-trial reaches the facade, and the JSON report is the report's dict
+    report = RefreshReport("promoted", "query candidate promoted without a trial", "query", "v0001", "v0002", checks={"query": _check("query", True, "query: ahead")})
+    out, seen = _refresh_output(monkeypatch, ws, report, "--no-trial", "--json")
+    assert seen["trial"] is False
+    data = json.loads("\n".join(out))
+    assert data["status"] == "promoted" and data["version"] == "v0002" and data["checks"]["query"]["worth_trial"] is True
+    out, _ = _refresh_output(monkeypatch, ws, report)
+    assert out[-1].startswith("promoted v0002: query candidate promoted without a trial")
+
+
+def test_refresh_prints_a_running_trial(monkeypatch, tmp_path, tiny_model):
+    from ragtune.refresh import RefreshReport
+
+    ws = tmp_path / "ws"
+    _run(["init", "--model", tiny_model], ws)
+    trial = {
+        "id": "abc123", "version": "v0002", "baseline": "v0001", "tier": "query", "share": 0.5, "started": "now", "verdict": "continue",
+        "reason": "undecided: 3 wins", "wins": 3, "losses": 2, "ties": 1, "searches": 9, "decided": 5, "p_value": 0.81234,
+    }  # fmt: skip
+    report = RefreshReport("trial_running", "trial abc123 (v0002) is live", "query", "v0001", settled=trial, trial=trial)
+    out, _ = _refresh_output(monkeypatch, ws, report)
+    assert out[0] == "trial abc123: v0002 vs v0001 (query tier, 50% of searches): 3 wins, 2 losses, 1 ties in 9 interleaved searches, p = 0.8123"
+    assert out[1] == "undecided: 3 wins; nothing trained while it runs"
+    refused = RefreshReport("refused", "not worth a trial: query: no gain", "query", "v0001", checks={"query": _check("query", False, "query: no gain")})
+    out, _ = _refresh_output(monkeypatch, ws, refused)
+    assert out == ["[query] offline check: not worth a trial: query: no gain", "refused: not worth a trial: query: no gain"]

@@ -47,7 +47,7 @@ def test_pairs_negatives_and_weights_known_answer(tmp_path):
     log.rate(c, "d2", -1)
     log.log_query("no feedback here", _imps("d1"))
     serving = _Serving(tmp_path / "v", {f"d{i}": [float(i == j) for j in range(1, 7)] for i in range(1, 7)}, [0, 0, 0, 0, 0, 1])
-    mined = mine(log.records(), serving, MiningConfig(hard_negatives=0, heldout_fraction=0.0, min_heldout=0), FeedbackConfig())
+    mined = mine(log.records(), serving, MiningConfig(hard_negatives=0, heldout_fraction=0.0), FeedbackConfig())
     got = {(ex.query, ex.positive_id): (ex.negative_ids, round(ex.weight, 4)) for ex in mined.train}
     assert got == {
         ("reset router", "d3"): (["d2"], 1.5),
@@ -66,16 +66,22 @@ def test_ann_negatives_drop_likely_false_negatives(tmp_path):
     log = FeedbackLog(tmp_path / "fb.sqlite")
     q = log.log_query("q", _imps("P"))
     log.click(q, "P")
-    vecs = {"P": [0.8, 0.6, 0.0], "A": [0.79, 0.0, 0.6131], "B": [0.5, 0.0, 0.866], "C": [0.2, 0.0, 0.98]}
-    serving = _Serving(tmp_path / "v", vecs, [1.0, 0.0, 0.0])
-    cfg = MiningConfig(hard_negatives=1, range_min=0, range_max=10, relative_margin=0.05, heldout_fraction=0.0, min_heldout=0)
+    # X1-X3 fill the serving top 3, which are never ANN negatives (too likely relevant)
+    vecs = {
+        "X1": [0.97, 0.0, 0.0, 0.2431], "X2": [0.96, 0.0, 0.0, 0.28], "X3": [0.95, 0.0, 0.0, 0.3122],
+        "P": [0.8, 0.6, 0.0, 0.0], "A": [0.79, 0.0, 0.6131, 0.0], "B": [0.5, 0.0, 0.866, 0.0], "C": [0.2, 0.0, 0.98, 0.0],
+    }  # fmt: skip
+    serving = _Serving(tmp_path / "v", vecs, [1.0, 0.0, 0.0, 0.0])
+    cfg = MiningConfig(hard_negatives=1, relative_margin=0.05, heldout_fraction=0.0)
     mined = mine(log.records(), serving, cfg, FeedbackConfig())
     (ex,) = mined.train
     # A scores 0.79, within 5% of the positive's 0.8: a likely false negative, dropped; B is the hardest kept
     assert ex.negative_ids == ["B"]
     assert mined.report()["dropped_false_negatives"] == 1
-    loose = mine(log.records(), serving, MiningConfig(hard_negatives=1, range_min=0, range_max=10, relative_margin=0.0, heldout_fraction=0.0, min_heldout=0), FeedbackConfig())
+    loose = mine(log.records(), serving, MiningConfig(hard_negatives=1, relative_margin=0.0, heldout_fraction=0.0), FeedbackConfig())
     assert loose.train[0].negative_ids == ["A"]
+    every = mine(log.records(), serving, MiningConfig(hard_negatives=10, relative_margin=0.0, heldout_fraction=0.0), FeedbackConfig())
+    assert sorted(every.train[0].negative_ids) == ["A", "B", "C"]  # never X1-X3, never the positive
 
 
 def test_propensity_estimated_from_randpair_traffic(tmp_path):
@@ -88,7 +94,7 @@ def test_propensity_estimated_from_randpair_traffic(tmp_path):
         q = log.log_query(f"r{i}", [Impression("x", 1, 0.5, 2), Impression("top", 2, 0.9, 1)], randomized=True)
         if i % 4 == 0:
             log.click(q, "top")
-    prop, source = estimate_propensities(log.records(), FeedbackConfig(propensity_clip=0.05))
+    prop, source = estimate_propensities(log.records(), FeedbackConfig())
     assert prop[0] == 1.0 and prop[1] == pytest.approx(0.5)
     assert prop[2] == pytest.approx(1 / 3)  # no data at rank 3: default curve
     assert "randomised" in source
@@ -158,7 +164,7 @@ def test_mining_weights_clicks_by_trust_and_drops_pure_noise(tmp_path):
     log = _noisy_log(tmp_path)
     vecs = {f"d{i}": [float(i == j) for j in range(1, 5)] for i in range(1, 5)}
     serving = _Serving(tmp_path / "v", vecs, [1.0, 0, 0, 0])
-    cfg = MiningConfig(hard_negatives=0, heldout_fraction=0.0, min_heldout=0)
+    cfg = MiningConfig(hard_negatives=0, heldout_fraction=0.0)
     mined = mine(log.records(), serving, cfg, FeedbackConfig())
     s = mined.report()
     # the 14 clicks at ranks 3-4 have posterior 0: no pairs, and they mark nothing above them as skipped
@@ -219,7 +225,7 @@ def test_weights_are_normalised_over_the_pairs_that_train(tmp_path):
         log.click(q, doc)  # ranks 1, 2 and 2: raw weights 1, 2, 2 before normalising
     vecs = {d: [float(d == e) for e in ("d1", "d2", "d9")] for d in ("d1", "d2", "d9")}
     serving = _Serving(tmp_path / "v", vecs, [1.0, 0, 0])  # "gone" left the index after it was clicked
-    cfg = MiningConfig(hard_negatives=0, heldout_fraction=0.0, min_heldout=0)
+    cfg = MiningConfig(hard_negatives=0, heldout_fraction=0.0)
     mined = mine(log.records(), serving, cfg, FeedbackConfig(click_noise=0))
     assert sorted(ex.positive_id for ex in mined.train) == ["d1", "d2"]
     assert np.mean([ex.weight for ex in mined.train]) == pytest.approx(1.0)
@@ -239,16 +245,17 @@ def test_doubtful_clicks_mark_no_skips_and_noise_clicked_docs_are_never_negative
     log.click(a, "d4")  # rank 4: judged noise (posterior 0), still chosen by a user
     b = log.log_query("mix", _imps("d4", "d1", "d2", "d3"))
     log.click(b, "d1")  # rank 2: trusted, so d4 above it would be a skipped negative
-    vecs = {f"d{i}": [float(i == j) for j in range(1, 5)] for i in range(1, 5)}
-    serving = _Serving(tmp_path / "v", vecs, [1.0, 0, 0, 0.5])  # d4 is the nearest ANN candidate after d1
-    cfg = MiningConfig(hard_negatives=0, heldout_fraction=0.0, min_heldout=0)
+    vecs = {f"d{i}": [float(i == j) for j in range(1, 8)] for i in range(1, 5)}
+    vecs.update({f"f{i}": [float(i == j) for j in range(1, 8)] for i in range(5, 8)})  # never shown: they fill the serving top 3
+    serving = _Serving(tmp_path / "v", vecs, [1.0, 0, 0, 0.5, 2.0, 2.0, 2.0])  # d4 is the nearest ANN candidate after d1
+    cfg = MiningConfig(hard_negatives=0, heldout_fraction=0.0)
     doubt = mine(log.records(), serving, cfg, FeedbackConfig(click_noise=0.08))
     t3 = doubt.report()["click_trust_top5"][2]
     assert 0 < t3 < 0.5
     assert [ex.negative_ids for ex in doubt.train if ex.query == "solo"] == [[]]
     off = mine(log.records(), serving, cfg, FeedbackConfig(click_noise=0))
     assert [ex.negative_ids for ex in off.train if ex.query == "solo"] == [["d1", "d2"]]
-    ann = MiningConfig(hard_negatives=3, range_min=0, heldout_fraction=0.0, min_heldout=0)
+    ann = MiningConfig(hard_negatives=3, heldout_fraction=0.0)
     for mcfg in (cfg, ann):
         mined = mine(log.records(), serving, mcfg, FeedbackConfig())
         assert mined.report()["click_trust_top5"][3] == 0.0
@@ -259,7 +266,7 @@ def test_doubtful_clicks_mark_no_skips_and_noise_clicked_docs_are_never_negative
 
 def test_heldout_split_is_deterministic_and_by_query():
     keys = [f"query {i}" for i in range(200)]
-    cfg = MiningConfig(heldout_fraction=0.2, min_heldout=5)
+    cfg = MiningConfig(heldout_fraction=0.2)
     held = split_heldout(keys, cfg)
     assert held == split_heldout(list(reversed(keys)), cfg)
     assert 25 <= len(held) <= 55
@@ -267,9 +274,19 @@ def test_heldout_split_is_deterministic_and_by_query():
 
 
 def test_randomized_serving_logs_original_ranks(workspace):
-    workspace.config = workspace.config.with_overrides({"feedback.randomize_top": 3, "feedback.randomize_prob": 1.0})
-    hits = workspace.search("reset", k=4)
-    rec = next(r for r in workspace.feedback.records() if r.qid == hits.query_id)
-    assert rec.randomized
-    top = next(im for im in rec.impressions if im.orig_rank == 1)
-    assert top.rank in (2, 3)
+    """RandPair: rank 1 swapped with a random rank of 2-5, the original ranks logged."""
+    workspace.config = workspace.config.with_overrides({"feedback.randomize_prob": 1.0})
+    seen = set()
+    for i in range(40):
+        hits = workspace.search(f"reset {i}", k=6)
+        rec = next(r for r in workspace.feedback.records() if r.qid == hits.query_id)
+        assert rec.randomized
+        top = next(im for im in rec.impressions if im.orig_rank == 1)
+        assert [h.doc_id for h in hits].index(top.doc_id) + 1 == top.rank
+        swapped = next(im for im in rec.impressions if im.rank == 1)
+        assert swapped.orig_rank == top.rank  # a swap: the two trade places, the rest keep theirs
+        assert all(im.orig_rank == im.rank for im in rec.impressions if im.doc_id not in (top.doc_id, swapped.doc_id))
+        seen.add(top.rank)
+    assert seen == {2, 3, 4, 5}
+    plain = workspace.search("reset", k=6, log=False)
+    assert len(plain) == 6

@@ -1,4 +1,4 @@
-"""The refresh loop with tiny in-process models: gate, swap, lock, rollback, query tier, kill -9."""
+"""The refresh with tiny in-process models: one candidate, the offline check, a staged trial or a direct promotion, lock, rollback, kill -9."""
 
 from __future__ import annotations
 
@@ -14,152 +14,163 @@ import pytest
 
 from ragtune import RagtuneError, RefreshLockedError
 from ragtune.mining import normalize_query, split_heldout
+from ragtune.refresh import FOLDS, RefreshReport, trained_queries
+from ragtune.training.crossfit import fold_of
+from ragtune.workspace import OOF_FILE, TRAINED_FILE
+from tests.conftest import ROUTER, play
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def _play(rt, n: int = 24, *, contradict: bool = False) -> tuple[str, str]:
-    """Near-identical queries whose users all click the doc ranked 5th (or, for held-out ones when
-    ``contradict``, the doc ranked 1st, which the current model already serves best): a pattern a
-    candidate can learn, or be misled by."""
-    texts = [f"please help me with my router problem number {i}" for i in range(n)]
-    first = rt.search(texts[0], k=5, log=False)
-    target, other = first[4].doc_id, first[0].doc_id
-    held = split_heldout([normalize_query(t) for t in texts], rt.config.mining)
-    for t in texts:
-        hits = rt.search(t, k=5)
-        want = other if contradict and normalize_query(t) in held else target
-        if want in {h.doc_id for h in hits}:
-            rt.click(hits.query_id, want)
-    return target, other
+def _log(rt) -> list[dict]:
+    return rt.ws.read_log()
+
+
+def _play_varied(rt, first: int, last: int) -> None:
+    """Users of near-identical queries click different ranks, so the check's figures are not all alike."""
+    for i in range(first, last):
+        hits = rt.search(ROUTER.format(i), k=5)
+        rt.click(hits.query_id, hits[(i * 7) % 5].doc_id)
 
 
 def test_too_little_feedback_is_a_clear_noop(workspace):
     rep = workspace.refresh()
+    assert isinstance(rep, RefreshReport) and rep.status == "skipped"
     assert rep["status"] == "skipped" and "0 new feedback events" in rep["reason"] and "--force" in rep["reason"]
     rep = workspace.refresh(force=True)
-    assert rep["status"] == "skipped" and "too little feedback" in rep["reason"]
-    assert workspace.current_version == "v0001"
+    assert rep.status == "skipped" and "too little feedback" in rep.reason and rep.check is None
+    assert workspace.current_version == "v0001" and workspace.ws.read_trial() is None
+    assert _log(workspace)[-1]["event"] == "refresh_skipped"
+    assert json.loads(json.dumps(rep.to_dict()))["status"] == "skipped"
 
 
-def test_query_tier_promotes_without_reembedding(workspace):
-    _play(workspace)
+def test_a_query_tier_candidate_becomes_a_staged_trial(workspace):
+    play(workspace)
     v1 = workspace.current_version
     rep = workspace.refresh(mode="query")
-    assert rep["status"] == "promoted", rep["reason"]
-    assert rep["reembed_s"] == 0.0
-    v2 = workspace.current_version
+    assert rep.status == "trial_started", rep.reason
+    v2 = rep.version
+    assert v2 != v1 and workspace.current_version == v1  # staged, not current
+    assert rep.reembed_s == 0.0 and rep.check is not None and rep.check.worth_trial and rep.check.metric == "loglik"
+    assert set(rep.checks) == {"query"} and rep.settled is None
+    assert rep.trial is not None and rep.trial["version"] == v2 and rep.trial["baseline"] == v1 and rep.trial["tier"] == "query"
+    assert workspace.ws.read_trial()["version"] == v2 and workspace.ws.read_trial()["id"] == rep.trial["id"]
     info = workspace.ws.read_version(v2)
-    assert info.kind == "query" and info.index_version == v1
+    assert info.kind == "query" and info.index_version == v1 and info.parent == v1
+    assert info.trial["state"] == "live" and info.trial["id"] == rep.trial["id"]
     vdir = workspace.ws.version_dir(v2)
-    key = "query_memory" if rep["gate"]["chosen"].startswith("memory@") else "query_map"  # the gate picked one of the tier's two kinds
-    assert (vdir / f"{key}.safetensors").is_file()
+    for key in ("query_map", "query_memory"):  # one candidate: the memory, then the map
+        assert (vdir / f"{key}.safetensors").is_file()
+        assert info.model[key] == f"versions/{v2}/{key}.safetensors"  # relative: the workspace can move
+    assert info.model["query_interpolation"] == workspace.config.train.query_interpolation
+    assert info.model["memory_weight"] == workspace.config.train.memory_weight
     assert not (vdir / "vectors.npy").exists() and not (vdir / "docs.sqlite").exists()
-    assert info.model[key] == f"versions/{v2}/{key}.safetensors"  # relative: the workspace can move
-    assert {k.split("@")[0] for k in rep["gate"]["candidates"]} == {"query", "memory"}
-    hits = workspace.search("please help me with my router problem number 99", k=5, log=False)
-    assert hits.version == v2
-    # the decision is recorded with both figures
-    entry = json.loads((workspace.ws.root / "refresh-log.jsonl").read_text().splitlines()[-1])
-    assert entry["status"] == "promoted" and entry["decision"]["current"]["heldout"] < entry["decision"]["candidates"][entry["decision"]["chosen"]]["heldout"]
+    rows = {v["name"]: v for v in workspace.versions()}
+    assert rows[v1]["current"] and not rows[v1]["trial_live"] and rows[v2]["trial_live"] and not rows[v2]["current"]
+    # unlogged searches are never interleaved: the serving version answers them
+    hits = workspace.search(ROUTER.format(99), k=5, log=False)
+    assert hits.version == v1 and hits.trial is None
+    entry = _log(workspace)[-1]
+    assert entry["event"] == "trial_started" and entry["version"] == v2 and entry["baseline"] == v1 and entry["check"]["worth_trial"]
+    assert entry["check"]["score"] > entry["check"]["current"]
 
 
-def test_gate_refuses_a_worse_model(workspace):
-    _play(workspace, contradict=True)
+def test_no_trial_promotes_at_once(workspace):
+    play(workspace)
     v1 = workspace.current_version
-    # the hash held-out split (what LoRA/full use), whose held-out users contradict the training ones
-    workspace.config = workspace.config.with_overrides({"gate.folds": 0, "train.query_interpolation": [1.0], "train.query_l2": 0.0, "train.query_lr": 0.05, "train.query_epochs": 30})
+    rep = workspace.refresh(mode="query", trial=False)
+    assert rep.status == "promoted", rep.reason
+    assert "without a trial" in rep.reason and "--no-trial" in rep.reason
+    v2 = workspace.current_version
+    assert rep.version == v2 != v1 and workspace.ws.read_trial() is None and rep.trial is None
+    info = workspace.ws.read_version(v2)
+    assert info.kind == "query" and info.index_version == v1 and info.trial == {}
+    hits = workspace.search(ROUTER.format(99), k=5)
+    assert hits.version == v2 and hits.trial is None
+    entry = _log(workspace)[-1]
+    assert entry["event"] == "promoted" and entry["version"] == v2 and entry["previous"] == v1
+
+
+def test_clicks_that_do_not_generalise_across_queries_are_refused(workspace):
+    """Each fold's users click a doc of their own: out of fold, every candidate pulls a query toward the other folds' docs."""
+    ids = workspace.serving().docs.ids
+    seed = workspace.config.train.seed
+    for i in range(30):
+        text = ROUTER.format(i)
+        hits = workspace.search(text, k=len(ids))
+        workspace.click(hits.query_id, ids[fold_of(normalize_query(text), FOLDS, seed)])
     rep = workspace.refresh(mode="query")
-    assert rep["status"] == "refused"
-    gate = rep["gate"]
-    assert gate["metric"] == "loglik" and "does not beat" in rep["reason"]
-    assert all(c["heldout"] < gate["current"]["heldout"] for c in gate["candidates"].values())
-    assert workspace.current_version == v1 and len(workspace.ws.list_versions()) == 1
-    entry = json.loads((workspace.ws.root / "refresh-log.jsonl").read_text().splitlines()[-1])
-    assert entry["status"] == "refused" and entry["decision"]["current"]["heldout"] == gate["current"]["heldout"]
+    assert rep.status == "refused", rep.reason
+    assert rep.check is not None and not rep.check.worth_trial and rep.check.score < rep.check.current
+    assert rep.reason.startswith("not worth a trial: query:") and "no gain" in rep.reason
+    assert workspace.current_version == "v0001" and len(workspace.ws.list_versions()) == 1 and workspace.ws.read_trial() is None
+    entry = _log(workspace)[-1]
+    assert entry["event"] == "refresh_refused" and entry["checks"]["query"]["score"] == pytest.approx(rep.check.score)
     # the refused feedback is consumed: the next refresh waits for new events
-    assert workspace.refresh(mode="query")["status"] == "skipped"
+    assert workspace.refresh(mode="query").status == "skipped"
+    assert not any(p.name.startswith(".tmp-") for p in workspace.ws.versions_dir.iterdir())
 
 
-def test_crossfit_gate_judges_every_fresh_query_and_refuses_no_gain(workspace):
-    texts = [f"please help me with my router problem number {i}" for i in range(24)]
-    for t in texts:  # every user clicks what the current model already ranks first: nothing to gain
-        hits = workspace.search(t, k=5)
-        workspace.click(hits.query_id, hits[0].doc_id)
-    # nDCG over the pool: every click already sits at rank 1, so no candidate can beat 1.0
-    workspace.config = workspace.config.with_overrides({"gate.folds": 5, "gate.query_metric": "ndcg@10"})
+def test_too_few_queries_are_refused_whatever_the_gain(workspace):
+    play(workspace)
+    workspace.config = workspace.config.with_overrides({"gate.min_queries": 100})
     rep = workspace.refresh(mode="query")
-    assert rep["status"] == "refused" and "does not beat" in rep["reason"]
-    assert rep["gate"]["metric"] == "ndcg@10" and rep["gate"]["current"]["heldout"] == pytest.approx(1.0)
-    assert rep["gate_queries"].startswith("all 24 held-out queries") and "5 folds" in rep["gate_queries"]
-    assert workspace.current_version == "v0001"
+    assert rep.status == "refused" and "gate.min_queries 100" in rep.reason
+    assert rep.check is not None and rep.check.score > rep.check.current  # a gain, too little evidence for it
+    assert workspace.current_version == "v0001" and len(workspace.ws.list_versions()) == 1
 
 
-def _play_varied(rt, first: int, last: int) -> None:
-    """Users of near-identical queries click different ranks, so the gate's figures are not all 1.0."""
-    for i in range(first, last):
-        hits = rt.search(f"please help me with my router problem number {i}", k=5)
-        rt.click(hits.query_id, hits[(i * 7) % 5].doc_id)
-
-
-def test_crossfit_promotion_records_what_it_trained_on(workspace, docs_jsonl):
-    from ragtune.refresh import OOF_FILE, TRAINED_FILE, trained_queries
-
-    assert trained_queries(workspace, workspace.serving()) == set()  # a plain index has seen no feedback
-    _play(workspace)
-    workspace.config = workspace.config.with_overrides({"gate.folds": 5, "gate.min_off_policy": 1000})
-    rep = workspace.refresh(mode="query")
-    assert rep["status"] == "promoted", rep.get("reason")
-    n = rep["mined"]["feedback_queries"]
-    assert n >= 10 and rep["mined"]["heldout_queries"] == n and rep["gate_queries"].startswith(f"all {n} ")  # every query judged, none set aside
+def test_crossfit_judges_every_query_and_records_what_it_trained_on(workspace):
+    assert trained_queries(workspace.ws, workspace.current_version) == set()  # a plain index has seen no feedback
+    play(workspace)
+    rep = workspace.refresh(mode="query", trial=False)
+    assert rep.status == "promoted", rep.reason
+    n = rep.mined["feedback_queries"]
+    assert n >= 10 and rep.mined["heldout_queries"] == n and rep.check.n == n  # every query judged, none set aside
     v2 = workspace.current_version
     seen = json.loads((workspace.ws.version_dir(v2) / TRAINED_FILE).read_text())
-    assert len(seen) == n and trained_queries(workspace, workspace.serving()) == set(seen)
+    assert len(seen) == n and trained_queries(workspace.ws, v2) == set(seen)
     assert (workspace.ws.version_dir(v2) / OOF_FILE).is_file()
     # new queries join the judged set
     _play_varied(workspace, 24, 36)
-    rep = workspace.refresh(mode="query", force=True)
-    assert rep["gate_queries"].startswith(f"all {n + 12} ")
+    rep = workspace.refresh(mode="query", force=True, trial=False)
+    assert rep.check is not None and rep.check.n == n + 12
 
 
 def test_serving_tier_is_judged_by_its_own_out_of_fold_vectors(workspace):
-    _play(workspace)  # a pattern to learn ...
+    play(workspace)  # a pattern to learn ...
     _play_varied(workspace, 24, 36)  # ... and users it does not fit
-    workspace.config = workspace.config.with_overrides({"gate.folds": 5, "gate.confidence": 0.0, "gate.min_off_policy": 1000})
-    rep = workspace.refresh(mode="query")
-    assert rep["status"] == "promoted", rep.get("reason")
-    chosen, v2 = rep["gate"]["chosen"], workspace.current_version
+    workspace.config = workspace.config.with_overrides({"gate.confidence": 0.01})  # on, but lenient
+    rep = workspace.refresh(mode="query", trial=False)
+    assert rep.status == "promoted", rep.reason
+    v2 = workspace.current_version
     # no new feedback: the same data, folds and seed refit the same candidate, whose out-of-fold
     # figure must equal the serving tier's (the saved vectors line up with the right queries)
-    rep = workspace.refresh(mode="query", force=True)
-    assert rep["status"] == "refused" and workspace.current_version == v2
-    assert rep["gate"]["current"]["heldout"] == pytest.approx(rep["gate"]["candidates"][chosen]["heldout"], abs=1e-6)
-    assert rep["gate"]["current"]["heldout"] < 0.999
+    rep = workspace.refresh(mode="query", force=True, trial=False)
+    assert rep.status == "refused" and workspace.current_version == v2
+    assert rep.check.current == pytest.approx(rep.check.score, abs=1e-6)
+    assert rep.check.current < -1e-3  # a log-probability short of certainty: the comparison is not trivial
 
 
 def test_reindex_keeps_the_record_of_what_the_model_trained_on(workspace, docs_jsonl, tmp_path):
-    from ragtune.refresh import TRAINED_FILE, trained_queries
-
-    _play(workspace)
-    workspace.config = workspace.config.with_overrides({"gate.folds": 5})
-    assert workspace.refresh(mode="query")["status"] == "promoted"
-    seen = trained_queries(workspace, workspace.serving())
+    play(workspace)
+    assert workspace.refresh(mode="query", trial=False).status == "promoted"
+    seen = trained_queries(workspace.ws, workspace.current_version)
+    assert seen
     extra = tmp_path / "extra.jsonl"
     extra.write_text(json.dumps({"id": "extra-1", "text": "a brand new document about routers"}) + "\n")
     v3 = workspace.index([docs_jsonl, extra])["version"]
-    assert (workspace.ws.version_dir(v3) / TRAINED_FILE).is_file() and trained_queries(workspace, workspace.serving()) == seen
+    assert (workspace.ws.version_dir(v3) / TRAINED_FILE).is_file() and trained_queries(workspace.ws, v3) == seen
+    assert (workspace.ws.version_dir(v3) / OOF_FILE).is_file()
 
 
-def test_lora_refresh_reembeds_into_a_new_version_and_rolls_back(workspace):
-    _play(workspace)
-    # this test is about what a promotion writes; the gate's noise check has its own tests (test_gate.py)
-    workspace.config = workspace.config.with_overrides({"train.lr": 5e-3, "train.epochs": 2, "train.interpolation": [1.0], "gate.confidence": 0.0})
+def test_lora_candidate_is_reembedded_and_rolls_back(workspace):
+    play(workspace)
+    # this test is about what a promotion writes (the tiny random model may not improve): the check is off
+    workspace.config = workspace.config.with_overrides({"train.lr": 5e-3, "train.epochs": 2, "gate.confidence": 0.0})
     v1 = workspace.current_version
-    rep = workspace.refresh(mode="lora")
-    assert rep["status"] in ("promoted", "refused")
-    if rep["status"] == "refused":  # the tiny random model may not improve; the gate said why
-        assert "does not beat" in rep["reason"]
-        pytest.skip("tiny model's LoRA candidate was refused by the gate")
+    rep = workspace.refresh(mode="lora", trial=False)
+    assert rep.status == "promoted", rep.reason
     v2 = workspace.current_version
     info = workspace.ws.read_version(v2)
     assert info.kind == "index" and info.index_version == v2 and info.parent == v1
@@ -167,7 +178,8 @@ def test_lora_refresh_reembeds_into_a_new_version_and_rolls_back(workspace):
     assert (adapter / "adapter_model.safetensors").is_file()
     cfg = json.loads((adapter / "adapter_config.json").read_text())
     assert cfg["base_model_name_or_path"] == workspace.config.model.name
-    assert rep["reembed_s"] > 0
+    assert info.model["adapter"] == f"versions/{v2}/model"
+    assert rep.reembed_s > 0 and rep.check.metric == "ndcg@10"
     hits = workspace.search("reset", k=3, log=False)
     assert hits.version == v2
     assert workspace.rollback() == v1 and workspace.current_version == v1
@@ -175,52 +187,49 @@ def test_lora_refresh_reembeds_into_a_new_version_and_rolls_back(workspace):
     assert workspace.rollback(v2) == v2
 
 
-def test_auto_judges_lora_first_then_the_query_tier(workspace):
-    """auto: the LoRA candidate goes through its own gate; refused (on 3 held-out queries it does not
-    beat the serving model, or they are too few to tell a gain from noise), the cross-fitted query tier is judged on every feedback query and
-    promoted without re-embedding. Both decisions are reported and logged."""
-    _play(workspace)
-    workspace.config = workspace.config.with_overrides({"train.epochs": 1})
+def test_a_lora_trial_interleaves_two_models_and_a_dropped_one_is_discarded(workspace):
+    play(workspace)
+    workspace.config = workspace.config.with_overrides({"train.lr": 5e-3, "train.epochs": 2, "gate.confidence": 0.0, "trial.share": 1.0})
+    rep = workspace.refresh(mode="lora")
+    assert rep.status == "trial_started" and rep.trial["tier"] == "lora", rep.reason
+    v2 = rep.version
+    vdir = workspace.ws.version_dir(v2)
+    assert (vdir / "vectors.npy").is_file() and (vdir / "model" / "adapter_model.safetensors").is_file()
+    hits = workspace.search("reset the router", k=5)
+    assert hits.trial == rep.trial["id"] and hits.version == "v0001" and len(hits) == 5
+    assert len({h.doc_id for h in hits}) == 5 and [h.rank for h in hits] == [1, 2, 3, 4, 5]
+    done = workspace.stop_trial()
+    assert done["verdict"] == "drop" and done["version"] == v2 and "stopped by the operator" in done["reason"]
+    # a dropped trial keeps its record, not its index or model
+    assert sorted(p.name for p in vdir.iterdir()) == sorted(["manifest.json", "config.json", TRAINED_FILE])
+    assert workspace.ws.read_version(v2).trial["state"] == "dropped"
+    with pytest.raises(RagtuneError, match="dropped trial"):
+        workspace.rollback(v2)
+    assert workspace.search("reset the router", k=5).trial is None
+
+
+def test_auto_tries_lora_first_then_the_query_tier(workspace):
+    """auto: the LoRA candidate goes through its check first; not worth a trial (too few held-out
+    queries to tell), the cross-fitted query tier is checked on every feedback query and becomes the trial."""
+    play(workspace)
+    clicked = {normalize_query(r.text) for r in workspace.feedback.records(only_with_feedback=True)}
+    lora_held = split_heldout(sorted(clicked), workspace.config.mining)
+    assert len(lora_held) < len(clicked)
+    workspace.config = workspace.config.with_overrides({"gate.min_queries": len(clicked)})
     v1 = workspace.current_version
     rep = workspace.refresh(mode="auto")
-    assert rep["mode"] == "auto" and set(rep["tiers"]) == {"lora", "query"}
-    assert rep["tiers"]["lora"]["status"] == "refused" and "on 3 held-out queries" in rep["tiers"]["lora"]["reason"]
-    assert rep["status"] == "promoted", rep["reason"]
-    assert rep["reason"].startswith("lora refused (") and rep["reembed_s"] == 0.0
-    assert rep["gate"]["metric"] == "loglik"
-    info = workspace.ws.read_version(workspace.current_version)
+    assert rep.mode == "auto" and list(rep.checks) == ["lora", "query"]
+    lora = rep.checks["lora"]
+    assert not lora.worth_trial and f"gate.min_queries {len(clicked)}" in lora.reason and lora.n == len(lora_held)
+    assert rep.checks["query"].worth_trial and rep.check is rep.checks["query"]
+    assert rep.status == "trial_started", rep.reason
+    assert rep.trial["tier"] == "query" and rep.reembed_s == 0.0
+    info = workspace.ws.read_version(rep.version)
     assert info.kind == "query" and info.index_version == v1
-    log = [json.loads(line) for line in (workspace.ws.root / "refresh-log.jsonl").read_text().splitlines()]
-    assert [e["status"] for e in log[-2:]] == ["refused", "promoted"]
-    # nothing new since: the next auto refresh is a clear no-op that does not train either tier
-    rep = workspace.refresh(mode="auto")
-    assert rep["status"] == "skipped" and set(rep["tiers"]) == {"lora"}
-
-
-def test_auto_fits_the_query_tier_on_top_of_a_promoted_lora_model(workspace):
-    """auto: when the LoRA candidate wins, the corpus is re-embedded into a new version and the query
-    tier is then judged on top of *that* version (its vectors, its held-out queries), in the same refresh."""
-    _play(workspace)
-    workspace.config = workspace.config.with_overrides({"train.lr": 5e-3, "train.epochs": 2, "train.interpolation": [1.0], "gate.confidence": 0.0})
-    v1 = workspace.current_version
-    rep = workspace.refresh(mode="auto")
-    if rep["tiers"]["lora"]["status"] != "promoted":  # the tiny random model may not improve; the gate said why
-        assert "does not beat" in rep["tiers"]["lora"]["reason"]
-        pytest.skip("tiny model's LoRA candidate was refused by the gate")
-    assert set(rep["tiers"]) == {"lora", "query"} and rep["status"] == "promoted"
-    assert rep["reason"].startswith("lora promoted (") and rep["reembed_s"] > 0
-    v2 = rep["tiers"]["lora"]["version"]
-    assert workspace.ws.read_version(v2).kind == "index" and workspace.ws.read_version(v2).parent == v1
-    query = rep["tiers"]["query"]
-    assert query["status"] in ("promoted", "refused"), query
-    assert query["gate"]["current"]["heldout"] is not None
-    if query["status"] == "promoted":
-        info = workspace.ws.read_version(workspace.current_version)
-        assert info.kind == "query" and info.index_version == v2 and rep["version"] == workspace.current_version
-    else:
-        assert workspace.current_version == v2 == rep["version"]
-    log = [json.loads(line) for line in (workspace.ws.root / "refresh-log.jsonl").read_text().splitlines()]
-    assert [e["status"] for e in log[-2:]] == ["promoted", query["status"]]
+    # while that trial is undecided, the next refresh trains nothing
+    rep = workspace.refresh(mode="auto", force=True)
+    assert rep.status == "trial_running" and rep.checks == {} and "undecided" in rep.reason
+    assert len(workspace.ws.list_versions()) == 2
 
 
 def test_rollback_errors(workspace):
@@ -231,10 +240,12 @@ def test_rollback_errors(workspace):
 
 
 def test_second_refresh_is_locked_out(workspace):
-    _play(workspace)
+    play(workspace)
     with workspace.ws.lock("refresh"), pytest.raises(RefreshLockedError, match="locked by refresh"):
         workspace.refresh(mode="query")
-    assert workspace.refresh(mode="query")["status"] in ("promoted", "refused")
+    with workspace.ws.lock("index"), pytest.raises(RefreshLockedError, match="locked by index"):
+        workspace.decide_trial()
+    assert workspace.refresh(mode="query").status == "trial_started"
 
 
 def _script(body: str) -> list[str]:
@@ -242,7 +253,7 @@ def _script(body: str) -> list[str]:
 
 
 def test_concurrent_reader_keeps_answering_and_picks_up_the_swap(workspace, tmp_path):
-    _play(workspace)
+    play(workspace)
     out = tmp_path / "reader.jsonl"
     reader = subprocess.Popen(
         _script(
@@ -266,77 +277,53 @@ with open({str(out)!r}, 'w') as fh:
     while not out.exists() or not out.read_text():
         time.sleep(0.1)
         assert reader.poll() is None
-    rep = workspace.refresh(mode="query")
-    assert rep["status"] == "promoted", rep["reason"]
+    rep = workspace.refresh(mode="query", trial=False)
+    assert rep.status == "promoted", rep.reason
     assert reader.wait(120) == 0
     seen = [json.loads(line) for line in out.read_text().splitlines()]
-    assert seen[0] == "v0001" and seen[-1] == rep["version"]
+    assert seen[0] == "v0001" and seen[-1] == rep.version
 
 
 def test_kill_minus_nine_mid_refresh_leaves_serving_intact(workspace):
-    _play(workspace)
+    play(workspace)
     root = workspace.ws.root
     proc = subprocess.Popen(
         _script(f"from ragtune import Ragtune\nRagtune({str(root)!r}, progress=False).refresh(mode='lora')"),
         env={**os.environ, "TQDM_DISABLE": "1"},
     )
     deadline = time.time() + 120
-    while not any(p.name.startswith("ragtune-refresh-") for p in root.iterdir()):
+    work = workspace.ws.work_dir
+    while not (work.is_dir() and any(p.name.startswith("refresh-") for p in work.iterdir())):
         assert proc.poll() is None and time.time() < deadline
         time.sleep(0.05)
     time.sleep(0.5)
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
-    assert workspace.current_version == "v0001"
+    assert workspace.current_version == "v0001" and workspace.ws.read_trial() is None
     assert len(workspace.search("reset", k=3, log=False)) == 3
     # the lock died with the process; the next refresh runs and cleans up
     rep = workspace.refresh(mode="query", force=True)
-    assert rep["status"] in ("promoted", "refused")
+    assert rep.status == "trial_started", rep.reason
     assert not any(p.name.startswith(".tmp-") for p in workspace.ws.versions_dir.iterdir())
+    assert not work.exists() or not any(work.iterdir())
 
 
 def test_prune_keeps_current_and_what_it_needs(workspace, docs_jsonl):
-    import json as _json
-
     workspace.config = workspace.config.with_overrides({"index.keep_versions": 1})
-    _play(workspace)
-    rep = workspace.refresh(mode="query")
-    assert rep["status"] == "promoted", rep["reason"]
+    play(workspace)
+    rep = workspace.refresh(mode="query", trial=False)
+    assert rep.status == "promoted", rep.reason
     # a query-tier version searches v0001's index: pruning to 1 must keep both
     names = [v.name for v in workspace.ws.list_versions()]
-    assert names == ["v0001", rep["version"]]
-    rows = [_json.loads(line) for line in docs_jsonl.read_text().splitlines()]
+    assert names == ["v0001", rep.version]
+    rows = [json.loads(line) for line in docs_jsonl.read_text().splitlines()]
     rows[0]["text"] = "changed"
-    docs_jsonl.write_text("".join(_json.dumps(r) + "\n" for r in rows))
+    docs_jsonl.write_text("".join(json.dumps(r) + "\n" for r in rows))
     new = workspace.index([docs_jsonl])["version"]
-    # the re-indexed version keeps the query-side tier (its file lives in the query version's dir, so
+    # the re-indexed version keeps the query-side tier (its files live in the query version's dir, so
     # that dir is kept); v0001's index is no longer needed by anything kept and goes
-    key = "query_memory" if rep["gate"]["chosen"].startswith("memory@") else "query_map"
-    assert workspace.ws.read_version(new).model[key] == f"versions/{rep['version']}/{key}.safetensors"
-    assert [v.name for v in workspace.ws.list_versions()] == [rep["version"], new]
+    for key in ("query_map", "query_memory"):
+        assert workspace.ws.read_version(new).model[key] == f"versions/{rep.version}/{key}.safetensors"
+    assert [v.name for v in workspace.ws.list_versions()] == [rep.version, new]
     assert len(workspace.search("reset", k=3, log=False)) == 3
 
-
-def test_cold_guard_refuses_a_candidate_whose_gain_costs_queries_on_other_topics(workspace):
-    """Router-problem users all click one doc; users asking about other topics each click their own first hit.
-
-    Every candidate moves queries toward the router users' doc, so it loses on the other-topic
-    queries (no other fold chose their docs): with the guard on, the refresh is refused and says why.
-    """
-    from tests.conftest import DOCS
-
-    _play(workspace)
-    for doc in DOCS:
-        hits = workspace.search(f"{doc['title']}: {doc['text']}", k=5)
-        workspace.click(hits.query_id, hits[0].doc_id)
-    workspace.config = workspace.config.with_overrides({"gate.folds": 5, "gate.cold_guard": 1e-9, "gate.query_confidence": 0.0})
-    rep = workspace.refresh(mode="query")
-    assert rep["status"] == "refused", rep.get("reason")
-    assert "gate.cold_guard" in rep["reason"] and "forgetting" in rep["reason"]
-    gate = rep["gate"]
-    assert gate["current"]["heldout_cold"] < 0  # a log-probability
-    assert all("heldout_cold" in c and c["cold_p_loss"] > 0 for c in gate["candidates"].values())
-    assert workspace.current_version == "v0001"
-    # the same feedback without the guard: promoted
-    workspace.config = workspace.config.with_overrides({"gate.cold_guard": 0.0})
-    assert workspace.refresh(mode="query", force=True)["status"] == "promoted"

@@ -9,7 +9,7 @@ import pytest
 
 from ragtune.config import IndexConfig
 from ragtune.errors import VectorIndexError
-from ragtune.index.base import VectorStore, create_store, open_store
+from ragtune.index import VectorStore, create_store, open_store
 
 BACKENDS = ["faiss", "chroma"]
 

@@ -84,7 +84,7 @@ def test_workspace_mode_applies_the_query_map(workspace, tmp_path) -> None:  # t
     save_file({"weight": weight}, str(tmp_path / "qmap.safetensors"))
     spec = replace(serving.spec, query_map=str(tmp_path / "qmap.safetensors"))
     with workspace.ws.lock("index"):
-        workspace._write_version(None, None, spec, kind="query", parent=serving.name, index_version=serving.info.index_version)
+        workspace.ws.write_version(workspace.config, spec, kind="query", parent=serving.name, index_version=serving.info.index_version)
     emb = RagtuneEmbeddings(workspace=workspace)
     plain = serving.embedder.encode_documents(["reset the router"])[0]
     mapped = plain @ weight.T

@@ -1,0 +1,42 @@
+"""Summarise the closed-loop trial runs: one markdown row per JSON, and the targets' roll-up.
+
+    python benchmarks/summarize_trials.py benchmarks/results/trials/*.json
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+
+def main() -> None:
+    rows = [json.loads(Path(p).read_text()) for p in sys.argv[1:]]
+    rows = [r for r in rows if "users" in r]
+    print("| mode | users | seed | overrides | final test nDCG@10 (gain) | cold change | trials: promoted / dropped | promoted worse on test | interleaved searches to each decision |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for r in sorted(rows, key=lambda r: (r["mode"], r["users"], r["command"], r["seed"])):
+        over = " ".join(a for a in r["command"].split() if "=" in a) or "defaults"
+        trials = r["trials"]
+        promoted = sum(t["verdict"] == "promote" for t in trials)
+        dropped = sum(t["verdict"] == "drop" for t in trials)
+        decided = ", ".join(f"{t['searches']}{'P' if t['verdict'] == 'promote' else 'D'}" for t in trials) or "-"
+        print(
+            f"| {r['mode']} | {r['users']} | {r['seed']} | {over} | {r['final']['ndcg@10']:.4f} ({r['gain']:+.4f} {r['gain_ci95']}) | {r['cold_change']:+.4f} | "
+            f"{promoted} / {dropped} | {r['n_promotions_worse_on_test']} | {decided} |"
+        )
+    by: dict[tuple[str, str, str], list[dict]] = {}
+    for r in rows:
+        over = " ".join(a for a in r["command"].split() if "=" in a) or "defaults"
+        by.setdefault((r["mode"], r["users"], over), []).append(r)
+    print()
+    for (mode, users, over), rs in sorted(by.items()):
+        gains = [r["gain"] for r in rs]
+        colds = [r["cold_change"] for r in rs]
+        n_prom = sum(r["n_promotions"] for r in rs)
+        worse = sum(r["n_promotions_worse_on_test"] for r in rs)
+        print(f"- {mode}, {users} users ({over}), {len(rs)} seeds: mean gain {sum(gains) / len(gains):+.4f}, mean cold change {sum(colds) / len(colds):+.4f}, {n_prom} promotions, {worse} worse on test")
+
+
+if __name__ == "__main__":
+    main()
