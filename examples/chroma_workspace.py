@@ -34,7 +34,7 @@ def main(argv: list[str] | None = None) -> None:
     try:
         overrides = {"model.name": args.model, "index.backend": "chroma"}
         if args.host:
-            overrides.update({"index.chroma_mode": "http", "index.chroma_host": args.host, "index.chroma_port": args.port})
+            overrides.update({"index.chroma_url": f"http://{args.host}:{args.port}"})
         rt = Ragtune.init(args.workspace or Path(tmp) / "ws", RagtuneConfig().with_overrides(overrides), progress=False)
 
         report = rt.index([DOCS])

@@ -112,13 +112,16 @@ class Ragtune:
             Counts: ``added``, ``changed``, ``unchanged``, ``removed``, ``embedded``, ``n_docs``,
             ``version``, ``seconds``.
         """
+        from ragtune.trial import recover
+
         t0 = time.perf_counter()
-        current = self.ws.current_version()
-        spec = ModelSpec.from_dict(self.ws.read_version(current).model) if current else self._config_spec()
-        embedder = self.serving().embedder if current else Embedder(spec, self.ws.root, self.config.model.device, self.config.model.batch_size)
-        tokenize = embedder.token_offsets if any(Path(s).is_dir() and not is_beir_dir(Path(s)) for s in sources) else None
-        docs = load_sources(sources, tokenize, self.config.chunk.chunk_tokens, self.config.chunk.overlap_tokens)
-        with self.ws.lock("index"):
+        with self.ws.lock("index"):  # the version read here is the one the new index is built from
+            recover(self.ws, self.feedback, self.config.trial)
+            current = self.ws.current_version()
+            spec = ModelSpec.from_dict(self.ws.read_version(current).model) if current else self._config_spec()
+            embedder = self.serving().embedder if current else Embedder(spec, self.ws.root, self.config.model.device, self.config.model.batch_size)
+            tokenize = embedder.token_offsets if any(Path(s).is_dir() and not is_beir_dir(Path(s)) for s in sources) else None
+            docs = load_sources(sources, tokenize, self.config.chunk.chunk_tokens, self.config.chunk.overlap_tokens)
             return self._write_index(docs, spec, embedder, current, t0)
 
     def _write_index(self, docs: list[Document], spec: ModelSpec, embedder: Embedder, current: str | None, t0: float) -> dict[str, Any]:
@@ -325,6 +328,8 @@ class Ragtune:
 
         with self.ws.lock("trial"):
             done = settle(self.ws, self.feedback, self.config.trial)
+            if done is not None and done[1].verdict != "continue":
+                self.ws.prune_versions(self.config)
         return None if done is None else {**done[0].to_dict(), **done[1].to_dict()}
 
     def stop_trial(self, reason: str = "stopped by the operator") -> dict[str, Any] | None:
@@ -335,7 +340,7 @@ class Ragtune:
     def _end_trial(self, reason: str) -> dict[str, Any] | None:
         from ragtune.trial import stop_trial
 
-        done = stop_trial(self.ws, self.feedback, self.config.trial, reason) if self.ws.trial_path.exists() else None
+        done = stop_trial(self.ws, self.feedback, self.config.trial, reason)
         return None if done is None else {**done[0].to_dict(), **done[1].to_dict()}
 
     def versions(self) -> list[dict[str, Any]]:
@@ -345,10 +350,14 @@ class Ragtune:
         return [{**v.to_dict(), "current": v.name == cur, "trial_live": v.name == live} for v in self.ws.list_versions()]
 
     def rollback(self, version: str | None = None) -> str:
-        """Make ``version`` (default: the current one's parent) current, instantly; a live trial is dropped."""
+        """Make ``version`` (default: the current one's parent) current, instantly; a live trial is then dropped."""
+        from ragtune.trial import recover
+
         with self.ws.lock("rollback"):
-            self._end_trial("rollback")
-            return self.ws.rollback(version)
+            recover(self.ws, self.feedback, self.config.trial)
+            name = self.ws.rollback(version)  # validates before anything changes
+            self._end_trial(f"rollback to {name}")
+            return name
 
     # -- status -----------------------------------------------------------------------------------
     def status(self) -> dict[str, Any]:

@@ -37,7 +37,6 @@ DEFAULT_MODEL = "default"
 Device = Literal["auto", "cpu", "cuda"]
 IndexKind = Literal["flat", "hnsw", "ivf"]
 Backend = Literal["faiss", "chroma"]
-ChromaMode = Literal["persistent", "http"]
 TrainMode = Literal["lora", "full", "query", "auto"]
 
 
@@ -128,38 +127,45 @@ class IndexConfig:
     Attributes:
         backend: ``"faiss"`` (default) or ``"chroma"``.
         kind: faiss index type: ``"flat"`` (exact), ``"hnsw"`` or ``"ivf"`` for large corpora.
-        hnsw_m: HNSW graph degree.
         hnsw_ef_search: HNSW search breadth.
-        ivf_nlist: IVF cell count (capped by corpus size).
         ivf_nprobe: IVF cells visited per query.
         use_gpu: Put faiss on the GPU when one is present (needs the ``gpu`` extra).
-        chroma_mode: ``"persistent"`` (files in the workspace) or ``"http"`` (a Chroma server).
-        chroma_host: Chroma server host for ``"http"``.
-        chroma_port: Chroma server port for ``"http"``.
+        chroma_url: ``None`` keeps Chroma's collections in the workspace (a ``PersistentClient``);
+            ``"http://HOST:PORT"`` uses a Chroma server there.
         keep_versions: How many index versions to keep on disk (the current one is never pruned).
     """
 
     backend: str = "faiss"
     kind: str = "flat"
-    hnsw_m: int = 32
     hnsw_ef_search: int = 128
-    ivf_nlist: int = 1024
     ivf_nprobe: int = 32
     use_gpu: bool = True
-    chroma_mode: str = "persistent"
-    chroma_host: str = "localhost"
-    chroma_port: int = 8000
+    chroma_url: str | None = None
     keep_versions: int = 5
 
     def __post_init__(self) -> None:
         _literal(self, "backend", get_args(Backend))
         _literal(self, "kind", get_args(IndexKind))
-        _literal(self, "chroma_mode", get_args(ChromaMode))
-        _positive(self, "hnsw_m", "hnsw_ef_search", "ivf_nlist", "ivf_nprobe", "chroma_port")
+        _positive(self, "hnsw_ef_search", "ivf_nprobe")
+        if self.chroma_url is not None:
+            _check(self.chroma_server() is not None, f"index.chroma_url must be null (in the workspace) or 'http://HOST:PORT', got {self.chroma_url!r}")
         _check(
             isinstance(self.keep_versions, int) and self.keep_versions >= 1,
             f"index.keep_versions must be an integer >= 1, got {self.keep_versions!r}",
         )
+
+    def chroma_server(self) -> tuple[str, int] | None:
+        """``(host, port)`` of :attr:`chroma_url`, or ``None`` (in the workspace, or malformed)."""
+        from urllib.parse import urlsplit
+
+        if not isinstance(self.chroma_url, str):
+            return None
+        try:
+            url = urlsplit(self.chroma_url)
+            port = url.port or (443 if url.scheme == "https" else 8000)
+        except ValueError:
+            return None
+        return (url.hostname, port) if url.scheme in ("http", "https") and url.hostname else None
 
 
 @dataclass
@@ -373,9 +379,10 @@ class RefreshConfig:
         )
 
 
-#: Settings removed in 0.2 (their results are in benchmarks/RESULTS.md): ignored with a warning when
-#: an older config.json still has them, so existing workspaces keep opening.
+#: Settings this version removed (the results behind that are in benchmarks/RESULTS.md): ignored with
+#: a warning when an older config.json still has them, so existing workspaces keep opening.
 RETIRED = {
+    "index": {"hnsw_m", "ivf_nlist", "chroma_mode", "chroma_host", "chroma_port"},
     "feedback": {"randomize_top", "propensity_clip"},
     "mining": {"skip_above", "range_min", "range_max", "min_heldout", "seed"},
     "train": {
@@ -388,6 +395,24 @@ RETIRED = {
     },
     "refresh": {"min_pairs"},
 }
+
+
+def _upgrade_train(section: dict[str, Any]) -> dict[str, Any]:
+    """A ``train`` section written before the single-candidate design, in today's terms.
+
+    ``query_interpolation`` was a list of candidates (today one value: the default stands in), and
+    ``lr`` was always written out (5e-4, the LoRA rate, beside ``full_lr``): today ``lr`` unset means
+    "by mode", so an old file's default does not force LoRA's rate onto a full fine-tune.
+    """
+    if not isinstance(section, dict) or ("full_lr" not in section and not isinstance(section.get("query_interpolation"), list)):
+        return section
+    out = dict(section)
+    if isinstance(out.get("query_interpolation"), list):
+        logger.warning("config train.query_interpolation is a list (an older ragtune's candidates); using the default %s", TrainConfig.query_interpolation)
+        out.pop("query_interpolation")
+    if "full_lr" in out and out.get("lr") == 5e-4 and out.get("full_lr") == 2e-5:
+        out.pop("lr")  # the old defaults: today's "by mode" gives the same rates
+    return out
 
 
 @dataclass
@@ -422,6 +447,10 @@ class RagtuneConfig:
             if not isinstance(value, dict):
                 raise ConfigError(f"config section {key!r} must be an object, got {value!r}")
             known = {f.name for f in fields(sub)}
+            if key == "train":
+                value = _upgrade_train(value)
+            if key == "index" and isinstance(value, dict) and value.get("chroma_mode") == "http" and "chroma_url" not in value:
+                value = {**value, "chroma_url": f"http://{value.get('chroma_host', 'localhost')}:{value.get('chroma_port', 8000)}"}
             retired = set(value) & RETIRED.get(key, set()) - known
             if retired:
                 logger.warning("config section %r: %s no longer exist(s) and are ignored", key, ", ".join(sorted(retired)))

@@ -400,11 +400,9 @@ class FeedbackLog:
                         raise InputError(f"{where}: an impression's 'team' must be 'serving', 'trial' or 'shared', got {team!r}")
                     doc_refs.append((lineno, im["doc_id"]))
                     parsed.append(Impression(im["doc_id"], im["rank"], im.get("score"), orig, team))
-                trial = obj.get("trial")
-                if trial is not None and not isinstance(trial, str):
-                    raise InputError(f"{where}: 'trial' must be a trial id string, got {trial!r}")
+                # a search's "trial" is not imported: imported events must never count in a live trial
                 file_qids.add(qid)
-                ops.append(("query", (qid, text, parsed, obj.get("version"), float(obj.get("ts") or time.time()), "import", randomized, trial)))
+                ops.append(("query", (qid, text, parsed, obj.get("version"), float(obj.get("ts") or time.time()), "import", randomized, None)))
                 counts["queries"] += 1
             elif kind in ("click", "rating"):
                 qid, doc_id = obj.get("query_id"), obj.get("doc_id")

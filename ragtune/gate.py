@@ -98,12 +98,18 @@ class CheckResult:
         return dict(self.__dict__)
 
 
-def check(candidate: str, metric: str, cand: Sequence[float], cur: Sequence[float], config: GateConfig, *, on: str = "held-out feedback") -> CheckResult:
-    """Is ``candidate`` (per-query scores ``cand``) ahead of the serving model (``cur``) beyond the noise?"""
+def check(
+    candidate: str, metric: str, cand: Sequence[float], cur: Sequence[float], config: GateConfig, *, on: str = "held-out feedback", required: bool = False
+) -> CheckResult:
+    """Is ``candidate`` (per-query scores ``cand``) ahead of the serving model (``cur``) beyond the noise?
+
+    ``gate.confidence`` 0 turns the check off, unless ``required`` (a labelled set that decides a
+    promotion: the candidate must then at least be ahead on average).
+    """
     n = len(cur)
     c_mean, s_mean = (float(np.mean(cur)) if n else 0.0), (float(np.mean(cand)) if n else 0.0)
     figures = f"{metric} {s_mean:.4f} vs the serving model's {c_mean:.4f} on {n} queries of {on}"
-    if config.confidence == 0:
+    if config.confidence == 0 and not required:
         return CheckResult(True, f"{candidate}: {figures} (gate.confidence 0: every candidate goes on)", candidate, metric, c_mean, s_mean, n, None, on)
     if n < config.min_queries:
         return CheckResult(False, f"{candidate}: {figures}: too few to tell a gain from noise (gate.min_queries {config.min_queries})", candidate, metric, c_mean, s_mean, n, None, on)

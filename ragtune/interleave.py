@@ -35,8 +35,8 @@ def team_draft(serving: Sequence[str], trial: Sequence[str], k: int, rng: random
 
     The rankings' common prefix comes first, as team :data:`SHARED`. After it, each team's documents
     appear in the order of its own ranking, and at every prefix of the result the two teams' pick
-    counts differ by at most one while both rankings still have unpicked documents. When one ranking
-    runs out, the other fills the rest of the list.
+    counts differ by at most one. When one ranking runs out, the other fills the rest of the list as
+    :data:`SHARED` too, so that a longer ranking wins nothing by being longer.
 
     Args:
         serving: The serving version's ranking (best first), without duplicates.
@@ -50,7 +50,7 @@ def team_draft(serving: Sequence[str], trial: Sequence[str], k: int, rng: random
     picked: set[str] = set()
     heads = {SERVING: 0, TRIAL: 0}
     lists = {SERVING: serving, TRIAL: trial}
-    count = {SERVING: 0, TRIAL: 0}
+    count = {SERVING: 0, TRIAL: 0, SHARED: 0}
 
     def next_of(team: str) -> str | None:
         lst, i = lists[team], heads[team]
@@ -66,13 +66,13 @@ def team_draft(serving: Sequence[str], trial: Sequence[str], k: int, rng: random
         a, b = next_of(SERVING), next_of(TRIAL)
         if a is None and b is None:
             break
-        if a is None or b is None:
-            team = TRIAL if a is None else SERVING
+        if a is None or b is None:  # one ranking ran out: the other fills the list, crediting nobody (a
+            team = SHARED  # longer list must not win clicks that go to whatever is shown)
         elif count[SERVING] != count[TRIAL]:
             team = SERVING if count[SERVING] < count[TRIAL] else TRIAL
         else:
             team = SERVING if rng.random() < 0.5 else TRIAL
-        doc = a if team == SERVING else b
+        doc = (a if a is not None else b) if team == SHARED else (a if team == SERVING else b)
         assert doc is not None
         out.append((doc, team))
         picked.add(doc)

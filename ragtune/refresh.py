@@ -158,6 +158,8 @@ def run_refresh(
     with ws.lock("refresh"):
         settled = settle(ws, log, config.trial)
         settled_summary = _trial_summary(*settled) if settled else None
+        if settled is not None and settled[1].verdict != "continue":
+            ws.prune_versions(config)
         if settled is not None and settled[1].verdict == "continue":
             return RefreshReport("trial_running", f"trial {settled[0].id} ({settled[0].version}) is live: {settled[1].reason}", mode, ws.current_version(), trial=settled_summary, refresh_s=time.perf_counter() - t0)
         report = _refresh_locked(ws, config, server, log, mode, force=force, trial=trial, eval_beir=eval_beir, eval_split=eval_split, threshold=threshold, progress=progress)
@@ -378,7 +380,7 @@ def _labelled_check(serving: ServingVersion, cand: Candidate, config: RagtuneCon
     emb = Embedder(cand.spec, serving.embedder.root, config.model.device, config.model.batch_size)
     cur = score_current(gs, serving)["per_query"]["ndcg@10"]
     new = score_candidate(gs, serving, emb, shares_documents=cand.tier == "query")["per_query"]["ndcg@10"]
-    return check(cand.tier, "ndcg@10", new, cur, config.gate, on=f"the labelled set {root.name}/{split}")
+    return check(cand.tier, "ndcg@10", new, cur, config.gate, on=f"the labelled set {root.name}/{split}", required=True)
 
 
 def _save_oof(path: Path, keys: list[str], vectors: np.ndarray) -> None:
@@ -408,15 +410,16 @@ def _write_candidate(ws: Workspace, config: RagtuneConfig, serving: ServingVersi
         return ModelSpec(**fields)
 
     what = "trial" if not make_current else "promoted"
+    staged = None if make_current else {"state": "staged"}  # until start_trial makes it live: never served
     if cand.tier == "query":
         return ws.write_version(
             config, cand.spec, kind="query", parent=serving.name, index_version=serving.info.index_version, metrics=metrics, feedback=feedback,
-            note=f"query tier ({what})", write_files=write_files, make_current=make_current,
+            note=f"query tier ({what})", write_files=write_files, make_current=make_current, trial=staged,
         )  # fmt: skip
     docs = serving.docs.all_documents()
     emb = Embedder(cand.spec, ws.root, config.model.device, config.model.batch_size)
     vectors = emb.encode_documents([d.embed_text for d in docs], progress=progress)
     return ws.write_version(
         config, cand.spec, kind="index", parent=serving.name, docs=docs, vectors=vectors, metrics=metrics, feedback=feedback,
-        note=f"{cand.tier} fine-tune ({what}), re-embedded {len(docs)} docs", write_files=write_files, make_current=make_current,
+        note=f"{cand.tier} fine-tune ({what}), re-embedded {len(docs)} docs", write_files=write_files, make_current=make_current, trial=staged,
     )  # fmt: skip

@@ -23,7 +23,7 @@ from ragtune.embedder import Embedder, ModelSpec
 from ragtune.errors import InputError, WorkspaceError
 from ragtune.feedback import FeedbackLog, Impression
 from ragtune.index import VectorStore, open_store
-from ragtune.interleave import SERVING, SHARED, TRIAL, team_draft
+from ragtune.interleave import team_draft
 from ragtune.records import Hit, SearchResults
 from ragtune.trial import TrialState
 from ragtune.workspace import Workspace, store_name
@@ -196,11 +196,15 @@ class Server:
         a_ids, a_scores = serving.ranking(qv, k)
         same_model = trial.spec.document_side() == serving.spec.document_side()  # a query-tier trial: one forward pass serves both
         tv = (trial.embedder.transform_queries(raw) if same_model else trial.embedder.encode_queries([query]))[0]
-        b_ids, b_scores = trial.ranking(tv, k)
+        b_ids, _ = trial.ranking(tv, k)
         merged = team_draft(a_ids, b_ids, k, self.rng)
-        score_of = {SERVING: dict(zip(a_ids, a_scores)), TRIAL: dict(zip(b_ids, b_scores))}
-        score_of[SHARED] = score_of[SERVING]
-        hits = serving.hits([d for d, _ in merged], [score_of[team][d] for d, team in merged], fallback=trial)
+        # every hit is scored by the serving model, so the scores an app sees (and may threshold or
+        # re-rank by) do not tell the teams apart
+        ids = [d for d, _ in merged]
+        pmap = serving.docs.positions(ids)
+        vecs = serving.vectors()
+        known = {**dict(zip(a_ids, a_scores)), **{d: float(vecs[p] @ qv) for d, p in pmap.items() if d not in a_ids}}
+        hits = serving.hits(ids, [known.get(d, 0.0) for d in ids], fallback=trial)
         team_of = dict(merged)
         imps = [Impression(h.doc_id, h.rank, h.score, None, team_of[h.doc_id]) for h in hits]
         qid = log.log_query(query, imps, version=serving.name, trial=state.id)

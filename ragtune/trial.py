@@ -21,8 +21,8 @@ State changes happen under the workspace lock, in an order that a crash at any p
 consistent (:func:`settle`): promotion writes the trial version's manifest, swaps ``CURRENT`` and
 then removes ``TRIAL``; a reader that sees ``TRIAL`` pointing at the current version does not
 interleave, and the next :func:`settle` finishes the job. A drop writes the manifest, discards the
-version's files and then removes ``TRIAL``; a trial whose version is already marked dropped is
-never shown, and the next :func:`settle` finishes that too. The log entry is written before
+version's files and then removes ``TRIAL``; a process that had the trial version loaded may show it
+until ``TRIAL`` is gone, and the next :func:`settle` finishes an interrupted drop. The log entry is written before
 ``TRIAL`` is removed, so a crash may repeat it but never loses it.
 """
 
@@ -37,11 +37,12 @@ from typing import Any, Literal
 import numpy as np
 
 from ragtune.config import TrialConfig
+from ragtune.errors import WorkspaceError
 from ragtune.feedback import FeedbackLog
 from ragtune.interleave import credit
 from ragtune.workspace import Workspace, _now
 
-__all__ = ["TrialCounts", "TrialDecision", "TrialState", "count_outcomes", "decide", "evidence", "live_trial", "settle", "start_trial", "stop_trial", "trial_status"]
+__all__ = ["TrialCounts", "TrialDecision", "TrialState", "count_outcomes", "decide", "evidence", "live_trial", "recover", "settle", "start_trial", "stop_trial", "trial_status"]
 
 logger = logging.getLogger(__name__)
 
@@ -64,6 +65,7 @@ class TrialState:
         share: Share of logged searches interleaved.
         started: ISO timestamp.
         check: The offline check's figures that made the candidate worth a trial.
+        test: ``alpha``, ``min_decided`` and ``max_searches`` as they were at the start.
     """
 
     id: str
@@ -73,6 +75,12 @@ class TrialState:
     share: float
     started: str = field(default_factory=_now)
     check: dict[str, Any] = field(default_factory=dict)
+    test: dict[str, Any] = field(default_factory=dict)
+
+    def config(self, live: TrialConfig) -> TrialConfig:
+        """The test's settings as they were when the trial started (a config edit cannot loosen a running trial)."""
+        frozen = {k: v for k, v in self.test.items() if k in ("alpha", "min_decided", "max_searches")}
+        return TrialConfig(**{**live.__dict__, **frozen})
 
     def to_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -188,9 +196,10 @@ def live_trial(ws: Workspace) -> TrialState | None:
 
 def start_trial(ws: Workspace, version: str, baseline: str, tier: str, config: TrialConfig, check: dict[str, Any]) -> TrialState:
     """Make the staged ``version`` the live trial against ``baseline``. Call under the workspace lock."""
-    state = TrialState(id=uuid.uuid4().hex[:12], version=version, baseline=baseline, tier=tier, share=float(config.share), check=check)
+    test = {"alpha": config.alpha, "min_decided": config.min_decided, "max_searches": config.max_searches}
+    state = TrialState(id=uuid.uuid4().hex[:12], version=version, baseline=baseline, tier=tier, share=float(config.share), check=check, test=test)
+    ws.write_trial(state.to_dict())  # first: a crash before the manifest says "live" leaves a live trial, not a stale label
     ws.update_manifest(version, trial={"id": state.id, "state": "live", "baseline": baseline, "started": state.started})
-    ws.write_trial(state.to_dict())
     ws.append_log({"event": "trial_started", "trial": state.id, "version": version, "baseline": baseline, "tier": tier, "share": state.share, "check": check})
     logger.info("trial %s started: %s against %s (%s tier, %.0f%% of searches interleaved)", state.id, version, baseline, tier, 100 * state.share)
     return state
@@ -201,7 +210,7 @@ def trial_status(ws: Workspace, log: FeedbackLog, config: TrialConfig) -> tuple[
     state = live_trial(ws)
     if state is None:
         return None
-    return state, decide(count_outcomes(log, state.id), config)
+    return state, decide(count_outcomes(log, state.id), state.config(config))
 
 
 def _end(ws: Workspace, state: TrialState, decision: TrialDecision, promoted: bool) -> None:
@@ -235,6 +244,7 @@ def settle(ws: Workspace, log: FeedbackLog, config: TrialConfig) -> tuple[TrialS
     state = live_trial(ws)
     if state is None:
         return None
+    config = state.config(config)
     current = ws.current_version()
     counts = count_outcomes(log, state.id)
     if current == state.version:  # promoted, then interrupted before TRIAL was removed
@@ -258,14 +268,36 @@ def settle(ws: Workspace, log: FeedbackLog, config: TrialConfig) -> tuple[TrialS
     return state, decision
 
 
-def stop_trial(ws: Workspace, log: FeedbackLog, config: TrialConfig, reason: str) -> tuple[TrialState, TrialDecision] | None:
-    """Drop the live trial now (an operator's choice, or an ``index`` run). Call under the workspace lock."""
+def recover(ws: Workspace, log: FeedbackLog, config: TrialConfig) -> None:
+    """Finish a promotion or a drop that a crash interrupted (and nothing else). Call under the workspace lock.
+
+    ``index`` and ``rollback`` call it first, so that they build on the version that really serves.
+    """
     state = live_trial(ws)
     if state is None:
+        return
+    vdir = ws.version_dir(state.version)
+    if ws.current_version() == state.version or not (vdir / "manifest.json").is_file() or ws.read_version(state.version).discarded:
+        settle(ws, log, config)
+
+
+def stop_trial(ws: Workspace, log: FeedbackLog, config: TrialConfig, reason: str) -> tuple[TrialState, TrialDecision] | None:
+    """Drop the live trial now (an operator's choice, an ``index`` run, a rollback). Call under the workspace lock.
+
+    A ``TRIAL`` file too corrupt to read is removed (searches stop interleaving), with a warning.
+    """
+    try:
+        state = live_trial(ws)
+    except WorkspaceError as exc:
+        logger.warning("removing an unreadable trial record: %s", exc)
+        ws.append_log({"event": "trial_dropped", "reason": f"{reason}; the trial record was unreadable: {exc}"})
+        ws.clear_trial()
         return None
-    decision = decide(count_outcomes(log, state.id), config)
-    decision = TrialDecision("drop", f"{reason} ({decision.reason})", decision.counts, decision.p_value, decision.evidence_better, decision.evidence_worse)
+    if state is None:
+        return None
     if ws.current_version() == state.version:  # an interrupted promotion: finish it rather than discard the serving version
         return settle(ws, log, config)
+    decision = decide(count_outcomes(log, state.id), state.config(config))
+    decision = TrialDecision("drop", f"{reason} ({decision.reason})", decision.counts, decision.p_value, decision.evidence_better, decision.evidence_worse)
     _end(ws, state, decision, promoted=False)
     return state, decision

@@ -303,8 +303,9 @@ class Workspace:
         # keep the newest `keep` versions (dropped trials' records apart: they never push out a version
         # one can roll back to) and every index version they search
         served = [v.name for v in versions if not v.discarded]
-        kept = served[-keep:] + [v.name for v in versions if v.discarded][-keep:]
-        for name in [*kept, current, trial]:
+        records = [v.name for v in versions if v.discarded][-keep:]  # kept as records: they need nothing else
+        protected.update(records)
+        for name in [*served[-keep:], current, trial]:
             if name in by_name:
                 protected.add(name)
                 protected.add(by_name[name].index_version)
@@ -326,7 +327,19 @@ class Workspace:
         return info
 
     def discard_files(self, name: str) -> None:
-        """Delete a version's index and model files, keeping its record (for a dropped trial)."""
+        """Delete a version's index and model files, keeping its record (for a dropped trial).
+
+        Nothing is deleted while another kept version still uses the files (its model spec points
+        into this version's folder, or it searches this version's index).
+        """
+        users = [
+            v.name
+            for v in self.list_versions()
+            if v.name != name and not v.discarded and (v.index_version == name or any(str(x or "").startswith(f"versions/{name}/") for x in v.model.values()))
+        ]
+        if users:
+            logger.warning("version %s was dropped, but %s still use(s) its files: they are kept", name, ", ".join(users))
+            return
         vdir = self.version_dir(name)
         for p in vdir.iterdir() if vdir.is_dir() else ():
             if p.name not in _KEEP_WHEN_DISCARDED:
@@ -415,6 +428,8 @@ class Workspace:
         info = self.read_version(version)
         if info.discarded:
             raise WorkspaceError(f"version {version} is a dropped trial whose files were discarded; name another (see `ragtune versions`)")
+        if info.trial.get("state") in ("staged", "live"):
+            raise WorkspaceError(f"version {version} is a trial that never served; `ragtune trial decide` (or `trial stop`) settles it")
         if not (self.version_dir(info.index_version) / "manifest.json").is_file():
             raise WorkspaceError(f"version {version} searches index {info.index_version}, which was pruned")
         self.set_current(version)

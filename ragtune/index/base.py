@@ -18,7 +18,10 @@ import numpy as np
 if TYPE_CHECKING:
     from ragtune.config import IndexConfig
 
-__all__ = ["VectorStore"]
+__all__ = ["HNSW_M", "VectorStore"]
+
+#: HNSW graph degree (faiss and Chroma); the search breadth is ``index.hnsw_ef_search``.
+HNSW_M = 32
 
 
 class VectorStore(ABC):

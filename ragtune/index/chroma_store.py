@@ -1,8 +1,8 @@
 """chromadb backend: one cosine-space collection per index version.
 
-``chroma_mode="persistent"`` keeps the collections in ``<workspace>/chroma`` (a
-``chromadb.PersistentClient``); ``chroma_mode="http"`` talks to a Chroma server at
-``chroma_host:chroma_port`` (a ``chromadb.HttpClient``). Row ``i`` of a version is stored under
+``index.chroma_url`` unset keeps the collections in ``<workspace>/chroma`` (a
+``chromadb.PersistentClient``); ``"http://HOST:PORT"`` talks to a Chroma server there (a
+``chromadb.HttpClient``). Row ``i`` of a version is stored under
 the id ``str(i)``; scores are cosine similarities (``1 - cosine distance``), so results match the
 faiss backend's inner products over the same normalised vectors.
 
@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ragtune.errors import MissingDependencyError, VectorIndexError
-from ragtune.index.base import VectorStore
+from ragtune.index.base import HNSW_M, VectorStore
 
 if TYPE_CHECKING:
     from ragtune.config import IndexConfig
@@ -68,8 +68,9 @@ def chroma_client(config: IndexConfig, root: Path) -> Any:
     chromadb = _chromadb()
     from chromadb.config import Settings
 
-    if config.chroma_mode == "http":
-        key: tuple[Any, ...] = ("http", config.chroma_host, int(config.chroma_port))
+    server = config.chroma_server()
+    if server is not None:
+        key: tuple[Any, ...] = ("http", server[0], server[1])
     else:
         key = ("persistent", str((root / "chroma").resolve()))
     with _CLIENTS_LOCK:
@@ -78,19 +79,20 @@ def chroma_client(config: IndexConfig, root: Path) -> Any:
             settings = Settings(anonymized_telemetry=False)
             try:
                 if key[0] == "http":
-                    client = chromadb.HttpClient(host=config.chroma_host, port=int(config.chroma_port), settings=settings)
+                    client = chromadb.HttpClient(host=key[1], port=key[2], settings=settings)
                 else:
                     Path(key[1]).mkdir(parents=True, exist_ok=True)
                     client = chromadb.PersistentClient(path=key[1], settings=settings)
             except Exception as exc:
-                where = f"the Chroma server at {config.chroma_host}:{config.chroma_port}" if key[0] == "http" else key[1]
+                where = f"the Chroma server at {key[1]}:{key[2]}" if key[0] == "http" else key[1]
                 raise VectorIndexError(f"cannot connect to {where} ({type(exc).__name__}: {exc}); is it running and reachable?") from exc
             _CLIENTS[key] = client
         return client
 
 
 def _forget_client(config: IndexConfig, root: Path) -> None:
-    key: tuple[Any, ...] = ("http", config.chroma_host, int(config.chroma_port)) if config.chroma_mode == "http" else ("persistent", str((root / "chroma").resolve()))
+    server = config.chroma_server()
+    key: tuple[Any, ...] = ("http", *server) if server is not None else ("persistent", str((root / "chroma").resolve()))
     with _CLIENTS_LOCK:
         _CLIENTS.pop(key, None)
 
@@ -128,15 +130,15 @@ class ChromaStore(VectorStore):
         root = cls._root(directory)
         client = chroma_client(config, root)
         cname = collection_name(name)
-        if config.chroma_mode != "http":
+        if config.chroma_server() is None:
             _collect_orphans(client, root, keep=cname)
         with contextlib.suppress(Exception):  # a stale collection left by an earlier failed attempt at this version
             client.delete_collection(cname)
         hnsw = {
             "space": "cosine",
             "ef_search": int(config.hnsw_ef_search),
-            "max_neighbors": int(config.hnsw_m),
-            "ef_construction": max(100, 2 * int(config.hnsw_m)),
+            "max_neighbors": HNSW_M,
+            "ef_construction": max(100, 2 * HNSW_M),
         }
         try:
             collection = client.create_collection(
@@ -153,7 +155,7 @@ class ChromaStore(VectorStore):
             with contextlib.suppress(Exception):
                 client.delete_collection(cname)
             raise VectorIndexError(f"cannot write chroma collection {cname!r} ({type(exc).__name__}: {exc})") from exc
-        meta = {"collection": cname, "mode": config.chroma_mode, "n": len(vectors), "dim": int(vectors.shape[1])}
+        meta = {"collection": cname, "mode": "http" if config.chroma_server() else "persistent", "n": len(vectors), "dim": int(vectors.shape[1])}
         (Path(directory) / FILENAME).write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
         logger.info("chroma collection %s: %d vectors", cname, len(vectors))
         return cls(client, collection, cname, len(vectors), config)
@@ -172,7 +174,7 @@ class ChromaStore(VectorStore):
             count = int(collection.count())
         except Exception as exc:
             if _is_not_found(exc):
-                where = f"the Chroma server at {config.chroma_host}:{config.chroma_port}" if config.chroma_mode == "http" else str(root / "chroma")
+                where = f"the Chroma server at {config.chroma_url}" if config.chroma_server() else str(root / "chroma")
                 raise VectorIndexError(f"chroma collection {cname!r} is missing from {where}; re-run `ragtune index`") from exc
             _forget_client(config, root)
             raise VectorIndexError(f"cannot open chroma collection {cname!r} ({type(exc).__name__}: {exc})") from exc

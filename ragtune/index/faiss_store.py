@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ragtune.errors import MissingDependencyError, VectorIndexError
-from ragtune.index.base import VectorStore
+from ragtune.index.base import HNSW_M, VectorStore
 
 if TYPE_CHECKING:
     from ragtune.config import IndexConfig
@@ -74,11 +74,11 @@ class FaissStore(VectorStore):
         faiss = _faiss()
         n, d = vectors.shape
         if config.kind == "hnsw":
-            index = faiss.IndexHNSWFlat(d, config.hnsw_m, faiss.METRIC_INNER_PRODUCT)
-            index.hnsw.efConstruction = max(40, config.hnsw_m * 2)
+            index = faiss.IndexHNSWFlat(d, HNSW_M, faiss.METRIC_INNER_PRODUCT)
+            index.hnsw.efConstruction = max(40, HNSW_M * 2)
             index.hnsw.efSearch = config.hnsw_ef_search
         elif config.kind == "ivf" and n >= 2:
-            nlist = max(1, min(config.ivf_nlist, n // 39 or 1))  # faiss wants >= 39 points per cell
+            nlist = max(1, min(int(4 * n**0.5), n // 39 or 1))  # faiss's rule of thumb, and >= 39 points per cell
             quantizer = faiss.IndexFlatIP(d)
             index = faiss.IndexIVFFlat(quantizer, d, nlist, faiss.METRIC_INNER_PRODUCT)
             index.train(vectors)

@@ -170,7 +170,7 @@ def test_chroma_http_server(tmp_path: Path, tiny_config, docs_jsonl: Path, monke
     proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
     try:
         _wait_for_server(port, proc)
-        config = tiny_config.with_overrides({"index.backend": "chroma", "index.chroma_mode": "http", "index.chroma_host": "127.0.0.1", "index.chroma_port": port})
+        config = tiny_config.with_overrides({"index.backend": "chroma", "index.chroma_url": f"http://127.0.0.1:{port}"})
         rt = Ragtune.init(tmp_path / "ws", config, progress=False)
         _index_search_swap(rt, docs_jsonl, tmp_path)
         assert not (rt.ws.root / "chroma").exists()  # everything lives on the server
