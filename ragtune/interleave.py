@@ -35,8 +35,9 @@ def team_draft(serving: Sequence[str], trial: Sequence[str], k: int, rng: random
 
     The rankings' common prefix comes first, as team :data:`SHARED`. After it, each team's documents
     appear in the order of its own ranking, and at every prefix of the result the two teams' pick
-    counts differ by at most one. When one ranking runs out, the other fills the rest of the list as
-    :data:`SHARED` too, so that a longer ranking wins nothing by being longer.
+    counts differ by at most one. When one ranking runs out, the other team evens the counts and then
+    fills the rest of the list as :data:`SHARED` too, so that a longer ranking wins nothing by being
+    longer.
 
     Args:
         serving: The serving version's ranking (best first), without duplicates.
@@ -66,8 +67,9 @@ def team_draft(serving: Sequence[str], trial: Sequence[str], k: int, rng: random
         a, b = next_of(SERVING), next_of(TRIAL)
         if a is None and b is None:
             break
-        if a is None or b is None:  # one ranking ran out: the other fills the list, crediting nobody (a
-            team = SHARED  # longer list must not win clicks that go to whatever is shown)
+        if a is None or b is None:  # one ranking ran out: the other evens the pick counts, then fills the
+            out_team, other = (SERVING, TRIAL) if a is None else (TRIAL, SERVING)  # list crediting nobody (a longer
+            team = other if count[other] < count[out_team] else SHARED  # list must not win clicks for being longer)
         elif count[SERVING] != count[TRIAL]:
             team = SERVING if count[SERVING] < count[TRIAL] else TRIAL
         else:

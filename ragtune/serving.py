@@ -197,7 +197,8 @@ class Server:
         same_model = trial.spec.document_side() == serving.spec.document_side()  # a query-tier trial: one forward pass serves both
         tv = (trial.embedder.transform_queries(raw) if same_model else trial.embedder.encode_queries([query]))[0]
         b_ids, _ = trial.ranking(tv, k)
-        merged = team_draft(a_ids, b_ids, k, self.rng)
+        n = min(len(a_ids), len(b_ids))  # equal lengths: a ranking that returns more cannot win by it
+        merged = team_draft(a_ids[:n], b_ids[:n], k, self.rng)
         # every hit is scored by the serving model, so the scores an app sees (and may threshold or
         # re-rank by) do not tell the teams apart
         ids = [d for d, _ in merged]

@@ -254,7 +254,7 @@ def state_is(state):
 
 def run(point, ws, extra):
     rt = Ragtune(ws, progress=False)
-    if point == "promote-manifest":  # the trial version's manifest says promoted; CURRENT not swapped yet
+    if point == "promote-manifest":  # CURRENT swapped and the manifest says promoted; TRIAL not removed yet
         kill_after("update_manifest", state_is("promoted")); rt.decide_trial()
     elif point == "promote-swap":  # CURRENT swapped; TRIAL not removed yet
         kill_after("set_current"); rt.decide_trial()
@@ -266,7 +266,7 @@ def run(point, ws, extra):
         import ragtune.training.crossfit as crossfit
         crossfit.fit_query_tier = lambda *a, **k: die()
         rt.refresh(mode="query")
-    elif point == "index-stage":  # `index` ended the trial and is writing its version into versions/.tmp-*
+    elif point == "index-stage":  # `index` is writing its version into versions/.tmp-* (it ends the trial only after)
         kill_after("write_manifest", lambda self, directory, info: Path(directory).name.startswith(".tmp-"))
         rt.index(extra)
     elif point == "searching":  # users searching and clicking, killed from outside
@@ -354,11 +354,12 @@ def test_kill_minus_nine_during_a_trial(live, docs_jsonl, tmp_path):
             assert len(r.search("reset the router", k=3, log=log)) == 3
         return r
 
-    # promotion killed after the manifest: still live, still against v0001; the next refresh promotes it
+    # promotion killed after the swap and the manifest: v0002 serves, labelled; the next refresh removes TRIAL and logs it
     r = opened("promote-manifest")
-    assert r.current_version == "v0001" and r.trial()["id"] == trial["id"]
+    assert r.current_version == "v0002" and r.search("reset", k=3).trial is None
+    assert r.ws.read_version("v0002").trial["state"] == "promoted"
     rep = r.refresh(mode="query")
-    assert rep.settled["verdict"] == "promote" and r.current_version == "v0002"
+    assert rep.settled["verdict"] == "promote" and "interrupted promotion" in rep.settled["reason"] and r.current_version == "v0002"
     assert [e["trial"] for e in _events(r, "trial_promoted")] == [trial["id"]]
 
     # killed after the swap: v0002 serves (not interleaved against itself); the next refresh finishes the job
@@ -397,9 +398,9 @@ def test_kill_minus_nine_during_a_trial(live, docs_jsonl, tmp_path):
     rep = r.refresh(mode="query")
     assert rep.status in ("trial_started", "refused"), rep.reason  # its feedback was not consumed: it trains again
 
-    # `index` killed while staging its version: the trial it ended stays ended; serving is intact
+    # `index` killed while staging its version: serving and the trial are intact (index ends a trial only once its version serves)
     r = opened("index-stage")
-    assert r.current_version == "v0001" and r.trial() is None
+    assert r.current_version == "v0001" and r.trial()["id"] == trial["id"]
     assert any(p.name.startswith(".tmp-") for p in (copies["index-stage"] / "versions").iterdir())
     r.refresh(mode="query")
 
