@@ -240,20 +240,22 @@ def plot_rounds(results_dir: Path, out: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    runs: dict[tuple[str, str], list[list[float]]] = {}
+    runs: dict[tuple[str, str, str], list[list[float]]] = {}
     for path in sorted(results_dir.glob("*.json")):
         data = json.loads(path.read_text())
         if "users" not in data or data.get("judge") != "test":
             continue
         ys = [data["base"]["ndcg@10"]] + [r["ndcg@10"] for r in data["rounds"]]
-        runs.setdefault((data["users"], data["mode"]), []).append(ys)
+        overrides = " ".join(a for a in data["command"].split() if "=" in a)
+        runs.setdefault((data["users"], data["mode"], overrides), []).append(ys)
     if not runs:
         return
     fig, ax = plt.subplots(figsize=(7.5, 4.5))
-    for (users, mode), series in sorted(runs.items()):
+    for (users, mode, overrides), series in sorted(runs.items()):
         n = min(len(s) for s in series)
         mean = np.mean([s[:n] for s in series], axis=0)
-        ax.plot(range(n), mean, marker="o", label=f"{users} users, {mode} ({len(series)} seed{'s' if len(series) > 1 else ''})")
+        extra = f", {overrides}" if overrides else ""
+        ax.plot(range(n), mean, marker="o", label=f"{users} users, {mode}{extra} ({len(series)} seed{'s' if len(series) > 1 else ''})")
     ax.set_xlabel("round")
     ax.set_ylabel("nDCG@10 of the serving version (SciFact test)")
     ax.set_title("Closed loop with interleaved trials: simulated users on train queries, judged on test", fontsize=9)

@@ -4,8 +4,10 @@ index → search → simulated users click → refresh (one candidate, checked o
 trial) → more users, a share of whose searches are interleaved → the trial decided by their clicks
 (promoted or dropped) → before/after nDCG@10 on test queries → versions → rollback. It refreshes the
 query-side tier by default (``--mode query``: seconds, no re-embedding); ``--mode auto`` also trains
-a LoRA adapter. The demo caps a trial at 300 interleaved searches (``trial.max_searches``; an app
-keeps the default 1000), so a trial is decided within the demo.
+a LoRA adapter. The demo turns the offline check off (``gate.confidence`` 0: every candidate goes
+to a trial; on this small corpus, whose train queries rarely resemble each other, the cross-fitted
+check finds no gain to try) and caps a trial at 300 interleaved searches (``trial.max_searches``),
+so that its users' clicks decide a trial within the demo; an app keeps both defaults.
 
 Run: ``make demo`` (or ``python examples/demo.py [--workspace DIR] [--mode query|auto|lora|full] [--model PATH]``).
 """
@@ -39,9 +41,10 @@ def main() -> None:
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=JSON", help="Config override, e.g. --set trial.share=0.5 (repeatable).")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
+    logging.getLogger("ragtune").setLevel(logging.ERROR)  # the demo prints each decision itself
 
     shutil.rmtree(args.workspace, ignore_errors=True)
-    overrides: dict[str, object] = {"model.name": args.model, "train.epochs": 2, "refresh.min_new_events": 20, "trial.max_searches": 300}
+    overrides: dict[str, object] = {"model.name": args.model, "train.epochs": 2, "refresh.min_new_events": 20, "gate.confidence": 0.0, "trial.max_searches": 300}
     for item in args.overrides:
         key, _, value = item.partition("=")
         overrides[key] = json.loads(value)

@@ -44,8 +44,8 @@ def test_langchain_chain_example(tiny_model: str) -> None:
 
 
 def test_demo_runs_the_whole_loop(tiny_model: str, tmp_path: Path) -> None:
-    out = _run("demo.py", tiny_model, "--workspace", str(tmp_path / "ws"), "--rounds", "1", "--mode", "query")
-    for step in ("1. index scifact-mini", "455 docs embedded", "3. before: test nDCG@10", "4.1 simulated users", "[query] offline check:", "refresh --mode query: ", "6. after:", "7. versions", "9. rollback -> v0001"):
+    out = _run("demo.py", tiny_model, "--workspace", str(tmp_path / "ws"), "--rounds", "2", "--mode", "query")
+    for step in ("1. index scifact-mini", "455 docs embedded", "3. before: test nDCG@10", "4.1 simulated users", "[query] offline check:", "refresh --mode query: trial_started", "5.2 refresh settles trial", "6. after:", "7. versions", "9. rollback -> v0001"):
         assert step in out, step
 
 
