@@ -6,6 +6,7 @@ from __future__ import annotations
 import functools
 import math
 import random
+from collections.abc import Callable
 
 import pytest
 
@@ -68,8 +69,11 @@ def test_evidence_is_symmetric_monotone_and_one_at_the_start():
     assert evidence(3000, 0)[0] == pytest.approx(math.exp(700.0))  # capped, never inf
 
 
-def _exact_false_promotion(cfg: TrialConfig, horizon: int) -> float:
-    """P(promoted at any look within ``horizon`` decided searches) when each is a fair coin, by dynamic programming."""
+def _promotion_rate(verdict_of: Callable[[int, int], str], horizon: int) -> float:
+    """P(promoted at any look within ``horizon`` decided searches) when each is a fair coin, by dynamic programming.
+
+    ``verdict_of(wins, losses)`` is "promote", "drop" or "continue" after each search.
+    """
     p_promote = 0.0
     alive = {(0, 0): 1.0}  # (wins, losses) -> probability of being there, still running
     for _ in range(horizon):
@@ -79,12 +83,16 @@ def _exact_false_promotion(cfg: TrialConfig, horizon: int) -> float:
                 nxt[state] = nxt.get(state, 0.0) + p / 2
         alive = {}
         for (w, lost), p in nxt.items():
-            verdict = decide(_counts(w, lost), cfg).verdict
+            verdict = verdict_of(w, lost)
             if verdict == "promote":
                 p_promote += p
             elif verdict == "continue":
                 alive[(w, lost)] = p
     return p_promote
+
+
+def _exact_false_promotion(cfg: TrialConfig, horizon: int) -> float:
+    return _promotion_rate(lambda w, lost: decide(_counts(w, lost), cfg).verdict, horizon)
 
 
 @pytest.fixture()
@@ -108,20 +116,11 @@ def test_exact_false_promotion_rate_under_optional_stopping(cached_evidence, alp
 
 
 def _naive_rate(z: float, horizon: int, min_decided: int) -> float:
-    p_promote, alive = 0.0, {(0, 0): 1.0}
-    for _ in range(horizon):
-        nxt: dict[tuple[int, int], float] = {}
-        for (w, lost), p in alive.items():
-            for state in ((w + 1, lost), (w, lost + 1)):
-                nxt[state] = nxt.get(state, 0.0) + p / 2
-        alive = {}
-        for (w, lost), p in nxt.items():
-            n = w + lost
-            if n >= min_decided and (w - n / 2) / math.sqrt(n / 4) > z:
-                p_promote += p
-            else:
-                alive[(w, lost)] = p
-    return p_promote
+    def verdict(w: int, lost: int) -> str:
+        n = w + lost
+        return "promote" if n >= min_decided and (w - n / 2) / math.sqrt(n / 4) > z else "continue"
+
+    return _promotion_rate(verdict, horizon)
 
 
 def test_random_clicks_promote_at_no_more_than_alpha(cached_evidence):
