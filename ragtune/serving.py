@@ -64,13 +64,16 @@ class ServingVersion:
         self.store: VectorStore = open_store(self.index_dir, config.index, name=store_name(ws, self.info.index_version), backend=backend)
         self.spec = ModelSpec.from_dict(self.info.model)
         self.embedder = Embedder(self.spec, ws.root, config.model.device, config.model.batch_size)
+        self._vectors: np.ndarray | None = None
         # the query tier's files are small: load them now, so a version whose files are removed
         # later (a dropped trial) keeps answering from memory
         _ = self.embedder.query_map, self.embedder.query_memory
 
     def vectors(self) -> np.ndarray:
-        """The document vectors (memory-mapped, read-only)."""
-        return np.load(self.index_dir / "vectors.npy", mmap_mode="r")
+        """The document vectors (memory-mapped, read-only; opened once: a version never changes)."""
+        if self._vectors is None:
+            self._vectors = np.load(self.index_dir / "vectors.npy", mmap_mode="r")
+        return self._vectors
 
     def ranking(self, query_vector: np.ndarray, k: int) -> tuple[list[str], list[float]]:
         """The top ``k`` doc ids and scores of one encoded query."""
