@@ -12,10 +12,11 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ragtune.config import RagtuneConfig
-from ragtune.corpus import Document, is_beir_dir, load_beir_corpus, load_sources
+from ragtune.corpus import Document, is_beir_dir, load_beir_corpus, load_sources, source_list
 from ragtune.embedder import Embedder, ModelSpec
-from ragtune.errors import FeedbackError, InputError, WorkspaceError
+from ragtune.errors import FeedbackError, InputError, RagtuneError, WorkspaceError
 from ragtune.feedback import FeedbackLog
+from ragtune.indexing import IndexReport, ModelChange, config_with_model, model_changes, plan_index, spec_from_config
 from ragtune.records import Hit, SearchResults
 from ragtune.serving import Server, ServingVersion
 from ragtune.workspace import OOF_FILE, TRAINED_FILE, Workspace, default_workspace_path
@@ -27,6 +28,12 @@ if TYPE_CHECKING:
 __all__ = ["Hit", "Ragtune", "SearchResults"]
 
 logger = logging.getLogger(__name__)
+
+#: (workspace, version, differences) already warned about in this process: a hand-edited model is logged once.
+_MODEL_WARNED: set[tuple[str, str, tuple[ModelChange, ...]]] = set()
+
+#: The command that re-embeds every document with the configured model.
+REINDEX_COMMAND = "ragtune index --reindex"
 
 
 class Ragtune:
@@ -52,6 +59,7 @@ class Ragtune:
         self.progress = progress
         self.server = Server(self.ws, self.config)
         self._feedback: FeedbackLog | None = None
+        self._warn_model_changes()
 
     @property
     def config(self) -> RagtuneConfig:
@@ -87,8 +95,30 @@ class Ragtune:
         return self.serving().embedder
 
     def _config_spec(self) -> ModelSpec:
-        m = self.config.model
-        return ModelSpec(base=m.name, query_prefix=m.query_prefix, document_prefix=m.document_prefix, max_seq_length=m.max_seq_length)
+        return spec_from_config(self.config)
+
+    def model_changes(self) -> list[ModelChange]:
+        """The model settings of ``config.json`` that differ from the serving version's model (empty when none, or nothing is indexed).
+
+        Searches always use the serving version's model; :meth:`reindex` re-embeds every document
+        with the configured one.
+        """
+        cur = self.ws.current_version()
+        return model_changes(self.config, ModelSpec.from_dict(self.ws.read_version(cur).model)) if cur else []
+
+    def _warn_model_changes(self) -> None:
+        try:  # opening a workspace must not fail on what `doctor` reports (a corrupt CURRENT or manifest)
+            changes = self.model_changes()
+            cur = self.ws.current_version()
+        except RagtuneError:
+            return
+        key = (str(self.ws.root), str(cur), tuple(changes))
+        if changes and key not in _MODEL_WARNED:
+            _MODEL_WARNED.add(key)
+            logger.warning(
+                "%s: %s; searches keep using the model of version %s: run `%s` to re-embed every document with the configured model, or undo the edit",
+                self.ws.config_path, "; ".join(c.describe() for c in changes), cur, REINDEX_COMMAND,
+            )  # fmt: skip
 
     @property
     def feedback(self) -> FeedbackLog:
@@ -98,63 +128,112 @@ class Ragtune:
         return self._feedback
 
     # -- indexing ---------------------------------------------------------------------------------
-    def index(self, sources: Sequence[str | Path]) -> dict[str, Any]:
-        """Make the index hold exactly the documents of ``sources`` (idempotent, incremental).
+    def index(self, sources: str | Path | Sequence[str | Path], *, replace: bool = False, reindex: bool = False) -> IndexReport:
+        """Index ``sources``: each one's documents are added, changed or removed; other sources' stay.
 
-        Unchanged documents keep their vectors, changed and new ones are embedded, missing ones are
-        dropped. Everything is validated before anything is written; the new index becomes current
-        atomically.
+        Re-indexing is incremental per source: unchanged documents keep their vectors, changed and
+        new ones are embedded, documents a source no longer has are dropped; documents of sources
+        not given stay as they are. Everything is validated before anything is written; the new
+        index becomes current atomically (nothing is written when nothing changed). A new version
+        ends a live trial.
 
         Args:
-            sources: Directories of .txt/.md files, JSONL files, BEIR folders.
+            sources: A directory of .txt/.md files, a JSONL file or a BEIR folder, or a list of them
+                (a source is named by its resolved path). May be empty with ``reindex``.
+            replace: Make the index hold exactly the documents of ``sources`` (other sources' go).
+            reindex: Re-embed every document with the model configured in ``config.json`` when it
+                differs from the serving version's (see :meth:`reindex`).
 
         Returns:
-            Counts: ``added``, ``changed``, ``unchanged``, ``removed``, ``embedded``, ``n_docs``,
-            ``version``, ``seconds``.
+            An :class:`~ragtune.indexing.IndexReport` (``.to_dict()`` for JSON; ``report["version"]`` works too).
+
+        Raises:
+            InputError: a missing or malformed source, or a doc id that two sources produce.
         """
         from ragtune.trial import recover
 
+        paths = source_list(sources)
+        if not paths and not reindex:
+            raise InputError("no source given; pass a directory of .txt/.md files, a .jsonl file or a BEIR folder")
         t0 = time.perf_counter()
         with self.ws.lock("index"):  # the version read here is the one the new index is built from
             recover(self.ws, self.feedback, self.config.trial)
             current = self.ws.current_version()
-            spec = ModelSpec.from_dict(self.ws.read_version(current).model) if current else self._config_spec()
-            embedder = self.serving().embedder if current else Embedder(spec, self.ws.root, self.config.model.device, self.config.model.batch_size)
-            tokenize = embedder.token_offsets if any(Path(s).is_dir() and not is_beir_dir(Path(s)) for s in sources) else None
-            docs = load_sources(sources, tokenize, self.config.chunk.chunk_tokens, self.config.chunk.overlap_tokens)
-            return self._write_index(docs, spec, embedder, current, t0)
+            if reindex and current is None and not paths:
+                raise WorkspaceError(f"workspace {self.ws.root} has no index yet; run `ragtune index SOURCE` first")
+            served = ModelSpec.from_dict(self.ws.read_version(current).model) if current else None
+            switch = served is None or (reindex and bool(model_changes(self.config, served)))
+            spec = self._config_spec() if switch or served is None else served
+            embedder = self.serving().embedder if current and not switch else Embedder(spec, self.ws.root, self.config.model.device, self.config.model.batch_size)
+            tokenize = embedder.token_offsets if any(p.is_dir() and not is_beir_dir(p) for p in paths) else None
+            new = load_sources(paths, tokenize, self.config.chunk.chunk_tokens, self.config.chunk.overlap_tokens) if paths else []
+            given = list(dict.fromkeys(d.source for d in new)) if paths else []
+            old = self.serving().docs.all_documents() if current else []
+            plan = plan_index(old, new, given, replace=replace or current is None)
+            if not plan.docs:
+                raise InputError("the index would hold no documents; give a source that has some")
+            report = self._write_index(plan.docs, spec, embedder, current, t0, reindexed=current is not None and switch)
+            report.sources = plan.sources
+            if not report.written:
+                logger.info("index unchanged (%d docs)", report.n_docs)
+            return report
 
-    def _write_index(self, docs: list[Document], spec: ModelSpec, embedder: Embedder, current: str | None, t0: float) -> dict[str, Any]:
+    def reindex(self) -> IndexReport:
+        """Re-embed every current document with the model configured in ``config.json``, as a new version.
+
+        Use it after changing the model settings (``model.name``, prefixes, ``max_seq_length``): the
+        serving version keeps its model until then. The new version has no fine-tuning (it is a new
+        base model) and ends a live trial; documents keep their ids, sources and chunks. When the
+        config's model already is the serving one, nothing is written.
+
+        Returns:
+            An :class:`~ragtune.indexing.IndexReport`.
+
+        Raises:
+            WorkspaceError: nothing is indexed yet.
+        """
+        return self.index([], reindex=True)
+
+    def _write_index(self, docs: list[Document], spec: ModelSpec, embedder: Embedder, current: str | None, t0: float, *, reindexed: bool = False) -> IndexReport:
         old: dict[str, tuple[int, str]] = {}
         old_vecs: np.ndarray | None = None
+        old_rows: list[tuple[str, str, str]] = []
         if current is not None:
             serving = self.serving()
-            old = serving.docs.hashes()
-            old_vecs = serving.vectors()
+            old_rows = serving.docs.entries()
+            if spec.document_side() == serving.spec.document_side():  # same model: unchanged docs keep their vectors
+                old = serving.docs.hashes()
+                old_vecs = serving.vectors()
+        before = {i: h for i, h, _ in old_rows}
         hashes = [d.content_hash for d in docs]
         reuse = [i for i, (d, h) in enumerate(zip(docs, hashes)) if d.id in old and old[d.id][1] == h]
-        todo = [i for i in range(len(docs)) if i not in set(reuse)]
-        counts = {
-            "added": sum(1 for d in docs if d.id not in old),
-            "changed": sum(1 for d, h in zip(docs, hashes) if d.id in old and old[d.id][1] != h),
-            "unchanged": len(reuse),
-            "removed": len(set(old) - {d.id for d in docs}),
-        }
-        if current is not None and not todo and counts["removed"] == 0 and [d.id for d in docs] == self.serving().docs.ids:
-            logger.info("index unchanged (%d docs)", len(docs))
-            return {**counts, "embedded": 0, "n_docs": len(docs), "version": current, "seconds": time.perf_counter() - t0}
+        reused = set(reuse)
+        todo = [i for i in range(len(docs)) if i not in reused]
+        added = sum(1 for d in docs if d.id not in before)
+        unchanged = sum(1 for d, h in zip(docs, hashes) if before.get(d.id) == h)
+        removed = len(set(before) - {d.id for d in docs})
+
+        def report(version: str, written: bool, embedded: int) -> IndexReport:
+            return IndexReport(
+                version=version, written=written, n_docs=len(docs), added=added, changed=len(docs) - added - unchanged, unchanged=unchanged,
+                removed=removed, embedded=embedded, seconds=time.perf_counter() - t0, model=spec.label(), reindexed=reindexed and written,
+            )  # fmt: skip
+
+        if current is not None and not todo and old_rows == [(d.id, h, d.source) for d, h in zip(docs, hashes)]:
+            return report(current, False, 0)
         dim = embedder.dim
         vectors = np.zeros((len(docs), dim), dtype=np.float32)
         if reuse and old_vecs is not None:
             vectors[reuse] = old_vecs[[old[docs[i].id][0] for i in reuse]]
         if todo:
             vectors[todo] = embedder.encode_documents([docs[i].embed_text for i in todo], progress=self.progress)
+        note = f"re-embedded {len(docs)} docs with {spec.label()}" if reindexed else f"indexed {len(docs)} docs"
         name = self.ws.write_version(
-            self.config, spec, kind="index", parent=current, docs=docs, vectors=vectors, note=f"indexed {len(docs)} docs",
+            config_with_model(self.config, spec), spec, kind="index", parent=current, docs=docs, vectors=vectors, note=note,
             write_files=lambda staging, rel: self._carry_feedback_files(current, spec, staging),
         )  # fmt: skip
         self._end_trial(f"`index` made a new serving version, {name}")
-        return {**counts, "embedded": len(todo), "n_docs": len(docs), "version": name, "seconds": time.perf_counter() - t0}
+        return report(name, True, len(todo))
 
     def _carry_feedback_files(self, current: str | None, spec: ModelSpec, staging: Path) -> ModelSpec:
         """A re-index keeps the model: keep its record of the feedback it was trained on (and its out-of-fold vectors)."""
@@ -244,7 +323,7 @@ class Ragtune:
             changed = sum(1 for k in set(want) & set(have) if want[k] != have[k])
             raise WorkspaceError(
                 f"workspace {self.ws.root} holds a different corpus than {root} ({missing} docs missing, {extra} extra, "
-                f"{changed} changed); use a fresh --workspace for this evaluation or `ragtune index {root}` to replace its corpus"
+                f"{changed} changed); use a fresh --workspace for this evaluation or `ragtune index --replace {root}` to replace its corpus"
             )
 
     def evaluate_beir(self, beir_dir: str | Path, split: str = "test", *, k: int = 100) -> dict[str, Any]:
@@ -361,15 +440,33 @@ class Ragtune:
 
     # -- status -----------------------------------------------------------------------------------
     def status(self) -> dict[str, Any]:
-        """Workspace, model, current version, doc count, sizes, feedback counts."""
+        """Workspace, model, current version, doc count, sources, sizes, feedback counts.
+
+        ``sources`` lists ``{"source", "n_docs"}`` in index order (source ``""``: documents indexed
+        before sources were tracked). ``model_changes`` lists the model settings of ``config.json``
+        that differ from the serving model (``{"key", "configured", "serving"}``), with
+        ``model_fix`` the command that applies them (``None`` when there are none).
+
+        ``feedback`` holds the log's counts (``None`` when it cannot be read) and ``feedback_health``
+        a :class:`~ragtune.feedback.FeedbackCheck` dict: ``ok``, ``state`` (``"ok"``, ``"absent"``,
+        ``"corrupt"``, ``"unwritable"``, ...), ``message`` and ``fix``. A broken log never fails status.
+        """
         cur = self.ws.current_version()
         out: dict[str, Any] = {"workspace": str(self.ws.root), "current_version": cur, "model": self._config_spec().label(), "n_docs": 0, "backend": self.config.index.backend, "index_kind": self.config.index.kind}
+        out["sources"] = []
+        changes = self.model_changes()
+        out["model_changes"] = [c.to_dict() for c in changes]
+        out["model_fix"] = (
+            f"searches use the serving model; run `{REINDEX_COMMAND}` to re-embed every document with the configured one, or undo the edit to config.json"
+            if changes else None
+        )  # fmt: skip
         if cur is not None:
             serving = self.serving()
             out["model"] = serving.spec.label()
             out["n_docs"] = len(serving.docs)
             out["kind"] = serving.info.kind
             out["index_version"] = serving.info.index_version
+            out["sources"] = [{"source": src, "n_docs": n} for src, n in serving.docs.source_counts()]
         out["trial"] = self.trial() if self.ws.feedback_path.exists() or self.ws.trial_path.exists() else None
         out["versions"] = len(self.ws.list_versions())
         out["size_bytes"] = sum(p.stat().st_size for p in self.ws.root.rglob("*") if p.is_file())

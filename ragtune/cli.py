@@ -19,6 +19,7 @@ from ragtune.errors import RagtuneError
 
 if TYPE_CHECKING:
     from ragtune.api import Ragtune
+    from ragtune.indexing import IndexReport
     from ragtune.refresh import RefreshReport
 
 __all__ = ["main"]
@@ -74,43 +75,101 @@ def _echo_json(data: Any) -> None:
 
 # -- init / index / query / eval / status ---------------------------------------------------------
 @main.command()
-@click.argument("path", required=False, type=click.Path(file_okay=False, path_type=Path))
+@click.argument("path", required=False, type=click.Path(path_type=Path))
 @click.option("--model", default=None, help="'default' (bundled all-MiniLM-L6-v2), a local sentence-transformers dir, or a hub name.")
 @click.option("--query-prefix", default=None, help="Prefix for queries (e.g. a BGE instruction).")
 @click.option("--document-prefix", default=None, help="Prefix for documents.")
 @click.option("--backend", type=click.Choice(["faiss", "chroma"]), default=None, help="Vector index backend.")
 @click.option("--index-kind", type=click.Choice(["flat", "hnsw", "ivf"]), default=None, help="faiss index type.")
+@click.option("--reindex", is_flag=True, help="On an indexed workspace: apply new model settings by re-embedding every document (a new version).")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @click.pass_context
-def init(ctx: click.Context, path: Path | None, model: str | None, query_prefix: str | None, document_prefix: str | None, backend: str | None, index_kind: str | None) -> None:
-    """Create a workspace at PATH (default: --workspace)."""
+def init(
+    ctx: click.Context, path: Path | None, model: str | None, query_prefix: str | None, document_prefix: str | None,
+    backend: str | None, index_kind: str | None, reindex: bool, as_json: bool,
+) -> None:  # fmt: skip
+    """Create a workspace at PATH (default: --workspace), or change an existing one's settings.
+
+    Changing the model of a workspace that has an index needs --reindex (every document is
+    re-embedded with the new model as a new version); without it the change is refused.
+    """
     from ragtune.config import RagtuneConfig
+    from ragtune.embedder import ModelSpec
+    from ragtune.errors import WorkspaceError
+    from ragtune.indexing import model_changes
     from ragtune.workspace import Workspace
 
     root = path or ctx.obj["workspace"]
     ws = Workspace(root)
-    config = ws.load_config() if ws.exists() else RagtuneConfig()
-    overrides = {k: v for k, v in {"model.name": model, "model.query_prefix": query_prefix, "model.document_prefix": document_prefix, "index.backend": backend, "index.kind": index_kind}.items() if v is not None}
-    config = config.with_overrides(overrides)
     existed = ws.exists()
+    config = ws.load_config() if existed else RagtuneConfig()
+    model_opts = {"model.name": model, "model.query_prefix": query_prefix, "model.document_prefix": document_prefix}
+    overrides = {k: v for k, v in {**model_opts, "index.backend": backend, "index.kind": index_kind}.items() if v is not None}
+    config = config.with_overrides(overrides)
+    current = ws.current_version() if existed else None
+    changes = model_changes(config, ModelSpec.from_dict(ws.read_version(current).model)) if current else []
+    if changes and not reindex and any(v is not None for v in model_opts.values()):
+        what = ", ".join(f"{c.key} {c.serving!r} -> {c.configured!r}" for c in changes)
+        raise WorkspaceError(
+            f"workspace {ws.root} is indexed with other model settings (version {current}); {what} would not change its vectors: "
+            f"add --reindex to re-embed every document with the new settings (a new version), or use a new workspace "
+            f"(`ragtune -w NEW_DIR init ...`); nothing was changed"
+        )
     Workspace.create(root, config)
+    report = None
+    if reindex and current is not None:
+        from ragtune.api import Ragtune
+
+        report = Ragtune(root, progress=not ctx.obj["quiet"]).reindex()
+    if as_json:
+        _echo_json({
+            "workspace": str(ws.root), "created": not existed, "model": config.model.name, "query_prefix": config.model.query_prefix,
+            "document_prefix": config.model.document_prefix, "backend": config.index.backend, "index_kind": config.index.kind,
+            "reindex": report.to_dict() if report is not None else None,
+        })  # fmt: skip
+        return
     click.echo(f"{'updated' if existed else 'created'} workspace {ws.root} (model {config.model.name}, {config.index.backend}/{config.index.kind})")
+    if report is not None:
+        _print_index(report)
+    elif changes:
+        click.echo(f"note: the index ({current}) was made with other model settings; `ragtune index --reindex` applies config.json's")
+
+
+def _print_index(report: IndexReport) -> None:
+    what = f"{report.embedded} re-embedded with {report.model}" if report.reindexed else f"{report.embedded} embedded"
+    click.echo(
+        f"{report.version}: {report.n_docs} docs ({report.added} added, {report.changed} changed, "
+        f"{report.unchanged} unchanged, {report.removed} removed; {what} in {report.seconds:.1f}s)"
+        + ("" if report.written else "; nothing changed, no new version")
+    )
+    for s in report.sources:
+        if s.status in ("new", "updated", "removed", "adopted") or (s.status == "unchanged" and report.written):
+            counts = f"{s.n_docs} docs" + (f": {s.added} added, {s.changed} changed, {s.removed} removed" if s.status == "updated" else "")
+            click.echo(f"  {s.status:<9} {s.source or '(indexed before sources were tracked)'}  {counts if s.status != 'removed' else f'{s.removed} docs'}")
 
 
 @main.command()
-@click.argument("sources", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.argument("sources", nargs=-1, type=click.Path(path_type=Path))
+@click.option("--replace", is_flag=True, help="Make the index hold exactly SOURCES (other sources' documents are dropped).")
+@click.option("--reindex", is_flag=True, help="Re-embed every document with the model in config.json (SOURCES optional).")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON report.")
 @click.pass_context
-def index(ctx: click.Context, sources: tuple[Path, ...], as_json: bool) -> None:
-    """Index SOURCES (dirs of .txt/.md, .jsonl files, BEIR folders); only changed docs are embedded."""
+def index(ctx: click.Context, sources: tuple[Path, ...], replace: bool, reindex: bool, as_json: bool) -> None:
+    """Index SOURCES (dirs of .txt/.md, .jsonl files, BEIR folders); only changed docs are embedded.
+
+    Incremental per source: each given source's documents are added, changed or removed; documents
+    of sources not given stay (use --replace to drop them).
+    """
+    if not sources and not reindex:
+        raise click.UsageError("give SOURCES to index (dirs of .txt/.md, .jsonl files, BEIR folders), or --reindex")
+    if replace and not sources:
+        raise click.UsageError("--replace needs SOURCES: the index is made to hold exactly them")
     rt = _open(ctx, create=True)
-    report = rt.index(list(sources))
+    report = rt.index(list(sources), replace=replace, reindex=reindex)
     if as_json:
-        _echo_json(report)
+        _echo_json(report.to_dict())
     else:
-        click.echo(
-            f"{report['version']}: {report['n_docs']} docs ({report['added']} added, {report['changed']} changed, "
-            f"{report['unchanged']} unchanged, {report['removed']} removed; {report['embedded']} embedded in {report['seconds']:.1f}s)"
-        )
+        _print_index(report)
 
 
 @main.command()
@@ -163,6 +222,12 @@ def status(ctx: click.Context, as_json: bool) -> None:
     click.echo(f"model       {s['model']}")
     click.echo(f"version     {s['current_version'] or '(nothing indexed yet)'}  ({s['versions']} on disk)")
     click.echo(f"documents   {s['n_docs']}  [{s['backend']}/{s['index_kind']}]")
+    for i, src in enumerate(s["sources"]):
+        click.echo(f"{'sources' if i == 0 else '':<12}{src['source'] or '(indexed before sources were tracked)'}  {src['n_docs']} docs")
+    for c in s["model_changes"]:
+        click.echo(f"warning     {c['key']} is {c['configured']!r} in config.json, but the index was made with {c['serving']!r}")
+    if s["model_fix"]:
+        click.echo(f"            {s['model_fix']}")
     click.echo(f"size        {s['size_bytes'] / 1e6:.1f} MB")
     fb = s["feedback"]
     click.echo(f"feedback    {fb['queries']} queries, {fb['clicks']} clicks, {fb['ratings']} ratings")

@@ -32,9 +32,11 @@ import numpy as np
 
 from ragtune.config import RagtuneConfig
 from ragtune.embedder import Embedder, ModelSpec
+from ragtune.faults import checkpoint
 from ragtune.feedback import FeedbackLog
 from ragtune.gate import CheckResult, GateSet, build_gate_set, check, loglik_per_query, score_candidate, score_current
 from ragtune.mining import MinedSet, TrainExample, mine, normalize_query
+from ragtune.recovery import feedback_mark, new_decision, replay_decisions
 from ragtune.serving import Server, ServingVersion
 from ragtune.trial import TrialDecision, TrialState, settle, start_trial
 from ragtune.workspace import OOF_FILE, TRAINED_FILE, Workspace
@@ -43,7 +45,6 @@ __all__ = ["FOLDS", "Candidate", "RefreshReport", "run_refresh", "trained_querie
 
 logger = logging.getLogger(__name__)
 
-MARK_KEY = "refresh_mark"
 #: Folds of the query tier's cross-fitting: every feedback query is judged by a tier fitted without it.
 FOLDS = 5
 #: Training pairs needed at all.
@@ -156,7 +157,8 @@ def run_refresh(
     mode = mode or config.train.mode
     threshold = config.refresh.min_new_events if min_new_events is None else min_new_events
     with ws.lock("refresh"):
-        settled = settle(ws, log, config.trial)
+        settled = settle(ws, log, config.trial)  # finishes an interrupted promotion or drop too
+        replay_decisions(ws, log, config.trial)
         settled_summary = _trial_summary(*settled) if settled else None
         if settled is not None and settled[1].verdict != "continue":
             ws.prune_versions(config)
@@ -183,17 +185,16 @@ def _refresh_locked(
     progress: bool,
 ) -> RefreshReport:
     serving = server.current()
-    mark = tuple(log.get_meta(MARK_KEY, [0, 0]))
-    now_mark = log.event_mark()
-    new_events = log.events_since(mark)  # type: ignore[arg-type]
+    new_events = log.events_since(feedback_mark(ws, log))
     report = RefreshReport("skipped", "", mode, serving.name, new_events=new_events)
     if new_events < threshold and not force:
-        report.reason = f"only {new_events} new feedback events since the last refresh (need {threshold}); nothing to do (force=True, or --force, refreshes anyway)"
+        report.reason = f"only {new_events} new feedback events since the last refresh (need {threshold}); nothing to do (a forced refresh trains anyway)"
         return report
+    marked = new_decision("refresh", log)  # the watermark before reading: every outcome logs it (events after it count next time)
     records = log.records()  # every search: the click-noise estimate needs the unclicked ones too
     ws.work_dir.mkdir(exist_ok=True)
     try:
-        return _train_and_decide(ws, config, serving, log, records, report, mode, now_mark, trial=trial, eval_beir=eval_beir, eval_split=eval_split, progress=progress)
+        return _train_and_decide(ws, config, serving, log, records, report, mode, marked, trial=trial, eval_beir=eval_beir, eval_split=eval_split, progress=progress)
     finally:
         with contextlib.suppress(OSError):
             ws.work_dir.rmdir()  # empty once the refresh's own folder is gone
@@ -207,13 +208,14 @@ def _train_and_decide(
     records: list[Any],
     report: RefreshReport,
     mode: str,
-    now_mark: tuple[int, int],
+    marked: dict[str, Any],
     *,
     trial: bool,
     eval_beir: str | Path | None,
     eval_split: str,
     progress: bool,
 ) -> RefreshReport:
+    mark = marked["mark"]
     with tempfile.TemporaryDirectory(prefix="refresh-", dir=ws.work_dir) as tmp:
         tiers = ["lora", "query"] if mode == "auto" else [mode]
         candidate: Candidate | None = None
@@ -227,14 +229,14 @@ def _train_and_decide(
             if checked.worth_trial:
                 candidate = cand
                 break
-        log.set_meta(MARK_KEY, list(now_mark))
+        checkpoint("refresh.trained")
         if report.check is None:
             report.reason = f"too little feedback to train: fewer than {MIN_PAIRS} training pairs, or no query to check a candidate on"
-            ws.append_log({"event": "refresh_skipped", "mode": mode, "current": serving.name, "reason": report.reason})
+            ws.append_log({"event": "refresh_skipped", "mode": mode, "current": serving.name, "reason": report.reason, "mark": mark})
             return report
         if candidate is None:
             report.status, report.reason = "refused", "not worth a trial: " + "; ".join(c.reason for c in report.checks.values())
-            ws.append_log({"event": "refresh_refused", "mode": mode, "current": serving.name, "reason": report.reason, "checks": {k: c.to_dict() for k, c in report.checks.items()}, "mined": report.mined})
+            ws.append_log({"event": "refresh_refused", "mode": mode, "current": serving.name, "reason": report.reason, "checks": {k: c.to_dict() for k, c in report.checks.items()}, "mined": report.mined, "mark": mark})
             logger.warning("refresh refused: %s", report.reason)
             return report
         t_embed = time.perf_counter()
@@ -243,18 +245,24 @@ def _train_and_decide(
             report.labelled = labelled
             if not labelled.worth_trial:
                 report.status, report.reason = "refused", f"lost on the labelled set: {labelled.reason}"
-                ws.append_log({"event": "refresh_refused", "mode": mode, "current": serving.name, "reason": report.reason, "labelled": labelled.to_dict()})
+                ws.append_log({"event": "refresh_refused", "mode": mode, "current": serving.name, "reason": report.reason, "labelled": labelled.to_dict(), "mark": mark})
                 return report
         direct = eval_beir is not None or not trial
-        name = _write_candidate(ws, config, serving, candidate, report, make_current=direct, progress=progress)
+        if direct:
+            why = f"labelled set: {report.labelled.reason}" if report.labelled else "trial skipped by the operator (trial=False / --no-trial)"
+            reason = f"{candidate.tier} candidate promoted without a trial ({why}); offline: {report.check.reason}"
+            decision = {**marked, "event": "promoted", "mode": mode, "previous": serving.name, "reason": reason, "check": report.check.to_dict()}
+        else:
+            decision = {**marked, "event": "trial_started", "mode": mode}
+        name = _write_candidate(ws, config, serving, candidate, report, make_current=direct, decision=decision, progress=progress)
         report.version = name
         report.reembed_s = time.perf_counter() - t_embed if candidate.tier != "query" else 0.0
         if direct:
-            why = f"labelled set: {report.labelled.reason}" if report.labelled else "trial skipped by the operator (trial=False / --no-trial)"
-            report.status, report.reason = "promoted", f"{candidate.tier} candidate promoted without a trial ({why}); offline: {report.check.reason}"
-            ws.append_log({"event": "promoted", "mode": mode, "version": name, "previous": serving.name, "reason": report.reason, "check": report.check.to_dict()})
+            checkpoint("refresh.swapped")
+            report.status, report.reason = "promoted", reason
+            ws.append_log({**decision, "version": name})
             return report
-        state = start_trial(ws, name, serving.name, candidate.tier, config.trial, report.check.to_dict())
+        state = start_trial(ws, name, serving.name, candidate.tier, config.trial, report.check.to_dict(), decision)
         report.status = "trial_started"
         report.reason = f"{candidate.tier} candidate {name} is live as trial {state.id} ({100 * state.share:.0f}% of searches interleaved); offline: {report.check.reason}"
         report.trial = {"id": state.id, "version": name, "baseline": serving.name, "tier": candidate.tier, "share": state.share, "started": state.started}
@@ -389,7 +397,9 @@ def _save_oof(path: Path, keys: list[str], vectors: np.ndarray) -> None:
     save_file({"vectors": np.ascontiguousarray(vectors, dtype=np.float32)}, str(path), metadata={"keys": json.dumps(keys)})
 
 
-def _write_candidate(ws: Workspace, config: RagtuneConfig, serving: ServingVersion, cand: Candidate, report: RefreshReport, *, make_current: bool, progress: bool) -> str:
+def _write_candidate(
+    ws: Workspace, config: RagtuneConfig, serving: ServingVersion, cand: Candidate, report: RefreshReport, *, make_current: bool, decision: dict[str, Any], progress: bool
+) -> str:
     """Write the candidate as a version beside the serving one (re-embedding the corpus for a document-side one)."""
     metrics = {"check": report.check.to_dict() if report.check else None, "labelled": report.labelled.to_dict() if report.labelled else None}
     feedback = {**report.mined, "new_events": report.new_events}
@@ -414,7 +424,7 @@ def _write_candidate(ws: Workspace, config: RagtuneConfig, serving: ServingVersi
     if cand.tier == "query":
         return ws.write_version(
             config, cand.spec, kind="query", parent=serving.name, index_version=serving.info.index_version, metrics=metrics, feedback=feedback,
-            note=f"query tier ({what})", write_files=write_files, make_current=make_current, trial=staged,
+            note=f"query tier ({what})", write_files=write_files, make_current=make_current, trial=staged, decision=decision, stage="refresh.staged",
         )  # fmt: skip
     docs = serving.docs.all_documents()
     emb = Embedder(cand.spec, ws.root, config.model.device, config.model.batch_size)
@@ -422,4 +432,5 @@ def _write_candidate(ws: Workspace, config: RagtuneConfig, serving: ServingVersi
     return ws.write_version(
         config, cand.spec, kind="index", parent=serving.name, docs=docs, vectors=vectors, metrics=metrics, feedback=feedback,
         note=f"{cand.tier} fine-tune ({what}), re-embedded {len(docs)} docs", write_files=write_files, make_current=make_current, trial=staged,
+        decision=decision, stage="refresh.staged",
     )  # fmt: skip

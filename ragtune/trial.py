@@ -38,11 +38,12 @@ import numpy as np
 
 from ragtune.config import TrialConfig
 from ragtune.errors import WorkspaceError
+from ragtune.faults import checkpoint
 from ragtune.feedback import FeedbackLog
 from ragtune.interleave import credit
 from ragtune.workspace import Workspace, _now
 
-__all__ = ["TrialCounts", "TrialDecision", "TrialState", "count_outcomes", "decide", "evidence", "live_trial", "recover", "settle", "start_trial", "stop_trial", "trial_status"]
+__all__ = ["TrialCounts", "TrialDecision", "TrialState", "confirm_trial", "count_outcomes", "decide", "evidence", "live_trial", "recover", "settle", "start_trial", "stop_trial", "trial_status"]
 
 logger = logging.getLogger(__name__)
 
@@ -194,15 +195,27 @@ def live_trial(ws: Workspace) -> TrialState | None:
     return TrialState.from_dict(record) if record else None
 
 
-def start_trial(ws: Workspace, version: str, baseline: str, tier: str, config: TrialConfig, check: dict[str, Any]) -> TrialState:
-    """Make the staged ``version`` the live trial against ``baseline``. Call under the workspace lock."""
+def start_trial(
+    ws: Workspace, version: str, baseline: str, tier: str, config: TrialConfig, check: dict[str, Any], decision: dict[str, Any] | None = None
+) -> TrialState:
+    """Make the staged ``version`` the live trial against ``baseline``. Call under the workspace lock.
+
+    ``decision`` is the refresh's decision record (stored in the version's manifest): its id and
+    feedback watermark go into the ``trial_started`` log entry.
+    """
     test = {"alpha": config.alpha, "min_decided": config.min_decided, "max_searches": config.max_searches}
     state = TrialState(id=uuid.uuid4().hex[:12], version=version, baseline=baseline, tier=tier, share=float(config.share), check=check, test=test)
     ws.write_trial(state.to_dict())  # first: a crash before the manifest says "live" leaves a live trial, not a stale label
-    ws.update_manifest(version, trial={"id": state.id, "state": "live", "baseline": baseline, "started": state.started})
-    ws.append_log({"event": "trial_started", "trial": state.id, "version": version, "baseline": baseline, "tier": tier, "share": state.share, "check": check})
+    checkpoint("trial.started")
+    confirm_trial(ws, state, decision)
     logger.info("trial %s started: %s against %s (%s tier, %.0f%% of searches interleaved)", state.id, version, baseline, tier, 100 * state.share)
     return state
+
+
+def confirm_trial(ws: Workspace, state: TrialState, decision: dict[str, Any] | None) -> None:
+    """The steps of :func:`start_trial` after ``TRIAL`` is written: label the manifest live, log the start."""
+    ws.update_manifest(state.version, trial={"id": state.id, "state": "live", "baseline": state.baseline, "started": state.started})
+    ws.append_log({**(decision or {}), "event": "trial_started", "trial": state.id, "version": state.version, "baseline": state.baseline, "tier": state.tier, "share": state.share, "check": state.check})
 
 
 def trial_status(ws: Workspace, log: FeedbackLog, config: TrialConfig) -> tuple[TrialState, TrialDecision] | None:
@@ -218,18 +231,23 @@ def _end(ws: Workspace, state: TrialState, decision: TrialDecision, promoted: bo
 
     Each step leaves a state the next :func:`settle` completes: ``CURRENT`` on the trial version
     with ``TRIAL`` still there is an interrupted promotion; a version labelled dropped with ``TRIAL``
-    still there is an interrupted drop. The log entry is written before ``TRIAL`` goes, so a crash may
-    repeat it but never loses it.
+    still there is an interrupted drop. The log entry is written before ``TRIAL`` goes, and not again
+    when a crash after it makes the next settle finish the job: never lost, never doubled.
     """
     record = {"id": state.id, "state": "promoted" if promoted else "dropped", "baseline": state.baseline, "started": state.started, "ended": _now(), **decision.to_dict()}
     exists = (ws.version_dir(state.version) / "manifest.json").is_file()
     if promoted and ws.current_version() != state.version:
         ws.set_current(state.version)
+        checkpoint("trial.promoted")
     if exists:
         ws.update_manifest(state.version, trial=record)
+        checkpoint("trial.labelled")
     if not promoted and exists and ws.current_version() != state.version:
         ws.discard_files(state.version)
-    ws.append_log({"event": "trial_promoted" if promoted else "trial_dropped", "trial": state.id, "version": state.version, "baseline": state.baseline, **decision.to_dict()})
+    event = "trial_promoted" if promoted else "trial_dropped"
+    if not any(e.get("event") == event and e.get("trial") == state.id for e in ws.read_log()):  # a crash after logging: not twice
+        ws.append_log({"event": event, "trial": state.id, "version": state.version, "baseline": state.baseline, **decision.to_dict()})
+    checkpoint("trial.logged")
     ws.clear_trial()
     logger.log(logging.INFO if promoted else logging.WARNING, "trial %s %s: %s", state.id, "promoted" if promoted else "dropped", decision.reason)
 

@@ -105,8 +105,12 @@ class VersionInfo:
         metrics: Gate figures and anything else measured.
         feedback: Feedback counts it was trained on.
         note: A human-readable line.
-        trial: Its trial, when it was made as one: ``state`` (``"live"``, ``"promoted"``,
+        trial: Its trial, when it was made as one: ``state`` (``"staged"``, ``"live"``, ``"promoted"``,
             ``"dropped"``), the reason, wins/losses/ties and the p-value.
+        decision: The ``refresh-log.jsonl`` entry of the command that made it (``id``, ``event``:
+            ``"indexed"``, ``"promoted"`` or ``"trial_started"``, and the feedback watermark ``mark``),
+            written with the version itself so that a crash before the log entry cannot lose it:
+            :func:`ragtune.recovery.recover` replays it.
     """
 
     name: str
@@ -120,6 +124,7 @@ class VersionInfo:
     feedback: dict[str, Any] = field(default_factory=dict)
     note: str = ""
     trial: dict[str, Any] = field(default_factory=dict)
+    decision: dict[str, Any] = field(default_factory=dict)
 
     @property
     def discarded(self) -> bool:
@@ -196,9 +201,14 @@ class Workspace:
             if config is not None:
                 config.save(ws.config_path)
             return ws
-        if ws.root.exists() and not ws.root.is_dir():
-            raise WorkspaceError(f"cannot create a workspace at {ws.root}: it is a file")
-        ws.versions_dir.mkdir(parents=True, exist_ok=True)
+        blocker = next((p for p in (ws.root, *ws.root.parents) if p.exists() and not p.is_dir()), None)
+        if blocker is not None:
+            where = "it is a file" if blocker == ws.root else f"{blocker} is a file"
+            raise WorkspaceError(f"cannot create a workspace at {ws.root}: {where}; pick a directory path (or remove the file)")
+        try:
+            ws.versions_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise WorkspaceError(f"cannot create a workspace at {ws.root}: {exc.strerror}; pick a directory you can write to") from exc
         (config or RagtuneConfig()).save(ws.config_path)
         logger.info("created workspace %s", ws.root)
         return ws
@@ -224,10 +234,15 @@ class Workspace:
             data = json.loads(self.current_path.read_text(encoding="utf-8"))
         except FileNotFoundError:
             return None
-        except json.JSONDecodeError as exc:  # pragma: no cover - CURRENT is written atomically
-            raise WorkspaceError(f"{self.current_path} is corrupt: {exc}") from exc
-        name = data.get("version")
-        return str(name) if name else None
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise WorkspaceError(
+                f"{self.current_path} is corrupt ({exc}); `ragtune doctor --repair` points it at the newest complete version, "
+                "or `ragtune rollback VERSION` at the one you name"
+            ) from None
+        name = data.get("version") if isinstance(data, dict) else None
+        if name is not None and not isinstance(name, str):
+            raise WorkspaceError(f"{self.current_path} is corrupt (version {name!r}); `ragtune doctor --repair` or `ragtune rollback VERSION` fixes it")
+        return name or None
 
     def current_token(self) -> tuple[int, int]:
         """A cheap token that changes whenever ``CURRENT`` is replaced (inode, mtime_ns)."""
@@ -251,14 +266,20 @@ class Workspace:
         for d in sorted(self.versions_dir.iterdir()):
             mf = d / "manifest.json"
             if d.name.startswith("v") and mf.is_file():
-                out.append(VersionInfo.from_dict(json.loads(mf.read_text(encoding="utf-8"))))
+                try:
+                    out.append(VersionInfo.from_dict(json.loads(mf.read_text(encoding="utf-8"))))
+                except (ValueError, TypeError) as exc:  # listed by `ragtune doctor`
+                    logger.warning("skipping version %s: its manifest is unreadable (%s); see `ragtune doctor`", d.name, exc)
         return out
 
     def read_version(self, name: str) -> VersionInfo:
         mf = self.version_dir(name) / "manifest.json"
         if not mf.is_file():
             raise WorkspaceError(f"version {name!r} does not exist in {self.root}; see `ragtune versions`")
-        return VersionInfo.from_dict(json.loads(mf.read_text(encoding="utf-8")))
+        try:
+            return VersionInfo.from_dict(json.loads(mf.read_text(encoding="utf-8")))
+        except (ValueError, TypeError) as exc:
+            raise WorkspaceError(f"version {name}'s manifest {mf} is unreadable ({exc}); `ragtune doctor` says what else is wrong") from None
 
     def write_manifest(self, directory: Path, info: VersionInfo) -> None:
         write_json_atomic(directory / "manifest.json", info.to_dict())
@@ -320,6 +341,35 @@ class Workspace:
                 removed.append(v.name)
         return removed
 
+    def version_problems(self, name: str) -> list[str]:
+        """What keeps version ``name`` from serving (missing or unreadable files); empty when it is complete.
+
+        Checks its manifest and config, the doc store, vectors and (faiss) index file of the index it
+        searches, and the model files its spec names. A dropped trial is reported as such.
+        """
+        vdir = self.version_dir(name)
+        try:
+            info = self.read_version(name)
+        except WorkspaceError as exc:
+            return [str(exc)]
+        if info.discarded:
+            return [f"{name} is a dropped trial (its files were discarded)"]
+        problems = [] if (vdir / "config.json").is_file() else [f"{vdir / 'config.json'} is missing"]
+        idir = self.version_dir(info.index_version)
+        if not (idir / "manifest.json").is_file():
+            return [*problems, f"{name} searches index {info.index_version}, which is gone"]
+        for fname in ("docs.sqlite", "vectors.npy"):
+            if not (idir / fname).is_file():
+                problems.append(f"{idir / fname} is missing")
+        backend = (self.read_version(info.index_version).model.get("_backend") if info.index_version != name else info.model.get("_backend")) or "faiss"
+        if backend == "faiss" and not (idir / "index.faiss").is_file():
+            problems.append(f"{idir / 'index.faiss'} is missing")
+        for key in ("adapter", "query_map", "query_memory"):
+            rel = info.model.get(key)
+            if rel and not (self.root / rel).exists() and not Path(rel).is_absolute():
+                problems.append(f"{self.root / rel} ({key}) is missing")
+        return problems
+
     def update_manifest(self, name: str, **changes: Any) -> VersionInfo:
         """Rewrite one version's manifest with ``changes`` (atomically)."""
         info = VersionInfo.from_dict({**self.read_version(name).to_dict(), **changes})
@@ -359,8 +409,10 @@ class Workspace:
         metrics: dict[str, Any] | None = None,
         feedback: dict[str, Any] | None = None,
         trial: dict[str, Any] | None = None,
+        decision: dict[str, Any] | None = None,
         write_files: Callable[[Path, str], ModelSpec] | None = None,
         make_current: bool = True,
+        stage: str | None = None,
     ) -> str:
         """Write a complete version into staging and rename it into place; make it current unless told not to.
 
@@ -368,11 +420,16 @@ class Workspace:
         vectors, vector store); one without searches ``index_version``'s. ``write_files(staging_dir,
         version_dir_rel)`` may save model files into the staging directory and returns the spec that
         points at their final place. With ``make_current`` off (a trial) nothing else changes.
+        ``decision`` is stored in the manifest (see :attr:`VersionInfo.decision`); the caller logs it
+        after the swap. ``stage`` names the :func:`ragtune.faults.checkpoint` reached once the
+        version is in place and before ``CURRENT`` moves.
         """
         import numpy as np
 
         from ragtune.docstore import DocStore
+        from ragtune.faults import checkpoint
         from ragtune.index import create_store
+        from ragtune.indexing import config_with_model
 
         with self.stage_version() as (staging, name):
             if write_files is not None:
@@ -389,9 +446,12 @@ class Workspace:
             info = VersionInfo(
                 name=name, kind=kind, index_version=index_version, model=model, parent=parent,
                 n_docs=len(docs) if docs is not None else 0, metrics=metrics or {}, feedback=feedback or {}, note=note, trial=trial or {},
+                decision=decision or {},
             )  # fmt: skip
-            config.save(staging / "config.json")
+            config_with_model(config, spec).save(staging / "config.json")  # the model this version was made with
             self.write_manifest(staging, info)
+        if stage:
+            checkpoint(stage)
         if make_current:
             self.set_current(name)
             self.prune_versions(config)
@@ -416,9 +476,12 @@ class Workspace:
         return removed
 
     def rollback(self, version: str | None = None) -> str:
-        """Make ``version`` (default: the current one's parent) current, instantly. Call under :meth:`lock`."""
-        cur = self.current_version()
+        """Make ``version`` (default: the current one's parent) current, instantly. Call under :meth:`lock`.
+
+        Naming a version works even when ``CURRENT`` is corrupt (it is then rewritten).
+        """
         if version is None:
+            cur = self.current_version()
             if cur is None:
                 raise WorkspaceError("nothing to roll back: no version is current")
             parent = self.read_version(cur).parent
@@ -432,6 +495,9 @@ class Workspace:
             raise WorkspaceError(f"version {version} is a trial that never served; `ragtune trial decide` (or `trial stop`) settles it")
         if not (self.version_dir(info.index_version) / "manifest.json").is_file():
             raise WorkspaceError(f"version {version} searches index {info.index_version}, which was pruned")
+        problems = self.version_problems(version)
+        if problems:
+            raise WorkspaceError(f"version {version} cannot serve: {'; '.join(problems)}; `ragtune doctor --repair` may rebuild it, or name another")
         self.set_current(version)
         return version
 
@@ -480,12 +546,33 @@ class Workspace:
                 out.append(json.loads(line))
         return out
 
+    def served_versions(self) -> set[str]:
+        """Versions that have served: the current one, and every one the log shows made current.
+
+        A version made before decision records existed (no ``decision`` in its manifest) counts as
+        served unless it is a trial that never was promoted.
+        """
+        log = self.read_log()
+        out = {e["version"] for e in log if e.get("event") in ("indexed", "promoted", "trial_promoted", "rolled_back") and e.get("version") and not e.get("abandoned")}
+        with contextlib.suppress(WorkspaceError):
+            cur = self.current_version()
+            if cur:
+                out.add(cur)
+        for v in self.list_versions():
+            if not v.decision and v.trial.get("state") not in ("staged", "live", "dropped"):
+                out.add(v.name)
+        return out
+
     # -- the refresh lock -------------------------------------------------------------------------
     @contextlib.contextmanager
     def lock(self, what: str = "refresh") -> Iterator[None]:
         """Hold the workspace's exclusive write lock (refresh, index). Fails at once if taken."""
         self.root.mkdir(parents=True, exist_ok=True)
-        fh = open(self.lock_path, "a+", encoding="utf-8")  # noqa: SIM115 - held for the block
+        try:
+            fh = open(self.lock_path, "a+", encoding="utf-8")  # noqa: SIM115 - held for the block
+        except OSError as exc:
+            raise WorkspaceError(f"cannot write to workspace {self.root} ({exc.strerror}: {self.lock_path}); check its permissions and free space") from None
+        held = False
         try:
             try:
                 fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -496,6 +583,7 @@ class Workspace:
                     f"workspace {self.root} is locked by {holder}; wait for it to finish "
                     "(a killed holder releases the lock automatically)"
                 ) from None
+            held = True
             fh.seek(0)
             fh.truncate()
             fh.write(f"{what} (pid {os.getpid()}, since {_now()})")
@@ -503,9 +591,23 @@ class Workspace:
             self.clean_stale()
             yield
         finally:
-            with contextlib.suppress(OSError):
-                fh.truncate(0)
+            if held:  # a contender that lost leaves the holder's name in place
+                with contextlib.suppress(OSError):
+                    fh.truncate(0)
             fh.close()
+
+    def lock_holder(self) -> str | None:
+        """Who holds the write lock now (``None`` when nobody does); never waits."""
+        if not self.lock_path.is_file():
+            return None
+        with open(self.lock_path, "a+", encoding="utf-8") as fh:
+            try:
+                fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                fh.seek(0)
+                return fh.read().strip() or "another process"
+            fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
+            return None
 
 
 def store_name(ws: Workspace, version: str) -> str:

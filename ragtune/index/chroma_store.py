@@ -175,11 +175,11 @@ class ChromaStore(VectorStore):
         except Exception as exc:
             if _is_not_found(exc):
                 where = f"the Chroma server at {config.chroma_url}" if config.chroma_server() else str(root / "chroma")
-                raise VectorIndexError(f"chroma collection {cname!r} is missing from {where}; re-run `ragtune index`") from exc
+                raise VectorIndexError(f"chroma collection {cname!r} is missing from {where}; `ragtune doctor --repair` rebuilds it from the version's vectors.npy") from exc
             _forget_client(config, root)
             raise VectorIndexError(f"cannot open chroma collection {cname!r} ({type(exc).__name__}: {exc})") from exc
         if "n" in meta and count != meta["n"]:
-            raise VectorIndexError(f"chroma collection {cname!r} holds {count} vectors but the version has {meta['n']}; re-run `ragtune index`")
+            raise VectorIndexError(f"chroma collection {cname!r} holds {count} vectors but the version has {meta['n']}; `ragtune doctor --repair` rebuilds it from the version's vectors.npy")
         return cls(client, collection, cname, count, config)
 
     def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:

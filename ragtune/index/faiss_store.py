@@ -100,7 +100,7 @@ class FaissStore(VectorStore):
         faiss = _faiss()
         path = directory / FILENAME
         if not path.is_file():
-            raise VectorIndexError(f"index file {path} is missing; re-run `ragtune index`")
+            raise VectorIndexError(f"index file {path} is missing; `ragtune doctor --repair` rebuilds it from the version's vectors.npy")
         index = faiss.read_index(str(path))
         if hasattr(index, "hnsw"):
             index.hnsw.efSearch = config.hnsw_ef_search

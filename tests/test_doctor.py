@@ -1,0 +1,113 @@
+"""`ragtune doctor [--repair]`: each kind of damage is found, and repaired where that is safe."""
+
+from __future__ import annotations
+
+import json
+
+from click.testing import CliRunner
+
+from ragtune import Ragtune
+from ragtune.cli import main
+from ragtune.doctor import diagnose
+
+
+def _problems(report) -> list[str]:  # type: ignore[no-untyped-def]
+    return [f.check for f in report.findings if f.status == "problem" and not f.repaired]
+
+
+def test_a_healthy_workspace_is_healthy(workspace):
+    report = diagnose(workspace.ws.root)
+    assert report.healthy, report.to_dict()
+    assert {f.check for f in report.findings} >= {"config", "feedback", "versions", "pointer", "trial", "decisions", "leftovers", "lock"}
+    out = CliRunner().invoke(main, ["-w", str(workspace.ws.root), "doctor", "--json"])
+    assert out.exit_code == 0, out.output
+    assert json.loads(out.output)["healthy"] is True
+
+
+def test_corrupt_current_is_found_and_repointed(workspace, docs_jsonl, tmp_path):
+    extra = tmp_path / "more.jsonl"
+    extra.write_text(json.dumps({"id": "x1", "text": "an extra document about modems"}) + "\n", encoding="utf-8")
+    workspace.index([extra])
+    newest = workspace.current_version
+    workspace.ws.current_path.write_text("{not json", encoding="utf-8")
+    runner = CliRunner()
+    # versions still lists (one picks a version from it), rollback VERSION still works
+    out = runner.invoke(main, ["-w", str(workspace.ws.root), "versions"])
+    assert out.exit_code == 0 and "v0001" in out.output, out.output
+    out = runner.invoke(main, ["-w", str(workspace.ws.root), "doctor"])
+    assert out.exit_code == 1 and "CURRENT" in out.output and "Traceback" not in out.output, out.output
+    out = runner.invoke(main, ["-w", str(workspace.ws.root), "doctor", "--repair"])
+    assert out.exit_code == 0, out.output
+    assert Ragtune(workspace.ws.root, progress=False).current_version == newest
+    assert Ragtune(workspace.ws.root, progress=False).search("modems", k=3, log=False)
+
+
+def test_rollback_to_a_named_version_fixes_a_corrupt_current(workspace):
+    workspace.ws.current_path.write_text("garbage", encoding="utf-8")
+    out = CliRunner().invoke(main, ["-w", str(workspace.ws.root), "rollback", "v0001", "--json"])
+    assert out.exit_code == 0, out.output
+    assert json.loads(out.output) == {"current_version": "v0001"}
+
+
+def test_missing_index_file_is_rebuilt_from_the_vectors(workspace):
+    before = [h.doc_id for h in workspace.search("reset the router", k=4, log=False)]
+    path = workspace.ws.version_dir(workspace.current_version) / "index.faiss"
+    path.unlink()
+    fresh = Ragtune(workspace.ws.root, progress=False)
+    out = CliRunner().invoke(main, ["-w", str(workspace.ws.root), "query", "reset", "--no-log"])
+    assert out.exit_code == 1 and "doctor --repair" in out.output and "Traceback" not in out.output, out.output
+    report = fresh.doctor(repair=True)
+    assert report.healthy, report.to_dict()
+    assert path.is_file()
+    assert [h.doc_id for h in Ragtune(workspace.ws.root, progress=False).search("reset the router", k=4, log=False)] == before
+
+
+def test_corrupt_feedback_database_is_moved_aside(workspace):
+    hits = workspace.search("reset", k=3)
+    workspace.click(hits.query_id, hits[0].doc_id)
+    workspace.feedback.close()
+    workspace.ws.feedback_path.write_bytes(b"this is not a database" * 100)
+    report = diagnose(workspace.ws.root)
+    assert "feedback" in _problems(report)
+    report = diagnose(workspace.ws.root, repair=True)
+    assert report.healthy, report.to_dict()
+    aside = list(workspace.ws.root.glob("feedback.sqlite.corrupt-*"))
+    assert aside and aside[0].read_bytes().startswith(b"this is not")  # nothing deleted
+    rt = Ragtune(workspace.ws.root, progress=False)
+    hits = rt.search("reset", k=3)
+    assert hits.query_id is not None
+    rt.click(hits.query_id, hits[0].doc_id)
+    assert rt.feedback.stats()["clicks"] == 1
+
+
+def test_leftovers_are_listed_then_removed(workspace):
+    (workspace.ws.versions_dir / ".tmp-dead").mkdir()
+    (workspace.ws.work_dir / "refresh-x").mkdir(parents=True)
+    report = diagnose(workspace.ws.root)
+    assert "leftovers" in _problems(report)
+    assert (workspace.ws.versions_dir / ".tmp-dead").is_dir()  # without --repair nothing changes
+    report = diagnose(workspace.ws.root, repair=True)
+    assert report.healthy
+    assert not (workspace.ws.versions_dir / ".tmp-dead").exists() and not workspace.ws.work_dir.exists()
+
+
+def test_corrupt_trial_record_is_removed(workspace):
+    workspace.ws.trial_path.write_text("{", encoding="utf-8")
+    assert "trial" in _problems(diagnose(workspace.ws.root))
+    assert diagnose(workspace.ws.root, repair=True).healthy
+    assert not workspace.ws.trial_path.exists()
+    assert workspace.search("reset", k=2)
+
+
+def test_a_lost_lock_holder_name_survives_a_second_contender(workspace):
+    import pytest
+
+    from ragtune.errors import RefreshLockedError
+
+    with workspace.ws.lock("refresh"):
+        for _ in range(2):
+            with pytest.raises(RefreshLockedError, match=r"locked by refresh \(pid"):
+                with workspace.ws.lock("index"):
+                    pass
+        assert "refresh" in (workspace.ws.lock_holder() or "")
+    assert workspace.ws.lock_holder() is None
