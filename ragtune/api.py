@@ -14,8 +14,8 @@ import numpy as np
 from ragtune.config import RagtuneConfig
 from ragtune.corpus import Document, is_beir_dir, load_beir_corpus, load_sources, source_list
 from ragtune.embedder import Embedder, ModelSpec
-from ragtune.errors import FeedbackError, InputError, RagtuneError, WorkspaceError
-from ragtune.feedback import FeedbackLog
+from ragtune.errors import FeedbackError, FeedbackLogError, InputError, RagtuneError, WorkspaceError
+from ragtune.feedback import FeedbackLog, ImportReport, validate_click, validate_rating
 from ragtune.indexing import IndexReport, ModelChange, config_with_model, model_changes, plan_index, spec_from_config
 from ragtune.records import Hit, SearchResults
 from ragtune.serving import Server, ServingVersion
@@ -254,11 +254,17 @@ class Ragtune:
 
         Args:
             query: The query text.
-            k: Number of results.
+            k: Number of results (a positive int).
             log: Record the query and what was shown in the feedback log (default from config).
+                A log that cannot be written never fails the search: the results come back with
+                ``query_id`` ``None``, the problem is logged once (``logging``), and :meth:`status`
+                reports it under ``feedback_health``.
 
         Returns:
             :class:`SearchResults`, a list of :class:`Hit` with ``.query_id`` set when logged.
+
+        Raises:
+            InputError: an empty query, or ``k`` not a positive int.
         """
         do_log = self.config.feedback.log_queries if log is None else log
         return self.server.search(query, k, log=self.feedback if do_log else None)
@@ -273,21 +279,53 @@ class Ragtune:
 
     # -- feedback ---------------------------------------------------------------------------------
     def _check_doc(self, doc_id: str) -> None:
-        if not self.serving().docs.positions([doc_id]):
-            raise FeedbackError(f"unknown doc id {doc_id!r}: it is not in the current index")
+        serving = self.serving()
+        if not serving.docs.positions([doc_id]):
+            raise FeedbackError(f"unknown doc id {doc_id!r}: it is not in the current index ({serving.name}, {len(serving.docs)} docs)")
 
     def click(self, query_id: str, doc_id: str, *, dwell: float | None = None) -> None:
-        """Record that the user opened ``doc_id`` from the results of ``query_id``."""
+        """Record that the user opened ``doc_id`` from the results of ``query_id``.
+
+        Args:
+            query_id: ``SearchResults.query_id`` of the logged search.
+            doc_id: The document opened (in the current index).
+            dwell: Seconds spent on it: a finite number >= 0, or ``None``.
+
+        Raises:
+            FeedbackError: an empty id, a bad dwell, an unknown query id or doc id.
+            FeedbackLogError: the feedback log cannot be written (the message names the file and the fix).
+        """
+        validate_click(query_id, doc_id, dwell)
         self._check_doc(doc_id)
         self.feedback.click(query_id, doc_id, dwell=dwell)
 
     def rate(self, query_id: str, doc_id: str, value: int) -> None:
-        """Record an explicit thumbs-up (+1) or thumbs-down (-1)."""
+        """Record an explicit thumbs-up (+1) or thumbs-down (-1).
+
+        Args:
+            query_id: ``SearchResults.query_id`` of the logged search.
+            doc_id: The document rated (in the current index).
+            value: The int ``1`` or ``-1`` (not ``True``/``False``).
+
+        Raises:
+            FeedbackError: an empty id, a value other than +1/-1, an unknown query id or doc id.
+            FeedbackLogError: the feedback log cannot be written.
+        """
+        value = validate_rating(query_id, doc_id, value)
         self._check_doc(doc_id)
         self.feedback.rate(query_id, doc_id, value)
 
-    def import_feedback(self, path: str | Path) -> dict[str, int]:
-        """Import an event or triplet JSONL file (all-or-nothing); see :meth:`FeedbackLog.import_file`."""
+    def import_feedback(self, path: str | Path) -> ImportReport:
+        """Import an event or triplet JSONL file (all-or-nothing, idempotent); see :meth:`FeedbackLog.import_file`.
+
+        Returns:
+            An :class:`~ragtune.feedback.ImportReport`: what was added, and what the log already held
+            (importing the same file twice adds nothing the second time).
+
+        Raises:
+            InputError: a missing file, a directory, or a bad line (named ``file:line`` with the field).
+            FeedbackLogError: the feedback log cannot be written.
+        """
         serving = self.serving()
 
         def exists(ids: Sequence[str]) -> set[str]:
@@ -467,9 +505,15 @@ class Ragtune:
             out["kind"] = serving.info.kind
             out["index_version"] = serving.info.index_version
             out["sources"] = [{"source": src, "n_docs": n} for src, n in serving.docs.source_counts()]
-        out["trial"] = self.trial() if self.ws.feedback_path.exists() or self.ws.trial_path.exists() else None
+        health = self.feedback.check(thorough=False)  # never raises: a broken log is reported, not fatal
+        try:
+            out["trial"] = self.trial() if self.ws.feedback_path.exists() or self.ws.trial_path.exists() else None
+        except FeedbackLogError as exc:  # the trial's wins and losses are in the log
+            logger.warning("cannot read the live trial's results: %s", exc)
+            out["trial"] = None
         out["versions"] = len(self.ws.list_versions())
         out["size_bytes"] = sum(p.stat().st_size for p in self.ws.root.rglob("*") if p.is_file())
-        out["feedback"] = self.feedback.stats() if self.ws.feedback_path.exists() else {"queries": 0, "impressions": 0, "clicks": 0, "ratings": 0, "queries_with_positive": 0}
+        out["feedback"] = health.counts  # None when the log cannot be read
+        out["feedback_health"] = health.to_dict()
         return out
 

@@ -6,8 +6,10 @@ messages in one place (:class:`_Group`); heavy libraries are imported only by th
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
+import math
 import os
 import sys
 from pathlib import Path
@@ -25,16 +27,39 @@ if TYPE_CHECKING:
 __all__ = ["main"]
 
 
+#: OS errors that mean "this cannot be written here" (a read-only workspace, a full disk): a one-line error, not a traceback.
+_UNWRITABLE = {errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOSPC, errno.EDQUOT}
+
+
 class _Group(click.Group):
-    """Turns RagtuneErrors into one-line click errors (never a traceback for a user mistake)."""
+    """Turns RagtuneErrors (in their CLI wording) and unwritable-file OS errors into one-line click errors (exit 1).
+
+    Never a traceback for a user mistake or a read-only workspace.
+    """
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
         except RagtuneError as exc:
-            raise click.ClickException(str(exc)) from exc
+            raise click.ClickException(exc.cli_message()) from exc
+        except OSError as exc:
+            if exc.errno not in _UNWRITABLE:
+                raise
+            where = f" {exc.filename}" if exc.filename else ""
+            fix = "free some space" if exc.errno in (errno.ENOSPC, errno.EDQUOT) else "make the workspace writable by this user (or use another --workspace)"
+            raise click.ClickException(f"cannot write{where}: {exc.strerror or exc}; {fix}") from exc
         except KeyboardInterrupt:  # pragma: no cover - interactive
             raise click.Abort() from None
+
+
+class _CliWording(logging.Filter):
+    """Prints a library warning in its command-line wording when it carries one (``extra={"ragtune_cli": ...}``)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        cli = getattr(record, "ragtune_cli", None)
+        if isinstance(cli, str):
+            record.msg, record.args = cli, ()
+        return True
 
 
 def _quiet_libraries(quiet: bool) -> None:
@@ -59,6 +84,9 @@ def main(ctx: click.Context, workspace: Path, quiet: bool, verbose: bool) -> Non
     index a corpus, search it, log what users click, and refresh the embedder from that feedback.
     """
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    for handler in logging.getLogger().handlers:
+        if not any(isinstance(f, _CliWording) for f in handler.filters):
+            handler.addFilter(_CliWording())
     _quiet_libraries(quiet)
     ctx.obj = {"workspace": workspace, "quiet": quiet}
 
@@ -181,9 +209,13 @@ def index(ctx: click.Context, sources: tuple[Path, ...], replace: bool, reindex:
 def query(ctx: click.Context, text: str, k: int, log: bool, as_json: bool) -> None:
     """Search the current index for TEXT."""
     rt = _open(ctx)
-    hits = rt.search(text, k, log=log)
+    hits = rt.search(text, k, log=log)  # a broken feedback log never fails it: no query id, and a warning
+    failed = rt.feedback.write_error if log and hits.query_id is None else None
     if as_json:
-        _echo_json({"query_id": hits.query_id, "version": hits.version, "trial": hits.trial, "hits": [h.to_dict() for h in hits]})
+        _echo_json({
+            "query_id": hits.query_id, "version": hits.version, "trial": hits.trial, "hits": [h.to_dict() for h in hits],
+            "log_error": failed.cli_message() if failed is not None else None,
+        })  # fmt: skip
         return
     if hits.query_id:
         click.echo(f"query id: {hits.query_id}   (record a click: ragtune feedback click {hits.query_id} DOC_ID)")
@@ -229,8 +261,12 @@ def status(ctx: click.Context, as_json: bool) -> None:
     if s["model_fix"]:
         click.echo(f"            {s['model_fix']}")
     click.echo(f"size        {s['size_bytes'] / 1e6:.1f} MB")
-    fb = s["feedback"]
-    click.echo(f"feedback    {fb['queries']} queries, {fb['clicks']} clicks, {fb['ratings']} ratings")
+    fb, health = s["feedback"], s["feedback_health"]
+    if fb is not None:
+        click.echo(f"feedback    {fb['queries']} queries, {fb['clicks']} clicks, {fb['ratings']} ratings")
+    if not health["ok"]:
+        click.echo(f"{'feedback' if fb is None else '':<12}PROBLEM: {health['message']}; searches are not logged")
+        click.echo(f"            fix: {health['fix']}")
     t = s.get("trial")
     click.echo(f"trial       {_trial_line(t)}; {t['reason']}" if t else "trial       none live")
 
@@ -241,36 +277,60 @@ def feedback() -> None:
     """Record, import, export, count and mine user feedback."""
 
 
+def _dwell_option(ctx: click.Context, param: click.Parameter, value: float | None) -> float | None:
+    if value is not None and (not math.isfinite(value) or value < 0):
+        raise click.BadParameter(f"must be a finite number of seconds >= 0, got {value!r}")
+    return value
+
+
+def _id_argument(ctx: click.Context, param: click.Parameter, value: str) -> str:
+    if not value.strip():
+        raise click.BadParameter(f"must not be empty, got {value!r}")
+    return value
+
+
 @feedback.command(name="click")
-@click.argument("query_id")
-@click.argument("doc_id")
-@click.option("--dwell", type=float, default=None, help="Seconds spent on the document.")
+@click.argument("query_id", callback=_id_argument)
+@click.argument("doc_id", callback=_id_argument)
+@click.option("--dwell", type=float, default=None, callback=_dwell_option, help="Seconds spent on the document (a number >= 0).")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @click.pass_context
-def click_(ctx: click.Context, query_id: str, doc_id: str, dwell: float | None) -> None:
+def click_(ctx: click.Context, query_id: str, doc_id: str, dwell: float | None, as_json: bool) -> None:
     """Record a click on DOC_ID for QUERY_ID."""
     _open(ctx).click(query_id, doc_id, dwell=dwell)
-    click.echo(f"click recorded: {query_id} -> {doc_id}")
+    if as_json:
+        _echo_json({"recorded": "click", "query_id": query_id, "doc_id": doc_id, "dwell": dwell})
+    else:
+        click.echo(f"click recorded: {query_id} -> {doc_id}")
 
 
 @feedback.command()
-@click.argument("query_id")
-@click.argument("doc_id")
+@click.argument("query_id", callback=_id_argument)
+@click.argument("doc_id", callback=_id_argument)
 @click.argument("value", type=click.Choice(["up", "down", "+1", "-1", "1"]))
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @click.pass_context
-def rate(ctx: click.Context, query_id: str, doc_id: str, value: str) -> None:
+def rate(ctx: click.Context, query_id: str, doc_id: str, value: str, as_json: bool) -> None:
     """Record a thumbs up/down on DOC_ID for QUERY_ID."""
     v = -1 if value in ("down", "-1") else 1
     _open(ctx).rate(query_id, doc_id, v)
-    click.echo(f"rating {v:+d} recorded: {query_id} -> {doc_id}")
+    if as_json:
+        _echo_json({"recorded": "rating", "query_id": query_id, "doc_id": doc_id, "value": v})
+    else:
+        click.echo(f"rating {v:+d} recorded: {query_id} -> {doc_id}")
 
 
 @feedback.command(name="import")
-@click.argument("file", type=click.Path(path_type=Path))
+@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--json", "as_json", is_flag=True, help="Print the import report as JSON.")
 @click.pass_context
-def import_(ctx: click.Context, file: Path) -> None:
-    """Import FILE: ragtune event JSONL or triplet JSONL (all-or-nothing)."""
-    counts = _open(ctx).import_feedback(file)
-    click.echo(f"imported {counts['queries']} queries, {counts['clicks']} clicks, {counts['ratings']} ratings from {file}")
+def import_(ctx: click.Context, file: Path, as_json: bool) -> None:
+    """Import FILE: ragtune event JSONL or triplet JSONL (all-or-nothing; importing it again adds nothing)."""
+    report = _open(ctx).import_feedback(file)
+    if as_json:
+        _echo_json(report.to_dict())
+    else:
+        click.echo(f"imported from {file}: {report.summary()}")
 
 
 @feedback.command()
@@ -281,10 +341,13 @@ def export(ctx: click.Context, fmt: str, output: Path | None) -> None:
     """Export the log as event JSONL or as mined training triplets."""
     rt = _open(ctx)
     if fmt == "events":
-        rows: Any = rt.feedback.export_events()
+        rows: Any = list(rt.feedback.export_events())  # read (and fail) before the output file is made
     else:
         rows = rt.mine().triplets()
-    out = output.open("w", encoding="utf-8") if output else sys.stdout
+    try:
+        out = output.open("w", encoding="utf-8") if output else sys.stdout
+    except OSError as exc:
+        raise click.FileError(str(output), hint=exc.strerror or str(exc)) from None
     try:
         n = 0
         for row in rows:
@@ -326,12 +389,21 @@ def mine(ctx: click.Context, dry_run: bool, as_json: bool) -> None:
 
 # -- the loop -------------------------------------------------------------------------------------
 def _parse_interval(text: str) -> float:
+    """Seconds in a duration like ``90s``, ``15m``, ``1h``, ``2d`` or ``300`` (a finite number > 0)."""
     units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
     t = text.strip().lower()
     try:
-        return float(t[:-1]) * units[t[-1]] if t and t[-1] in units else float(t)
+        seconds = float(t[:-1]) * units[t[-1]] if t and t[-1] in units else float(t)
     except ValueError:
         raise click.BadParameter(f"expected a duration like 90s, 15m, 1h; got {text!r}") from None
+    if not math.isfinite(seconds) or seconds <= 0:
+        raise click.BadParameter(f"must be a positive duration like 90s, 15m, 1h; got {text!r}")
+    return seconds
+
+
+def _interval_option(ctx: click.Context, param: click.Parameter, value: str) -> str:
+    _parse_interval(value)  # a usage error (exit 2) before anything runs
+    return value
 
 
 def _trial_line(t: dict[str, Any]) -> str:
@@ -370,7 +442,7 @@ def _print_refresh(report: RefreshReport) -> None:
 @click.option("--eval-beir", type=click.Path(exists=True, file_okay=False), default=None, help="Decide on this labelled BEIR folder instead of a trial.")
 @click.option("--eval-split", default="test", show_default=True, help="Split of --eval-beir.")
 @click.option("--watch", is_flag=True, help="Keep running: refresh whenever enough new feedback arrived.")
-@click.option("--interval", default="1h", show_default=True, help="With --watch: time between checks (e.g. 30m, 1h).")
+@click.option("--interval", default="1h", show_default=True, callback=_interval_option, help="With --watch: time between checks (e.g. 30m, 1h).")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 @click.pass_context
 def refresh(
@@ -379,9 +451,7 @@ def refresh(
     """Settle the live trial, then train one candidate on the feedback and start a trial with it."""
     import time
 
-    seconds = _parse_interval(interval)
-    if watch and seconds <= 0:
-        raise click.BadParameter(f"must be a positive duration with --watch, got {interval!r}", param_hint="--interval")
+    seconds = _parse_interval(interval)  # validated by its callback: finite and > 0
     rt = _open(ctx)
     while True:
         try:

@@ -16,19 +16,40 @@ Event JSONL (``ragtune feedback export --format events`` / ``import``), one obje
 from __future__ import annotations
 
 import contextlib
+import errno
+import functools
+import hashlib
 import json
+import logging
+import math
+import numbers
+import os
 import sqlite3
 import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ParamSpec, TypeVar
 
-from ragtune.errors import FeedbackError, InputError
+from ragtune.errors import FeedbackError, FeedbackLogError, InputError, RagtuneError
 
-__all__ = ["FeedbackLog", "Impression", "QueryRecord", "new_query_id"]
+__all__ = [
+    "FeedbackCheck",
+    "FeedbackLog",
+    "ImportReport",
+    "Impression",
+    "QueryRecord",
+    "new_query_id",
+    "validate_click",
+    "validate_rating",
+]
+
+logger = logging.getLogger(__name__)
+
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS queries (
@@ -78,6 +99,185 @@ def new_query_id() -> str:
     return uuid.uuid4().hex[:16]
 
 
+def _check_id(name: str, value: Any, cli_name: str) -> None:
+    if not isinstance(value, str) or not value.strip():
+        raise FeedbackError(f"{name} must be a non-empty string, got {value!r}", cli=f"{cli_name} must be a non-empty string, got {value!r}")
+
+
+def _check_dwell(dwell: Any) -> None:
+    if dwell is None:
+        return
+    if isinstance(dwell, bool) or not isinstance(dwell, numbers.Real) or not math.isfinite(float(dwell)) or float(dwell) < 0:
+        raise FeedbackError(f"dwell must be a finite number of seconds >= 0 (or None), got {dwell!r}", cli=f"--dwell must be a finite number of seconds >= 0, got {dwell!r}")
+
+
+def _check_rating(value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or int(value) not in (1, -1):
+        raise FeedbackError(f"a rating must be +1 or -1 (an int), got {value!r}", cli=f"a rating must be up, down, +1 or -1, got {value!r}")
+    return int(value)
+
+
+def validate_click(query_id: Any, doc_id: Any, dwell: Any = None) -> None:
+    """Check a click's arguments before anything is looked up or written.
+
+    Raises:
+        FeedbackError: an id that is not a non-empty string, or a dwell that is not a finite number >= 0.
+    """
+    _check_id("query_id", query_id, "QUERY_ID")
+    _check_id("doc_id", doc_id, "DOC_ID")
+    _check_dwell(dwell)
+
+
+def validate_rating(query_id: Any, doc_id: Any, value: Any) -> int:
+    """Check a rating's arguments; returns the value as an int.
+
+    Raises:
+        FeedbackError: an id that is not a non-empty string, or a value that is not the int +1 or -1
+            (``True`` is not a rating).
+    """
+    _check_id("query_id", query_id, "QUERY_ID")
+    _check_id("doc_id", doc_id, "DOC_ID")
+    return _check_rating(value)
+
+
+def _diagnose(path: Path, exc: BaseException, timeout: float) -> tuple[str, str, str, str]:
+    """``(kind, problem, fix, cli fix)`` for an error reading or writing the log at ``path``."""
+    text = str(exc)
+    low = text.lower()
+    code = getattr(exc, "errno", None)
+    corrupt_fix = "run `ragtune doctor --repair` to move it aside and start a new log"
+    if isinstance(exc, sqlite3.DatabaseError) and not isinstance(exc, sqlite3.OperationalError) and ("not a database" in low or "malformed" in low or "encrypted" in low):
+        return "corrupt", f"{path} is not a SQLite database ({text})", corrupt_fix, corrupt_fix
+    if "malformed" in low:
+        return "corrupt", f"{path} is damaged ({text})", corrupt_fix, corrupt_fix
+    if path.is_dir():
+        return "corrupt", f"{path} is a directory, not a SQLite file", f"move {path} aside: a new log is started in its place", f"move {path} aside: a new log is started in its place"
+    if "full" in low or code in (errno.ENOSPC, errno.EDQUOT):
+        return "disk_full", f"the disk holding {path} is full ({text})", f"free space on it (`df {path.parent}`)", f"free space on it (`df {path.parent}`)"
+    if "locked" in low or "busy" in low:
+        fix = f"retry; if it persists, find the process holding it (`fuser {path}`)"
+        return "locked", f"{path} stayed locked by another writer for more than {timeout:g}s", fix, fix
+    if "readonly" in low or "read-only" in low or "unable to open" in low or isinstance(exc, PermissionError) or code in (errno.EROFS, errno.EACCES, errno.EPERM):
+        where = path.parent if path.parent.is_dir() else path.parent.parent
+        return (
+            "unwritable",
+            f"{path} cannot be written ({text})",
+            f"make {where} writable by this user, or search with log=False to serve without logging",
+            f"make {where} writable by this user, or use `ragtune query --no-log` to search without logging",
+        )
+    if "i/o" in low or code == errno.EIO:
+        return "io_error", f"reading or writing {path} failed ({text})", "check the disk; `ragtune doctor` checks the log", "check the disk; `ragtune doctor` checks the log"
+    return "error", f"{path}: {text}", "`ragtune doctor` checks the log", "`ragtune doctor` checks the log"
+
+
+def _log_failure(path: Path, exc: BaseException, timeout: float, doing: str) -> FeedbackLogError:
+    kind, problem, fix, cli_fix = _diagnose(path, exc, timeout)
+    return FeedbackLogError(f"cannot {doing}: {problem}; {fix}", cli=f"cannot {doing}: {problem}; {cli_fix}", path=str(path), kind=kind)
+
+
+def _guard(doing: str, *, write: bool = False) -> Callable[[Callable[_P, _R]], Callable[_P, _R]]:
+    """Turn SQLite and OS errors of a :class:`FeedbackLog` method into a :class:`FeedbackLogError` naming the file and the fix."""
+
+    def deco(fn: Callable[_P, _R]) -> Callable[_P, _R]:
+        @functools.wraps(fn)
+        def wrapper(*args: _P.args, **kwargs: _P.kwargs) -> _R:
+            log = args[0]
+            assert isinstance(log, FeedbackLog)
+            try:
+                out = fn(*args, **kwargs)
+            except (sqlite3.Error, OSError) as exc:
+                if isinstance(exc, RagtuneError):
+                    raise
+                err = _log_failure(log.path, exc, log.timeout, doing)
+                if write:
+                    log.write_error = err
+                raise err from exc
+            if write:
+                log.write_error = None
+            return out
+
+        return wrapper
+
+    return deco
+
+
+@dataclass
+class FeedbackCheck:
+    """The health of a feedback log file (:meth:`FeedbackLog.check`).
+
+    Attributes:
+        path: The log file.
+        ok: Searches can be logged and the log read.
+        state: ``"ok"``, ``"absent"`` (nothing logged yet: fine), ``"corrupt"``, ``"unwritable"``,
+            ``"disk_full"``, ``"locked"``, ``"io_error"`` or ``"error"``.
+        message: One line: what is wrong (or the counts when nothing is).
+        fix: What to do, in command-line terms (``""`` when nothing is wrong).
+        counts: :meth:`FeedbackLog.stats` when the log could be read, else ``None``.
+        integrity: ``"ok"``, or what SQLite's ``quick_check`` found; ``None`` when not run.
+        last_write_error: The last write of this process that failed (``None`` once one succeeds again).
+    """
+
+    path: str
+    ok: bool
+    state: str
+    message: str
+    fix: str = ""
+    counts: dict[str, int] | None = None
+    integrity: str | None = None
+    last_write_error: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """The check as a JSON-able dict."""
+        return asdict(self)
+
+
+@dataclass
+class ImportReport:
+    """What :meth:`FeedbackLog.import_file` added (new) and skipped (already in the log).
+
+    Attributes:
+        path: The imported file.
+        queries: New queries (a triplet is one query with its ratings).
+        clicks: New clicks.
+        ratings: New ratings.
+        present_queries: Queries already in the log (same query id), left as they were.
+        present_clicks: Clicks already in the log (same query, doc and time).
+        present_ratings: Ratings already in the log (same query, doc and time).
+    """
+
+    path: str
+    queries: int = 0
+    clicks: int = 0
+    ratings: int = 0
+    present_queries: int = 0
+    present_clicks: int = 0
+    present_ratings: int = 0
+
+    @property
+    def new(self) -> int:
+        """Events added (queries, clicks, ratings)."""
+        return self.queries + self.clicks + self.ratings
+
+    @property
+    def present(self) -> int:
+        """Events skipped because the log already held them."""
+        return self.present_queries + self.present_clicks + self.present_ratings
+
+    def to_dict(self) -> dict[str, Any]:
+        """The report as a JSON-able dict (with ``new`` and ``present`` totals)."""
+        return {**asdict(self), "new": self.new, "present": self.present}
+
+    def __getitem__(self, key: str) -> Any:
+        return self.to_dict()[key]
+
+    def summary(self) -> str:
+        """One line: ``3 new (2 queries, 0 clicks, 1 ratings), 0 already present``."""
+        return (
+            f"{self.new} new ({self.queries} queries, {self.clicks} clicks, {self.ratings} ratings), "
+            f"{self.present} already present ({self.present_queries} queries, {self.present_clicks} clicks, {self.present_ratings} ratings)"
+        )
+
+
 @dataclass
 class Impression:
     """One result shown to a user.
@@ -116,14 +316,22 @@ class QueryRecord:
 class FeedbackLog:
     """The workspace's feedback log.
 
+    A file that cannot be read or written (corrupt, read-only, disk full, locked past ``timeout``)
+    makes every method raise :class:`~ragtune.errors.FeedbackLogError` naming the file and the fix;
+    :meth:`check` says what is wrong without raising.
+
     Args:
         path: The SQLite file (created on first use).
         timeout: Seconds a write waits for the lock other writers hold (SQLite's busy timeout).
+
+    Attributes:
+        write_error: The last write that failed, until one succeeds again (``None``: none failed).
     """
 
     def __init__(self, path: str | Path, *, timeout: float = 60.0) -> None:
         self.path = Path(path)
         self.timeout = timeout
+        self.write_error: FeedbackLogError | None = None
         self._local = threading.local()  # one connection per thread: transactions never interleave
         self._conns: list[tuple[threading.Thread, sqlite3.Connection]] = []
         self._conns_lock = threading.Lock()
@@ -132,11 +340,15 @@ class FeedbackLog:
         conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
         if conn is None:
             conn = sqlite3.connect(self.path, timeout=self.timeout, isolation_level=None, check_same_thread=False)
-            conn.execute(f"PRAGMA busy_timeout={int(self.timeout * 1000)}")
-            conn.execute("PRAGMA journal_mode=WAL")
-            conn.execute("PRAGMA synchronous=NORMAL")
-            conn.executescript(SCHEMA)
-            _migrate(conn)
+            try:
+                conn.execute(f"PRAGMA busy_timeout={int(self.timeout * 1000)}")
+                conn.execute("PRAGMA journal_mode=WAL")
+                conn.execute("PRAGMA synchronous=NORMAL")
+                conn.executescript(SCHEMA)
+                _migrate(conn)
+            except BaseException:
+                conn.close()  # retried (and reported) on next use
+                raise
             self._local.conn = conn
             with self._conns_lock:
                 # close the connections of threads that have ended (e.g. a finished executor's)
@@ -173,6 +385,7 @@ class FeedbackLog:
         conn.execute("COMMIT")
 
     # -- writes -----------------------------------------------------------------------------------
+    @_guard("log the search", write=True)
     def log_query(
         self,
         text: str,
@@ -209,45 +422,60 @@ class FeedbackLog:
 
     def _require_query(self, conn: sqlite3.Connection, qid: str) -> None:
         if conn.execute("SELECT 1 FROM queries WHERE qid = ?", (qid,)).fetchone() is None:
-            raise FeedbackError(f"unknown query id {qid!r}: log the query first (search(..., log=True) returns its id)")
+            raise FeedbackError(
+                f"unknown query id {qid!r}: log the query first (search(..., log=True) returns its id in SearchResults.query_id)",
+                cli=f"unknown query id {qid!r}: log the query first (`ragtune query TEXT` prints its id)",
+            )
 
+    @_guard("record the click", write=True)
     def click(self, qid: str, doc_id: str, *, dwell: float | None = None, ts: float | None = None) -> None:
-        """Record a click on ``doc_id`` for query ``qid``."""
+        """Record a click on ``doc_id`` for query ``qid``.
+
+        Raises:
+            FeedbackError: an empty id, a dwell that is not a finite number >= 0, or an unknown query id.
+            FeedbackLogError: the log cannot be written.
+        """
+        validate_click(qid, doc_id, dwell)
         conn = self._connect()
+        self._require_query(conn, qid)  # first: a refused insert would still write (AUTOINCREMENT's counter)
         cur = conn.execute(
             "INSERT INTO clicks(qid, doc_id, ts, dwell) SELECT ?, ?, ?, ? WHERE EXISTS (SELECT 1 FROM queries WHERE qid = ?)",
             (qid, doc_id, ts if ts is not None else time.time(), dwell, qid),
         )
-        if cur.rowcount != 1:
+        if cur.rowcount != 1:  # the query vanished in between (a repaired log)
             self._require_query(conn, qid)
 
+    @_guard("record the rating", write=True)
     def rate(self, qid: str, doc_id: str, value: int, *, ts: float | None = None) -> None:
-        """Record an explicit rating (+1 or -1)."""
-        if value not in (1, -1):
-            raise FeedbackError(f"a rating must be +1 or -1, got {value!r}")
+        """Record an explicit rating (+1 or -1).
+
+        Raises:
+            FeedbackError: an empty id, a value that is not the int +1 or -1, or an unknown query id.
+            FeedbackLogError: the log cannot be written.
+        """
+        value = validate_rating(qid, doc_id, value)
         conn = self._connect()
+        self._require_query(conn, qid)  # first: a refused insert would still write (AUTOINCREMENT's counter)
         cur = conn.execute(
             "INSERT INTO ratings(qid, doc_id, value, ts) SELECT ?, ?, ?, ? WHERE EXISTS (SELECT 1 FROM queries WHERE qid = ?)",
             (qid, doc_id, value, ts if ts is not None else time.time(), qid),
         )
-        if cur.rowcount != 1:
+        if cur.rowcount != 1:  # the query vanished in between (a repaired log)
             self._require_query(conn, qid)
 
     # -- reads ------------------------------------------------------------------------------------
+    @_guard("read the feedback log")
     def stats(self) -> dict[str, int]:
-        """Counts: ``queries``, ``impressions``, ``clicks``, ``ratings``, ``queries_with_positive``."""
-        conn = self._connect()
-        one = lambda q: int(conn.execute(q).fetchone()[0])  # noqa: E731
-        return {
-            "queries": one("SELECT COUNT(*) FROM queries"),
-            "impressions": one("SELECT COUNT(*) FROM impressions"),
-            "clicks": one("SELECT COUNT(*) FROM clicks"),
-            "ratings": one("SELECT COUNT(*) FROM ratings"),
-            "queries_with_positive": one(
-                "SELECT COUNT(*) FROM (SELECT qid FROM clicks UNION SELECT qid FROM ratings WHERE value > 0)"
-            ),
-        }
+        """Counts: ``queries``, ``impressions``, ``clicks``, ``ratings``, ``queries_with_positive`` (read as on disk in a read-only folder)."""
+        try:
+            return _counts(self._connect())
+        except sqlite3.OperationalError as exc:
+            counts = self._readonly_counts() if "unable to open" in str(exc).lower() and self.path.is_file() else None
+            if counts is None:
+                raise
+            return counts  # a WAL log in a read-only folder: read as it is on disk
 
+    @_guard("read the feedback log")
     def event_mark(self) -> tuple[int, int]:
         """``(max click id, max rating id)``: a watermark of the log."""
         conn = self._connect()
@@ -255,6 +483,7 @@ class FeedbackLog:
         r = conn.execute("SELECT COALESCE(MAX(id), 0) FROM ratings").fetchone()[0]
         return int(c), int(r)
 
+    @_guard("read the feedback log")
     def events_since(self, mark: tuple[int, int]) -> int:
         """Clicks and ratings logged after ``mark``."""
         conn = self._connect()
@@ -262,14 +491,17 @@ class FeedbackLog:
         r = conn.execute("SELECT COUNT(*) FROM ratings WHERE id > ?", (mark[1],)).fetchone()[0]
         return int(c) + int(r)
 
+    @_guard("read the feedback log")
     def get_meta(self, key: str, default: Any = None) -> Any:
         row = self._connect().execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
         return json.loads(row[0]) if row else default
 
+    @_guard("write the feedback log", write=True)
     def set_meta(self, key: str, value: Any) -> None:
         with self._tx() as conn:
             conn.execute("INSERT OR REPLACE INTO meta(key, value) VALUES (?, ?)", (key, json.dumps(value)))
 
+    @_guard("read the feedback log")
     def records(self, *, only_with_feedback: bool = False) -> list[QueryRecord]:
         """Every logged query with its impressions, clicks and ratings (oldest first)."""
         conn = self._connect()
@@ -290,6 +522,7 @@ class FeedbackLog:
             out = [r for r in out if r.clicks or r.ratings]
         return out
 
+    @_guard("read the feedback log")
     def trial_searches(self, trial: str) -> list[tuple[dict[str, str], set[str]]]:
         """Each search interleaved for ``trial``: its shown documents' teams and the documents chosen (clicked or rated up)."""
         conn = self._connect()
@@ -311,7 +544,11 @@ class FeedbackLog:
 
     # -- import / export --------------------------------------------------------------------------
     def export_events(self) -> Iterator[dict[str, Any]]:
-        """Yield the whole log as event dicts (queries first, then clicks, then ratings)."""
+        """Yield the whole log as event dicts (queries first, then clicks, then ratings).
+
+        Raises:
+            FeedbackLogError: the log cannot be read (raised by the first ``next()``).
+        """
         for rec in self.records():
             event: dict[str, Any] = {
                 "type": "query",
@@ -326,20 +563,35 @@ class FeedbackLog:
             if rec.trial:  # an interleaved search: its impressions carry their teams
                 event["trial"] = rec.trial
             yield event
-        conn = self._connect()
-        for qid, doc_id, ts, dwell in conn.execute("SELECT qid, doc_id, ts, dwell FROM clicks ORDER BY id"):
-            yield {"type": "click", "query_id": qid, "doc_id": doc_id, "ts": ts, "dwell": dwell}
-        for qid, doc_id, value, ts in conn.execute("SELECT qid, doc_id, value, ts FROM ratings ORDER BY id"):
-            yield {"type": "rating", "query_id": qid, "doc_id": doc_id, "value": value, "ts": ts}
+        yield from self._export_feedback()
 
+    @_guard("read the feedback log")
+    def _export_feedback(self) -> list[dict[str, Any]]:
+        conn = self._connect()
+        out: list[dict[str, Any]] = [
+            {"type": "click", "query_id": qid, "doc_id": doc_id, "ts": ts, "dwell": dwell}
+            for qid, doc_id, ts, dwell in conn.execute("SELECT qid, doc_id, ts, dwell FROM clicks ORDER BY id")
+        ]
+        out += [
+            {"type": "rating", "query_id": qid, "doc_id": doc_id, "value": value, "ts": ts}
+            for qid, doc_id, value, ts in conn.execute("SELECT qid, doc_id, value, ts FROM ratings ORDER BY id")
+        ]
+        return out
+
+    @_guard("import into the feedback log", write=True)
     def import_file(
         self,
         path: str | Path,
         *,
         doc_exists: Callable[[Sequence[str]], set[str]],
         text_to_id: Callable[[str], str | None],
-    ) -> dict[str, int]:
-        """Import an event or triplet JSONL file, all-or-nothing.
+    ) -> ImportReport:
+        """Import an event or triplet JSONL file, all-or-nothing and idempotent.
+
+        Importing a file again adds nothing: a query event whose ``query_id`` is already in the log
+        is skipped (with its clicks and ratings, which match on query, doc and time), and a triplet
+        gets a query id derived from its content (and its occurrence in the file), so that it is
+        recognised too. A click or rating without ``ts`` is dated at its query's time.
 
         Args:
             path: The file.
@@ -347,24 +599,39 @@ class FeedbackLog:
             text_to_id: Maps a document text to its doc id (for triplets given as texts), or ``None``.
 
         Returns:
-            Counts of what was imported.
+            An :class:`ImportReport`: what was added, and what was already present.
 
         Raises:
-            InputError: naming ``file:line`` for a malformed line, an unknown doc id or query id;
-                nothing of the file is imported then.
+            InputError: naming ``file:line`` (and the field) for a malformed line, an unknown doc id or
+                query id, a directory or a missing file; nothing of the file is imported then.
+            FeedbackLogError: the log cannot be written.
         """
         path = Path(path)
+        if path.is_dir():
+            raise InputError(f"{path}: is a directory; give one JSONL file of events (`ragtune feedback export`) or triplets")
         try:
             lines = path.read_text(encoding="utf-8").splitlines()
         except FileNotFoundError as exc:
             raise InputError(f"{path}: no such file") from exc
         except UnicodeDecodeError as exc:
-            raise InputError(f"{path}: not UTF-8 text ({exc.reason})") from exc
+            raise InputError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from exc
+        except OSError as exc:
+            raise InputError(f"{path}: cannot be read ({exc.strerror or exc})") from exc
         ops: list[tuple[str, tuple[Any, ...]]] = []
-        file_qids: set[str] = set()
+        file_queries: dict[str, tuple[int, float]] = {}  # qid -> (line, ts)
+        seen_events: set[tuple[str, str, str, float]] = set()
+        triplet_seen: dict[str, int] = {}
         doc_refs: list[tuple[int, str]] = []
-        counts = {"queries": 0, "clicks": 0, "ratings": 0}
+        report = ImportReport(str(path))
+        any_event = False
         conn = self._connect()
+
+        def query_ts(qid: str) -> float | None:
+            if qid in file_queries:
+                return file_queries[qid][1]
+            row = conn.execute("SELECT ts FROM queries WHERE qid = ?", (qid,)).fetchone()
+            return None if row is None else float(row[0])
+
         for lineno, line in enumerate(lines, 1):
             if not line.strip():
                 continue
@@ -374,100 +641,229 @@ class FeedbackLog:
             except json.JSONDecodeError as exc:
                 raise InputError(f"{where}: malformed JSON ({exc.msg} at column {exc.colno})") from exc
             if not isinstance(obj, dict):
-                raise InputError(f"{where}: expected a JSON object")
+                raise InputError(f"{where}: expected a JSON object, got {type(obj).__name__}")
+            any_event = True
             kind = obj.get("type")
             if kind is None and "query" in obj:
                 kind = "triplet"
             if kind == "query":
-                qid, text = obj.get("query_id"), obj.get("text")
+                qid = _str_field(obj, "query_id", where)
+                text = _str_field(obj, "text", where)
                 imps = obj.get("impressions", [])
-                if not isinstance(qid, str) or not qid or not isinstance(text, str) or not text.strip() or not isinstance(imps, list):
-                    raise InputError(f"{where}: a query event needs a string 'query_id', non-empty 'text' and a list 'impressions'")
-                if qid in file_qids or conn.execute("SELECT 1 FROM queries WHERE qid = ?", (qid,)).fetchone():
-                    raise InputError(f"{where}: query id {qid!r} already exists")
+                if not isinstance(imps, list):
+                    raise InputError(f"{where}: 'impressions' must be a list, got {imps!r}")
                 randomized = obj.get("randomized", False)
                 if not isinstance(randomized, bool):
                     raise InputError(f"{where}: 'randomized' must be true or false, got {randomized!r}")
+                version = obj.get("version")
+                if version is not None and not isinstance(version, str):
+                    raise InputError(f"{where}: 'version' must be a string or null, got {version!r}")
+                ts = _ts_field(obj, where)
                 parsed = []
-                for im in imps:
-                    if not isinstance(im, dict) or not isinstance(im.get("doc_id"), str) or not _is_rank(im.get("rank")):
-                        raise InputError(f"{where}: each impression needs a string 'doc_id' and an integer 'rank' >= 1")
+                for i, im in enumerate(imps):
+                    at = f"{where}: impressions[{i}]"
+                    if not isinstance(im, dict):
+                        raise InputError(f"{at} must be an object with 'doc_id' and 'rank', got {im!r}")
+                    doc = im.get("doc_id")
+                    if not isinstance(doc, str) or not doc:
+                        raise InputError(f"{at}: 'doc_id' must be a non-empty string, got {doc!r}")
+                    if not _is_rank(im.get("rank")):
+                        raise InputError(f"{at}: 'rank' must be an integer >= 1, got {im.get('rank')!r}")
                     orig = im.get("orig_rank")
                     if orig is not None and not _is_rank(orig):
-                        raise InputError(f"{where}: an impression's 'orig_rank' must be an integer >= 1, got {orig!r}")
+                        raise InputError(f"{at}: 'orig_rank' must be an integer >= 1, got {orig!r}")
+                    score = im.get("score")
+                    if score is not None and (isinstance(score, bool) or not isinstance(score, (int, float)) or not math.isfinite(score)):
+                        raise InputError(f"{at}: 'score' must be a finite number or null, got {score!r}")
                     team = im.get("team")
                     if team is not None and team not in ("serving", "trial", "shared"):
-                        raise InputError(f"{where}: an impression's 'team' must be 'serving', 'trial' or 'shared', got {team!r}")
-                    doc_refs.append((lineno, im["doc_id"]))
-                    parsed.append(Impression(im["doc_id"], im["rank"], im.get("score"), orig, team))
+                        raise InputError(f"{at}: 'team' must be 'serving', 'trial' or 'shared', got {team!r}")
+                    parsed.append(Impression(doc, im["rank"], score, orig, team))
+                if qid in file_queries:
+                    raise InputError(f"{where}: query id {qid!r} is repeated (first at line {file_queries[qid][0]})")
+                row = conn.execute("SELECT text, ts FROM queries WHERE qid = ?", (qid,)).fetchone()
+                if row is not None:
+                    if row[0] != text:
+                        raise InputError(f"{where}: query id {qid!r} is already in the log with another text ({row[0]!r})")
+                    file_queries[qid] = (lineno, float(row[1]))
+                    report.present_queries += 1
+                    continue
+                ts = time.time() if ts is None else ts
+                file_queries[qid] = (lineno, ts)
+                doc_refs += [(lineno, im.doc_id) for im in parsed]
                 # a search's "trial" is not imported: imported events must never count in a live trial
-                file_qids.add(qid)
-                ops.append(("query", (qid, text, parsed, obj.get("version"), float(obj.get("ts") or time.time()), "import", randomized, None)))
-                counts["queries"] += 1
+                ops.append(("query", (qid, text, parsed, version, ts, "import", randomized, None)))
+                report.queries += 1
             elif kind in ("click", "rating"):
-                qid, doc_id = obj.get("query_id"), obj.get("doc_id")
-                if not isinstance(qid, str) or not isinstance(doc_id, str):
-                    raise InputError(f"{where}: a {kind} event needs string 'query_id' and 'doc_id'")
-                if qid not in file_qids and not conn.execute("SELECT 1 FROM queries WHERE qid = ?", (qid,)).fetchone():
-                    raise InputError(f"{where}: unknown query id {qid!r} (not in the log nor earlier in this file)")
-                doc_refs.append((lineno, doc_id))
-                ts = float(obj.get("ts") or time.time())
+                qid = _str_field(obj, "query_id", where)
+                doc_id = _str_field(obj, "doc_id", where)
+                ts = _ts_field(obj, where)
+                value: int | None = None
+                dwell = obj.get("dwell")
                 if kind == "click":
-                    ops.append(("click", (qid, doc_id, ts, obj.get("dwell"))))
-                    counts["clicks"] += 1
+                    if dwell is not None and (isinstance(dwell, bool) or not isinstance(dwell, (int, float)) or not math.isfinite(dwell) or dwell < 0):
+                        raise InputError(f"{where}: 'dwell' must be a finite number of seconds >= 0 or null, got {dwell!r}")
                 else:
                     value = obj.get("value")
-                    if value not in (1, -1):
+                    if isinstance(value, bool) or value not in (1, -1):
                         raise InputError(f"{where}: a rating's 'value' must be 1 or -1, got {value!r}")
+                qts = query_ts(qid)
+                if qts is None:
+                    raise InputError(f"{where}: unknown query id {qid!r} (not in the log nor earlier in this file)")
+                ts = qts if ts is None else ts
+                key = (kind, qid, doc_id, ts)
+                table = "clicks" if kind == "click" else "ratings"
+                if key in seen_events or conn.execute(f"SELECT 1 FROM {table} WHERE qid = ? AND doc_id = ? AND ts = ?", (qid, doc_id, ts)).fetchone():
+                    if kind == "click":
+                        report.present_clicks += 1
+                    else:
+                        report.present_ratings += 1
+                    continue
+                seen_events.add(key)
+                doc_refs.append((lineno, doc_id))
+                if kind == "click":
+                    ops.append(("click", (qid, doc_id, ts, None if dwell is None else float(dwell))))
+                    report.clicks += 1
+                else:
                     ops.append(("rating", (qid, doc_id, value, ts)))
-                    counts["ratings"] += 1
+                    report.ratings += 1
             elif kind == "triplet":
                 query = obj.get("query")
                 if not isinstance(query, str) or not query.strip():
-                    raise InputError(f"{where}: a triplet needs a non-empty 'query'")
+                    raise InputError(f"{where}: a triplet's 'query' must be a non-empty string, got {query!r}")
                 ids: dict[str, str | None] = {}
+                refs: list[tuple[int, str]] = []
                 for side in ("positive", "negative"):
                     if f"{side}_id" in obj:
                         ref = obj[f"{side}_id"]
-                        if not isinstance(ref, str):
-                            raise InputError(f"{where}: '{side}_id' must be a string")
-                        doc_refs.append((lineno, ref))
+                        if not isinstance(ref, str) or not ref:
+                            raise InputError(f"{where}: '{side}_id' must be a non-empty string, got {ref!r}")
+                        refs.append((lineno, ref))
                         ids[side] = ref
                     elif side in obj:
                         text = obj[side]
-                        found = text_to_id(text) if isinstance(text, str) else None
+                        if not isinstance(text, str) or not text.strip():
+                            raise InputError(f"{where}: '{side}' must be a document's text (a non-empty string), got {text!r}")
+                        found = text_to_id(text)
                         if found is None:
                             raise InputError(f"{where}: the {side} text matches no document in the index (give '{side}_id' instead)")
                         ids[side] = found
                     elif side == "positive":
                         raise InputError(f"{where}: a triplet needs 'positive' (text) or 'positive_id'")
-                qid = new_query_id()
+                content = json.dumps([query, ids.get("positive"), ids.get("negative")], ensure_ascii=False)
+                nth = triplet_seen.get(content, 0)
+                triplet_seen[content] = nth + 1
+                qid = "t" + hashlib.sha1(f"{content}#{nth}".encode()).hexdigest()[:15]  # the same triplet imported again: the same id
+                n_ratings = 2 if ids.get("negative") else 1
+                if conn.execute("SELECT 1 FROM queries WHERE qid = ?", (qid,)).fetchone():
+                    report.present_queries += 1
+                    report.present_ratings += n_ratings
+                    continue
+                doc_refs += refs
+                now = time.time()
                 imps = [Impression(d, r) for r, d in enumerate([ids.get("positive"), ids.get("negative")], 1) if d]
-                ops.append(("query", (qid, query, imps, None, time.time(), "import", False, None)))
-                ops.append(("rating", (qid, ids["positive"], 1, time.time())))
-                counts["queries"] += 1
-                counts["ratings"] += 1
+                ops.append(("query", (qid, query, imps, None, now, "import", False, None)))
+                ops.append(("rating", (qid, ids["positive"], 1, now)))
                 if ids.get("negative"):
-                    ops.append(("rating", (qid, ids["negative"], -1, time.time())))
-                    counts["ratings"] += 1
+                    ops.append(("rating", (qid, ids["negative"], -1, now)))
+                report.queries += 1
+                report.ratings += n_ratings
             else:
-                raise InputError(f"{where}: unknown line: expected an event with 'type' query/click/rating, or a triplet with 'query'")
-        if not ops:
-            raise InputError(f"{path}: no events found")
+                raise InputError(
+                    f"{where}: unknown event type {kind!r}: expected 'type' query, click or rating (an event), or a 'query' field (a triplet)"
+                )
+        if not any_event:
+            raise InputError(f"{path}: no events found (an empty file)")
         known = doc_exists(sorted({d for _, d in doc_refs}))
         for lineno, doc_id in doc_refs:
             if doc_id not in known:
                 raise InputError(f"{path}:{lineno}: unknown doc id {doc_id!r} (not in the current index)")
-        with self._tx() as tx:
-            for kind, args in ops:
-                if kind == "query":
-                    qid, text, imps, version, ts, source, randomized, trial = args
-                    self._insert_query(tx, qid, text, imps, version, randomized, ts, source, trial)
-                elif kind == "click":
-                    tx.execute("INSERT INTO clicks(qid, doc_id, ts, dwell) VALUES (?, ?, ?, ?)", args)
-                else:
-                    tx.execute("INSERT INTO ratings(qid, doc_id, value, ts) VALUES (?, ?, ?, ?)", args)
-        return counts
+        if ops:
+            with self._tx() as tx:
+                for kind, args in ops:
+                    if kind == "query":
+                        qid, text, imps, version, ts, source, randomized, trial = args
+                        self._insert_query(tx, qid, text, imps, version, randomized, ts, source, trial)
+                    elif kind == "click":
+                        tx.execute("INSERT INTO clicks(qid, doc_id, ts, dwell) VALUES (?, ?, ?, ?)", args)
+                    else:
+                        tx.execute("INSERT INTO ratings(qid, doc_id, value, ts) VALUES (?, ?, ?, ?)", args)
+        logger.info("imported %s: %s", path, report.summary())
+        return report
+
+    # -- health -----------------------------------------------------------------------------------
+    def check(self, *, thorough: bool = True) -> FeedbackCheck:
+        """Say whether the log can be read and written, and what to do if not; never raises for a bad log.
+
+        Opens the file on its own (never creating it), reads the counts, runs SQLite's
+        ``PRAGMA quick_check`` when ``thorough``, and tries a write that it rolls back at once.
+
+        Args:
+            thorough: Run ``quick_check`` (reads the whole file: ``ragtune doctor``); ``False`` for a
+                cheap check (``status``).
+
+        Returns:
+            A :class:`FeedbackCheck`.
+        """
+        last = None if self.write_error is None else str(self.write_error.cli_message())
+        path = self.path
+        if not path.exists():
+            parent = path.parent
+            if parent.is_dir() and not os.access(parent, os.W_OK):
+                return FeedbackCheck(str(path), False, "unwritable", f"no feedback log yet, and {parent} is not writable: searches cannot be logged",
+                                     f"make {parent} writable by this user", counts=None, last_write_error=last)  # fmt: skip
+            return FeedbackCheck(str(path), True, "absent", "no feedback logged yet", counts=_zero_counts(), last_write_error=last)
+        counts: dict[str, int] | None = None
+        integrity: str | None = None
+        try:
+            conn = sqlite3.connect(path.as_uri() + "?mode=rw", uri=True, timeout=2.0, isolation_level=None)
+        except sqlite3.Error as exc:
+            return self._unhealthy(exc, counts, integrity, last)
+        try:
+            try:
+                if thorough:
+                    rows = [str(r[0]) for r in conn.execute("PRAGMA quick_check(5)")]
+                    integrity = "ok" if rows == ["ok"] else "; ".join(rows)
+                counts = _counts(conn)
+            except sqlite3.Error as exc:
+                if "unable to open" not in str(exc).lower():
+                    return self._unhealthy(exc, counts, integrity, last)
+                counts = self._readonly_counts()  # a WAL log in a read-only folder: read it as it is on disk
+                return self._unhealthy(exc, counts, integrity, last)
+            if integrity not in (None, "ok"):
+                fix = "run `ragtune doctor --repair` to move it aside and start a new log (export what is readable first: `ragtune feedback export`)"
+                return FeedbackCheck(str(path), False, "corrupt", f"{path} is damaged: SQLite's quick_check found: {integrity}", fix, counts, integrity, last)
+            try:  # can this process write? A write rolled back at once: nothing changes
+                conn.execute("BEGIN IMMEDIATE")
+                try:
+                    if conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'meta'").fetchone():
+                        conn.execute("INSERT OR REPLACE INTO meta(key, value) VALUES ('ragtune.check', '1')")
+                finally:
+                    conn.execute("ROLLBACK")
+            except sqlite3.Error as exc:
+                return self._unhealthy(exc, counts, integrity, last)
+        finally:
+            conn.close()
+        message = f"{counts['queries']} queries, {counts['clicks']} clicks, {counts['ratings']} ratings"
+        if last is not None:
+            message += f" (the last write of this process failed: {last})"
+        return FeedbackCheck(str(path), True, "ok", message, "", counts, integrity, last)
+
+    def _unhealthy(self, exc: BaseException, counts: dict[str, int] | None, integrity: str | None, last: str | None) -> FeedbackCheck:
+        kind, problem, _fix, cli_fix = _diagnose(self.path, exc, 2.0)
+        return FeedbackCheck(str(self.path), False, kind, problem, cli_fix, counts, integrity, last)
+
+    def _readonly_counts(self) -> dict[str, int] | None:
+        try:
+            conn = sqlite3.connect(self.path.as_uri() + "?mode=ro&immutable=1", uri=True, isolation_level=None)
+        except sqlite3.Error:
+            return None
+        try:
+            return _counts(conn)
+        except sqlite3.Error:
+            return None
+        finally:
+            conn.close()
 
 
 def _impression_event(im: Impression) -> dict[str, Any]:
@@ -491,6 +887,41 @@ def _migrate(conn: sqlite3.Connection) -> None:
                 if "duplicate column" not in str(exc):
                     raise
     conn.executescript(POST_MIGRATION)
+
+
+def _str_field(obj: dict[str, Any], name: str, where: str) -> str:
+    value = obj.get(name)
+    if not isinstance(value, str) or not value.strip():
+        raise InputError(f"{where}: '{name}' must be a non-empty string, got {value!r}")
+    return value
+
+
+def _ts_field(obj: dict[str, Any], where: str) -> float | None:
+    ts = obj.get("ts")
+    if ts is None:
+        return None
+    if isinstance(ts, bool) or not isinstance(ts, (int, float)) or not math.isfinite(ts):
+        raise InputError(f"{where}: 'ts' must be a finite number (Unix seconds) or absent, got {ts!r}")
+    return float(ts)
+
+
+def _zero_counts() -> dict[str, int]:
+    return {"queries": 0, "impressions": 0, "clicks": 0, "ratings": 0, "queries_with_positive": 0}
+
+
+def _counts(conn: sqlite3.Connection) -> dict[str, int]:
+    """:meth:`FeedbackLog.stats` on ``conn`` (zeros for a log whose tables were never created)."""
+    tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    if not {"queries", "impressions", "clicks", "ratings"} <= tables:
+        return _zero_counts()
+    one = lambda q: int(conn.execute(q).fetchone()[0])  # noqa: E731
+    return {
+        "queries": one("SELECT COUNT(*) FROM queries"),
+        "impressions": one("SELECT COUNT(*) FROM impressions"),
+        "clicks": one("SELECT COUNT(*) FROM clicks"),
+        "ratings": one("SELECT COUNT(*) FROM ratings"),
+        "queries_with_positive": one("SELECT COUNT(*) FROM (SELECT qid FROM clicks UNION SELECT qid FROM ratings WHERE value > 0)"),
+    }
 
 
 def _is_rank(value: Any) -> bool:

@@ -20,7 +20,7 @@ import numpy as np
 from ragtune.config import RagtuneConfig
 from ragtune.docstore import DocStore
 from ragtune.embedder import Embedder, ModelSpec
-from ragtune.errors import InputError, WorkspaceError
+from ragtune.errors import FeedbackLogError, InputError, WorkspaceError
 from ragtune.feedback import FeedbackLog, Impression
 from ragtune.index import VectorStore, open_store
 from ragtune.interleave import team_draft
@@ -31,6 +31,25 @@ from ragtune.workspace import Workspace, store_name
 __all__ = ["Server", "ServingVersion"]
 
 logger = logging.getLogger(__name__)
+
+#: Feedback log path -> the kind of write failure already warned about: one warning per failure, per process.
+_LOG_FAILURES: dict[str, str] = {}
+
+
+def _log_search(log: FeedbackLog, query: str, imps: list[Impression], **kwargs: object) -> str | None:
+    """Log a search; ``None`` when the log cannot be written (warned once, never raised: logging is off the critical path)."""
+    key = str(log.path)
+    try:
+        qid = log.log_query(query, imps, **kwargs)  # type: ignore[arg-type]
+    except FeedbackLogError as exc:
+        if _LOG_FAILURES.get(key) != exc.kind:
+            _LOG_FAILURES[key] = exc.kind
+            what = "searches are answered but not logged (no query ids, so no clicks)"
+            logger.warning("%s: %s", what, exc, extra={"ragtune_cli": f"{what}: {exc.cli_message()}"})
+        return None
+    if _LOG_FAILURES.pop(key, None) is not None:
+        logger.warning("the feedback log %s is writable again: searches are logged", key)
+    return qid
 
 
 class ServingVersion:
@@ -153,6 +172,9 @@ class Server:
     def search(self, query: str, k: int, *, log: FeedbackLog | None) -> SearchResults:
         """The top ``k`` for ``query``; logged to ``log`` when given (interleaved for a share while a trial is live).
 
+        A log that cannot be written (corrupt, read-only, disk full, locked too long) never fails
+        the search: it is answered with ``query_id`` ``None`` and the failure is warned about once.
+
         Raises:
             InputError: an empty query or a ``k`` that is not a positive integer.
         """
@@ -189,7 +211,7 @@ class Server:
         if log is not None:
             orig = dict(zip(ids, orig_ranks))
             imps = [Impression(h.doc_id, h.rank, h.score, orig[h.doc_id]) for h in hits]
-            qid = log.log_query(query, imps, version=serving.name, randomized=randomized)
+            qid = _log_search(log, query, imps, version=serving.name, randomized=randomized)
         return SearchResults(hits, qid, serving.name)
 
     def _interleaved(
@@ -211,5 +233,5 @@ class Server:
         hits = serving.hits(ids, [known.get(d, 0.0) for d in ids], fallback=trial)
         team_of = dict(merged)
         imps = [Impression(h.doc_id, h.rank, h.score, None, team_of[h.doc_id]) for h in hits]
-        qid = log.log_query(query, imps, version=serving.name, trial=state.id)
+        qid = _log_search(log, query, imps, version=serving.name, trial=state.id)
         return SearchResults(hits, qid, serving.name, trial=state.id)

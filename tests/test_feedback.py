@@ -55,8 +55,13 @@ def test_export_import_round_trip(workspace, tmp_path):
     path.write_text("".join(json.dumps(e) + "\n" for e in events))
     log = FeedbackLog(other)
     counts = log.import_file(path, doc_exists=lambda ids: set(ids), text_to_id=lambda t: None)
-    assert counts == {"queries": 1, "clicks": 1, "ratings": 0}
+    assert (counts.queries, counts.clicks, counts.ratings, counts.present) == (1, 1, 0, 0)
     assert log.stats()["clicks"] == 1
+    # importing the same file again adds nothing, and says so
+    again = log.import_file(path, doc_exists=lambda ids: set(ids), text_to_id=lambda t: None)
+    assert (again.new, again.present_queries, again.present_clicks) == (0, 1, 1)
+    assert "0 new" in again.summary() and "2 already present" in again.summary()
+    assert log.stats()["queries"] == 1 and log.stats()["clicks"] == 1
 
 
 def test_export_import_keeps_randomisation(tmp_path):
@@ -76,8 +81,9 @@ def test_export_import_keeps_randomisation(tmp_path):
     assert [(im.doc_id, im.rank, im.orig_rank) for im in back["swap"].impressions] == [("d3", 1, 3), ("d2", 2, 2), ("d1", 3, 1)]
     for line, needle in (
         ('{"type": "query", "query_id": "x", "text": "t", "impressions": [], "randomized": "yes"}', "'randomized' must be true or false"),
-        ('{"type": "query", "query_id": "x", "text": "t", "impressions": [{"doc_id": "d1", "rank": true}]}', "an integer 'rank' >= 1"),
+        ('{"type": "query", "query_id": "x", "text": "t", "impressions": [{"doc_id": "d1", "rank": true}]}', "impressions\\[0\\]: 'rank' must be an integer >= 1, got True"),
         ('{"type": "query", "query_id": "x", "text": "t", "impressions": [{"doc_id": "d1", "rank": 1, "orig_rank": 0}]}', "'orig_rank' must be an integer >= 1"),
+        (json.dumps({"type": "query", "query_id": events[0]["query_id"], "text": "another text", "impressions": []}), "already in the log with another text"),
     ):
         path.write_text(line + "\n")
         with pytest.raises(InputError, match=needle):
@@ -96,7 +102,7 @@ def _count(rt):
         (['{"query": "reset", "positive_id": "d1"}', '{"query": "x", "positive_id": "nope"}'], ":2: unknown doc id 'nope'"),
         (['{"type": "click", "query_id": "ghost", "doc_id": "d1"}'], ":1: unknown query id 'ghost'"),
         (['{"query": "reset", "positive": "text that is in no document"}'], ":1: the positive text matches no document"),
-        (['{"type": "rating", "query_id": "q", "doc_id": "d1", "value": 3}'], ":1: unknown query id"),
+        (['{"type": "rating", "query_id": "q", "doc_id": "d1", "value": 3}'], ":1: a rating's 'value' must be 1 or -1, got 3"),
     ],
 )
 def test_import_is_all_or_nothing(workspace, tmp_path, lines, needle):
@@ -120,7 +126,10 @@ def test_import_triplets_by_text_and_id(workspace, tmp_path):
     ]
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
     counts = workspace.import_feedback(path)
-    assert counts == {"queries": 3, "clicks": 0, "ratings": 5}
+    assert (counts.queries, counts.clicks, counts.ratings) == (3, 0, 5)
+    again = workspace.import_feedback(path)  # the same triplets again: recognised by their content
+    assert (again.new, again.present_queries, again.present_ratings) == (0, 3, 5)
+    assert workspace.feedback.stats()["queries"] == 3
     mined = workspace.mine()
     pairs = {(ex.query, ex.positive_id) for ex in mined.train} | {(h.query, d) for h in mined.heldout for d in h.positive_ids}
     assert ("how to factory reset", "d1") in pairs and ("wifi password", "d2") in pairs
@@ -151,3 +160,31 @@ def test_threads_get_their_own_connections_and_ended_ones_are_closed(tmp_path):
     assert len(log._conns) == 1
     log.close()
     assert log._conns == [] and log.stats()["impressions"] == 160  # reconnects on use
+
+
+def test_import_dedupes_events_without_ts_and_keeps_repeated_triplets(workspace, tmp_path):
+    hits = workspace.search("reset", k=3)
+    path = tmp_path / "clicks.jsonl"
+    path.write_text(json.dumps({"type": "click", "query_id": hits.query_id, "doc_id": hits[0].doc_id, "dwell": 2}) + "\n")
+    assert workspace.import_feedback(path).clicks == 1
+    assert workspace.import_feedback(path).present_clicks == 1  # dated at its query's time: recognised again
+    twice = tmp_path / "twice.jsonl"
+    twice.write_text(2 * (json.dumps({"query": "wifi", "positive_id": "d2"}) + "\n"))
+    assert workspace.import_feedback(twice).queries == 2  # the same triplet twice in a file counts twice
+    assert workspace.import_feedback(twice).new == 0
+    assert workspace.feedback.stats()["clicks"] == 1
+
+
+def test_check_reports_health_without_raising(tmp_path):
+    log = FeedbackLog(tmp_path / "fb.sqlite")
+    assert log.check().state == "absent" and log.check().ok
+    log.log_query("q", [Impression("d1", 1)])
+    good = log.check()
+    assert good.ok and good.state == "ok" and good.integrity == "ok" and good.counts is not None and good.counts["queries"] == 1
+    log.close()
+    (tmp_path / "fb.sqlite").write_bytes(b"not a database at all" * 100)
+    bad = FeedbackLog(tmp_path / "fb.sqlite")
+    health = bad.check()
+    assert not health.ok and health.state == "corrupt" and "doctor --repair" in health.fix and health.to_dict()["path"].endswith("fb.sqlite")
+    with pytest.raises(FeedbackError, match=r"cannot record the click: .*fb.sqlite is not a SQLite database"):
+        bad.click("q", "d1")
