@@ -1,11 +1,14 @@
 from __future__ import annotations
 
 import json
+import logging
 import multiprocessing as mp
+import sqlite3
 
 import pytest
 
 from ragtune import FeedbackError, InputError
+from ragtune.errors import FeedbackLogError
 from ragtune.feedback import FeedbackLog, Impression
 
 
@@ -188,3 +191,29 @@ def test_check_reports_health_without_raising(tmp_path):
     assert not health.ok and health.state == "corrupt" and "doctor --repair" in health.fix and health.to_dict()["path"].endswith("fb.sqlite")
     with pytest.raises(FeedbackError, match=r"cannot record the click: .*fb.sqlite is not a SQLite database"):
         bad.click("q", "d1")
+
+
+@pytest.mark.parametrize(
+    ("error", "kind", "needle"),
+    [
+        (sqlite3.OperationalError("database or disk is full"), "disk_full", "is full"),
+        (sqlite3.OperationalError("database is locked"), "locked", "stayed locked by another writer for more than 60s"),
+        (sqlite3.OperationalError("attempt to write a readonly database"), "unwritable", "cannot be written"),
+        (sqlite3.OperationalError("disk I/O error"), "io_error", "disk I/O error"),
+        (PermissionError(13, "Permission denied"), "unwritable", "cannot be written"),
+    ],
+)
+def test_write_failures_name_the_file_and_never_fail_search(workspace, monkeypatch, caplog, error, kind, needle):
+    def broken(*args, **kwargs):
+        raise error
+
+    log = workspace.feedback
+    monkeypatch.setattr(log, "_connect", broken)
+    with pytest.raises(FeedbackLogError) as exc:
+        log.log_query("q", [Impression("d1", 1)])
+    assert exc.value.kind == kind and needle in str(exc.value) and str(log.path) in str(exc.value)
+    assert log.write_error is exc.value
+    with caplog.at_level(logging.WARNING, logger="ragtune.serving"):
+        results = [workspace.search(f"reset {i}", k=2) for i in range(3)]
+    assert all(len(r) == 2 and r.query_id is None for r in results)
+    assert len([r for r in caplog.records if "not logged" in r.getMessage()]) == 1
