@@ -45,12 +45,13 @@ def main(argv: list[str] | None = None) -> None:
         assert hits.query_id is not None
         rt.click(hits.query_id, hits[0].doc_id)
 
-        # a document changes and one is added: re-index embeds just those, writes a new collection, swaps
+        # a document changes and one is added (in a copy of the folder, which replaces the original as the
+        # source): re-index embeds just those, writes a new collection, swaps
         docs = Path(tmp) / "docs"
         shutil.copytree(DOCS, docs, dirs_exist_ok=True)
         (docs / "wifi.md").write_text("# Wi-Fi\n\nThe Wi-Fi password is on the label; change it in the app under Wireless.\n")
         (docs / "guest.md").write_text("# Guest network\n\nTurn on the guest network to keep visitors off your own devices.\n")
-        report = rt.index([docs])
+        report = rt.index([docs], replace=True)
         print(f"re-indexed: {report['added']} added, {report['changed']} changed, {report['unchanged']} unchanged -> version {report['version']}")
         hits = rt.search("wifi for visitors", k=2)
         print(f"now serving {hits.version} ({rt.serving().store.backend}): top hit {hits[0].doc_id}")

@@ -45,7 +45,7 @@ def _index_search_swap(rt: Ragtune, docs_jsonl: Path, tmp_path: Path) -> None:
     assert pos[:, 0].tolist() == list(range(8))
     rt.click(hits.query_id, hits[0].doc_id)
 
-    report = rt.index([_changed_docs(tmp_path)])
+    report = rt.index([_changed_docs(tmp_path)], replace=True)  # a changed copy in another file replaces the corpus
     assert report["changed"] == 1 and report["added"] == 1 and report["embedded"] == 2
     v2 = rt.current_version
     assert v2 != v1
@@ -73,8 +73,8 @@ def test_pruned_versions_collections_are_collected(tmp_path: Path, tiny_config, 
     config = tiny_config.with_overrides({"index.backend": "chroma", "index.keep_versions": 1})
     rt = Ragtune.init(tmp_path / "ws", config, progress=False)
     rt.index([docs_jsonl])
-    rt.index([_changed_docs(tmp_path)])  # prunes v0001's directory
-    rt.index([docs_jsonl])  # creating v0003 drops v0001's orphaned collection
+    rt.index([_changed_docs(tmp_path)], replace=True)  # prunes v0001's directory
+    rt.index([docs_jsonl], replace=True)  # creating v0003 drops v0001's orphaned collection
     client = chroma_client(config.index, rt.ws.root)
     names = {c.name for c in client.list_collections()}
     suffixes = sorted(n.rsplit("-", 1)[1] for n in names)

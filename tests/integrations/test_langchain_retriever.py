@@ -101,7 +101,7 @@ def test_picks_up_a_new_version_without_rebuild(workspace: Ragtune, tmp_path: Pa
     docs.append({"id": "d9", "title": "Mesh", "text": "Add a mesh satellite to extend coverage."})
     src = tmp_path / "docs2.jsonl"
     src.write_text("".join(json.dumps(d) + "\n" for d in docs), encoding="utf-8")
-    other.index([src])
+    other.index([src], replace=True)  # the corpus moved to another file
     after = retriever.invoke("status light", k=9)
     assert after[0].metadata["ragtune_version"] != v1
     assert len(after) == 9 and "d9" in {d.metadata["doc_id"] for d in after}
