@@ -26,7 +26,6 @@ import contextlib
 import logging
 import os
 import shutil
-import sqlite3
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -147,17 +146,23 @@ def _check_config(ws: Workspace, add: Any) -> RagtuneConfig:
 
 
 def _check_feedback(ws: Workspace, add: Any, repair: bool) -> None:
+    from ragtune.feedback import FeedbackLog
+
     path = ws.feedback_path
-    if not path.exists():
-        add(Finding("feedback", "ok", "no feedback logged yet"))
+    log = FeedbackLog(path)
+    try:
+        health = log.check(thorough=True)
+    finally:
+        log.close()
+    if health.ok:
+        add(Finding("feedback", "ok", health.message))
         return
-    problem = _sqlite_problem(path)
-    if problem is None:
-        add(Finding("feedback", "ok", f"{path.name} passes SQLite's quick_check"))
+    if health.state != "corrupt":  # unwritable, disk full, locked: nothing to move aside; say what to do
+        add(Finding("feedback", "problem", health.message, health.fix))
         return
     fix = f"move it aside as {path.name}.corrupt-TIMESTAMP and start a new log (its events stay in that file)"
     if not repair:
-        add(Finding("feedback", "problem", f"{path} is unusable: {problem}", fix))
+        add(Finding("feedback", "problem", health.message, fix))
         return
     stamp = time.strftime("%Y%m%d-%H%M%S")
     moved = path.with_name(f"{path.name}.corrupt-{stamp}")
@@ -165,25 +170,7 @@ def _check_feedback(ws: Workspace, add: Any, repair: bool) -> None:
         src = Path(f"{path}{suffix}")
         if src.exists():
             os.replace(src, Path(f"{moved}{suffix}"))
-    add(Finding("feedback", "problem", f"{path} was unusable ({problem}); moved to {moved.name}, a new log starts on the next event", fix, repaired=True))
-
-
-def _sqlite_problem(path: Path) -> str | None:
-    try:
-        conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5.0)
-    except sqlite3.Error as exc:
-        return str(exc)
-    try:
-        rows = conn.execute("PRAGMA quick_check").fetchall()
-        tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
-    except sqlite3.Error as exc:
-        return str(exc)
-    finally:
-        conn.close()
-    if rows != [("ok",)]:
-        return "; ".join(str(r[0]) for r in rows[:3])
-    missing = {"queries", "impressions", "clicks", "ratings"} - tables
-    return f"not a ragtune feedback log (no table {', '.join(sorted(missing))})" if missing and tables else None
+    add(Finding("feedback", "problem", f"{health.message}; moved to {moved.name}, a new log starts on the next event", fix, repaired=True))
 
 
 def _check_versions(ws: Workspace, config: RagtuneConfig, add: Any, repair: bool) -> None:
