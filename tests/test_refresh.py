@@ -36,7 +36,7 @@ def _play_varied(rt, first: int, last: int) -> None:
 def test_too_little_feedback_is_a_clear_noop(workspace):
     rep = workspace.refresh()
     assert isinstance(rep, RefreshReport) and rep.status == "skipped"
-    assert rep["status"] == "skipped" and "0 new feedback events" in rep["reason"] and "--force" in rep["reason"]
+    assert rep["status"] == "skipped" and "0 new feedback events" in rep["reason"] and "a forced refresh trains anyway" in rep["reason"]
     rep = workspace.refresh(force=True)
     assert rep.status == "skipped" and "too little feedback" in rep.reason and rep.check is None
     assert workspace.current_version == "v0001" and workspace.ws.read_trial() is None
