@@ -7,6 +7,8 @@ What is checked, in order:
 * ``versions``: every version folder is complete (manifest, config, doc store, vectors, index file,
   model files), and whether it ever served;
 * ``pointer``: ``CURRENT`` parses and names a complete version;
+* ``stores``: the vector store of the serving version (and of a live trial) opens and holds one
+  vector per document;
 * ``trial``: ``TRIAL`` parses and names a version that exists;
 * ``decisions``: every version's decision record is in ``refresh-log.jsonl`` (a crash between a
   swap and its log entry is replayed by :func:`ragtune.recovery.recover`);
@@ -121,6 +123,7 @@ def _run_checks(ws: Workspace, report: DoctorReport, *, repair: bool) -> None:
     _check_feedback(ws, add, repair)
     _check_versions(ws, config, add, repair)
     _check_pointer(ws, add, repair)
+    _check_stores(ws, config, add)
     _check_trial(ws, add, repair)
     _check_decisions(ws, config, add, repair)
     if not repair:
@@ -250,6 +253,42 @@ def _check_pointer(ws: Workspace, add: Any, repair: bool) -> None:
         add(Finding("pointer", "problem", f"CURRENT was unusable ({problem}); now -> {good[-1]}", fix, repaired=True))
     else:
         add(Finding("pointer", "problem", f"CURRENT is unusable: {problem}", fix))
+
+
+def _check_stores(ws: Workspace, config: RagtuneConfig, add: Any) -> None:
+    """Open the vector store the serving version (and a live trial) searches, and count its vectors."""
+    from ragtune.docstore import DocStore
+    from ragtune.index import open_store
+
+    names: list[str] = []
+    with contextlib.suppress(WorkspaceError):
+        cur = ws.current_version()
+        names += [cur] if cur else []
+        record = ws.read_trial()
+        names += [str(record["version"])] if record and record.get("version") else []
+    for name in dict.fromkeys(names):
+        if ws.version_problems(name):
+            continue  # reported under versions
+        info = ws.read_version(name)
+        idir = ws.version_dir(info.index_version)
+        backend = ws.read_version(info.index_version).model.get("_backend")
+        try:
+            store = open_store(idir, config.index, name=store_name(ws, info.index_version), backend=backend)
+            docs = DocStore(idir)
+            try:
+                n_store, n_docs = len(store), len(docs)
+            finally:
+                docs.close()
+        except RagtuneError as exc:
+            add(Finding("stores", "problem", f"{name}: {exc}", "roll back to another version (`ragtune versions`), or re-index"))
+            continue
+        except Exception as exc:  # a damaged file: faiss and SQLite raise their own errors
+            add(Finding("stores", "problem", f"{name}: the index of {info.index_version} cannot be opened ({type(exc).__name__}: {exc})", "roll back to another version, or re-index"))
+            continue
+        if n_store != n_docs:
+            add(Finding("stores", "problem", f"{name}: its vector store holds {n_store} vectors for {n_docs} documents", "roll back to another version, or re-index"))
+        else:
+            add(Finding("stores", "ok", f"{name}: {backend or 'faiss'} store with {n_store} vectors"))
 
 
 def _check_trial(ws: Workspace, add: Any, repair: bool) -> None:

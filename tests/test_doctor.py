@@ -106,8 +106,7 @@ def test_a_lost_lock_holder_name_survives_a_second_contender(workspace):
 
     with workspace.ws.lock("refresh"):
         for _ in range(2):
-            with pytest.raises(RefreshLockedError, match=r"locked by refresh \(pid"):
-                with workspace.ws.lock("index"):
-                    pass
+            with pytest.raises(RefreshLockedError, match=r"locked by refresh \(pid"), workspace.ws.lock("index"):
+                pass
         assert "refresh" in (workspace.ws.lock_holder() or "")
     assert workspace.ws.lock_holder() is None
