@@ -15,13 +15,16 @@ from ragtune.config import RagtuneConfig
 from ragtune.corpus import Document, is_beir_dir, load_beir_corpus, load_sources, source_list
 from ragtune.embedder import Embedder, ModelSpec
 from ragtune.errors import FeedbackError, FeedbackLogError, InputError, RagtuneError, WorkspaceError
+from ragtune.faults import checkpoint
 from ragtune.feedback import FeedbackLog, ImportReport, validate_click, validate_rating
 from ragtune.indexing import IndexReport, ModelChange, config_with_model, model_changes, plan_index, spec_from_config
 from ragtune.records import Hit, SearchResults
+from ragtune.recovery import new_decision
 from ragtune.serving import Server, ServingVersion
 from ragtune.workspace import OOF_FILE, TRAINED_FILE, Workspace, default_workspace_path
 
 if TYPE_CHECKING:
+    from ragtune.doctor import DoctorReport
     from ragtune.mining import MinedSet
     from ragtune.refresh import RefreshReport
 
@@ -150,7 +153,7 @@ class Ragtune:
         Raises:
             InputError: a missing or malformed source, or a doc id that two sources produce.
         """
-        from ragtune.trial import recover
+        from ragtune.recovery import recover
 
         paths = source_list(sources)
         if not paths and not reindex:
@@ -172,6 +175,7 @@ class Ragtune:
             plan = plan_index(old, new, given, replace=replace or current is None)
             if not plan.docs:
                 raise InputError("the index would hold no documents; give a source that has some")
+            checkpoint("index.loaded")
             report = self._write_index(plan.docs, spec, embedder, current, t0, reindexed=current is not None and switch)
             report.sources = plan.sources
             if not report.written:
@@ -228,10 +232,13 @@ class Ragtune:
         if todo:
             vectors[todo] = embedder.encode_documents([docs[i].embed_text for i in todo], progress=self.progress)
         note = f"re-embedded {len(docs)} docs with {spec.label()}" if reindexed else f"indexed {len(docs)} docs"
+        decision = new_decision("indexed", previous=current, n_docs=len(docs), added=added, removed=removed, embedded=len(todo))
         name = self.ws.write_version(
             config_with_model(self.config, spec), spec, kind="index", parent=current, docs=docs, vectors=vectors, note=note,
-            write_files=lambda staging, rel: self._carry_feedback_files(current, spec, staging),
+            write_files=lambda staging, rel: self._carry_feedback_files(current, spec, staging), decision=decision, stage="index.staged",
         )  # fmt: skip
+        checkpoint("index.swapped")
+        self.ws.append_log({**decision, "version": name})
         self._end_trial(f"`index` made a new serving version, {name}")
         return report(name, True, len(todo))
 
@@ -441,9 +448,11 @@ class Ragtune:
 
     def decide_trial(self) -> dict[str, Any] | None:
         """Act on the live trial's test now (promote, drop, or leave it running), under the workspace lock."""
+        from ragtune.recovery import recover
         from ragtune.trial import settle
 
         with self.ws.lock("trial"):
+            recover(self.ws, self.feedback, self.config.trial)
             done = settle(self.ws, self.feedback, self.config.trial)
             if done is not None and done[1].verdict != "continue":
                 self.ws.prune_versions(self.config)
@@ -462,19 +471,41 @@ class Ragtune:
 
     def versions(self) -> list[dict[str, Any]]:
         """Every version on disk (oldest first) with kind, model, metrics, trial, feedback counts, dates."""
-        cur = self.ws.current_version()
-        live = (self.ws.read_trial() or {}).get("version")
-        return [{**v.to_dict(), "current": v.name == cur, "trial_live": v.name == live} for v in self.ws.list_versions()]
+        try:
+            cur = self.ws.current_version()
+        except WorkspaceError as exc:  # still list them: the listing is how one picks a version to roll back to
+            logger.warning("%s", exc)
+            cur = None
+        try:
+            live = (self.ws.read_trial() or {}).get("version")
+        except WorkspaceError as exc:
+            logger.warning("%s", exc)
+            live = None
+        served = self.ws.served_versions()
+        return [{**v.to_dict(), "current": v.name == cur, "trial_live": v.name == live, "never_served": v.name not in served} for v in self.ws.list_versions()]
 
     def rollback(self, version: str | None = None) -> str:
         """Make ``version`` (default: the current one's parent) current, instantly; a live trial is then dropped."""
-        from ragtune.trial import recover
+        from ragtune.recovery import recover
 
         with self.ws.lock("rollback"):
             recover(self.ws, self.feedback, self.config.trial)
+            try:
+                previous = self.ws.current_version()
+            except WorkspaceError:  # a corrupt CURRENT: naming a version rewrites it
+                previous = None
             name = self.ws.rollback(version)  # validates before anything changes
+            self.ws.append_log({"event": "rolled_back", "version": name, "previous": previous})
             self._end_trial(f"rollback to {name}")
             return name
+
+    def doctor(self, *, repair: bool = False) -> DoctorReport:
+        """Check the workspace and, with ``repair``, fix what can be fixed safely; see :mod:`ragtune.doctor`."""
+        from ragtune.doctor import diagnose
+
+        report = diagnose(self.ws.root, repair=repair)
+        self._feedback = None  # a repaired log is a new file
+        return report
 
     # -- status -----------------------------------------------------------------------------------
     def status(self) -> dict[str, Any]:

@@ -493,6 +493,26 @@ def trial(ctx: click.Context, action: str, as_json: bool) -> None:
 
 
 @main.command()
+@click.option("--repair", is_flag=True, help="Fix what can be fixed safely, saying what was done.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.pass_context
+def doctor(ctx: click.Context, repair: bool, as_json: bool) -> None:
+    """Check the workspace (pointer, versions, stores, feedback database, leftovers, lock); exit 1 if a problem is left."""
+    from ragtune.doctor import diagnose
+
+    report = diagnose(ctx.obj["workspace"], repair=repair)
+    if as_json:
+        _echo_json(report.to_dict())
+    else:
+        for f in report.findings:
+            label = "fixed" if f.repaired else f.status
+            click.echo(f"{label:<8}{f.check:<10}{f.message}" + (f"  [--repair: {f.fix}]" if f.fix and not f.repaired and f.status == "problem" else ""))
+        click.echo("healthy" if report.healthy else ("problems left: see above" if repair else "problems found: `ragtune doctor --repair` fixes what it can"))
+    if not report.healthy:
+        ctx.exit(1)
+
+
+@main.command()
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @click.pass_context
 def versions(ctx: click.Context, as_json: bool) -> None:
@@ -509,17 +529,23 @@ def versions(ctx: click.Context, as_json: bool) -> None:
             fig += f"  trial {t['state']}: {t['wins']}W/{t['losses']}L/{t['ties']}T, p = {t['p_value']:.4f}"
         elif t.get("state") == "live":
             fig += "  trial live"
+        if v["never_served"] and t.get("state") != "live":
+            fig += "  (never served)"
         mark = "*" if v["current"] else ("~" if v["trial_live"] else " ")
         click.echo(f"{mark} {v['name']}  {v['created']}  {v['kind']:<5}  {v['note']}  {fig}".rstrip())
 
 
 @main.command()
 @click.argument("version", required=False)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @click.pass_context
-def rollback(ctx: click.Context, version: str | None) -> None:
+def rollback(ctx: click.Context, version: str | None, as_json: bool) -> None:
     """Make VERSION (default: the current one's parent) current."""
     name = _open(ctx).rollback(version)
-    click.echo(f"current version is now {name}")
+    if as_json:
+        _echo_json({"current_version": name})
+    else:
+        click.echo(f"current version is now {name}")
 
 
 if __name__ == "__main__":  # pragma: no cover
