@@ -608,7 +608,7 @@ class FeedbackLog:
         """
         path = Path(path)
         if path.is_dir():
-            raise InputError(f"{path}: is a directory; give one JSONL file of events (`ragtune feedback export`) or triplets")
+            raise InputError(f"{path}: is a directory; give one JSONL file of events or triplets")
         try:
             lines = path.read_text(encoding="utf-8").splitlines()
         except FileNotFoundError as exc:
