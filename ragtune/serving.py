@@ -138,14 +138,37 @@ class Server:
         token = self.ws.current_token()
         with self._lock:
             if self._current is None or token != self._token:
-                name = self.ws.current_version()
+                name = self._pointer()
                 if name is None:
-                    raise WorkspaceError(f"workspace {self.ws.root} has no index yet; run `ragtune index SOURCE` first")
+                    raise WorkspaceError(
+                        f"workspace {self.ws.root} has no index yet; call index(SOURCES) first",
+                        cli=f"workspace {self.ws.root} has no index yet; run `ragtune index SOURCE` first",
+                    )
                 if self._current is None or self._current.name != name:
                     self._current = ServingVersion(self.ws, self.config, name)
                     logger.info("serving version %s", name)
                 self._token = token
             return self._current
+
+    def _pointer(self) -> str | None:
+        """``CURRENT``'s version; when ``CURRENT`` is unreadable, the loaded version, else the newest complete one that served.
+
+        A damaged pointer never stops searches: the log says once what happened and that
+        ``ragtune doctor --repair`` rewrites it.
+        """
+        try:
+            return self.ws.current_version()
+        except WorkspaceError as exc:
+            if self._current is not None:
+                name: str | None = self._current.name
+            else:
+                served = self.ws.served_versions()
+                good = [v.name for v in self.ws.list_versions() if v.name in served and not self.ws.version_problems(v.name)]
+                if not good:
+                    raise
+                name = good[-1]
+            logger.warning("%s; searches are answered by version %s meanwhile", exc, name)  # once per change of CURRENT
+            return name
 
     def trial(self) -> tuple[TrialState, ServingVersion] | None:
         """The live trial and its loaded version, or ``None`` (also when it cannot be loaded: logged once)."""

@@ -110,3 +110,13 @@ def test_a_lost_lock_holder_name_survives_a_second_contender(workspace):
                 pass
         assert "refresh" in (workspace.ws.lock_holder() or "")
     assert workspace.ws.lock_holder() is None
+
+
+def test_search_keeps_answering_when_current_is_corrupt(workspace, caplog):
+    before = [h.doc_id for h in workspace.search("reset the router", k=3, log=False)]
+    workspace.ws.current_path.write_text("garbage", encoding="utf-8")
+    fresh = Ragtune(workspace.ws.root, progress=False)  # a new process: nothing loaded yet
+    with caplog.at_level("WARNING"):
+        assert [h.doc_id for h in fresh.search("reset the router", k=3, log=False)] == before
+        assert [h.doc_id for h in workspace.search("reset the router", k=3, log=False)] == before  # one already serving
+    assert "doctor --repair" in caplog.text and "answered by version v0001" in caplog.text
