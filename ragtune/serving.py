@@ -131,6 +131,7 @@ class Server:
         self._trial: tuple[TrialState, ServingVersion] | None = None
         self._trial_token: tuple[int, int] | None = None
         self._trial_failed: set[str] = set()
+        self._trial_loading = False
         self.rng = random.Random()
 
     def current(self) -> ServingVersion:
@@ -171,26 +172,43 @@ class Server:
             return name
 
     def trial(self) -> tuple[TrialState, ServingVersion] | None:
-        """The live trial and its loaded version, or ``None`` (also when it cannot be loaded: logged once)."""
+        """The live trial and its loaded version, or ``None`` (also when it cannot be loaded: logged once).
+
+        A new trial version is loaded outside the serving lock (a LoRA one takes seconds): while one
+        thread loads it, other threads' searches are answered by the serving version alone.
+        """
         token = self.ws.trial_token()
         with self._lock:
-            if token != self._trial_token:
-                self._trial_token = token
-                self._trial = None
-                try:
-                    record = self.ws.read_trial()
-                except WorkspaceError as exc:
-                    logger.warning("searches are not interleaved: %s", exc)
-                    record = None
-                if record:
-                    state = TrialState.from_dict(record)
-                    try:
-                        self._trial = (state, ServingVersion(self.ws, self.config, state.version))
-                    except Exception as exc:  # a trial must never break search
-                        if state.id not in self._trial_failed:
-                            logger.warning("trial %s: cannot open version %s (%s); searches are answered by the serving version", state.id, state.version, exc)
-                            self._trial_failed.add(state.id)
-            return self._trial
+            if token == self._trial_token:
+                return self._trial
+            if self._trial_loading:
+                return None
+            self._trial_loading = True
+        loaded: tuple[TrialState, ServingVersion] | None = None
+        try:
+            loaded = self._load_trial()
+        finally:
+            with self._lock:
+                self._trial_loading = False
+                self._trial_token, self._trial = token, loaded
+        return loaded
+
+    def _load_trial(self) -> tuple[TrialState, ServingVersion] | None:
+        try:
+            record = self.ws.read_trial()
+        except WorkspaceError as exc:
+            logger.warning("searches are not interleaved: %s", exc)
+            return None
+        if not record:
+            return None
+        state = TrialState.from_dict(record)
+        try:
+            return state, ServingVersion(self.ws, self.config, state.version)
+        except Exception as exc:  # a trial must never break search
+            if state.id not in self._trial_failed:
+                logger.warning("trial %s: cannot open version %s (%s); searches are answered by the serving version", state.id, state.version, exc)
+                self._trial_failed.add(state.id)
+            return None
 
     def search(self, query: str, k: int, *, log: FeedbackLog | None) -> SearchResults:
         """The top ``k`` for ``query``; logged to ``log`` when given (interleaved for a share while a trial is live).

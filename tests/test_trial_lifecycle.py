@@ -227,6 +227,40 @@ def test_a_concurrent_reader_sees_old_or_new_never_an_error(live):
     assert all(v == second["version"] and t is None for v, t, _ in after)
 
 
+def test_loading_a_trial_version_never_stalls_other_searches(live, monkeypatch):
+    """While one thread loads the trial version (slow for a LoRA one), another thread's search is
+    answered at once by the serving version, not held behind the load."""
+    import ragtune.serving
+
+    rt, trial = live
+    fresh = Ragtune(rt.ws.root, progress=False)
+    fresh.search("warm up the serving version", k=3, log=False)
+    original = ragtune.serving.ServingVersion.__init__
+    loading, release = threading.Event(), threading.Event()
+
+    def slow_init(self, ws, config, name):  # type: ignore[no-untyped-def]
+        if name == trial["version"]:
+            loading.set()
+            assert release.wait(30)
+        original(self, ws, config, name)
+
+    monkeypatch.setattr(ragtune.serving.ServingVersion, "__init__", slow_init)
+    loader = threading.Thread(target=lambda: fresh.search(ROUTER.format(900), k=4), daemon=True)
+    loader.start()
+    assert loading.wait(30)
+    done: list[object] = []
+    other = threading.Thread(target=lambda: done.append(fresh.search(ROUTER.format(901), k=4)), daemon=True)
+    other.start()
+    other.join(20)
+    served_while_loading = bool(done)
+    release.set()
+    loader.join(30)
+    assert served_while_loading, "a search waited for the trial version to load"
+    hits = done[0]
+    assert hits.trial is None and len(hits) == 4 and hits.version == "v0001"  # type: ignore[attr-defined]
+    assert fresh.search(ROUTER.format(902), k=4).trial == trial["id"]  # loaded: interleaving resumes
+
+
 # -- SIGKILL at the points where a trial's state changes ------------------------------------------
 
 KILLER = r"""
