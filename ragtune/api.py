@@ -448,11 +448,11 @@ class Ragtune:
 
     def decide_trial(self) -> dict[str, Any] | None:
         """Act on the live trial's test now (promote, drop, or leave it running), under the workspace lock."""
-        from ragtune.recovery import recover
+        from ragtune.recovery import replay_decisions
         from ragtune.trial import settle
 
         with self.ws.lock("trial"):
-            recover(self.ws, self.feedback, self.config.trial)
+            replay_decisions(self.ws, self.feedback, self.config.trial)
             done = settle(self.ws, self.feedback, self.config.trial)
             if done is not None and done[1].verdict != "continue":
                 self.ws.prune_versions(self.config)
@@ -460,7 +460,10 @@ class Ragtune:
 
     def stop_trial(self, reason: str = "stopped by the operator") -> dict[str, Any] | None:
         """Drop the live trial now (its version's files are discarded); ``None`` when none is live."""
+        from ragtune.recovery import replay_decisions
+
         with self.ws.lock("trial"):
+            replay_decisions(self.ws, self.feedback, self.config.trial)
             return self._end_trial(reason)
 
     def _end_trial(self, reason: str) -> dict[str, Any] | None:

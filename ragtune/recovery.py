@@ -71,15 +71,16 @@ def feedback_mark(ws: Workspace, log: FeedbackLog) -> tuple[int, int]:
 
 
 def recover(ws: Workspace, log: FeedbackLog, config: TrialConfig) -> list[str]:
-    """Finish an interrupted trial promotion/drop, then replay decisions a crash kept out of the log.
+    """Replay decisions a crash kept out of the log, then finish an interrupted trial promotion/drop.
 
     Call under the workspace lock. Returns one line per thing it did (empty: nothing to do).
     """
+    done = replay_decisions(ws, log, config)
     try:
         finish_trial_end(ws, log, config)
     except WorkspaceError as exc:  # an unreadable TRIAL: `trial stop` / `doctor --repair` remove it
         logger.warning("%s", exc)
-    return replay_decisions(ws, log, config)
+    return done
 
 
 def replay_decisions(ws: Workspace, log: FeedbackLog, config: TrialConfig) -> list[str]:
@@ -116,6 +117,9 @@ def _replay(ws: Workspace, log: FeedbackLog, config: TrialConfig, info: VersionI
     if state is not None and state.version == info.name:
         confirm_trial(ws, state, info.decision)
         return f"confirmed the interrupted start of trial {state.id} ({info.name})"
+    if current == info.name or info.trial.get("state") != "staged":  # the trial ran (or is decided) already: only the record was missing
+        ws.append_log({**decision, "event": "trial_started", "trial": info.trial.get("id")})
+        return f"logged the start of {info.name}'s trial, which an interrupted refresh had not logged"
     if state is None and info.parent is not None and current == info.parent and info.trial.get("state") == "staged" and not ws.version_problems(info.name):
         tier = "query" if info.kind == "query" else str(info.model.get("adapter_kind") or "lora")
         check = (info.metrics or {}).get("check") or {}

@@ -38,7 +38,7 @@ from ragtune.gate import CheckResult, GateSet, build_gate_set, check, loglik_per
 from ragtune.mining import MinedSet, TrainExample, mine, normalize_query
 from ragtune.recovery import feedback_mark, new_decision, replay_decisions
 from ragtune.serving import Server, ServingVersion
-from ragtune.trial import TrialDecision, TrialState, settle, start_trial, trial_status
+from ragtune.trial import TrialDecision, TrialState, settle, start_trial
 from ragtune.workspace import OOF_FILE, TRAINED_FILE, Workspace
 
 __all__ = ["FOLDS", "Candidate", "RefreshReport", "run_refresh", "trained_queries"]
@@ -157,9 +157,8 @@ def run_refresh(
     mode = mode or config.train.mode
     threshold = config.refresh.min_new_events if min_new_events is None else min_new_events
     with ws.lock("refresh"):
+        replay_decisions(ws, log, config.trial)  # first: an interrupted index or trial start is completed before anything is decided
         settled = settle(ws, log, config.trial)  # finishes an interrupted promotion or drop too
-        if replay_decisions(ws, log, config.trial) and settled is None:  # an interrupted refresh's trial may be live now
-            settled = trial_status(ws, log, config.trial)
         settled_summary = _trial_summary(*settled) if settled else None
         if settled is not None and settled[1].verdict != "continue":
             ws.prune_versions(config)

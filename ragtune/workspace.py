@@ -382,6 +382,10 @@ class Workspace:
         Nothing is deleted while another kept version still uses the files (its model spec points
         into this version's folder, or it searches this version's index).
         """
+        with contextlib.suppress(WorkspaceError):
+            if self.current_version() == name:
+                logger.error("refusing to discard the files of %s: it is the serving version", name)
+                return
         users = [
             v.name
             for v in self.list_versions()
