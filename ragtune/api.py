@@ -106,8 +106,11 @@ class Ragtune:
         Searches always use the serving version's model; :meth:`reindex` re-embeds every document
         with the configured one.
         """
-        cur = self.ws.current_version()
-        return model_changes(self.config, ModelSpec.from_dict(self.ws.read_version(cur).model)) if cur else []
+        try:
+            cur = self.ws.current_version()
+            return model_changes(self.config, ModelSpec.from_dict(self.ws.read_version(cur).model)) if cur else []
+        except WorkspaceError:  # a corrupt pointer or manifest: `status` and `doctor` report it
+            return []
 
     def _warn_model_changes(self) -> None:
         try:  # opening a workspace must not fail on what `doctor` reports (a corrupt CURRENT or manifest)
@@ -523,7 +526,12 @@ class Ragtune:
         a :class:`~ragtune.feedback.FeedbackCheck` dict: ``ok``, ``state`` (``"ok"``, ``"absent"``,
         ``"corrupt"``, ``"unwritable"``, ...), ``message`` and ``fix``. A broken log never fails status.
         """
-        cur = self.ws.current_version()
+        problems: list[str] = []  # what else keeps the workspace from working (`ragtune doctor` says more)
+        try:
+            cur = self.ws.current_version()
+        except WorkspaceError as exc:
+            problems.append(str(exc))
+            cur = None
         out: dict[str, Any] = {"workspace": str(self.ws.root), "current_version": cur, "model": self._config_spec().label(), "n_docs": 0, "backend": self.config.index.backend, "index_kind": self.config.index.kind}
         out["sources"] = []
         changes = self.model_changes()
@@ -532,8 +540,13 @@ class Ragtune:
             f"searches use the serving model; run `{REINDEX_COMMAND}` to re-embed every document with the configured one, or undo the edit to config.json"
             if changes else None
         )  # fmt: skip
-        if cur is not None:
-            serving = self.serving()
+        try:
+            serving = self.serving() if cur is not None or problems else None
+        except RagtuneError as exc:
+            problems.append(str(exc))
+            serving = None
+        if serving is not None:
+            out["current_version"] = serving.name
             out["model"] = serving.spec.label()
             out["n_docs"] = len(serving.docs)
             out["kind"] = serving.info.kind
@@ -545,6 +558,10 @@ class Ragtune:
         except FeedbackLogError as exc:  # the trial's wins and losses are in the log
             logger.warning("cannot read the live trial's results: %s", exc)
             out["trial"] = None
+        except WorkspaceError as exc:  # an unreadable TRIAL
+            problems.append(str(exc))
+            out["trial"] = None
+        out["problems"] = problems
         out["versions"] = len(self.ws.list_versions())
         out["size_bytes"] = sum(p.stat().st_size for p in self.ws.root.rglob("*") if p.is_file())
         out["feedback"] = health.counts  # None when the log cannot be read

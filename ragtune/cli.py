@@ -269,6 +269,10 @@ def status(ctx: click.Context, as_json: bool) -> None:
         click.echo(f"            fix: {health['fix']}")
     t = s.get("trial")
     click.echo(f"trial       {_trial_line(t)}; {t['reason']}" if t else "trial       none live")
+    for problem in s.get("problems") or []:
+        click.echo(f"PROBLEM     {problem}")
+    if s.get("problems"):
+        click.echo("            `ragtune doctor` says more; `ragtune doctor --repair` fixes what it safely can")
 
 
 # -- feedback -------------------------------------------------------------------------------------

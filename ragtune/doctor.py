@@ -17,8 +17,8 @@ What is checked, in order:
 
 ``repair`` takes the workspace lock and fixes, saying what it did: a corrupt feedback database is
 moved aside (``feedback.sqlite.corrupt-TIMESTAMP``) and a new one started; a faiss index file
-missing beside its vectors is rebuilt from them; ``CURRENT`` is pointed at the newest complete
-version that served; an unreadable ``TRIAL`` is removed; interrupted decisions are replayed;
+missing beside its vectors is rebuilt from them; ``CURRENT`` is pointed at the complete
+version the log last made current (a rollback counts); an unreadable ``TRIAL`` is removed; interrupted decisions are replayed;
 leftovers are removed. It never deletes a version or a feedback event.
 """
 
@@ -169,6 +169,10 @@ def _check_feedback(ws: Workspace, add: Any, repair: bool) -> None:
         return
     stamp = time.strftime("%Y%m%d-%H%M%S")
     moved = path.with_name(f"{path.name}.corrupt-{stamp}")
+    n = 1
+    while moved.exists():  # two repairs in one second keep both files
+        n += 1
+        moved = path.with_name(f"{path.name}.corrupt-{stamp}-{n}")
     for suffix in ("", "-wal", "-shm"):
         src = Path(f"{path}{suffix}")
         if src.exists():
@@ -244,13 +248,12 @@ def _check_pointer(ws: Workspace, add: Any, repair: bool) -> None:
     if not problem:
         add(Finding("pointer", "ok", f"CURRENT -> {cur}"))
         return
-    served = ws.served_versions()
-    good = [v.name for v in ws.list_versions() if v.name in served and not ws.version_problems(v.name)]
-    fix = f"point CURRENT at {good[-1]}, the newest complete version that served" if good else "no complete version to point at: re-index"
+    good = ws.last_good_version()
+    fix = f"point CURRENT at {good}, the version last made current that is complete" if good else "no complete version to point at: re-index"
     if repair and good:
-        ws.set_current(good[-1])
-        ws.append_log({"event": "rolled_back", "version": good[-1], "previous": cur, "reason": f"ragtune doctor --repair: {problem}"})
-        add(Finding("pointer", "problem", f"CURRENT was unusable ({problem}); now -> {good[-1]}", fix, repaired=True))
+        ws.set_current(good)
+        ws.append_log({"event": "rolled_back", "version": good, "previous": cur, "reason": f"ragtune doctor --repair: {problem}"})
+        add(Finding("pointer", "problem", f"CURRENT was unusable ({problem}); now -> {good}", fix, repaired=True))
     else:
         add(Finding("pointer", "problem", f"CURRENT is unusable: {problem}", fix))
 

@@ -152,7 +152,7 @@ class Server:
             return self._current
 
     def _pointer(self) -> str | None:
-        """``CURRENT``'s version; when ``CURRENT`` is unreadable, the loaded version, else the newest complete one that served.
+        """``CURRENT``'s version; when ``CURRENT`` is unreadable, the loaded version, else :meth:`Workspace.last_good_version`.
 
         A damaged pointer never stops searches: the log says once what happened and that
         ``ragtune doctor --repair`` rewrites it.
@@ -163,11 +163,9 @@ class Server:
             if self._current is not None:
                 name: str | None = self._current.name
             else:
-                served = self.ws.served_versions()
-                good = [v.name for v in self.ws.list_versions() if v.name in served and not self.ws.version_problems(v.name)]
-                if not good:
+                name = self.ws.last_good_version()
+                if name is None:
                     raise
-                name = good[-1]
             logger.warning("%s; searches are answered by version %s meanwhile", exc, name)  # once per change of CURRENT
             return name
 

@@ -236,7 +236,7 @@ class Workspace:
             return None
         except (json.JSONDecodeError, UnicodeDecodeError) as exc:
             raise WorkspaceError(
-                f"{self.current_path} is corrupt ({exc}); `ragtune doctor --repair` points it at the newest complete version, "
+                f"{self.current_path} is corrupt ({exc}); `ragtune doctor --repair` points it at the version last made current, "
                 "or `ragtune rollback VERSION` at the one you name"
             ) from None
         name = data.get("version") if isinstance(data, dict) else None
@@ -549,6 +549,23 @@ class Workspace:
             with contextlib.suppress(json.JSONDecodeError):
                 out.append(json.loads(line))
         return out
+
+    def last_good_version(self) -> str | None:
+        """The version to serve when ``CURRENT`` is unreadable: the one the log last made current, if complete.
+
+        Else the newest complete version that served; ``None`` when there is none. A rollback is
+        respected: the log's last pointer change wins over a newer version.
+        """
+        pointer_events = ("indexed", "promoted", "trial_promoted", "rolled_back")
+        for entry in reversed(self.read_log()):
+            name = entry.get("version")
+            if entry.get("event") in pointer_events and name and not entry.get("abandoned"):
+                if (self.version_dir(str(name)) / "manifest.json").is_file() and not self.version_problems(str(name)):
+                    return str(name)
+                break
+        served = self.served_versions()
+        good = [v.name for v in self.list_versions() if v.name in served and not self.version_problems(v.name)]
+        return good[-1] if good else None
 
     def served_versions(self) -> set[str]:
         """Versions that have served: the current one, and every one the log shows made current.

@@ -120,3 +120,24 @@ def test_search_keeps_answering_when_current_is_corrupt(workspace, caplog):
         assert [h.doc_id for h in fresh.search("reset the router", k=3, log=False)] == before
         assert [h.doc_id for h in workspace.search("reset the router", k=3, log=False)] == before  # one already serving
     assert "doctor --repair" in caplog.text and "answered by version v0001" in caplog.text
+
+
+def test_a_corrupt_current_after_a_rollback_stays_rolled_back(workspace, tmp_path):
+    extra = tmp_path / "more.jsonl"
+    extra.write_text(json.dumps({"id": "x1", "text": "an extra document about modems"}) + "\n", encoding="utf-8")
+    workspace.index([extra])
+    assert workspace.current_version == "v0002"
+    workspace.rollback("v0001")
+    workspace.ws.current_path.write_text("garbage", encoding="utf-8")
+    assert Ragtune(workspace.ws.root, progress=False).search("modems", k=9, log=False).version == "v0001"
+    assert diagnose(workspace.ws.root, repair=True).healthy
+    assert Ragtune(workspace.ws.root, progress=False).current_version == "v0001"
+
+
+def test_status_reports_a_corrupt_current_or_trial_instead_of_failing(workspace):
+    workspace.ws.trial_path.write_text("{", encoding="utf-8")
+    workspace.ws.current_path.write_text("garbage", encoding="utf-8")
+    out = CliRunner().invoke(main, ["-w", str(workspace.ws.root), "status"])
+    assert out.exit_code == 0, out.output
+    assert "PROBLEM" in out.output and "CURRENT is corrupt" in out.output and "TRIAL is corrupt" in out.output
+    assert "version     v0001" in out.output  # what answers searches meanwhile
