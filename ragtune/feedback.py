@@ -336,8 +336,22 @@ class FeedbackLog:
         self._conns: list[tuple[threading.Thread, sqlite3.Connection]] = []
         self._conns_lock = threading.Lock()
 
+    def _file_id(self) -> tuple[int, int] | None:
+        try:
+            st = os.stat(self.path)
+        except OSError:
+            return None
+        return (st.st_dev, st.st_ino)
+
     def _connect(self) -> sqlite3.Connection:
         conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
+        if conn is not None and getattr(self._local, "file_id", None) != self._file_id():
+            # the file was moved aside (`ragtune doctor --repair`) or replaced: follow the path, not the old file
+            logger.warning("%s was replaced: reconnecting", self.path)
+            with self._conns_lock:
+                self._conns = [(t, c) for t, c in self._conns if c is not conn]
+            conn.close()
+            conn = self._local.conn = None
         if conn is None:
             conn = sqlite3.connect(self.path, timeout=self.timeout, isolation_level=None, check_same_thread=False)
             try:
@@ -350,6 +364,7 @@ class FeedbackLog:
                 conn.close()  # retried (and reported) on next use
                 raise
             self._local.conn = conn
+            self._local.file_id = self._file_id()
             with self._conns_lock:
                 # close the connections of threads that have ended (e.g. a finished executor's)
                 alive = []

@@ -141,3 +141,20 @@ def test_status_reports_a_corrupt_current_or_trial_instead_of_failing(workspace)
     assert out.exit_code == 0, out.output
     assert "PROBLEM" in out.output and "CURRENT is corrupt" in out.output and "TRIAL is corrupt" in out.output
     assert "version     v0001" in out.output  # what answers searches meanwhile
+
+
+def test_a_running_app_follows_the_new_log_after_repair(workspace):
+    """The app keeps its FeedbackLog open across `doctor --repair`: its next events go to the new file."""
+    hits = workspace.search("reset", k=3)
+    workspace.click(hits.query_id, hits[0].doc_id)
+    moved = workspace.ws.root / "aside.sqlite"
+    workspace.ws.feedback_path.rename(moved)  # what --repair does to a corrupt log
+    for suffix in ("-wal", "-shm"):
+        side = workspace.ws.root / f"feedback.sqlite{suffix}"
+        if side.exists():
+            side.rename(workspace.ws.root / f"aside.sqlite{suffix}")
+    hits = workspace.search("reset", k=3)
+    assert hits.query_id is not None
+    workspace.click(hits.query_id, hits[0].doc_id)
+    assert workspace.ws.feedback_path.is_file()
+    assert Ragtune(workspace.ws.root, progress=False).feedback.stats()["clicks"] == 1  # in the new log, not the moved one
