@@ -135,7 +135,11 @@ def _run_checks(ws: Workspace, report: DoctorReport, *, repair: bool) -> None:
             add(Finding("leftovers", "ok", f"{', '.join(found)} belong(s) to the running command"))
         else:
             add(Finding("leftovers", "ok", "no leftovers"))
-        add(Finding("lock", "ok", f"held by {holder}" if holder else "free"))
+        stale = "" if holder or not ws.lock_path.is_file() else ws.lock_path.read_text(encoding="utf-8").strip()
+        if stale:
+            add(Finding("lock", "warning", f"free, but {ws.lock_path.name} still names a killed holder ({stale}): harmless, the lock died with it", "clear the text"))
+        else:
+            add(Finding("lock", "ok", f"held by {holder}" if holder else "free"))
 
 
 def _check_config(ws: Workspace, add: Any) -> RagtuneConfig:

@@ -618,17 +618,27 @@ class Workspace:
             fh.close()
 
     def lock_holder(self) -> str | None:
-        """Who holds the write lock now (``None`` when nobody does); never waits."""
-        if not self.lock_path.is_file():
+        """Who holds the write lock now (``None`` when nobody does), read from the lock file without taking the lock.
+
+        The holder writes its name and pid there; a pid that no longer runs is a killed holder (the
+        kernel released its lock), so the text left behind is stale.
+        """
+        import re
+
+        try:
+            text = self.lock_path.read_text(encoding="utf-8").strip()
+        except OSError:
             return None
-        with open(self.lock_path, "a+", encoding="utf-8") as fh:
-            try:
-                fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                fh.seek(0)
-                return fh.read().strip() or "another process"
-            fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
+        found = re.search(r"pid (\d+)", text)
+        if not found:
             return None
+        try:
+            os.kill(int(found.group(1)), 0)
+        except ProcessLookupError:
+            return None
+        except PermissionError:  # another user's live process
+            pass
+        return text
 
 
 def store_name(ws: Workspace, version: str) -> str:

@@ -158,3 +158,12 @@ def test_a_running_app_follows_the_new_log_after_repair(workspace):
     workspace.click(hits.query_id, hits[0].doc_id)
     assert workspace.ws.feedback_path.is_file()
     assert Ragtune(workspace.ws.root, progress=False).feedback.stats()["clicks"] == 1  # in the new log, not the moved one
+
+
+def test_a_killed_lock_holder_is_told_apart_from_a_live_one(workspace):
+    workspace.ws.lock_path.write_text("refresh (pid 999999999, since then)", encoding="utf-8")  # no such process
+    assert workspace.ws.lock_holder() is None
+    lock = next(f for f in diagnose(workspace.ws.root).findings if f.check == "lock")
+    assert lock.status == "warning" and "killed holder" in lock.message
+    with workspace.ws.lock("refresh"):  # a killed holder never blocks anyone
+        assert "refresh (pid" in (workspace.ws.lock_holder() or "")
