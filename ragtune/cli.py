@@ -143,12 +143,18 @@ def init(
             f"add --reindex to re-embed every document with the new settings (a new version), or use a new workspace "
             f"(`ragtune -w NEW_DIR init ...`); nothing was changed"
         )
+    saved = ws.config_path.read_bytes() if existed else None
     Workspace.create(root, config)
     report = None
     if reindex and current is not None:
         from ragtune.api import Ragtune
 
-        report = Ragtune(root, progress=not ctx.obj["quiet"]).reindex()
+        try:
+            report = Ragtune(root, progress=not ctx.obj["quiet"]).reindex()
+        except BaseException:  # a model that does not load: the workspace stays as it was
+            if saved is not None:
+                ws.config_path.write_bytes(saved)
+            raise
     if as_json:
         _echo_json({
             "workspace": str(ws.root), "created": not existed, "model": config.model.name, "query_prefix": config.model.query_prefix,

@@ -156,6 +156,17 @@ def test_init_with_another_model_on_an_indexed_workspace_refuses(tmp_path, tiny_
     assert _cli(ws, "init", "--model", tiny_model, "--index-kind", "flat").exit_code == 0  # the same model: fine
 
 
+def test_init_reindex_with_a_model_that_does_not_load_changes_nothing(tmp_path, tiny_model, docs_jsonl):
+    ws = tmp_path / "ws"
+    assert _cli(ws, "init", "--model", tiny_model).exit_code == 0
+    assert _cli(ws, "index", str(docs_jsonl)).exit_code == 0
+    before = {p.relative_to(ws): p.read_bytes() for p in ws.rglob("*") if p.is_file() and p.name != "refresh.lock"}
+    line = _one_line_error(_cli(ws, "init", "--model", str(tmp_path / "no-such-model"), "--reindex"))
+    assert "no-such-model" in line
+    after = {p.relative_to(ws): p.read_bytes() for p in ws.rglob("*") if p.is_file() and p.name != "refresh.lock"}
+    assert after == before
+
+
 def test_reindex_switches_the_model_and_search_works(tmp_path, tiny_model, other_model, docs_jsonl):
     ws = tmp_path / "ws"
     assert _cli(ws, "init", "--model", tiny_model).exit_code == 0
