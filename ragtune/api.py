@@ -178,6 +178,13 @@ class Ragtune:
             plan = plan_index(old, new, given, replace=replace or current is None)
             if not plan.docs:
                 raise InputError("the index would hold no documents; give a source that has some")
+            untracked = sum(1 for d in plan.docs if d.source == "")
+            if untracked and not replace:
+                logger.warning(
+                    "%d documents indexed before sources were tracked are kept: ragtune cannot tell which source they came from, "
+                    "so a document deleted from its source stays; index every source once with replace=True "
+                    "(`ragtune index --replace SOURCE...`) to adopt or drop them", untracked,
+                )  # fmt: skip
             checkpoint("index.loaded")
             report = self._write_index(plan.docs, spec, embedder, current, t0, reindexed=current is not None and switch)
             report.sources = plan.sources

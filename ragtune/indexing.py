@@ -151,10 +151,10 @@ def plan_index(old: Sequence[Document], new: Sequence[Document], given: Sequence
         elif d.id in new_ids:
             if d.source == "":
                 continue  # an untracked document: the given source that produces its id adopts it
+            both = f"document id {d.id!r} is produced by both {new_ids[d.id]} and {d.source} (already indexed); ids must be unique across sources: rename it in one of them"
             raise InputError(
-                f"document id {d.id!r} is produced by both {new_ids[d.id]} and {d.source} (already indexed); ids must be unique "
-                f"across sources: rename it in one of them, index both sources together, or replace the index with only the "
-                f"new sources (`ragtune index --replace ...`, replace=True)"
+                f"{both}, or replace the index with only the new sources (index(sources, replace=True))",
+                cli=f"{both}, or replace the index with only the new sources (`ragtune index --replace SOURCES`)",
             )
         else:
             docs.append(d)

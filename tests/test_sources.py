@@ -110,14 +110,15 @@ def test_an_id_two_sources_produce_is_an_error_naming_both(tmp_path, tiny_config
     with pytest.raises(InputError) as exc:
         rt.index([clash])
     msg = str(exc.value)
-    assert "'d2'" in msg and str(clash.resolve()) in msg and str(more.resolve()) in msg and "--replace" in msg
+    assert "'d2'" in msg and str(clash.resolve()) in msg and str(more.resolve()) in msg and "replace=True" in msg
+    assert "`ragtune index --replace SOURCES`" in exc.value.cli_message()  # the CLI's wording
     with pytest.raises(InputError, match=r"duplicate document id 'd2'.*more\.jsonl has it too"):
         rt.index([more, clash])  # both given at once
     assert rt.current_version == v1
     assert rt.index([clash], replace=True).n_docs == 1  # replacing: no clash
 
 
-def test_doc_stores_from_before_sources_keep_their_docs(tmp_path, tiny_config, two_sources):
+def test_doc_stores_from_before_sources_keep_their_docs(tmp_path, tiny_config, two_sources, caplog):
     docs, more = two_sources
     rt = Ragtune.init(tmp_path / "ws", tiny_config, progress=False)
     v1 = rt.index([more]).version
@@ -127,7 +128,9 @@ def test_doc_stores_from_before_sources_keep_their_docs(tmp_path, tiny_config, t
     con.close()
     rt = Ragtune(tmp_path / "ws", progress=False)
     assert rt.status()["sources"] == [{"source": "", "n_docs": 3}]
-    rep = rt.index([docs])  # a plain re-index keeps untracked docs
+    with caplog.at_level("WARNING"):
+        rep = rt.index([docs])  # a plain re-index keeps untracked docs, and says so
+    assert "3 documents indexed before sources were tracked are kept" in caplog.text
     assert rep.n_docs == 8 and {s.source: s.status for s in rep.sources}[""] == "kept"
     rep = rt.index([more])  # the source that produces their ids adopts them: nothing is re-embedded
     assert rep.embedded == 0 and rep.n_docs == 8 and {s.source: s.status for s in rep.sources}[""] == "adopted"
