@@ -10,8 +10,10 @@ model (``config.json``) with the one a version was built with. The reports are p
 from __future__ import annotations
 
 import dataclasses
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Literal
 
 from ragtune.config import RagtuneConfig
@@ -152,6 +154,8 @@ def plan_index(old: Sequence[Document], new: Sequence[Document], given: Sequence
             if d.source == "":
                 continue  # an untracked document: the given source that produces its id adopts it
             both = f"document id {d.id!r} is produced by both {new_ids[d.id]} and {d.source} (already indexed); ids must be unique across sources: rename it in one of them"
+            if Path(d.source).is_dir() and Path(new_ids[d.id]).is_dir():  # a folder's ids are its files' relative paths
+                both += f" (two folders holding the same relative path: index their common parent {os.path.commonpath([d.source, new_ids[d.id]])} as one source instead)"
             raise InputError(
                 f"{both}, or replace the index with only the new sources (index(sources, replace=True))",
                 cli=f"{both}, or replace the index with only the new sources (`ragtune index --replace SOURCES`)",
