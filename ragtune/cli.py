@@ -167,6 +167,8 @@ def init(
         _print_index(report)
     elif changes:
         click.echo(f"note: the index ({current}) was made with other model settings; `ragtune index --reindex` applies config.json's")
+    if current is not None and report is None and (backend is not None or index_kind is not None):
+        click.echo(f"note: the index settings apply to the next version an `index` run writes; {current} keeps its own")
 
 
 def _print_index(report: IndexReport) -> None:
