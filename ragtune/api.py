@@ -17,7 +17,7 @@ from ragtune.embedder import Embedder, ModelSpec
 from ragtune.errors import FeedbackError, FeedbackLogError, InputError, RagtuneError, WorkspaceError
 from ragtune.faults import checkpoint
 from ragtune.feedback import FeedbackLog, ImportReport, validate_click, validate_rating
-from ragtune.indexing import IndexReport, ModelChange, config_with_model, model_changes, plan_index, spec_from_config
+from ragtune.indexing import IndexReport, ModelChange, SourceReport, config_with_model, model_changes, plan_index, spec_from_config
 from ragtune.records import Hit, SearchResults
 from ragtune.recovery import new_decision
 from ragtune.serving import Server, ServingVersion
@@ -134,7 +134,9 @@ class Ragtune:
         return self._feedback
 
     # -- indexing ---------------------------------------------------------------------------------
-    def index(self, sources: str | Path | Sequence[str | Path], *, replace: bool = False, reindex: bool = False) -> IndexReport:
+    def index(
+        self, sources: str | Path | Sequence[str | Path], *, replace: bool = False, reindex: bool = False, remove: str | Path | Sequence[str | Path] = ()
+    ) -> IndexReport:
         """Index ``sources``: each one's documents are added, changed or removed; other sources' stay.
 
         Re-indexing is incremental per source: unchanged documents keep their vectors, changed and
@@ -149,6 +151,8 @@ class Ragtune:
             replace: Make the index hold exactly the documents of ``sources`` (other sources' go).
             reindex: Re-embed every document with the model configured in ``config.json`` when it
                 differs from the serving version's (see :meth:`reindex`).
+            remove: Indexed sources whose documents leave the index (the paths need not exist any
+                more: a folder that was deleted). ``status()["sources"]`` lists the indexed ones.
 
         Returns:
             An :class:`~ragtune.indexing.IndexReport` (``.to_dict()`` for JSON; ``report["version"]`` works too).
@@ -159,7 +163,8 @@ class Ragtune:
         from ragtune.recovery import recover
 
         paths = source_list(sources)
-        if not paths and not reindex:
+        gone = [str(p.expanduser().resolve()) for p in source_list(remove, "remove")]
+        if not paths and not reindex and not gone:
             raise InputError("no source given; pass a directory of .txt/.md files, a .jsonl file or a BEIR folder")
         t0 = time.perf_counter()
         with self.ws.lock("index"):  # the version read here is the one the new index is built from
@@ -175,7 +180,19 @@ class Ragtune:
             new = load_sources(paths, tokenize, self.config.chunk.chunk_tokens, self.config.chunk.overlap_tokens) if paths else []
             given = list(dict.fromkeys(d.source for d in new)) if paths else []
             old = self.serving().docs.all_documents() if current else []
+            if gone:
+                indexed = {d.source for d in old}
+                unknown = [g for g in gone if g not in indexed]
+                if unknown:
+                    raise InputError(
+                        f"{unknown[0]} is not an indexed source; status()['sources'] lists them",
+                        cli=f"{unknown[0]} is not an indexed source; `ragtune status` lists them",
+                    )
+                removed_counts = {g: sum(1 for d in old if d.source == g) for g in gone}
+                old = [d for d in old if d.source not in set(gone)]
             plan = plan_index(old, new, given, replace=replace or current is None)
+            if gone:
+                plan.sources.extend(SourceReport(source=g, status="removed", removed=n) for g, n in removed_counts.items())
             if not plan.docs:
                 raise InputError("the index would hold no documents; give a source that has some")
             untracked = sum(1 for d in plan.docs if d.source == "")

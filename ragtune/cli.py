@@ -188,20 +188,21 @@ def _print_index(report: IndexReport) -> None:
 @click.argument("sources", nargs=-1, type=click.Path(path_type=Path))
 @click.option("--replace", is_flag=True, help="Make the index hold exactly SOURCES (other sources' documents are dropped).")
 @click.option("--reindex", is_flag=True, help="Re-embed every document with the model in config.json (SOURCES optional).")
+@click.option("--remove", "remove", multiple=True, type=click.Path(path_type=Path), help="Drop an indexed source's documents (it need not exist any more); repeatable.")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON report.")
 @click.pass_context
-def index(ctx: click.Context, sources: tuple[Path, ...], replace: bool, reindex: bool, as_json: bool) -> None:
+def index(ctx: click.Context, sources: tuple[Path, ...], replace: bool, reindex: bool, remove: tuple[Path, ...], as_json: bool) -> None:
     """Index SOURCES (dirs of .txt/.md, .jsonl files, BEIR folders); only changed docs are embedded.
 
     Incremental per source: each given source's documents are added, changed or removed; documents
     of sources not given stay (use --replace to drop them).
     """
-    if not sources and not reindex:
-        raise click.UsageError("give SOURCES to index (dirs of .txt/.md, .jsonl files, BEIR folders), or --reindex")
+    if not sources and not reindex and not remove:
+        raise click.UsageError("give SOURCES to index (dirs of .txt/.md, .jsonl files, BEIR folders), --remove SOURCE, or --reindex")
     if replace and not sources:
         raise click.UsageError("--replace needs SOURCES: the index is made to hold exactly them")
     rt = _open(ctx, create=True)
-    report = rt.index(list(sources), replace=replace, reindex=reindex)
+    report = rt.index(list(sources), replace=replace, reindex=reindex, remove=list(remove))
     if as_json:
         _echo_json(report.to_dict())
     else:

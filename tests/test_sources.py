@@ -256,3 +256,21 @@ def test_init_json(tmp_path, tiny_model):
     out = json.loads(r.output)
     assert out["created"] and out["model"] == tiny_model and out["reindex"] is None and out["workspace"] == str((tmp_path / "ws").resolve())
     assert json.loads(_cli(tmp_path / "ws", "init", "--json").output)["created"] is False
+
+
+def test_a_deleted_source_is_removed_by_name(tmp_path, tiny_config, two_sources):
+    import shutil
+
+    docs, more = two_sources
+    ws = tmp_path / "ws"
+    Ragtune.init(ws, tiny_config, progress=False).index([docs, more])
+    shutil.rmtree(docs)  # the folder is gone: only --remove can drop its documents
+    line = _one_line_error(_cli(ws, "index", "--remove", str(tmp_path / "never-indexed")))
+    assert "never-indexed is not an indexed source" in line and "ragtune status" in line
+    r = _cli(ws, "index", "--remove", str(docs), "--json")
+    assert r.exit_code == 0, r.output
+    out = json.loads(r.output)
+    assert out["n_docs"] == 3 and {s["source"]: s["status"] for s in out["sources"]}[str(docs.resolve())] == "removed"
+    rt = Ragtune(ws, progress=False)
+    assert [s["source"] for s in rt.status()["sources"]] == [str(more.resolve())]
+    assert all(h.doc_id.startswith("d") for h in rt.search("router note restart", k=3, log=False))
