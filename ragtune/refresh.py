@@ -364,7 +364,10 @@ def _doc_candidate(config: RagtuneConfig, serving: ServingVersion, mined: MinedS
     from ragtune.training.sentence import train_sentence_model
 
     side = serving.spec.document_side()
-    base = ModelSpec(base=side.base, query_prefix=side.query_prefix, document_prefix=side.document_prefix, max_seq_length=side.max_seq_length)
+    base = ModelSpec(
+        base=side.base, query_prefix=side.query_prefix, document_prefix=side.document_prefix, max_seq_length=side.max_seq_length,
+        backend=side.backend, quantization=side.quantization,
+    )  # fmt: skip
     held_ids = sorted({d for h in mined.heldout for d in h.positive_ids} - set(mined.doc_texts))
     pmap = serving.docs.positions(held_ids)
     mined.doc_texts.update({d.id: d.embed_text for d in serving.docs.get(list(pmap.values()))})

@@ -9,6 +9,7 @@ Layout::
       TRIAL                the live trial, if any (ragtune.trial): replaced atomically, removed when decided
       refresh-log.jsonl    every refresh decision and trial state change, one JSON object a line
       refresh.lock         flock'ed by the one running refresh
+      onnx/                int8 ONNX exports of base models (model.backend = "onnx"), made once
       versions/v0001/      one model/index version
         manifest.json      what it is: model spec, index it uses, metrics, feedback counts, dates
         config.json        the config it was made with
@@ -16,6 +17,7 @@ Layout::
         vectors.npy        document vectors, row i = doc at position i
         index.faiss        the faiss index (or a chroma collection named after the version)
         model/             LoRA adapter (safetensors + adapter_config.json) or full model
+          onnx/            its int8 ONNX export (model.backend = "onnx"), made with the version
         query_map.safetensors   the query-side tier (linear map)
         query_memory.safetensors  the query-side tier (click memory)
 
