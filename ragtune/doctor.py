@@ -192,9 +192,10 @@ def _check_versions(ws: Workspace, config: RagtuneConfig, add: Any, repair: bool
     names = sorted(d.name for d in ws.versions_dir.iterdir() if d.is_dir() and d.name.startswith("v") and d.name[1:].isdigit())
     complete = 0
     for name in names:
+        with contextlib.suppress(WorkspaceError):  # an unreadable manifest is one of the problems below
+            if ws.read_version(name).discarded:
+                continue  # a dropped trial's record, as it should be
         problems = ws.version_problems(name)
-        if problems and problems[0].endswith("is a dropped trial (its files were discarded)"):
-            continue  # a record, as it should be
         if problems and repair and _rebuild_index_file(ws, config, name, problems):
             add(Finding("versions", "problem", f"{name}: {problems[0]}", "rebuilt index.faiss from vectors.npy", repaired=True))
             problems = ws.version_problems(name)
@@ -318,8 +319,9 @@ def _check_trial(ws: Workspace, add: Any, repair: bool) -> None:
 
 
 def _check_decisions(ws: Workspace, config: RagtuneConfig, add: Any, repair: bool) -> None:
-    logged = {e.get("decision") for e in ws.read_log() if e.get("decision")}
-    pending = [v.name for v in ws.list_versions() if v.decision.get("decision") and v.decision["decision"] not in logged]
+    from ragtune.recovery import pending_decisions
+
+    pending = [v.name for v in pending_decisions(ws)]
     trial_gone = False
     with contextlib.suppress(WorkspaceError):
         record = ws.read_trial()

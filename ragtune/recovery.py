@@ -29,7 +29,7 @@ from ragtune.trial import TrialState, confirm_trial, live_trial, start_trial, st
 from ragtune.trial import recover as finish_trial_end
 from ragtune.workspace import VersionInfo, Workspace
 
-__all__ = ["LEGACY_MARK_KEY", "feedback_mark", "log_identity", "new_decision", "recover", "replay_decisions"]
+__all__ = ["LEGACY_MARK_KEY", "feedback_mark", "log_identity", "new_decision", "pending_decisions", "recover", "replay_decisions"]
 
 logger = logging.getLogger(__name__)
 
@@ -89,12 +89,16 @@ def replay_decisions(ws: Workspace, log: FeedbackLog, config: TrialConfig) -> li
     Call under the workspace lock, after any live trial was settled. Returns one line per replay.
     """
     done: list[str] = []
-    logged = {e.get("decision") for e in ws.read_log() if e.get("decision")}
-    for info in ws.list_versions():
-        if info.decision.get("decision") and info.decision["decision"] not in logged:
-            done.append(_replay(ws, log, config, info))
-            logger.warning("recovered: %s", done[-1])
+    for info in pending_decisions(ws):
+        done.append(_replay(ws, log, config, info))
+        logger.warning("recovered: %s", done[-1])
     return done
+
+
+def pending_decisions(ws: Workspace) -> list[VersionInfo]:
+    """The versions whose decision record is not in ``refresh-log.jsonl`` yet (a crash came between), oldest first."""
+    logged = {e.get("decision") for e in ws.read_log() if e.get("decision")}
+    return [v for v in ws.list_versions() if v.decision.get("decision") and v.decision["decision"] not in logged]
 
 
 def _replay(ws: Workspace, log: FeedbackLog, config: TrialConfig, info: VersionInfo) -> str:

@@ -59,6 +59,8 @@ DECISIONS_FILE = "refresh-log.jsonl"
 TRAINED_FILE = "trained_queries.json"
 #: Beside a query tier: each feedback query's vector under the fold model that did not see it.
 OOF_FILE = "oof_queries.safetensors"
+#: The ``refresh-log.jsonl`` events that made their ``version`` current.
+POINTER_EVENTS = ("indexed", "promoted", "trial_promoted", "rolled_back")
 #: What a dropped trial version keeps: its record, not its index or model.
 _KEEP_WHEN_DISCARDED = {"manifest.json", "config.json", TRAINED_FILE}
 
@@ -558,10 +560,9 @@ class Workspace:
         Else the newest complete version that served; ``None`` when there is none. A rollback is
         respected: the log's last pointer change wins over a newer version.
         """
-        pointer_events = ("indexed", "promoted", "trial_promoted", "rolled_back")
         for entry in reversed(self.read_log()):
             name = entry.get("version")
-            if entry.get("event") in pointer_events and name and not entry.get("abandoned"):
+            if entry.get("event") in POINTER_EVENTS and name and not entry.get("abandoned"):
                 if (self.version_dir(str(name)) / "manifest.json").is_file() and not self.version_problems(str(name)):
                     return str(name)
                 break
@@ -576,7 +577,7 @@ class Workspace:
         served unless it is a trial that never was promoted.
         """
         log = self.read_log()
-        out = {e["version"] for e in log if e.get("event") in ("indexed", "promoted", "trial_promoted", "rolled_back") and e.get("version") and not e.get("abandoned")}
+        out = {e["version"] for e in log if e.get("event") in POINTER_EVENTS and e.get("version") and not e.get("abandoned")}
         with contextlib.suppress(WorkspaceError):
             cur = self.current_version()
             if cur:
