@@ -36,11 +36,13 @@ from typing import Any, ParamSpec, TypeVar
 from ragtune.errors import FeedbackError, FeedbackLogError, InputError, RagtuneError
 
 __all__ = [
+    "DailyCount",
     "FeedbackCheck",
     "FeedbackLog",
     "ImportReport",
     "Impression",
     "QueryRecord",
+    "RankClicks",
     "new_query_id",
     "validate_click",
     "validate_rating",
@@ -313,6 +315,51 @@ class QueryRecord:
     ratings: list[tuple[str, int]] = field(default_factory=list)
 
 
+@dataclass
+class DailyCount:
+    """Feedback logged on one day (UTC), from :meth:`FeedbackLog.daily_counts`.
+
+    Attributes:
+        day: ``YYYY-MM-DD`` (UTC).
+        queries: Queries logged that day.
+        clicks: Clicks logged that day.
+        ratings: Ratings logged that day.
+    """
+
+    day: str
+    queries: int = 0
+    clicks: int = 0
+    ratings: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        """The day as a JSON-able dict."""
+        return asdict(self)
+
+
+@dataclass
+class RankClicks:
+    """How often results shown at one rank were clicked, from :meth:`FeedbackLog.clicks_by_rank`.
+
+    Attributes:
+        rank: The 1-based rank shown.
+        shown: Results shown at that rank.
+        clicked: Of those, the ones clicked at least once.
+    """
+
+    rank: int
+    shown: int
+    clicked: int
+
+    @property
+    def rate(self) -> float:
+        """Share of results shown at this rank that were clicked (0 when none were shown)."""
+        return self.clicked / self.shown if self.shown else 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        """The rank as a JSON-able dict (with ``rate``)."""
+        return {**asdict(self), "rate": self.rate}
+
+
 class FeedbackLog:
     """The workspace's feedback log.
 
@@ -556,6 +603,38 @@ class FeedbackLog:
         ):
             chosen.setdefault(qid, set()).add(doc_id)
         return [(t, chosen.get(qid, set())) for qid, t in teams.items()]
+
+    @_guard("read the feedback log")
+    def daily_counts(self, *, since: float | None = None) -> list[DailyCount]:
+        """Queries, clicks and ratings logged per day (UTC), oldest first; days with nothing logged are left out.
+
+        Args:
+            since: Only events at or after this Unix time (default: all).
+        """
+        conn = self._connect()
+        lo = -math.inf if since is None else float(since)
+        days: dict[str, DailyCount] = {}
+        for table in ("queries", "clicks", "ratings"):
+            sql = f"SELECT date(ts, 'unixepoch') AS day, COUNT(*) FROM {table} WHERE ts >= ? GROUP BY day"
+            for day, n in conn.execute(sql, (lo,)):
+                setattr(days.setdefault(day, DailyCount(day)), table, int(n))
+        return [days[d] for d in sorted(days)]
+
+    @_guard("read the feedback log")
+    def clicks_by_rank(self, max_rank: int = 10) -> list[RankClicks]:
+        """Results shown and clicked at each rank ``1..max_rank`` (the position-bias curve), over logged searches.
+
+        A result counts as clicked when it was clicked at least once from that search; imported
+        events count as well as searches logged at serve time.
+        """
+        conn = self._connect()
+        rows = conn.execute(
+            "SELECT i.rank, COUNT(*), SUM(EXISTS (SELECT 1 FROM clicks c WHERE c.qid = i.qid AND c.doc_id = i.doc_id)) "
+            "FROM impressions i WHERE i.rank <= ? GROUP BY i.rank",
+            (int(max_rank),),
+        ).fetchall()
+        seen = {int(rank): (int(shown), int(clicked or 0)) for rank, shown, clicked in rows}
+        return [RankClicks(r, *seen.get(r, (0, 0))) for r in range(1, int(max_rank) + 1)]
 
     # -- import / export --------------------------------------------------------------------------
     def export_events(self) -> Iterator[dict[str, Any]]:
