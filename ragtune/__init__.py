@@ -11,6 +11,7 @@ from ragtune.api import Hit, Ragtune, SearchResults
 from ragtune.config import RagtuneConfig
 from ragtune.errors import (
     ConfigError,
+    FeedbackConflictError,
     FeedbackError,
     InputError,
     MissingDependencyError,
@@ -18,6 +19,7 @@ from ragtune.errors import (
     NotEnoughFeedbackError,
     RagtuneError,
     RefreshLockedError,
+    UnknownIdError,
     WorkspaceError,
 )
 
@@ -25,6 +27,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "ConfigError",
+    "FeedbackConflictError",
     "FeedbackError",
     "Hit",
     "InputError",
@@ -36,6 +39,7 @@ __all__ = [
     "RagtuneError",
     "RefreshLockedError",
     "SearchResults",
+    "UnknownIdError",
     "WorkspaceError",
     "__version__",
 ]

@@ -14,7 +14,7 @@ import numpy as np
 from ragtune.config import RagtuneConfig
 from ragtune.corpus import Document, is_beir_dir, load_beir_corpus, load_sources, source_list
 from ragtune.embedder import Embedder, ModelSpec
-from ragtune.errors import FeedbackError, FeedbackLogError, InputError, RagtuneError, WorkspaceError
+from ragtune.errors import FeedbackLogError, InputError, RagtuneError, UnknownIdError, WorkspaceError
 from ragtune.faults import checkpoint
 from ragtune.feedback import FeedbackLog, ImportReport, validate_click, validate_rating
 from ragtune.indexing import IndexReport, ModelChange, SourceReport, config_with_model, model_changes, plan_index, spec_from_config
@@ -315,39 +315,54 @@ class Ragtune:
     def _check_doc(self, doc_id: str) -> None:
         serving = self.serving()
         if not serving.docs.positions([doc_id]):
-            raise FeedbackError(f"unknown doc id {doc_id!r}: it is not in the current index ({serving.name}, {len(serving.docs)} docs)")
+            raise UnknownIdError(f"unknown doc id {doc_id!r}: it is not in the current index ({serving.name}, {len(serving.docs)} docs)")
 
-    def click(self, query_id: str, doc_id: str, *, dwell: float | None = None) -> None:
+    def click(self, query_id: str, doc_id: str, *, dwell: float | None = None, feedback_id: str | None = None) -> bool:
         """Record that the user opened ``doc_id`` from the results of ``query_id``.
+
+        Feedback may come late: a query id stays valid after the serving version changed.
 
         Args:
             query_id: ``SearchResults.query_id`` of the logged search.
             doc_id: The document opened (in the current index).
             dwell: Seconds spent on it: a finite number >= 0, or ``None``.
+            feedback_id: The caller's id for this click (e.g. a UUID made by the front end):
+                sending it again is a no-op, so a retry never counts twice.
+
+        Returns:
+            ``True`` when recorded; ``False`` when ``feedback_id`` was already recorded with the same content.
 
         Raises:
-            FeedbackError: an empty id, a bad dwell, an unknown query id or doc id.
+            FeedbackError: an empty id or a bad dwell.
+            UnknownIdError: an unknown query id or doc id (a ``FeedbackError`` too).
+            FeedbackConflictError: ``feedback_id`` was already recorded with other content.
             FeedbackLogError: the feedback log cannot be written (the message names the file and the fix).
         """
         validate_click(query_id, doc_id, dwell)
         self._check_doc(doc_id)
-        self.feedback.click(query_id, doc_id, dwell=dwell)
+        return self.feedback.click(query_id, doc_id, dwell=dwell, feedback_id=feedback_id)
 
-    def rate(self, query_id: str, doc_id: str, value: int) -> None:
+    def rate(self, query_id: str, doc_id: str, value: int, *, feedback_id: str | None = None) -> bool:
         """Record an explicit thumbs-up (+1) or thumbs-down (-1).
 
         Args:
             query_id: ``SearchResults.query_id`` of the logged search.
             doc_id: The document rated (in the current index).
             value: The int ``1`` or ``-1`` (not ``True``/``False``).
+            feedback_id: The caller's id for this rating: sending it again is a no-op.
+
+        Returns:
+            ``True`` when recorded; ``False`` when ``feedback_id`` was already recorded with the same content.
 
         Raises:
-            FeedbackError: an empty id, a value other than +1/-1, an unknown query id or doc id.
+            FeedbackError: an empty id or a value other than +1/-1.
+            UnknownIdError: an unknown query id or doc id (a ``FeedbackError`` too).
+            FeedbackConflictError: ``feedback_id`` was already recorded with other content.
             FeedbackLogError: the feedback log cannot be written.
         """
         value = validate_rating(query_id, doc_id, value)
         self._check_doc(doc_id)
-        self.feedback.rate(query_id, doc_id, value)
+        return self.feedback.rate(query_id, doc_id, value, feedback_id=feedback_id)
 
     def import_feedback(self, path: str | Path) -> ImportReport:
         """Import an event or triplet JSONL file (all-or-nothing, idempotent); see :meth:`FeedbackLog.import_file`.

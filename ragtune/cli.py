@@ -561,5 +561,29 @@ def rollback(ctx: click.Context, version: str | None, as_json: bool) -> None:
         click.echo(f"current version is now {name}")
 
 
+@main.command()
+@click.option("--host", default="127.0.0.1", show_default=True, help="Interface to listen on (0.0.0.0: every one).")
+@click.option("--port", default=8000, show_default=True, type=click.IntRange(1, 65535), help="TCP port.")
+@click.option("--cors-origin", "cors_origins", multiple=True, metavar="ORIGIN", help="A browser origin allowed to call the service (e.g. https://app.example.com, or *); repeatable.")
+@click.option("--api-key", envvar="RAGTUNE_API_KEY", default=None, show_envvar=True, help="Key for POST /refresh and /rollback (prefer the env var; unset: those endpoints are off).")
+@click.option("--no-access-log", is_flag=True, help="Do not log each request.")
+@click.pass_context
+def serve(ctx: click.Context, host: str, port: int, cors_origins: tuple[str, ...], api_key: str | None, no_access_log: bool) -> None:
+    """Serve the workspace over HTTP: search, feedback, status, versions, trial, refresh, rollback.
+
+    Needs the `serve` extra (pip install 'ragtune[serve]'). OpenAPI docs at /docs. One process keeps
+    the model loaded and follows versions swapped by other processes (refresh, rollback, index).
+    """
+    try:
+        from ragtune.server import serve as run_server
+    except ImportError as exc:
+        raise click.ClickException(str(exc) if isinstance(exc, RagtuneError) else f"`ragtune serve` needs FastAPI and uvicorn: pip install 'ragtune[serve]' ({exc})") from None
+    rt = _open(ctx)
+    rt.progress = False  # a refresh started over HTTP runs in the background: no progress bars on the server's terminal
+    shown = f"[{host}]" if ":" in host else host
+    click.echo(f"ragtune serve: http://{shown}:{port} (workspace {rt.ws.root}, API docs at /docs; refresh and rollback {'need the API key' if api_key else 'are off: set RAGTUNE_API_KEY'})")
+    run_server(rt, host=host, port=port, api_key=api_key, cors_origins=cors_origins, log_level="warning" if ctx.obj["quiet"] else "info", access_log=not no_access_log)
+
+
 if __name__ == "__main__":  # pragma: no cover
     main()

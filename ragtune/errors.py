@@ -11,6 +11,7 @@ from __future__ import annotations
 
 __all__ = [
     "ConfigError",
+    "FeedbackConflictError",
     "FeedbackError",
     "FeedbackLogError",
     "InputError",
@@ -19,6 +20,7 @@ __all__ = [
     "NotEnoughFeedbackError",
     "RagtuneError",
     "RefreshLockedError",
+    "UnknownIdError",
     "VectorIndexError",
     "WorkspaceError",
 ]
@@ -84,6 +86,14 @@ class FeedbackLogError(FeedbackError):
         super().__init__(*args, cli=cli)
         self.path = path
         self.kind = kind
+
+
+class UnknownIdError(FeedbackError, LookupError):
+    """Feedback names a query id that is not in the log, or a doc id that is not in the current index."""
+
+
+class FeedbackConflictError(FeedbackError):
+    """A feedback id was already recorded with other content (another query, doc, type, value or dwell)."""
 
 
 class RefreshLockedError(RagtuneError, RuntimeError):

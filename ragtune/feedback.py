@@ -11,6 +11,9 @@ Event JSONL (``ragtune feedback export --format events`` / ``import``), one obje
      "impressions": [{"doc_id": "d1", "rank": 1, "score": 0.83}, ...]}
     {"type": "click", "query_id": "...", "doc_id": "d1", "ts": ..., "dwell": 12.5}
     {"type": "rating", "query_id": "...", "doc_id": "d1", "value": 1, "ts": ...}
+
+A click or rating may carry a ``"feedback_id"`` (the caller's id for it, unique in the log): recording
+it again with the same content is a no-op, with other content an error (HTTP clients retry safely).
 """
 
 from __future__ import annotations
@@ -33,7 +36,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, ParamSpec, TypeVar
 
-from ragtune.errors import FeedbackError, FeedbackLogError, InputError, RagtuneError
+from ragtune.errors import FeedbackConflictError, FeedbackError, FeedbackLogError, InputError, RagtuneError, UnknownIdError
 
 __all__ = [
     "DailyCount",
@@ -92,8 +95,10 @@ CREATE INDEX IF NOT EXISTS ratings_qid ON ratings(qid);
 """
 
 #: Columns added after the first release: a log written before them gains them on open.
-MIGRATIONS = (("queries", "trial", "TEXT"), ("impressions", "team", "TEXT"))
-POST_MIGRATION = "CREATE INDEX IF NOT EXISTS queries_trial ON queries(trial);"
+MIGRATIONS = (("queries", "trial", "TEXT"), ("impressions", "team", "TEXT"), ("clicks", "feedback_id", "TEXT"), ("ratings", "feedback_id", "TEXT"))
+POST_MIGRATION = """CREATE INDEX IF NOT EXISTS queries_trial ON queries(trial);
+CREATE UNIQUE INDEX IF NOT EXISTS clicks_feedback_id ON clicks(feedback_id);
+CREATE UNIQUE INDEX IF NOT EXISTS ratings_feedback_id ON ratings(feedback_id);"""
 
 
 def new_query_id() -> str:
@@ -484,20 +489,36 @@ class FeedbackLog:
 
     def _require_query(self, conn: sqlite3.Connection, qid: str) -> None:
         if conn.execute("SELECT 1 FROM queries WHERE qid = ?", (qid,)).fetchone() is None:
-            raise FeedbackError(
+            raise UnknownIdError(
                 f"unknown query id {qid!r}: log the query first (search(..., log=True) returns its id in SearchResults.query_id)",
                 cli=f"unknown query id {qid!r}: log the query first (`ragtune query TEXT` prints its id)",
             )
 
     @_guard("record the click", write=True)
-    def click(self, qid: str, doc_id: str, *, dwell: float | None = None, ts: float | None = None) -> None:
+    def click(self, qid: str, doc_id: str, *, dwell: float | None = None, ts: float | None = None, feedback_id: str | None = None) -> bool:
         """Record a click on ``doc_id`` for query ``qid``.
 
+        Args:
+            qid: The logged query's id.
+            doc_id: The document clicked.
+            dwell: Seconds spent on it, or ``None``.
+            ts: When (default: now).
+            feedback_id: The caller's id for this click: recording it again is a no-op.
+
+        Returns:
+            ``True`` when recorded; ``False`` when ``feedback_id`` was already recorded with the same content.
+
         Raises:
-            FeedbackError: an empty id, a dwell that is not a finite number >= 0, or an unknown query id.
+            FeedbackError: an empty id, a dwell that is not a finite number >= 0.
+            UnknownIdError: an unknown query id.
+            FeedbackConflictError: ``feedback_id`` was recorded with other content.
             FeedbackLogError: the log cannot be written.
         """
         validate_click(qid, doc_id, dwell)
+        if feedback_id is not None:
+            content = ("click", qid, doc_id, None if dwell is None else float(dwell))
+            return self._insert_once(feedback_id, content, "INSERT INTO clicks(qid, doc_id, ts, dwell, feedback_id) VALUES (?, ?, ?, ?, ?)",
+                                     (qid, doc_id, ts if ts is not None else time.time(), content[3], feedback_id))  # fmt: skip
         conn = self._connect()
         self._require_query(conn, qid)  # first: a refused insert would still write (AUTOINCREMENT's counter)
         cur = conn.execute(
@@ -506,16 +527,32 @@ class FeedbackLog:
         )
         if cur.rowcount != 1:  # the query vanished in between (a repaired log)
             self._require_query(conn, qid)
+        return True
 
     @_guard("record the rating", write=True)
-    def rate(self, qid: str, doc_id: str, value: int, *, ts: float | None = None) -> None:
+    def rate(self, qid: str, doc_id: str, value: int, *, ts: float | None = None, feedback_id: str | None = None) -> bool:
         """Record an explicit rating (+1 or -1).
 
+        Args:
+            qid: The logged query's id.
+            doc_id: The document rated.
+            value: ``1`` or ``-1``.
+            ts: When (default: now).
+            feedback_id: The caller's id for this rating: recording it again is a no-op.
+
+        Returns:
+            ``True`` when recorded; ``False`` when ``feedback_id`` was already recorded with the same content.
+
         Raises:
-            FeedbackError: an empty id, a value that is not the int +1 or -1, or an unknown query id.
+            FeedbackError: an empty id, a value that is not the int +1 or -1.
+            UnknownIdError: an unknown query id.
+            FeedbackConflictError: ``feedback_id`` was recorded with other content.
             FeedbackLogError: the log cannot be written.
         """
         value = validate_rating(qid, doc_id, value)
+        if feedback_id is not None:
+            return self._insert_once(feedback_id, ("rating", qid, doc_id, value), "INSERT INTO ratings(qid, doc_id, value, ts, feedback_id) VALUES (?, ?, ?, ?, ?)",
+                                     (qid, doc_id, value, ts if ts is not None else time.time(), feedback_id))  # fmt: skip
         conn = self._connect()
         self._require_query(conn, qid)  # first: a refused insert would still write (AUTOINCREMENT's counter)
         cur = conn.execute(
@@ -524,6 +561,24 @@ class FeedbackLog:
         )
         if cur.rowcount != 1:  # the query vanished in between (a repaired log)
             self._require_query(conn, qid)
+        return True
+
+    def _insert_once(self, feedback_id: str, content: tuple[str, str, str, float | int | None], sql: str, args: tuple[Any, ...]) -> bool:
+        """Insert a click or rating under ``feedback_id`` unless the log holds it (one transaction: concurrent repeats are safe)."""
+        _check_id("feedback_id", feedback_id, "--feedback-id")
+        with self._tx() as conn:
+            self._require_query(conn, content[1])
+            held = _feedback_with_id(conn, feedback_id)
+            if held is not None:
+                if held != content:
+                    raise FeedbackConflictError(
+                        f"feedback id {feedback_id!r} is already recorded as a {held[0]} on doc {held[2]!r} of query {held[1]!r}"
+                        f"{'' if held[3] is None else (' with dwell ' if held[0] == 'click' else ' with value ') + repr(held[3])}; "
+                        f"give this {content[0]} another feedback id"
+                    )
+                return False
+            conn.execute(sql, args)
+        return True
 
     # -- reads ------------------------------------------------------------------------------------
     @_guard("read the feedback log")
@@ -663,12 +718,12 @@ class FeedbackLog:
     def _export_feedback(self) -> list[dict[str, Any]]:
         conn = self._connect()
         out: list[dict[str, Any]] = [
-            {"type": "click", "query_id": qid, "doc_id": doc_id, "ts": ts, "dwell": dwell}
-            for qid, doc_id, ts, dwell in conn.execute("SELECT qid, doc_id, ts, dwell FROM clicks ORDER BY id")
+            {"type": "click", "query_id": qid, "doc_id": doc_id, "ts": ts, "dwell": dwell, **({"feedback_id": fid} if fid is not None else {})}
+            for qid, doc_id, ts, dwell, fid in conn.execute("SELECT qid, doc_id, ts, dwell, feedback_id FROM clicks ORDER BY id")
         ]
         out += [
-            {"type": "rating", "query_id": qid, "doc_id": doc_id, "value": value, "ts": ts}
-            for qid, doc_id, value, ts in conn.execute("SELECT qid, doc_id, value, ts FROM ratings ORDER BY id")
+            {"type": "rating", "query_id": qid, "doc_id": doc_id, "value": value, "ts": ts, **({"feedback_id": fid} if fid is not None else {})}
+            for qid, doc_id, value, ts, fid in conn.execute("SELECT qid, doc_id, value, ts, feedback_id FROM ratings ORDER BY id")
         ]
         return out
 
@@ -714,6 +769,7 @@ class FeedbackLog:
         ops: list[tuple[str, tuple[Any, ...]]] = []
         file_queries: dict[str, tuple[int, float]] = {}  # qid -> (line, ts)
         seen_events: set[tuple[str, str, str, float]] = set()
+        file_fids: dict[str, tuple[str, str, str, float | int | None]] = {}  # feedback id -> content, of this file
         triplet_seen: dict[str, int] = {}
         doc_refs: list[tuple[int, str]] = []
         report = ImportReport(str(path))
@@ -807,7 +863,16 @@ class FeedbackLog:
                 ts = qts if ts is None else ts
                 key = (kind, qid, doc_id, ts)
                 table = "clicks" if kind == "click" else "ratings"
-                if key in seen_events or conn.execute(f"SELECT 1 FROM {table} WHERE qid = ? AND doc_id = ? AND ts = ?", (qid, doc_id, ts)).fetchone():
+                fid = obj.get("feedback_id")
+                held = None  # the same feedback id already in the log or earlier in this file: present
+                if fid is not None:
+                    fid = _str_field(obj, "feedback_id", where)
+                    said = (kind, qid, doc_id, value if kind == "rating" else (None if dwell is None else float(dwell)))
+                    held = file_fids.get(fid) or _feedback_with_id(conn, fid)
+                    if held is not None and held != said:
+                        raise InputError(f"{where}: feedback id {fid!r} is already recorded as a {held[0]} on doc {held[2]!r} of query {held[1]!r}")
+                    file_fids[fid] = said
+                if held is not None or key in seen_events or conn.execute(f"SELECT 1 FROM {table} WHERE qid = ? AND doc_id = ? AND ts = ?", (qid, doc_id, ts)).fetchone():
                     if kind == "click":
                         report.present_clicks += 1
                     else:
@@ -816,10 +881,10 @@ class FeedbackLog:
                 seen_events.add(key)
                 doc_refs.append((lineno, doc_id))
                 if kind == "click":
-                    ops.append(("click", (qid, doc_id, ts, None if dwell is None else float(dwell))))
+                    ops.append(("click", (qid, doc_id, ts, None if dwell is None else float(dwell), fid)))
                     report.clicks += 1
                 else:
-                    ops.append(("rating", (qid, doc_id, value, ts)))
+                    ops.append(("rating", (qid, doc_id, value, ts, fid)))
                     report.ratings += 1
             elif kind == "triplet":
                 query = obj.get("query")
@@ -879,9 +944,9 @@ class FeedbackLog:
                         qid, text, imps, version, ts, source, randomized, trial = args
                         self._insert_query(tx, qid, text, imps, version, randomized, ts, source, trial)
                     elif kind == "click":
-                        tx.execute("INSERT INTO clicks(qid, doc_id, ts, dwell) VALUES (?, ?, ?, ?)", args)
+                        tx.execute("INSERT INTO clicks(qid, doc_id, ts, dwell, feedback_id) VALUES (?, ?, ?, ?, ?)", args)
                     else:
-                        tx.execute("INSERT INTO ratings(qid, doc_id, value, ts) VALUES (?, ?, ?, ?)", args)
+                        tx.execute("INSERT INTO ratings(qid, doc_id, value, ts, feedback_id) VALUES (?, ?, ?, ?, ?)", args)
         logger.info("imported %s: %s", path, report.summary())
         return report
 
@@ -981,6 +1046,15 @@ def _migrate(conn: sqlite3.Connection) -> None:
                 if "duplicate column" not in str(exc):
                     raise
     conn.executescript(POST_MIGRATION)
+
+
+def _feedback_with_id(conn: sqlite3.Connection, feedback_id: str) -> tuple[str, str, str, float | int | None] | None:
+    """``(kind, qid, doc_id, dwell or value)`` of the click or rating recorded under ``feedback_id``, or ``None``."""
+    row = conn.execute("SELECT qid, doc_id, dwell FROM clicks WHERE feedback_id = ?", (feedback_id,)).fetchone()
+    if row is not None:
+        return ("click", row[0], row[1], row[2])
+    row = conn.execute("SELECT qid, doc_id, value FROM ratings WHERE feedback_id = ?", (feedback_id,)).fetchone()
+    return None if row is None else ("rating", row[0], row[1], int(row[2]))
 
 
 def _str_field(obj: dict[str, Any], name: str, where: str) -> str:
