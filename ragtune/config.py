@@ -39,6 +39,7 @@ IndexKind = Literal["flat", "hnsw", "ivf"]
 Backend = Literal["faiss", "chroma"]
 TrainMode = Literal["lora", "full", "query", "auto"]
 ModelBackend = Literal["torch", "onnx"]
+Engine = Literal["local", "ray"]
 
 
 def _check(cond: bool, msg: str) -> None:
@@ -89,6 +90,12 @@ class ModelConfig:
             ``pip install 'ragtune[onnx]'``): faster on CPUs with int8 instructions (AVX-512 VNNI, ARM), 1.1x
             on an AVX2-only one, for about 0.005 nDCG@10 (README, "Fast CPU embedding"). Like the other
             model settings it takes effect with a re-index.
+        engine: Where a whole corpus is embedded into a version (an index, a re-index, a refresh's
+            re-embedding): ``"local"`` (this process) or ``"ray"`` (Ray Data actors on a Ray cluster, GPU
+            actors when it has GPUs; needs ``pip install 'ragtune[ray]'``; README, "Past one machine").
+            Queries are always embedded here. The vectors are the same either way.
+        ray_address: The Ray cluster of ``engine = "ray"`` (``"ray://HOST:10001"``, ``"HOST:6379"`` or
+            ``"auto"``); ``None``: ``$RAY_ADDRESS``, else a Ray instance started on this machine.
     """
 
     name: str = DEFAULT_MODEL
@@ -98,11 +105,18 @@ class ModelConfig:
     batch_size: int = 32
     max_seq_length: int | None = None
     backend: str = "torch"
+    engine: str = "local"
+    ray_address: str | None = None
 
     def __post_init__(self) -> None:
         _check(isinstance(self.name, str) and self.name.strip() != "", f"model.name must be a non-empty string, got {self.name!r}")
         _literal(self, "device", get_args(Device))
         _literal(self, "backend", get_args(ModelBackend))
+        _literal(self, "engine", get_args(Engine))
+        _check(
+            self.ray_address is None or (isinstance(self.ray_address, str) and self.ray_address.strip() != ""),
+            f"model.ray_address must be null ($RAY_ADDRESS, else a local Ray instance) or a Ray address such as 'ray://HOST:10001', got {self.ray_address!r}",
+        )
         _positive(self, "batch_size")
         if self.max_seq_length is not None:
             _positive(self, "max_seq_length")

@@ -32,6 +32,7 @@ import numpy as np
 
 from ragtune.config import RagtuneConfig
 from ragtune.embedder import Embedder, ModelSpec
+from ragtune.engines import encode_corpus
 from ragtune.faults import checkpoint
 from ragtune.feedback import FeedbackLog
 from ragtune.gate import CheckResult, GateSet, build_gate_set, check, loglik_per_query, score_candidate, score_current
@@ -431,7 +432,7 @@ def _write_candidate(
         )  # fmt: skip
     docs = serving.docs.all_documents()
     emb = Embedder(cand.spec, ws.root, config.model.device, config.model.batch_size)
-    vectors = emb.encode_documents([d.embed_text for d in docs], progress=progress)
+    vectors = encode_corpus(emb, [d.embed_text for d in docs], config.model, progress=progress)
     return ws.write_version(
         config, cand.spec, kind="index", parent=serving.name, docs=docs, vectors=vectors, metrics=metrics, feedback=feedback,
         note=f"{cand.tier} fine-tune ({what}), re-embedded {len(docs)} docs", write_files=write_files, make_current=make_current, trial=staged,

@@ -1,0 +1,160 @@
+"""``model.engine = "ray"`` against a real local Ray cluster the tests start: the same vectors and version layout as the local engine.
+
+One small cluster for the module (2 CPUs, a small object store, no dashboard); the tiny model is a
+folder on this machine's disk, so every Ray run also ships it to the actors.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from ragtune import ConfigError, Ragtune
+from ragtune.cli import main
+from ragtune.embedder import Embedder, ModelSpec
+from ragtune.engines import LocalEngine, RayEngine, encode_corpus, make_engine
+from tests.conftest import play
+
+TOPICS = ["router", "firmware", "password", "guest network", "printer", "battery", "update", "backup"]
+DOCS = [{"id": f"doc-{i:02d}", "text": f"note {i} on the {TOPICS[i % len(TOPICS)]}: " + "word " * (i % 7) + f"ends with {i * 13}"} for i in range(40)]
+TOL = 1e-5
+
+
+@pytest.fixture(scope="module")
+def ray_cluster():  # type: ignore[no-untyped-def]
+    import ray
+
+    assert not ray.is_initialized()
+    ray.init(num_cpus=2, num_gpus=0, object_store_memory=96 * 2**20, include_dashboard=False, log_to_driver=False, configure_logging=False)
+    yield ray
+    ray.shutdown()
+
+
+@pytest.fixture()
+def corpus(tmp_path: Path) -> Path:
+    path = tmp_path / "corpus.jsonl"
+    path.write_text("".join(json.dumps(d) + "\n" for d in DOCS), encoding="utf-8")
+    return path
+
+
+def _layout(rt: Ragtune, version: str) -> tuple[list[str], dict, dict]:
+    """A version's files, its manifest without timings or decision ids, and its config without the engine settings."""
+    vdir = rt.ws.version_dir(version)
+    files = sorted(str(p.relative_to(vdir)) for p in vdir.rglob("*"))
+    manifest = json.loads((vdir / "manifest.json").read_text())
+    manifest.pop("created")
+    manifest["decision"].pop("decision")
+    manifest.get("metrics", {}).pop("train", None)
+    config = json.loads((vdir / "config.json").read_text())
+    assert config["model"].pop("engine") in ("local", "ray")
+    config["model"].pop("ray_address")
+    return files, manifest, config
+
+
+def _vectors(rt: Ragtune, version: str) -> np.ndarray:
+    return np.load(rt.ws.version_dir(version) / "vectors.npy")
+
+
+def test_ray_index_matches_the_local_index(ray_cluster, tiny_config, corpus, tmp_path):
+    # batches of 2 * 16 rows: 40 docs make 2 batches, on 2 actors
+    cfg = tiny_config.with_overrides({"model.batch_size": 2, "model.document_prefix": "passage: "})
+    local = Ragtune.init(tmp_path / "local", cfg, progress=False)
+    remote = Ragtune.init(tmp_path / "ray", cfg.with_overrides({"model.engine": "ray"}), progress=False)
+    v_local = local.index([corpus]).version
+    rep = remote.index([corpus])
+    assert rep.written and rep.embedded == len(DOCS)
+    a, b = _vectors(local, v_local), _vectors(remote, rep.version)
+    assert a.dtype == b.dtype == np.float32 and a.shape == b.shape == (len(DOCS), 32)
+    np.testing.assert_allclose(b, a, atol=TOL)
+    assert not np.allclose(a[0], a[1], atol=1e-3)  # distinct docs: a row out of order would show
+    assert _layout(remote, rep.version) == _layout(local, v_local)
+    assert json.loads((remote.ws.version_dir(rep.version) / "config.json").read_text())["model"]["engine"] == "ray"
+    assert [d.id for d in remote.serving().docs.all_documents()] == [d["id"] for d in DOCS]
+    q = "the guest network"
+    assert [h.doc_id for h in remote.search(q, k=5, log=False)] == [h.doc_id for h in local.search(q, k=5, log=False)]
+
+    # an incremental index embeds only the new document, through the same engine
+    extra = tmp_path / "extra.jsonl"
+    extra.write_text(json.dumps({"id": "extra", "text": "a new note on the battery"}) + "\n", encoding="utf-8")
+    v2_local, rep2 = local.index([corpus, extra]).version, remote.index([corpus, extra])
+    assert rep2.embedded == 1
+    np.testing.assert_allclose(_vectors(remote, rep2.version), _vectors(local, v2_local), atol=TOL)
+
+
+def test_the_engine_seam_returns_input_order(ray_cluster, tiny_model):
+    spec = ModelSpec(base=tiny_model, document_prefix="doc: ")
+    emb = Embedder(spec, None, "cpu", batch_size=1)
+    texts = [d["text"] for d in DOCS[:20]]  # 16-row batches: 2 batches of unequal size
+    want = emb.encode_documents(texts)
+    got = RayEngine(batch_size=1).encode(emb, texts)
+    assert got.dtype == np.float32 and got.shape == want.shape
+    np.testing.assert_allclose(got, want, atol=TOL)
+    np.testing.assert_allclose(LocalEngine().encode(emb, texts), want, atol=0)
+    assert RayEngine().encode(emb, []).shape == (0, 32)
+
+
+def test_a_lora_refresh_reembeds_on_the_cluster(ray_cluster, workspace, tiny_config, docs_jsonl, tmp_path):
+    """The refresh's candidate (a LoRA adapter in the refresh's temporary folder) is shipped to the actors;
+    the version it writes holds the vectors the local engine makes with that model, laid out as a local refresh's."""
+    overrides = {"train.lr": 5e-3, "train.epochs": 1, "gate.confidence": 0.0}
+    local = workspace
+    remote = Ragtune.init(tmp_path / "ray-ws", tiny_config, progress=False)
+    remote.index([docs_jsonl])
+    for rt in (local, remote):
+        play(rt)
+        rt.config = rt.config.with_overrides(overrides)
+    remote.config = remote.config.with_overrides({"model.engine": "ray"})
+    rep_local = local.refresh(mode="lora", trial=False)
+    rep = remote.refresh(mode="lora", trial=False)
+    assert rep_local.status == rep.status == "promoted", (rep_local.reason, rep.reason)
+    v = rep.version
+    info = remote.ws.read_version(v)
+    assert info.model["adapter"] == f"versions/{v}/model"
+    docs = remote.serving().docs.all_documents()
+    want = Embedder(ModelSpec.from_dict(info.model), remote.ws.root, "cpu", 8).encode_documents([d.embed_text for d in docs])
+    np.testing.assert_allclose(_vectors(remote, v), want, atol=TOL)
+    assert not np.allclose(_vectors(remote, v), _vectors(remote, "v0001"), atol=1e-4)  # the candidate's vectors, not the base model's
+    files, manifest, config = _layout(remote, v)
+    files_l, manifest_l, config_l = _layout(local, rep_local.version)
+    assert files == files_l
+    assert manifest.keys() == manifest_l.keys() and manifest["model"] == manifest_l["model"] and manifest["kind"] == manifest_l["kind"] == "index"
+    assert config == config_l
+
+
+def test_cli_engine_flags(ray_cluster, tiny_config, corpus, tmp_path):
+    ws = tmp_path / "cli-ws"
+    Ragtune.init(ws, tiny_config, progress=False)
+    runner = CliRunner()
+    res = runner.invoke(main, ["-w", str(ws), "-q", "index", str(corpus), "--engine", "ray", "--json"])
+    assert res.exit_code == 0, res.output
+    version = json.loads(res.output)["version"]
+    rt = Ragtune(ws, progress=False)
+    assert json.loads((rt.ws.version_dir(version) / "config.json").read_text())["model"]["engine"] == "ray"
+    assert rt.config.model.engine == "local"  # a flag for this run: config.json keeps its setting
+    want = Embedder(ModelSpec.from_dict(rt.ws.read_version(version).model), rt.ws.root, "cpu", 8).encode_documents([d["text"] for d in DOCS])
+    np.testing.assert_allclose(_vectors(rt, version), want, atol=TOL)
+    res = runner.invoke(main, ["-w", str(ws), "index", str(corpus), "--engine", "local", "--ray-address", "auto"])
+    assert res.exit_code == 2 and "--ray-address is for --engine ray" in res.output
+    res = runner.invoke(main, ["-w", str(ws), "refresh", "--engine", "spark"])
+    assert res.exit_code == 2 and "'spark'" in res.output
+
+
+def test_engine_settings_are_validated(tiny_config):
+    assert isinstance(make_engine(tiny_config.model), LocalEngine)
+    engine = make_engine(tiny_config.with_overrides({"model.engine": "ray", "model.ray_address": "ray://head:10001"}).model)
+    assert isinstance(engine, RayEngine) and engine.address == "ray://head:10001" and engine.batch_size == 8
+    with pytest.raises(ConfigError, match=r"model.engine must be one of \['local', 'ray'\], got 'spark'"):
+        tiny_config.with_overrides({"model.engine": "spark"})
+    with pytest.raises(ConfigError, match="model.ray_address .* got ''"):
+        tiny_config.with_overrides({"model.ray_address": ""})
+
+
+def test_cuda_on_a_cluster_without_gpus_is_refused(ray_cluster, tiny_model, tiny_config):
+    emb = Embedder(ModelSpec(base=tiny_model), None, "cpu")
+    config = tiny_config.with_overrides({"model.engine": "ray", "model.device": "cuda"}).model
+    with pytest.raises(ConfigError, match="model.device is 'cuda' but the Ray cluster has no GPU"):
+        encode_corpus(emb, ["a text"], config)
