@@ -14,6 +14,7 @@ import numpy as np
 from ragtune.config import RagtuneConfig
 from ragtune.corpus import Document, is_beir_dir, load_beir_corpus, load_sources, source_list
 from ragtune.embedder import Embedder, ModelSpec
+from ragtune.engines import encode_corpus
 from ragtune.errors import FeedbackLogError, InputError, RagtuneError, UnknownIdError, WorkspaceError
 from ragtune.faults import checkpoint
 from ragtune.feedback import FeedbackLog, ImportReport, validate_click, validate_rating
@@ -257,7 +258,7 @@ class Ragtune:
         if reuse and old_vecs is not None:
             vectors[reuse] = old_vecs[[old[docs[i].id][0] for i in reuse]]
         if todo:
-            vectors[todo] = embedder.encode_documents([docs[i].embed_text for i in todo], progress=self.progress)
+            vectors[todo] = encode_corpus(embedder, [docs[i].embed_text for i in todo], self.config.model, progress=self.progress)
         note = f"re-embedded {len(docs)} docs with {spec.label()}" if reindexed else f"indexed {len(docs)} docs"
         decision = new_decision("indexed", previous=current, n_docs=len(docs), added=added, removed=removed, embedded=len(todo))
         name = self.ws.write_version(

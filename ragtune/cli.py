@@ -97,6 +97,24 @@ def _open(ctx: click.Context, *, create: bool = False) -> Ragtune:
     return Ragtune(ctx.obj["workspace"], create=create, progress=not ctx.obj["quiet"])
 
 
+def _engine_options(fn: Any) -> Any:
+    """``--engine`` / ``--ray-address``: where this run embeds the corpus (``model.engine``, ``model.ray_address``), for this run only."""
+    fn = click.option(
+        "--ray-address", default=None, metavar="ADDRESS",
+        help="The Ray cluster (ray://HOST:10001, HOST:6379 or auto); implies --engine ray (default: model.ray_address, $RAY_ADDRESS, else a local Ray instance).",
+    )(fn)  # fmt: skip
+    return click.option("--engine", type=click.Choice(["local", "ray"]), default=None, help="Embed the corpus here or on a Ray cluster (default: model.engine, local).")(fn)
+
+
+def _use_engine(rt: Ragtune, engine: str | None, ray_address: str | None) -> None:
+    if ray_address is not None and engine == "local":
+        raise click.UsageError("--ray-address is for --engine ray; drop one of them")
+    overrides = {"model.engine": "ray" if ray_address is not None else engine, "model.ray_address": ray_address}
+    overrides = {k: v for k, v in overrides.items() if v is not None}
+    if overrides:
+        rt.config = rt.config.with_overrides(overrides)
+
+
 def _echo_json(data: Any) -> None:
     click.echo(json.dumps(data, indent=2, sort_keys=True, default=str))
 
@@ -189,9 +207,12 @@ def _print_index(report: IndexReport) -> None:
 @click.option("--replace", is_flag=True, help="Make the index hold exactly SOURCES (other sources' documents are dropped).")
 @click.option("--reindex", is_flag=True, help="Re-embed every document with the model in config.json (SOURCES optional).")
 @click.option("--remove", "remove", multiple=True, type=click.Path(path_type=Path), help="Drop an indexed source's documents (it need not exist any more); repeatable.")
+@_engine_options
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON report.")
 @click.pass_context
-def index(ctx: click.Context, sources: tuple[Path, ...], replace: bool, reindex: bool, remove: tuple[Path, ...], as_json: bool) -> None:
+def index(
+    ctx: click.Context, sources: tuple[Path, ...], replace: bool, reindex: bool, remove: tuple[Path, ...], engine: str | None, ray_address: str | None, as_json: bool
+) -> None:
     """Index SOURCES (dirs of .txt/.md, .jsonl files, BEIR folders); only changed docs are embedded.
 
     Incremental per source: each given source's documents are added, changed or removed; documents
@@ -202,6 +223,7 @@ def index(ctx: click.Context, sources: tuple[Path, ...], replace: bool, reindex:
     if replace and not sources:
         raise click.UsageError("--replace needs SOURCES: the index is made to hold exactly them")
     rt = _open(ctx, create=True)
+    _use_engine(rt, engine, ray_address)
     report = rt.index(list(sources), replace=replace, reindex=reindex, remove=list(remove))
     if as_json:
         _echo_json(report.to_dict())
@@ -456,16 +478,19 @@ def _print_refresh(report: RefreshReport) -> None:
 @click.option("--eval-split", default="test", show_default=True, help="Split of --eval-beir.")
 @click.option("--watch", is_flag=True, help="Keep running: refresh whenever enough new feedback arrived.")
 @click.option("--interval", default="1h", show_default=True, callback=_interval_option, help="With --watch: time between checks (e.g. 30m, 1h).")
+@_engine_options
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 @click.pass_context
 def refresh(
-    ctx: click.Context, mode: str | None, force: bool, no_trial: bool, min_new_events: int | None, eval_beir: str | None, eval_split: str, watch: bool, interval: str, as_json: bool
-) -> None:
+    ctx: click.Context, mode: str | None, force: bool, no_trial: bool, min_new_events: int | None, eval_beir: str | None, eval_split: str, watch: bool, interval: str,
+    engine: str | None, ray_address: str | None, as_json: bool,
+) -> None:  # fmt: skip
     """Settle the live trial, then train one candidate on the feedback and start a trial with it."""
     import time
 
     seconds = _parse_interval(interval)  # validated by its callback: finite and > 0
     rt = _open(ctx)
+    _use_engine(rt, engine, ray_address)
     while True:
         try:
             report = rt.refresh(mode=mode, force=force, trial=not no_trial, eval_beir=eval_beir, eval_split=eval_split, min_new_events=min_new_events)
