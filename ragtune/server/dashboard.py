@@ -3,7 +3,7 @@
 :func:`build_dashboard` reads a workspace through the public facade only (``versions()``,
 ``status()``, the feedback log's :meth:`~ragtune.feedback.FeedbackLog.daily_counts` and
 :meth:`~ragtune.feedback.FeedbackLog.clicks_by_rank`, and the workspace's refresh log) into a typed
-:class:`DashboardData`. :func:`router_for` serves it with the page (``static/``: HTML, plain
+:class:`DashboardData`. :data:`router` serves it with the page (``static/``: HTML, plain
 JavaScript and CSS, charts drawn as inline SVG; nothing is fetched from another origin). The page's
 search box uses the service's own ``POST /search`` and ``POST /feedback``.
 """
@@ -13,18 +13,17 @@ from __future__ import annotations
 import datetime as _dt
 import logging
 import time
-from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Annotated, Any
 
-from ragtune.errors import FeedbackLogError, MissingDependencyError, RagtuneError
+from fastapi import APIRouter, HTTPException, Query
+from fastapi.responses import FileResponse
+
+from ragtune.api import Ragtune
+from ragtune.errors import FeedbackLogError
 from ragtune.feedback import DailyCount, RankClicks
-
-if TYPE_CHECKING:
-    from fastapi import APIRouter
-
-    from ragtune.api import Ragtune
+from ragtune.server.deps import RagtuneDep
 
 __all__ = [
     "STATIC_DIR",
@@ -36,7 +35,7 @@ __all__ = [
     "TrialFigures",
     "VersionRow",
     "build_dashboard",
-    "router_for",
+    "router",
 ]
 
 logger = logging.getLogger(__name__)
@@ -160,6 +159,16 @@ class VersionRow:
     check: CheckFigures | None = None
     trial: TrialFigures | None = None
 
+    @classmethod
+    def from_record(cls, v: dict[str, Any]) -> VersionRow:
+        """A row of :meth:`ragtune.Ragtune.versions`."""
+        return cls(
+            name=str(v["name"]), created=str(v.get("created", "")), kind=str(v.get("kind", "")), note=str(v.get("note", "")),
+            event=str((v.get("decision") or {}).get("event", "")), current=bool(v.get("current")), trial_live=bool(v.get("trial_live")),
+            never_served=bool(v.get("never_served")), check=CheckFigures.from_record((v.get("metrics") or {}).get("check")),
+            trial=TrialFigures.from_record(v.get("trial")),
+        )  # fmt: skip
+
     def to_dict(self) -> dict[str, Any]:
         """The row as a JSON-able dict."""
         return {**asdict(self), "check": self.check.to_dict() if self.check else None, "trial": self.trial.to_dict() if self.trial else None}
@@ -247,7 +256,8 @@ class Decision:
         elif event == "indexed" and not reason:
             reason = f"{_int(entry.get('n_docs'))} docs ({_int(entry.get('added'))} added, {_int(entry.get('removed'))} removed, {_int(entry.get('embedded'))} embedded)"
         elif event == "trial_started" and not reason:
-            check = entry.get("check") if isinstance(entry.get("check"), dict) else {}
+            found = entry.get("check")
+            check: dict[str, Any] = found if isinstance(found, dict) else {}
             share = _num(entry.get("share"))
             reason = f"{entry.get('tier', '')} candidate against {entry.get('baseline', '')}" + (f", {100 * share:.0f}% of searches interleaved" if share is not None else "")
             if check.get("reason"):
@@ -352,15 +362,7 @@ def build_dashboard(rt: Ragtune, *, days: int = 30, max_rank: int = 10, n_decisi
         n_docs=_int(status.get("n_docs")), queries=counts.get("queries"), clicks=counts.get("clicks"), ratings=counts.get("ratings"),
         feedback_ok=bool(health.get("ok")), feedback_message=str(health.get("message", "")), problems=list(status.get("problems") or []),
     )  # fmt: skip
-    versions = [
-        VersionRow(
-            name=v["name"], created=str(v.get("created", "")), kind=str(v.get("kind", "")), note=str(v.get("note", "")),
-            event=str((v.get("decision") or {}).get("event", "")), current=bool(v.get("current")), trial_live=bool(v.get("trial_live")),
-            never_served=bool(v.get("never_served")), check=CheckFigures.from_record((v.get("metrics") or {}).get("check")),
-            trial=TrialFigures.from_record(v.get("trial")),
-        )  # fmt: skip
-        for v in rt.versions()
-    ]
+    versions = [VersionRow.from_record(v) for v in rt.versions()]
     daily: list[DailyCount] = []
     ranks: list[RankClicks] = []
     if rt.ws.feedback_path.exists():  # reading must not create the log
@@ -375,45 +377,33 @@ def build_dashboard(rt: Ragtune, *, days: int = 30, max_rank: int = 10, n_decisi
     return DashboardData(overview, versions, daily, ranks, LiveTrial.from_record(status.get("trial")), decisions, _iso(time.time()))
 
 
-def router_for(rt: Ragtune, *, dependencies: Sequence[Any] = ()) -> APIRouter:
-    """The dashboard's routes over ``rt``: ``GET /`` (the page), ``GET /dashboard/{file}``, ``GET /api/dashboard``.
+router = APIRouter()
+"""The dashboard's routes: ``GET /`` (the page), ``GET /dashboard/{file}`` (its script and style), ``GET /api/dashboard``.
 
-    Args:
-        rt: The workspace the service serves.
-        dependencies: FastAPI dependencies run before ``GET /api/dashboard`` (the service's API-key
-            check); the page's own files are public, its figures are not.
+Read-only like ``GET /status``: no API key is asked. The app includes it with ``app.include_router(router)``.
+"""
 
-    Returns:
-        A FastAPI ``APIRouter`` to ``include_router`` into the service's app.
 
-    Raises:
-        MissingDependencyError: FastAPI is not installed.
-    """
-    try:
-        from fastapi import APIRouter, Depends, HTTPException, Query
-        from fastapi.responses import FileResponse, JSONResponse
-    except ImportError as exc:  # pragma: no cover - fastapi is a dependency of the service
-        raise MissingDependencyError("the dashboard needs fastapi (pip install fastapi uvicorn)") from exc
+@router.get("/", include_in_schema=False)
+def page() -> FileResponse:
+    """The dashboard page."""
+    return FileResponse(STATIC_DIR / "index.html", media_type="text/html; charset=utf-8", headers={"Cache-Control": "no-cache"})
 
-    router = APIRouter()
 
-    @router.get("/", include_in_schema=False)
-    def page() -> FileResponse:
-        return FileResponse(STATIC_DIR / "index.html", media_type="text/html; charset=utf-8", headers={"Cache-Control": "no-cache"})
+@router.get("/dashboard/{name}", include_in_schema=False)
+def static_file(name: str) -> FileResponse:
+    """The page's script and style (only the files of :data:`STATIC_FILES`)."""
+    if name not in STATIC_FILES:
+        raise HTTPException(status_code=404, detail=f"no dashboard file {name!r}")
+    return FileResponse(STATIC_DIR / name, media_type=STATIC_FILES[name], headers={"Cache-Control": "no-cache"})
 
-    @router.get("/dashboard/{name}", include_in_schema=False)
-    def static_file(name: str) -> FileResponse:
-        if name not in STATIC_FILES:
-            raise HTTPException(status_code=404, detail=f"no dashboard file {name!r}")
-        return FileResponse(STATIC_DIR / name, media_type=STATIC_FILES[name], headers={"Cache-Control": "no-cache"})
 
-    @router.get("/api/dashboard", dependencies=[Depends(d) if callable(d) else d for d in dependencies])
-    def dashboard(days: int = Query(30, ge=1, le=3650), max_rank: int = Query(10, ge=1, le=100)) -> JSONResponse:
-        """Everything the dashboard shows, as JSON (:class:`DashboardData`)."""
-        try:
-            data = build_dashboard(rt, days=days, max_rank=max_rank)
-        except RagtuneError as exc:
-            return JSONResponse({"error": str(exc)}, status_code=500)
-        return JSONResponse(data.to_dict())
-
-    return router
+@router.get("/api/dashboard", tags=["dashboard"])
+def dashboard(
+    rt: RagtuneDep,
+    days: Annotated[int, Query(ge=1, le=3650, description="Feedback per day over the last DAYS days.")] = 30,
+    max_rank: Annotated[int, Query(ge=1, le=100, description="Clicks by rank for ranks 1..MAX_RANK.")] = 10,
+) -> dict[str, Any]:
+    """Everything the dashboard shows (:class:`DashboardData` as JSON): versions with their check and trial
+    figures, feedback per day, clicks by rank shown, the live trial, the latest refresh decisions."""
+    return build_dashboard(rt, days=days, max_rank=max_rank).to_dict()

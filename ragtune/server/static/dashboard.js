@@ -3,18 +3,13 @@
 "use strict";
 
 const SVG_NS = "http://www.w3.org/2000/svg";
-const params = new URLSearchParams(location.search);
-// an API key (when the service asks for one): ?key=... once, then remembered for this tab
-if (params.get("key")) sessionStorage.setItem("ragtune.key", params.get("key"));
-const API_KEY = sessionStorage.getItem("ragtune.key");
 
 async function api(path, body) {
   const headers = { "Accept": "application/json" };
   if (body !== undefined) headers["Content-Type"] = "application/json";
-  if (API_KEY) headers["Authorization"] = "Bearer " + API_KEY;
   const res = await fetch(path, { method: body === undefined ? "GET" : "POST", headers, body: body === undefined ? undefined : JSON.stringify(body) });
   const data = await res.json().catch(() => ({}));
-  if (!res.ok) throw new Error(data.detail ? JSON.stringify(data.detail) : (data.error || res.status + " " + res.statusText));
+  if (!res.ok) throw new Error(typeof data.detail === "string" ? data.detail : data.detail ? JSON.stringify(data.detail) : res.status + " " + res.statusText);
   return data;
 }
 

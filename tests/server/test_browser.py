@@ -1,0 +1,245 @@
+"""The dashboard and examples/web in a real headless Chromium, against a real uvicorn server on loopback.
+
+Chromium and chromedriver are the Debian packages (``apt-get install chromium chromium-driver``;
+``.ci/run`` installs them), driven by selenium with the system driver, so nothing is downloaded.
+Without them the tests are skipped, except under CI (``CI`` set), where a missing browser fails.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import http.server
+import json
+import os
+import shutil
+import socket
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from ragtune import Ragtune
+
+ROOT = Path(__file__).resolve().parents[2]
+WEB = ROOT / "examples" / "web"
+CHROMIUM = os.environ.get("RAGTUNE_CHROMIUM", "/usr/bin/chromium")
+CHROMEDRIVER = os.environ.get("RAGTUNE_CHROMEDRIVER", "/usr/bin/chromedriver")
+#: Flags that keep Chromium off the network and out of the way on a closed CI machine.
+FLAGS = (
+    "--headless=new",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-dev-shm-usage",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--window-size=1280,1000",
+)
+
+
+def _missing_browser() -> str | None:
+    for path in (CHROMIUM, CHROMEDRIVER):
+        if not (shutil.which(path) or Path(path).is_file()):
+            return f"{path} is not installed (apt-get install chromium chromium-driver)"
+    try:
+        import selenium  # noqa: F401
+    except ImportError:
+        return "selenium is not installed (pip install -e '.[dev]')"
+    return None
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture(scope="module")
+def driver() -> Iterator[Any]:
+    missing = _missing_browser()
+    if missing:
+        if os.environ.get("CI", "").lower() not in ("", "0", "false", "no"):
+            pytest.fail(f"CI is set, so the browser tests must run: {missing}")
+        pytest.skip(missing)
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for flag in FLAGS:
+        options.add_argument(flag)
+    profile = tempfile.mkdtemp(prefix="ragtune-chromium-")
+    options.add_argument(f"--user-data-dir={profile}")
+    browser = webdriver.Chrome(service=Service(executable_path=CHROMEDRIVER), options=options)  # the system driver: selenium-manager downloads nothing
+    browser.set_page_load_timeout(30)
+    try:
+        yield browser
+    finally:
+        browser.quit()
+        shutil.rmtree(profile, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def _static_site(directory: Path, port: int) -> Iterator[None]:
+    """``python -m http.server`` for ``directory`` on loopback, in a thread."""
+
+    class Quiet(http.server.SimpleHTTPRequestHandler):
+        def log_message(self, format: str, *args: Any) -> None:
+            pass
+
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", port), functools.partial(Quiet, directory=str(directory)))
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+
+
+@contextlib.contextmanager
+def _service(rt: Ragtune, port: int, cors_origins: list[str]) -> Iterator[str]:
+    """The real service (``create_app`` under uvicorn) on loopback, in a thread; yields its URL."""
+    import uvicorn
+
+    from ragtune.server.app import create_app
+
+    app = create_app(rt, cors_origins=cors_origins)
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started:
+        if not thread.is_alive() or time.monotonic() > deadline:
+            raise RuntimeError("uvicorn did not start")
+        time.sleep(0.05)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+
+
+@pytest.fixture(scope="module")
+def site(tmp_path_factory: pytest.TempPathFactory, tiny_model: str) -> Iterator[dict[str, Any]]:
+    """A workspace made here (two versions, the tiny model), the service over it, and examples/web served from another origin."""
+    from ragtune import RagtuneConfig
+    from tests.conftest import DOCS
+
+    tmp = tmp_path_factory.mktemp("browser")
+    first, second = tmp / "first.jsonl", tmp / "second.jsonl"
+    first.write_text("".join(json.dumps(d) + "\n" for d in DOCS[:5]), encoding="utf-8")
+    second.write_text("".join(json.dumps(d) + "\n" for d in DOCS[5:]), encoding="utf-8")
+    config = RagtuneConfig().with_overrides({"model.name": tiny_model, "model.batch_size": 8})
+    rt = Ragtune.init(tmp / "ws", config, progress=False)
+    rt.index([first])
+    rt.index([second])  # a second version: v0002 serves, v0001 before it
+    web_port, api_port = _free_port(), _free_port()
+    web_origin = f"http://127.0.0.1:{web_port}"
+    with _static_site(WEB, web_port), _service(rt, api_port, [web_origin]) as url:
+        yield {"rt": rt, "url": url, "web": web_origin, "web_port": web_port}
+
+
+def _wait(driver: Any, condition: Any, timeout: float = 20) -> Any:
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    return WebDriverWait(driver, timeout).until(condition)
+
+
+def _text_in(driver: Any, css: str, text: str) -> Any:
+    from selenium.webdriver.common.by import By
+
+    def check(d: Any) -> bool:
+        found = d.find_elements(By.CSS_SELECTOR, css)
+        return bool(found) and text in found[0].text
+
+    return _wait(driver, check)
+
+
+def _feedback_of(rt: Ragtune, query: str) -> Any:
+    """The logged search with text ``query`` (read back through the public feedback log)."""
+    found = [r for r in rt.feedback.records() if r.text == query]
+    assert len(found) == 1, f"expected one logged search {query!r}, found {len(found)}"
+    return found[0]
+
+
+def test_the_dashboard_shows_the_versions_and_a_click_through_it_reaches_the_log(driver, site):
+    from selenium.webdriver.common.by import By
+
+    rt: Ragtune = site["rt"]
+    driver.get(site["url"] + "/")
+    _wait(driver, lambda d: d.execute_script("return document.body.dataset.loaded") == "true")
+    rows = driver.find_elements(By.CSS_SELECTOR, "#versions-table tbody tr")
+    assert [r.get_attribute("data-version") for r in rows] == ["v0002", "v0001"]  # newest first
+    assert [v["name"] for v in rt.versions()] == ["v0001", "v0002"]
+    assert "serving" in rows[0].text and "indexed" in rows[0].text
+    assert len(driver.find_elements(By.CSS_SELECTOR, "#versions-chart g[data-version]")) == 2
+    assert "v0002" in driver.find_element(By.ID, "overview").text
+    decisions = driver.find_elements(By.CSS_SELECTOR, "#decisions-table tbody tr[data-event='indexed']")
+    assert len(decisions) == 2 and "5 docs (5 added" in decisions[1].text
+    assert "no feedback logged yet" in driver.find_element(By.ID, "daily-chart").text
+
+    query = "how do I reset the router"
+    box = driver.find_element(By.ID, "search-input")
+    box.send_keys(query)
+    driver.find_element(By.CSS_SELECTOR, "#search-form button").click()
+    _wait(driver, lambda d: len(d.find_elements(By.CSS_SELECTOR, "#search-results a[data-doc]")) == 5)
+    links = driver.find_elements(By.CSS_SELECTOR, "#search-results a[data-doc]")
+    doc = links[1].get_attribute("data-doc")
+    links[1].click()
+    _text_in(driver, "#search-status", f"click on {doc} recorded")
+
+    rec = _feedback_of(rt, query)
+    assert [d for d, _ in rec.clicks] == [doc]
+    assert [im.doc_id for im in rec.impressions][1] == doc and rec.version == "v0002"
+    # the page reloads its figures: the click shows in the overview and on the rank curve
+    _text_in(driver, "#overview", "1 clicks")
+    _wait(driver, lambda d: len(d.find_elements(By.CSS_SELECTOR, "#ranks-chart g[data-rank]")) == 5)
+    assert len(driver.find_elements(By.CSS_SELECTOR, "#daily-chart g[data-day]")) == 1
+
+
+def test_the_web_example_searches_clicks_and_rates_from_another_origin(driver, site):
+    from selenium.webdriver.common.by import By
+
+    rt: Ragtune = site["rt"]
+    driver.get(f"{site['web']}/index.html?api={site['url']}")
+    query = "change the wireless password"
+    driver.find_element(By.ID, "q").send_keys(query)
+    driver.find_element(By.CSS_SELECTOR, "#form button").click()
+    _text_in(driver, "#status", "5 results")
+    items = driver.find_elements(By.CSS_SELECTOR, "#results li")
+    assert len(items) == 5
+    clicked = items[0].find_element(By.CSS_SELECTOR, "a").get_attribute("data-doc")
+    items[0].find_element(By.CSS_SELECTOR, "a").click()
+    _text_in(driver, "#status", f"click on {clicked} recorded")
+    rated = items[2].find_element(By.CSS_SELECTOR, "a").get_attribute("data-doc")
+    items[2].find_element(By.CSS_SELECTOR, "button.down").click()
+    _text_in(driver, "#status", f"rating on {rated} recorded")
+    items[1].find_element(By.CSS_SELECTOR, "button.up").click()
+    up = items[1].find_element(By.CSS_SELECTOR, "a").get_attribute("data-doc")
+    _text_in(driver, "#status", f"rating on {up} recorded")
+
+    rec = _feedback_of(rt, query)
+    assert [d for d, _ in rec.clicks] == [clicked]
+    assert sorted(rec.ratings) == sorted([(rated, -1), (up, 1)])
+
+
+def test_the_service_refuses_an_origin_it_was_not_told_of(driver, site):
+    """The same page from ``localhost`` (another origin than the allowed ``127.0.0.1``): the browser blocks the search."""
+    from selenium.webdriver.common.by import By
+
+    rt: Ragtune = site["rt"]
+    before = rt.feedback.stats()["queries"]
+    driver.get(f"http://localhost:{site['web_port']}/index.html?api={site['url']}")
+    driver.find_element(By.ID, "q").send_keys("guest network for visitors")
+    driver.find_element(By.CSS_SELECTOR, "#form button").click()
+    _text_in(driver, "#status", "Failed to fetch")
+    assert driver.find_elements(By.CSS_SELECTOR, "#results li") == []
+    assert rt.feedback.stats()["queries"] == before  # the preflight failed: the search never ran
