@@ -134,3 +134,21 @@ def test_the_page_fetches_nothing_from_another_origin():
         urls = [u for u in re.findall(r"(?:https?:)?//[\w.-]+\.[a-z]{2,}[^\s\"')]*", text) if "www.w3.org/2000/svg" not in u]
         assert urls == [], f"{p.name} refers to {urls}"
         assert "@import" not in text and "url(" not in text
+
+
+def test_the_service_serves_the_page_its_files_and_its_figures(service, workspace):
+    page = service.get("/")
+    assert page.status == 200 and page.headers["content-type"].startswith("text/html")
+    assert b"<title>ragtune dashboard</title>" in page.body and b'src="dashboard/dashboard.js"' in page.body
+    js = service.get("/dashboard/dashboard.js")
+    assert js.status == 200 and js.headers["content-type"].startswith("text/javascript") and js.body == (STATIC_DIR / "dashboard.js").read_bytes()
+    assert service.get("/dashboard/dashboard.css").headers["content-type"].startswith("text/css")
+    for name in ("index.html", "nothing.js", "..%2Fdashboard.py", "..%2F..%2Fapi.py"):
+        assert service.get(f"/dashboard/{name}").status == 404, name
+    hits = service.post("/search", {"query": "reset the router", "k": 3}).json()
+    assert service.post("/feedback", {"query_id": hits["query_id"], "doc_id": hits["hits"][0]["doc_id"], "type": "click"}).status == 200
+    data = service.get("/api/dashboard?days=7&max_rank=3").json()
+    assert data == json.loads(json.dumps(build_dashboard(workspace, days=7, max_rank=3).to_dict())) | {"generated": data["generated"]}
+    assert [v["name"] for v in data["versions"]] == ["v0001"] and data["overview"]["clicks"] == 1
+    assert [r["clicked"] for r in data["ranks"]] == [1, 0, 0] and data["daily"][0]["queries"] == 1
+    assert service.get("/api/dashboard?days=0").status == 422
