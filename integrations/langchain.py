@@ -10,10 +10,20 @@ Example:
     >>> retriever = RagtuneRetriever(workspace=".ragtune", k=4)         # doctest: +SKIP
     >>> docs = retriever.invoke("how do I reset the router?")           # doctest: +SKIP
     >>> retriever.record_click(docs[0])                                 # doctest: +SKIP
+
+Each retrieval is logged with its LangChain run id (and the id of the trace it belongs to, see
+:meth:`RagtuneRetriever.record_feedback`), so an app that sends LangSmith feedback per run forwards
+it in one line::
+
+    client.create_feedback(run_id, key="user-score", score=score)   # LangSmith, as before
+    retriever.record_feedback(run_id, doc_id, score)                 # the same verdict, to ragtune
 """
 
 from __future__ import annotations
 
+import math
+import numbers
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +39,7 @@ from ragtune.config import DEFAULT_MODEL
 from ragtune.embedder import Embedder, ModelSpec
 from ragtune.errors import ConfigError, FeedbackError
 
-__all__ = ["RagtuneEmbeddings", "RagtuneRetriever", "hits_to_documents"]
+__all__ = ["RagtuneEmbeddings", "RagtuneRetriever", "hits_to_documents", "rating_from_score"]
 
 
 class RagtuneEmbeddings(Embeddings):
@@ -121,6 +131,38 @@ def hits_to_documents(results: SearchResults) -> list[Document]:
     return docs
 
 
+def rating_from_score(score: Any) -> int:
+    """A LangSmith-style feedback score as a ragtune rating: ``1``/``True`` -> ``+1``; ``0``, ``-1``/``False`` -> ``-1``.
+
+    Raises:
+        FeedbackError: any other score (a fractional score has no thumbs direction: map it to 1 or 0 first).
+    """
+    if isinstance(score, bool):
+        return 1 if score else -1
+    if isinstance(score, numbers.Real) and math.isfinite(float(score)) and float(score) in (1.0, 0.0, -1.0):
+        return 1 if float(score) == 1.0 else -1
+    raise FeedbackError(f"score must be 1 (thumbs up), 0 or -1 (thumbs down), or a bool; got {score!r}")
+
+
+def _run_ids(run_manager: CallbackManagerForRetrieverRun | AsyncCallbackManagerForRetrieverRun) -> dict[str, str | None]:
+    """The retrieval's own run id, and its trace's (root run's) id when known.
+
+    The trace id is the run's own id for a retriever invoked on its own; inside a chain, LangChain's
+    run manager only knows the parent, so it is read from a tracer attached to the run (LangSmith
+    tracing or ``collect_runs()`` attach one; without a tracer there is no LangSmith run to give
+    feedback on) and is ``None`` otherwise.
+    """
+    run_id = run_manager.run_id
+    trace: uuid.UUID | None = run_id if run_manager.parent_run_id is None else None
+    handlers = () if trace is not None else (*run_manager.handlers, *run_manager.inheritable_handlers)
+    for handler in handlers:  # a tracer (BaseTracer) maps each run it saw to its trace
+        run_map = getattr(handler, "run_map", None)
+        trace = getattr(run_map.get(str(run_id)) if isinstance(run_map, dict) else None, "trace_id", None)
+        if trace is not None:
+            break
+    return {"run_id": str(run_id), "trace_id": None if trace is None else str(trace)}
+
+
 class RagtuneRetriever(BaseRetriever):
     """A LangChain retriever over a ragtune workspace that logs impressions for learning.
 
@@ -135,6 +177,10 @@ class RagtuneRetriever(BaseRetriever):
     live trial whose interleaved ranking this is, else ``None``), plus the document's own
     metadata. The retriever follows the workspace's current version: a refresh that promotes a new
     model is used on the next query.
+
+    Each logged retrieval records its LangChain run id and its trace id (the root run's: what
+    ``collect_runs()`` or ``config={"run_id": ...}`` give an app for LangSmith feedback), so feedback
+    can be given by either: :meth:`record_feedback`.
     """
 
     model_config = ConfigDict(arbitrary_types_allowed=True)
@@ -164,17 +210,18 @@ class RagtuneRetriever(BaseRetriever):
         return self._rt
 
     # -- retrieval --------------------------------------------------------------------------------
-    def search(self, query: str, k: int | None = None, log: bool | None = None) -> SearchResults:
-        """Raw ragtune results (with ``.query_id``) for ``query``."""
-        return self.ragtune.search(query, k=self.k if k is None else k, log=self.log if log is None else log)
+    def search(self, query: str, k: int | None = None, log: bool | None = None, *, run_id: str | None = None, trace_id: str | None = None) -> SearchResults:
+        """Raw ragtune results (with ``.query_id``) for ``query`` (``run_id``/``trace_id`` are logged with it)."""
+        return self.ragtune.search(query, k=self.k if k is None else k, log=self.log if log is None else log, run_id=run_id, trace_id=trace_id)
 
     def _get_relevant_documents(self, query: str, *, run_manager: CallbackManagerForRetrieverRun, k: int | None = None, log: bool | None = None) -> list[Document]:
-        return hits_to_documents(self.search(query, k, log))
+        return hits_to_documents(self.search(query, k, log, **_run_ids(run_manager)))
 
     async def _aget_relevant_documents(
         self, query: str, *, run_manager: AsyncCallbackManagerForRetrieverRun, k: int | None = None, log: bool | None = None
     ) -> list[Document]:
-        results = await run_in_executor(None, self.search, query, k, log)
+        runs = _run_ids(run_manager)
+        results = await run_in_executor(None, lambda: self.search(query, k, log, **runs))
         return hits_to_documents(results)
 
     # -- feedback ---------------------------------------------------------------------------------
@@ -207,3 +254,25 @@ class RagtuneRetriever(BaseRetriever):
         """Record an explicit thumbs-up (``+1``) or thumbs-down (``-1``) on a retrieved document."""
         qid, did = self._ids(doc_or_query_id, doc_id)
         self.ragtune.rate(qid, did, value)
+
+    def record_feedback(self, run_id: str | uuid.UUID, doc_id: str, score: Any) -> None:
+        """Record a LangSmith-style feedback score, given by run id, as a rating of ``doc_id``.
+
+        Forward the feedback an app already sends LangSmith in one line::
+
+            client.create_feedback(run_id, key="user-score", score=score)
+            retriever.record_feedback(run_id, doc_id, score)
+
+        Args:
+            run_id: The retriever's own run id, or the id of the trace (root run) the retrieval ran in
+                (``collect_runs()``'s ``traced_runs[0].id``, or the ``run_id`` passed in the config).
+                A run that retrieved more than once rates its newest retrieval that showed ``doc_id``.
+            doc_id: The document the verdict is about (e.g. the one the answer cited).
+            score: ``1``/``True`` (thumbs up) or ``0``, ``-1``/``False`` (thumbs down).
+
+        Raises:
+            FeedbackError: an unknown run id (a retrieval logged without it, or with ``log=False``),
+                an unknown doc id, or a score other than those above.
+        """
+        value = rating_from_score(score)
+        self.ragtune.rate(self.ragtune.query_id_for_run(run_id, doc_id), doc_id, value)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import shutil
 import time
+import uuid
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -38,6 +39,15 @@ _MODEL_WARNED: set[tuple[str, str, tuple[ModelChange, ...]]] = set()
 
 #: The command that re-embeds every document with the configured model.
 REINDEX_COMMAND = "ragtune index --reindex"
+
+
+def _run_id(name: str, value: str | uuid.UUID | None) -> str | None:
+    """A run id as logged: a UUID as its string form; ``None`` stays ``None``."""
+    if value is None or isinstance(value, uuid.UUID):
+        return None if value is None else str(value)
+    if not isinstance(value, str) or not value.strip():
+        raise InputError(f"{name} must be a non-empty string or UUID (or None), got {value!r}")
+    return value
 
 
 class Ragtune:
@@ -280,7 +290,9 @@ class Ragtune:
         return spec
 
     # -- search -----------------------------------------------------------------------------------
-    def search(self, query: str, k: int = 10, *, log: bool | None = None) -> SearchResults:
+    def search(
+        self, query: str, k: int = 10, *, log: bool | None = None, run_id: str | uuid.UUID | None = None, trace_id: str | uuid.UUID | None = None
+    ) -> SearchResults:
         """Retrieve the top ``k`` documents for ``query``.
 
         While a trial is live, a share (``trial.share``) of logged searches is answered by
@@ -294,6 +306,9 @@ class Ragtune:
                 A log that cannot be written never fails the search: the results come back with
                 ``query_id`` ``None``, the problem is logged once (``logging``), and :meth:`status`
                 reports it under ``feedback_health``.
+            run_id: The app's id for the run that searched (e.g. a LangChain / LangSmith run id),
+                logged with the query: feedback can then be given by it (:meth:`query_id_for_run`).
+            trace_id: The id of the trace (root run) that run belongs to, logged likewise.
 
         Returns:
             :class:`SearchResults`, a list of :class:`Hit` with ``.query_id`` set when logged.
@@ -302,7 +317,8 @@ class Ragtune:
             InputError: an empty query, or ``k`` not a positive int.
         """
         do_log = self.config.feedback.log_queries if log is None else log
-        return self.server.search(query, k, log=self.feedback if do_log else None)
+        runs = {name: _run_id(name, value) for name, value in (("run_id", run_id), ("trace_id", trace_id))}
+        return self.server.search(query, k, log=self.feedback if do_log else None, **runs)
 
     def search_batch(self, queries: Sequence[str], k: int = 10) -> list[list[tuple[str, float]]]:
         """Rank ``k`` docs for many queries at once (no logging); ``[(doc_id, score), ...]`` per query."""
@@ -364,6 +380,30 @@ class Ragtune:
         value = validate_rating(query_id, doc_id, value)
         self._check_doc(doc_id)
         return self.feedback.rate(query_id, doc_id, value, feedback_id=feedback_id)
+
+    def query_id_for_run(self, run_id: str | uuid.UUID, doc_id: str | None = None) -> str:
+        """The query id logged for a run id given to :meth:`search` (as ``run_id`` or ``trace_id``).
+
+        A run that searched more than once (an agent, a multi-query retriever) gives its newest
+        search; with ``doc_id``, its newest search that showed that document.
+
+        Example:
+            >>> rt.rate(rt.query_id_for_run(run_id, doc_id), doc_id, 1)   # doctest: +SKIP
+
+        Raises:
+            InputError: ``run_id`` is not a non-empty string or UUID.
+            UnknownIdError: no logged search has that run id (a ``FeedbackError`` too).
+        """
+        rid = _run_id("run_id", run_id)
+        if rid is None:
+            raise InputError("run_id must be a non-empty string or UUID, got None")
+        qids = self.feedback.query_ids_for_run(rid, doc_id)
+        if not qids:
+            raise UnknownIdError(
+                f"unknown run id {rid!r}: no logged search was made with it; pass run_id= (or trace_id=) to search(), "
+                "as the LangChain retriever does for each retrieval run"
+            )
+        return qids[0]
 
     def import_feedback(self, path: str | Path) -> ImportReport:
         """Import an event or triplet JSONL file (all-or-nothing, idempotent); see :meth:`FeedbackLog.import_file`.

@@ -12,6 +12,9 @@ Event JSONL (``ragtune feedback export --format events`` / ``import``), one obje
     {"type": "click", "query_id": "...", "doc_id": "d1", "ts": ..., "dwell": 12.5}
     {"type": "rating", "query_id": "...", "doc_id": "d1", "value": 1, "ts": ...}
 
+A query may carry ``"run_id"`` and ``"trace_id"``: the app's run that searched (a LangChain /
+LangSmith run id, and the id of the trace it belongs to), so feedback can be given by run id.
+
 A click or rating may carry a ``"feedback_id"`` (the caller's id for it, unique in the log): recording
 it again with the same content is a no-op, with other content an error (HTTP clients retry safely).
 """
@@ -95,8 +98,11 @@ CREATE INDEX IF NOT EXISTS ratings_qid ON ratings(qid);
 """
 
 #: Columns added after the first release: a log written before them gains them on open.
-MIGRATIONS = (("queries", "trial", "TEXT"), ("impressions", "team", "TEXT"), ("clicks", "feedback_id", "TEXT"), ("ratings", "feedback_id", "TEXT"))
+MIGRATIONS = (("queries", "trial", "TEXT"), ("impressions", "team", "TEXT"), ("clicks", "feedback_id", "TEXT"), ("ratings", "feedback_id", "TEXT"),
+              ("queries", "run_id", "TEXT"), ("queries", "trace_id", "TEXT"))  # fmt: skip
 POST_MIGRATION = """CREATE INDEX IF NOT EXISTS queries_trial ON queries(trial);
+CREATE INDEX IF NOT EXISTS queries_run_id ON queries(run_id);
+CREATE INDEX IF NOT EXISTS queries_trace_id ON queries(trace_id);
 CREATE UNIQUE INDEX IF NOT EXISTS clicks_feedback_id ON clicks(feedback_id);
 CREATE UNIQUE INDEX IF NOT EXISTS ratings_feedback_id ON ratings(feedback_id);"""
 
@@ -307,7 +313,10 @@ class Impression:
 
 @dataclass
 class QueryRecord:
-    """A logged query with everything users did about it (as mining reads it)."""
+    """A logged query with everything users did about it (as mining reads it).
+
+    ``run_id`` / ``trace_id``: the app's run that searched and its trace (e.g. LangChain run ids), or ``None``.
+    """
 
     qid: str
     text: str
@@ -318,6 +327,8 @@ class QueryRecord:
     trial: str | None = None
     clicks: list[tuple[str, float | None]] = field(default_factory=list)
     ratings: list[tuple[str, int]] = field(default_factory=list)
+    run_id: str | None = None
+    trace_id: str | None = None
 
 
 @dataclass
@@ -464,21 +475,28 @@ class FeedbackLog:
         ts: float | None = None,
         source: str = "search",
         trial: str | None = None,
+        run_id: str | None = None,
+        trace_id: str | None = None,
     ) -> str:
-        """Record a query and what was shown; returns its query id (``trial``: the live trial it was interleaved for)."""
+        """Record a query and what was shown; returns its query id.
+
+        ``trial``: the live trial it was interleaved for; ``run_id`` / ``trace_id``: the app's run that
+        searched and its trace (feedback can then be given by either, see :meth:`query_ids_for_run`).
+        """
         qid = qid or new_query_id()
         with self._tx() as conn:
-            self._insert_query(conn, qid, text, impressions, version, randomized, ts, source, trial)
+            self._insert_query(conn, qid, text, impressions, version, randomized, ts, source, trial, run_id, trace_id)
         return qid
 
     @staticmethod
     def _insert_query(
-        conn: sqlite3.Connection, qid: str, text: str, impressions: Sequence[Impression], version: str | None, randomized: bool, ts: float | None, source: str, trial: str | None = None
-    ) -> None:
+        conn: sqlite3.Connection, qid: str, text: str, impressions: Sequence[Impression], version: str | None, randomized: bool, ts: float | None, source: str, trial: str | None = None,
+        run_id: str | None = None, trace_id: str | None = None,
+    ) -> None:  # fmt: skip
         try:
             conn.execute(
-                "INSERT INTO queries(qid, text, ts, version, randomized, source, trial) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                (qid, text, ts if ts is not None else time.time(), version, int(randomized), source, trial),
+                "INSERT INTO queries(qid, text, ts, version, randomized, source, trial, run_id, trace_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (qid, text, ts if ts is not None else time.time(), version, int(randomized), source, trial, run_id, trace_id),
             )
         except sqlite3.IntegrityError as exc:
             raise FeedbackError(f"query id {qid!r} is already in the feedback log") from exc
@@ -623,8 +641,10 @@ class FeedbackLog:
         """Every logged query with its impressions, clicks and ratings (oldest first)."""
         conn = self._connect()
         recs: dict[str, QueryRecord] = {}
-        for qid, text, ts, version, randomized, trial in conn.execute("SELECT qid, text, ts, version, randomized, trial FROM queries ORDER BY ts, qid"):
-            recs[qid] = QueryRecord(qid, text, ts, version, bool(randomized), trial=trial)
+        for qid, text, ts, version, randomized, trial, run_id, trace_id in conn.execute(
+            "SELECT qid, text, ts, version, randomized, trial, run_id, trace_id FROM queries ORDER BY ts, qid"
+        ):
+            recs[qid] = QueryRecord(qid, text, ts, version, bool(randomized), trial=trial, run_id=run_id, trace_id=trace_id)
         for qid, doc_id, rank, score, orig, team in conn.execute("SELECT qid, doc_id, rank, score, orig_rank, team FROM impressions ORDER BY qid, rank"):
             if qid in recs:
                 recs[qid].impressions.append(Impression(doc_id, rank, score, orig, team))
@@ -638,6 +658,19 @@ class FeedbackLog:
         if only_with_feedback:
             out = [r for r in out if r.clicks or r.ratings]
         return out
+
+    @_guard("read the feedback log")
+    def query_ids_for_run(self, run_id: str, doc_id: str | None = None) -> list[str]:
+        """The query ids logged with ``run_id`` as their run id or trace id, newest first (empty: none).
+
+        With ``doc_id``, the queries that showed that document come first.
+        """
+        rows = self._connect().execute(
+            "SELECT q.qid FROM queries q WHERE q.run_id = ?1 OR q.trace_id = ?1 "
+            "ORDER BY EXISTS (SELECT 1 FROM impressions i WHERE i.qid = q.qid AND i.doc_id = ?2) DESC, q.ts DESC, q.qid DESC",
+            (run_id, doc_id),
+        )
+        return [str(r[0]) for r in rows]
 
     @_guard("read the feedback log")
     def trial_searches(self, trial: str) -> list[tuple[dict[str, str], set[str]]]:
@@ -711,6 +744,7 @@ class FeedbackLog:
                 event["randomized"] = True
             if rec.trial:  # an interleaved search: its impressions carry their teams
                 event["trial"] = rec.trial
+            event.update({k: v for k, v in (("run_id", rec.run_id), ("trace_id", rec.trace_id)) if v is not None})
             yield event
         yield from self._export_feedback()
 
@@ -808,6 +842,10 @@ class FeedbackLog:
                 version = obj.get("version")
                 if version is not None and not isinstance(version, str):
                     raise InputError(f"{where}: 'version' must be a string or null, got {version!r}")
+                runs = [obj.get(name) for name in ("run_id", "trace_id")]
+                for name, rid in zip(("run_id", "trace_id"), runs):
+                    if rid is not None and (not isinstance(rid, str) or not rid):
+                        raise InputError(f"{where}: {name!r} must be a non-empty string or null, got {rid!r}")
                 ts = _ts_field(obj, where)
                 parsed = []
                 for i, im in enumerate(imps):
@@ -842,7 +880,7 @@ class FeedbackLog:
                 file_queries[qid] = (lineno, ts)
                 doc_refs += [(lineno, im.doc_id) for im in parsed]
                 # a search's "trial" is not imported: imported events must never count in a live trial
-                ops.append(("query", (qid, text, parsed, version, ts, "import", randomized, None)))
+                ops.append(("query", (qid, text, parsed, version, ts, "import", randomized, None, *runs)))
                 report.queries += 1
             elif kind in ("click", "rating"):
                 qid = _str_field(obj, "query_id", where)
@@ -941,8 +979,8 @@ class FeedbackLog:
             with self._tx() as tx:
                 for kind, args in ops:
                     if kind == "query":
-                        qid, text, imps, version, ts, source, randomized, trial = args
-                        self._insert_query(tx, qid, text, imps, version, randomized, ts, source, trial)
+                        qid, text, imps, version, ts, source, randomized, trial, *runs = args
+                        self._insert_query(tx, qid, text, imps, version, randomized, ts, source, trial, *runs)
                     elif kind == "click":
                         tx.execute("INSERT INTO clicks(qid, doc_id, ts, dwell, feedback_id) VALUES (?, ?, ?, ?, ?)", args)
                     else:

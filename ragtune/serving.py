@@ -208,8 +208,10 @@ class Server:
                 self._trial_failed.add(state.id)
             return None
 
-    def search(self, query: str, k: int, *, log: FeedbackLog | None) -> SearchResults:
+    def search(self, query: str, k: int, *, log: FeedbackLog | None, run_id: str | None = None, trace_id: str | None = None) -> SearchResults:
         """The top ``k`` for ``query``; logged to ``log`` when given (interleaved for a share while a trial is live).
+
+        ``run_id`` / ``trace_id`` (the app's run that searched, and its trace) are logged with the query.
 
         A log that cannot be written (corrupt, read-only, disk full, locked too long) never fails
         the search: it is answered with ``query_id`` ``None`` and the failure is warned about once.
@@ -228,7 +230,7 @@ class Server:
             live = self.trial()
             if live is not None and live[0].baseline == serving.name and live[1].name != serving.name and self.rng.random() < live[0].share:
                 try:
-                    return self._interleaved(query, raw, qv, k, serving, live, log)
+                    return self._interleaved(query, raw, qv, k, serving, live, log, run_id=run_id, trace_id=trace_id)
                 except Exception as exc:  # a trial must never break search
                     state = live[0]
                     if state.id not in self._trial_failed:
@@ -250,12 +252,13 @@ class Server:
         if log is not None:
             orig = dict(zip(ids, orig_ranks))
             imps = [Impression(h.doc_id, h.rank, h.score, orig[h.doc_id]) for h in hits]
-            qid = _log_search(log, query, imps, version=serving.name, randomized=randomized)
+            qid = _log_search(log, query, imps, version=serving.name, randomized=randomized, run_id=run_id, trace_id=trace_id)
         return SearchResults(hits, qid, serving.name)
 
     def _interleaved(
-        self, query: str, raw: np.ndarray, qv: np.ndarray, k: int, serving: ServingVersion, live: tuple[TrialState, ServingVersion], log: FeedbackLog
-    ) -> SearchResults:
+        self, query: str, raw: np.ndarray, qv: np.ndarray, k: int, serving: ServingVersion, live: tuple[TrialState, ServingVersion], log: FeedbackLog,
+        **runs: str | None,
+    ) -> SearchResults:  # fmt: skip
         state, trial = live
         a_ids, a_scores = serving.ranking(qv, k)
         same_model = trial.spec.document_side() == serving.spec.document_side()  # a query-tier trial: one forward pass serves both
@@ -272,5 +275,5 @@ class Server:
         hits = serving.hits(ids, [known.get(d, 0.0) for d in ids], fallback=trial)
         team_of = dict(merged)
         imps = [Impression(h.doc_id, h.rank, h.score, None, team_of[h.doc_id]) for h in hits]
-        qid = _log_search(log, query, imps, version=serving.name, trial=state.id)
+        qid = _log_search(log, query, imps, version=serving.name, trial=state.id, **runs)
         return SearchResults(hits, qid, serving.name, trial=state.id)

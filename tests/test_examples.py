@@ -43,13 +43,21 @@ def test_langchain_chain_example(tiny_model: str) -> None:
     assert "{'loss'" not in out and "'train_runtime'" not in out  # the trainer's dicts go to logging, not stdout
 
 
+def test_llamaindex_query_example(tiny_model: str) -> None:
+    out = _run("llamaindex_query.py", tiny_model)
+    assert "Question: how do I restore factory settings?" in out and "  [1] " in out and "query id " in out
+    assert "feedback log: {'queries': 13, 'impressions': 39, " in out and "'clicks': 0" not in out
+    assert "RagtuneEmbedding: 32 dims; own index top hit warranty" in out
+    assert "mined: {" in out and "refresh: " in out and "the same retriever now serves v000" in out
+
+
 def test_demo_runs_the_whole_loop(tiny_model: str, tmp_path: Path) -> None:
     out = _run("demo.py", tiny_model, "--workspace", str(tmp_path / "ws"), "--rounds", "2", "--mode", "query")
     for step in ("1. index scifact-mini", "455 docs embedded", "3. before: test nDCG@10", "4.1 simulated users", "[query] offline check:", "refresh --mode query: trial_started", "5.2 refresh settles trial", "6. after:", "7. versions", "9. rollback -> v0001"):
         assert step in out, step
 
 
-@pytest.mark.parametrize("script", ["python_api.py", "chroma_workspace.py", "langchain_chain.py", "demo.py"])
+@pytest.mark.parametrize("script", ["python_api.py", "chroma_workspace.py", "langchain_chain.py", "llamaindex_query.py", "demo.py"])
 def test_examples_have_help(script: str) -> None:
     proc = subprocess.run([sys.executable, str(EXAMPLES / script), "--help"], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0 and "--model" in proc.stdout and "--workspace" in proc.stdout
