@@ -32,7 +32,7 @@ try:
     from llama_index.core.bridge.pydantic import PrivateAttr
     from llama_index.core.callbacks import CallbackManager
     from llama_index.core.schema import BaseNode, NodeWithScore, QueryBundle, TextNode
-except ImportError as exc:  # pragma: no cover - exercised only without the extra
+except ImportError as exc:
     raise MissingDependencyError("ragtune.integrations.llamaindex needs llama-index-core: pip install 'ragtune[llamaindex]'") from exc
 
 __all__ = ["RagtuneEmbedding", "RagtuneRetriever", "hits_to_nodes"]

@@ -90,12 +90,15 @@ async def test_async_retrieval_records_its_run_id(workspace: Ragtune) -> None:
 
 def test_a_run_that_retrieved_twice_rates_the_search_that_showed_the_doc(workspace: Ragtune) -> None:
     root = str(uuid.uuid4())
-    first = workspace.search("reset the router", k=2, trace_id=root)
-    second = workspace.search("port forwarding game server", k=2, trace_id=root)
-    only_first = next(h.doc_id for h in first if h.doc_id not in {s.doc_id for s in second})
+    first = workspace.search("reset the router", k=8, trace_id=root)  # shows every doc
+    second = workspace.search("port forwarding game server", k=1, trace_id=root)
+    both = second[0].doc_id
+    only_first = next(h.doc_id for h in first if h.doc_id != both)
     assert workspace.query_id_for_run(root, only_first) == first.query_id
-    assert workspace.query_id_for_run(root) == second.query_id  # newest
-    assert workspace.query_id_for_run(root, "d8") in (first.query_id, second.query_id)
+    assert workspace.query_id_for_run(root, both) == second.query_id  # shown by both: the newest
+    assert workspace.query_id_for_run(root) == second.query_id
+    workspace.rate(workspace.query_id_for_run(root, only_first), only_first, 1)
+    assert _record(workspace, first.query_id).ratings == [(only_first, 1)]
 
 
 def test_unknown_run_ids_and_bad_scores_error(workspace: Ragtune) -> None:

@@ -96,6 +96,16 @@ def test_record_click_and_rating_reach_the_log(workspace: Ragtune) -> None:
     assert workspace.feedback.stats()["clicks"] == 3
 
 
+def test_without_the_extra_the_error_names_it() -> None:
+    import subprocess
+    import sys
+
+    code = "import sys; sys.modules['llama_index.core.base.base_retriever'] = None; import ragtune.integrations.llamaindex"
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert proc.returncode != 0
+    assert "MissingDependencyError" in proc.stderr and "pip install 'ragtune[llamaindex]'" in proc.stderr
+
+
 def test_bad_top_k_is_refused() -> None:
     with pytest.raises(InputError, match="similarity_top_k"):
         RagtuneRetriever(similarity_top_k=0)
