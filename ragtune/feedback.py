@@ -960,9 +960,9 @@ class FeedbackLog:
                 now = time.time()
                 imps = [Impression(d, r) for r, d in enumerate([ids.get("positive"), ids.get("negative")], 1) if d]
                 ops.append(("query", (qid, query, imps, None, now, "import", False, None)))
-                ops.append(("rating", (qid, ids["positive"], 1, now)))
+                ops.append(("rating", (qid, ids["positive"], 1, now, None)))
                 if ids.get("negative"):
-                    ops.append(("rating", (qid, ids["negative"], -1, now)))
+                    ops.append(("rating", (qid, ids["negative"], -1, now, None)))
                 report.queries += 1
                 report.ratings += n_ratings
             else:

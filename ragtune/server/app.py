@@ -178,9 +178,12 @@ def create_app(
 
 
 def _version() -> str:
-    from ragtune import __version__
+    from importlib.metadata import PackageNotFoundError, version
 
-    return __version__
+    try:
+        return version("ragtune")
+    except PackageNotFoundError:  # run from a source tree that was never installed
+        return "0+unknown"
 
 
 def _warm(rt: Ragtune) -> None:
