@@ -237,6 +237,7 @@ class Ragtune:
         return self.index([], reindex=True)
 
     def _write_index(self, docs: list[Document], spec: ModelSpec, embedder: Embedder, current: str | None, t0: float, *, reindexed: bool = False) -> IndexReport:
+        timings = {"load": 0.0, "embed": 0.0, "write": 0.0}
         old: dict[str, tuple[int, str]] = {}
         old_vecs: np.ndarray | None = None
         old_rows: list[tuple[str, str, str]] = []
@@ -259,6 +260,7 @@ class Ragtune:
             return IndexReport(
                 version=version, written=written, n_docs=len(docs), added=added, changed=len(docs) - added - unchanged, unchanged=unchanged,
                 removed=removed, embedded=embedded, seconds=time.perf_counter() - t0, model=spec.label(), reindexed=reindexed and written,
+                timings={k: round(v, 3) for k, v in timings.items()},
             )  # fmt: skip
 
         if current is not None and not todo and old_rows == [(d.id, h, d.source) for d, h in zip(docs, hashes)]:
@@ -267,8 +269,12 @@ class Ragtune:
         vectors = np.zeros((len(docs), dim), dtype=np.float32)
         if reuse and old_vecs is not None:
             vectors[reuse] = old_vecs[[old[docs[i].id][0] for i in reuse]]
+        t1 = time.perf_counter()
+        timings["load"] = t1 - t0
         if todo:
             vectors[todo] = encode_corpus(embedder, [docs[i].embed_text for i in todo], self.config.model, progress=self.progress)
+        t2 = time.perf_counter()
+        timings["embed"] = t2 - t1
         note = f"re-embedded {len(docs)} docs with {spec.label()}" if reindexed else f"indexed {len(docs)} docs"
         decision = new_decision("indexed", previous=current, n_docs=len(docs), added=added, removed=removed, embedded=len(todo))
         name = self.ws.write_version(
@@ -278,6 +284,7 @@ class Ragtune:
         checkpoint("index.swapped")
         self.ws.append_log({**decision, "version": name})
         self._end_trial(f"`index` made a new serving version, {name}")
+        timings["write"] = time.perf_counter() - t2
         return report(name, True, len(todo))
 
     def _carry_feedback_files(self, current: str | None, spec: ModelSpec, staging: Path) -> ModelSpec:
@@ -630,6 +637,7 @@ class Ragtune:
             out["model"] = serving.spec.label()
             out["n_docs"] = len(serving.docs)
             out["kind"] = serving.info.kind
+            out["index_built"] = serving.store.kind
             out["index_version"] = serving.info.index_version
             out["sources"] = [{"source": src, "n_docs": n} for src, n in serving.docs.source_counts()]
         health = self.feedback.check(thorough=False)  # never raises: a broken log is reported, not fatal

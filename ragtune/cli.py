@@ -126,7 +126,7 @@ def _echo_json(data: Any) -> None:
 @click.option("--query-prefix", default=None, help="Prefix for queries (e.g. a BGE instruction).")
 @click.option("--document-prefix", default=None, help="Prefix for documents.")
 @click.option("--backend", type=click.Choice(["faiss", "chroma"]), default=None, help="Vector index backend.")
-@click.option("--index-kind", type=click.Choice(["flat", "hnsw", "ivf"]), default=None, help="faiss index type.")
+@click.option("--index-kind", type=click.Choice(["auto", "flat", "hnsw", "ivf"]), default=None, help="faiss index type (auto: exact below 50,000 docs, HNSW from there).")
 @click.option("--reindex", is_flag=True, help="On an indexed workspace: apply new model settings by re-embedding every document (a new version).")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @click.pass_context
@@ -284,7 +284,9 @@ def status(ctx: click.Context, as_json: bool) -> None:
     click.echo(f"workspace   {s['workspace']}")
     click.echo(f"model       {s['model']}")
     click.echo(f"version     {s['current_version'] or '(nothing indexed yet)'}  ({s['versions']} on disk)")
-    click.echo(f"documents   {s['n_docs']}  [{s['backend']}/{s['index_kind']}]")
+    built = s.get("index_built")
+    kind = s["index_kind"] if not built or built == s["index_kind"] else f"{s['index_kind']}: {built}"
+    click.echo(f"documents   {s['n_docs']}  [{s['backend']}/{kind}]")
     for i, src in enumerate(s["sources"]):
         click.echo(f"{'sources' if i == 0 else '':<12}{src['source'] or '(indexed before sources were tracked)'}  {src['n_docs']} docs")
     for c in s["model_changes"]:

@@ -77,6 +77,8 @@ class IndexReport:
         model: The model label the index's vectors were made with.
         reindexed: Whether every document was re-embedded with a newly configured model.
         sources: One :class:`SourceReport` per source given or in the index.
+        timings: Seconds per stage: ``load`` (reading and planning), ``embed`` (the forward pass),
+            ``write`` (doc store, vectors, vector store and the swap).
     """
 
     version: str
@@ -91,6 +93,7 @@ class IndexReport:
     model: str
     reindexed: bool = False
     sources: list[SourceReport] = field(default_factory=list)
+    timings: dict[str, float] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return {**dataclasses.asdict(self), "sources": [s.to_dict() for s in self.sources]}

@@ -316,6 +316,7 @@ def _query_candidate(
     from safetensors.numpy import save_file
 
     from ragtune.training.crossfit import QueryPairs, crossfit_query_tier, fit_query_tier
+    from ragtune.training.query_map import HARD_PER_QUERY, SOFTMAX_DOCS
 
     tc = config.train
     doc_side = serving.spec.document_side()
@@ -333,6 +334,8 @@ def _query_candidate(
         [ex.query_key for ex in train],
     )
     vecs = np.asarray(serving.vectors())
+    if len(vecs) > SOFTMAX_DOCS:  # the map's softmax samples the corpus: each query's nearest docs are its hard negatives
+        pairs.neighbours = serving.store.search(pairs.queries, HARD_PER_QUERY)[1]
     keys = [normalize_query(q) for q in queries]
     t0 = time.perf_counter()
     oof = crossfit_query_tier(pairs, keys, enc[[row[q] for q in queries]], vecs, tc, FOLDS)

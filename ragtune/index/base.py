@@ -29,6 +29,8 @@ class VectorStore(ABC):
 
     #: Backend name as used in :class:`ragtune.config.IndexConfig`.
     backend: str = ""
+    #: The index type this store searches with (``"flat"``, ``"hnsw"``, ``"ivf"``).
+    kind: str = ""
 
     @classmethod
     @abstractmethod

@@ -105,6 +105,7 @@ class ChromaStore(VectorStore):
     """A chroma collection holding one version's vectors (id = position as a string)."""
 
     backend = "chroma"
+    kind = "hnsw"
 
     def __init__(self, client: Any, collection: Any, name: str, count: int, config: IndexConfig) -> None:
         self._client = client

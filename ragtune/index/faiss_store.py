@@ -39,7 +39,7 @@ def _to_gpu(index: Any, config: IndexConfig) -> Any:
         return index
     if faiss.get_num_gpus() < 1:
         return index
-    if config.kind == "hnsw":  # faiss has no GPU HNSW
+    if hasattr(index, "hnsw"):  # faiss has no GPU HNSW
         return index
     res = faiss.StandardGpuResources()
     logger.info("faiss index on GPU")
@@ -68,16 +68,18 @@ class FaissStore(VectorStore):
     def __init__(self, index: Any, config: IndexConfig) -> None:
         self._index = index
         self._config = config
+        self.kind = "hnsw" if hasattr(index, "hnsw") else "ivf" if hasattr(index, "nprobe") else "flat"
 
     @classmethod
     def _build(cls, vectors: np.ndarray, config: IndexConfig) -> Any:
         faiss = _faiss()
         n, d = vectors.shape
-        if config.kind == "hnsw":
+        kind = config.resolved_kind(n)
+        if kind == "hnsw":
             index = faiss.IndexHNSWFlat(d, HNSW_M, faiss.METRIC_INNER_PRODUCT)
             index.hnsw.efConstruction = max(40, HNSW_M * 2)
             index.hnsw.efSearch = config.hnsw_ef_search
-        elif config.kind == "ivf" and n >= 2:
+        elif kind == "ivf" and n >= 2:
             nlist = max(1, min(int(4 * n**0.5), n // 39 or 1))  # faiss's rule of thumb, and >= 39 points per cell
             quantizer = faiss.IndexFlatIP(d)
             index = faiss.IndexIVFFlat(quantizer, d, nlist, faiss.METRIC_INNER_PRODUCT)

@@ -39,12 +39,16 @@ class QueryPairs:
         positives: ``(n,)`` index row of each pair's clicked doc.
         weights: ``(n,)`` click weights.
         keys: Normalised query text of each pair (pairs of one query share it).
+        neighbours: ``(n, h)`` each pair's query's nearest index rows (``-1`` pads): the hard
+            negatives of the map's softmax sample on corpora past
+            :data:`~ragtune.training.query_map.SOFTMAX_DOCS`; ``None`` on smaller ones.
     """
 
     queries: np.ndarray
     positives: np.ndarray
     weights: np.ndarray
     keys: list[str]
+    neighbours: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.keys)
@@ -77,8 +81,9 @@ def fit_query_tier(pairs: QueryPairs, rows: np.ndarray, docs: np.ndarray, config
     keys = [pairs.keys[i] for i in rows]
     group = {k: g for g, k in enumerate(dict.fromkeys(keys))}
     res = train_query_map(
-        pairs.queries[rows], pairs.positives[rows], pairs.weights[rows], docs, config, query_groups=[group[k] for k in keys]
-    )
+        pairs.queries[rows], pairs.positives[rows], pairs.weights[rows], docs, config, query_groups=[group[k] for k in keys],
+        neighbours=pairs.neighbours[rows] if pairs.neighbours is not None else None,
+    )  # fmt: skip
     memory = (
         QueryMemory(np.ascontiguousarray(pairs.queries[rows]), np.ascontiguousarray(docs[pairs.positives[rows]]))
         if config.memory_weight > 0 and len(rows)
