@@ -19,7 +19,9 @@ from __future__ import annotations
 import io
 import logging
 import math
+import os
 import shutil
+import socket
 import tarfile
 import tempfile
 import time
@@ -156,10 +158,11 @@ class RayEngine:
             if self.address is not None:
                 logger.info("ray: already connected in this process; using that cluster, not %s", self.address)
             return
+        where = self.address or os.environ.get("RAY_ADDRESS") or "a Ray instance on this machine"
         try:
+            _check_reachable(self.address or os.environ.get("RAY_ADDRESS"))  # ray.init retries an unreachable address for minutes
             ray.init(address=self.address, logging_level=logging.WARNING, log_to_driver=False)
         except (ConnectionError, ValueError, RuntimeError, TimeoutError) as exc:
-            where = self.address or "$RAY_ADDRESS / a local instance"
             raise ConfigError(
                 f"cannot connect to the Ray cluster at {where} ({type(exc).__name__}: {exc}); start one (`ray start --head`) "
                 "or set model.ray_address to its address, or set model.engine to 'local'",
@@ -230,6 +233,19 @@ def _shipment(embedder: Embedder) -> tuple[ModelSpec, bytes | None]:
                 raise ModelError(f"the model folder {folder} does not exist; it cannot be shipped to the Ray cluster")
             tar.add(str(folder), arcname=name)
     return ModelSpec(**{**spec.to_dict(), **changes}), buf.getvalue()
+
+
+def _check_reachable(address: str | None) -> None:
+    """Fail fast (``ConnectionError``) when a ``HOST:PORT`` / ``ray://HOST:PORT`` address does not accept connections."""
+    if not address or address in ("auto", "local"):
+        return
+    host, sep, port = address.removeprefix("ray://").rpartition(":")
+    if not sep or not port.isdigit():
+        return  # not HOST:PORT: ray.init judges it
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=10).close()
+    except OSError as exc:
+        raise ConnectionError(f"nothing answers at {host}:{port} ({exc.strerror or exc})") from exc
 
 
 def _import_ray() -> Any:

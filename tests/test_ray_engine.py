@@ -7,6 +7,7 @@ folder on this machine's disk, so every Ray run also ships it to the actors.
 from __future__ import annotations
 
 import json
+import socket
 from pathlib import Path
 
 import numpy as np
@@ -57,6 +58,22 @@ def _layout(rt: Ragtune, version: str) -> tuple[list[str], dict, dict]:
 
 def _vectors(rt: Ragtune, version: str) -> np.ndarray:
     return np.load(rt.ws.version_dir(version) / "vectors.npy")
+
+
+def test_an_unreachable_cluster_is_a_one_line_error(tiny_config, corpus, tmp_path):
+    """Runs before the module's cluster starts: the engine has to connect itself, and nothing answers there."""
+    import ray
+
+    assert not ray.is_initialized()
+    with socket.socket() as sock:  # a loopback port nothing listens on once closed
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    ws = tmp_path / "ws"
+    Ragtune.init(ws, tiny_config, progress=False)
+    res = CliRunner().invoke(main, ["-w", str(ws), "index", str(corpus), "--ray-address", f"127.0.0.1:{port}"])
+    assert res.exit_code == 1 and f"cannot connect to the Ray cluster at 127.0.0.1:{port}" in res.stderr and "--ray-address" in res.stderr, res.output
+    assert "Traceback" not in res.output and Ragtune(ws, progress=False).current_version is None
+    assert not ray.is_initialized()
 
 
 def test_ray_index_matches_the_local_index(ray_cluster, tiny_config, corpus, tmp_path):
