@@ -186,11 +186,12 @@ class EmbedActor:
         model_spec = ModelSpec.from_dict(spec)
         root: Path | None = None
         tmp: str | None = None
-        if shipped:
-            import ray
-
+        if shipped or model_spec.backend == "onnx":  # onnx: the actor's export of the base model is cached there
             tmp = tempfile.mkdtemp(prefix="ragtune-model-")
             root = Path(tmp)
+        if shipped and root is not None:
+            import ray
+
             with tarfile.open(fileobj=io.BytesIO(ray.get(shipped[0])), mode="r") as tar:
                 if hasattr(tarfile, "data_filter"):
                     tar.extractall(root, filter="data")
@@ -202,7 +203,7 @@ class EmbedActor:
             self.embedder = Embedder(model_spec, root, device, batch_size)
             self.embedder.model  # load now: once per actor, and a model that cannot load fails here  # noqa: B018
         finally:
-            if tmp is not None and model_spec.backend != "onnx":  # the loaded model keeps no file open (onnx: its export is read lazily)
+            if tmp is not None and model_spec.backend != "onnx":  # the loaded model needs its files no more (onnx: kept for the actor's life)
                 shutil.rmtree(tmp, ignore_errors=True)
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
