@@ -108,11 +108,12 @@ class RayEngine:
         rows = self.batch_size * RAY_BATCH_MODEL_BATCHES
         n_batches = math.ceil(len(texts) / rows)
         actors = max(1, min(n_batches, gpus if use_gpu else cpus))
+        label = embedder.spec.document_side().label()
         spec, payload = _shipment(embedder)
         shipped = [ray.put(payload)] if payload is not None else []  # in a list: the actor gets the reference, and fetches it once
         logger.info(
             "ray: embedding %d documents with %s on %d %s actor(s), %d rows a batch%s",
-            len(texts), spec.label(), actors, "GPU" if use_gpu else "CPU", rows,
+            len(texts), label, actors, "GPU" if use_gpu else "CPU", rows,
             f"; shipping the model ({len(payload) / 2**20:.1f} MiB)" if payload is not None else "",
         )  # fmt: skip
         import ray.data
@@ -145,7 +146,7 @@ class RayEngine:
                 done += len(pos)
         except ray.exceptions.RayError as exc:
             first = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
-            raise ModelError(f"the Ray engine could not embed the corpus with {spec.label()}: {first}") from exc
+            raise ModelError(f"the Ray engine could not embed the corpus with {label}: {first}") from exc
         finally:
             ctx.enable_progress_bars = bars
         if out is None or not seen.all():  # pragma: no cover - Ray Data returns every row it was given

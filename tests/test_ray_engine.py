@@ -7,6 +7,7 @@ folder on this machine's disk, so every Ray run also ships it to the actors.
 from __future__ import annotations
 
 import json
+import re
 import socket
 from pathlib import Path
 
@@ -14,7 +15,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from ragtune import ConfigError, Ragtune
+from ragtune import ConfigError, ModelError, Ragtune
 from ragtune.cli import main
 from ragtune.embedder import Embedder, ModelSpec
 from ragtune.engines import LocalEngine, RayEngine, encode_corpus, make_engine
@@ -161,3 +162,11 @@ def test_cuda_on_a_cluster_without_gpus_is_refused(ray_cluster, tiny_model, tiny
     config = tiny_config.with_overrides({"model.engine": "ray", "model.device": "cuda"}).model
     with pytest.raises(ConfigError, match=r"model.device is 'cuda' but the Ray cluster has no GPU"):
         encode_corpus(emb, ["a text"], config)
+
+
+def test_a_model_the_actors_cannot_load_is_a_model_error(ray_cluster, tmp_path):
+    broken = tmp_path / "broken-model"
+    broken.mkdir()
+    (broken / "config.json").write_text("{}", encoding="utf-8")
+    with pytest.raises(ModelError, match=re.escape(f"the Ray engine could not embed the corpus with {broken}: ") + ".*cannot load sentence-transformers model"):
+        RayEngine(batch_size=2).encode(Embedder(ModelSpec(base=str(broken)), None, "cpu"), ["a text", "another"])
