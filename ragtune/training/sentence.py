@@ -3,8 +3,12 @@
 The trainer is ``SentenceTransformerTrainer``; LoRA is peft's ``LoraConfig`` attached with
 ``SentenceTransformer.add_adapter``; the adapter is saved as ``adapter_model.safetensors`` with its
 ``adapter_config.json`` (whose base model is rewritten to ragtune's portable model name). Training
-runs on CUDA in bf16 (or fp16) when a GPU is present, on CPU in fp32 otherwise. Early stopping
-watches the loss on held-out feedback pairs and restores the best epoch's weights.
+runs on CUDA in bf16 (or fp16) on whole batches when a GPU is present, on CPU in fp32 otherwise, where
+the click-weighted loss goes through sentence-transformers' GradCache (a few texts embedded at a
+time, the same gradients: :mod:`ragtune.training.losses`), so the activations held for the backward
+pass are a mini-batch's, not those of the batch times (1 + negatives) texts, which at 256 tokens made a
+CPU refresh peak above 8 GB. Device, precision and mini-batch: :func:`ragtune.embedder.choose_device`.
+Early stopping watches the loss on held-out feedback pairs and restores the best epoch's weights.
 """
 
 from __future__ import annotations
@@ -19,7 +23,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ragtune.config import TrainConfig
-from ragtune.embedder import ModelSpec, load_sentence_transformer, quiet_peft, resolve_device
+from ragtune.embedder import ModelSpec, choose_device, load_sentence_transformer, quiet_peft
 from ragtune.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -136,7 +140,8 @@ def train_sentence_model(
     from transformers import TrainerCallback
 
     t0 = time.perf_counter()
-    device = resolve_device(device)
+    choice = choose_device(device, train_batch_size=config.batch_size)
+    device = choice.device
     torch.manual_seed(config.seed)
     model = load_sentence_transformer(base.base, device, base.max_seq_length)
     _set_dropout(model, config.dropout)
@@ -159,15 +164,17 @@ def train_sentence_model(
     elif mode != "full":  # pragma: no cover - refresh only calls lora/full here
         raise ConfigError(f"train_sentence_model handles 'lora' and 'full', got {mode!r}")
 
-    from ragtune.training.losses import WeightedMultipleNegativesRankingLoss
+    from ragtune.training.losses import CachedWeightedMultipleNegativesRankingLoss, WeightedMultipleNegativesRankingLoss
 
     lr = config.learning_rate(mode)
     filler = filler or list(doc_texts.values())
     negatives = NEGATIVES if negatives is None else negatives
     train_ds = build_dataset(examples, doc_texts, base, negatives=negatives, filler=filler, seed=config.seed)
     eval_ds = build_dataset(eval_examples, doc_texts, base, negatives=negatives, filler=filler, seed=config.seed + 1) if len(eval_examples) >= 2 else None
-    loss = WeightedMultipleNegativesRankingLoss(model)
-    precision = ("bf16" if torch.cuda.is_bf16_supported() else "fp16") if device == "cuda" else "fp32"
+    mini_batch = choice.train_mini_batch
+    # GradCache embeds `mini_batch` texts at a time: its activations, not the batch's, are held for the backward pass
+    loss = CachedWeightedMultipleNegativesRankingLoss(model, mini_batch) if mini_batch < config.batch_size else WeightedMultipleNegativesRankingLoss(model)
+    precision = choice.train_precision
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="ragtune-train-", dir=out_dir.parent) as tmp:  # beside the output: cleaned with it
         args = SentenceTransformerTrainingArguments(
