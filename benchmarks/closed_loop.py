@@ -28,6 +28,7 @@ import hashlib
 import json
 import os
 import random
+import resource
 import shutil
 import sys
 import time
@@ -361,6 +362,7 @@ def main() -> None:
             "check": report.check.to_dict() if report.check else None,
             "trial": {k: live.get(k) for k in ("id", "version", "tier", "wins", "losses", "ties", "searches", "p_value", "verdict")} if live else None,
             "refreshes": [{"status": x.status, "reason": x.reason, "train_s": round(x.train_s, 1), "reembed_s": round(x.reembed_s, 1), "refresh_s": round(x.refresh_s, 1)} for x in refreshes],
+            "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),  # this process's peak so far (refreshes run in it)
             **{f"n_{k}": v for k, v in sim.items()},
             "mined": report.mined,
         }
