@@ -50,7 +50,6 @@ def _layout(rt: Ragtune, version: str) -> tuple[list[str], dict, dict]:
     manifest = json.loads((vdir / "manifest.json").read_text())
     manifest.pop("created")
     manifest["decision"].pop("decision")
-    manifest.get("metrics", {}).pop("train", None)
     config = json.loads((vdir / "config.json").read_text())
     assert config["model"].pop("engine") in ("local", "ray")
     config["model"].pop("ray_address")
