@@ -123,9 +123,13 @@ def child(workspace: Path, mode: str, out: Path) -> None:
     peaks.enter("done")
     peaks.stop()
     ru_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+    import torch
+
+    gpu_mib = torch.cuda.max_memory_allocated() / 2**20 if torch.cuda.is_available() else None  # GPU memory is not in the RSS
     data = {
         "mode": mode,
         "peak_rss_mib": round(ru_mib, 1),
+        "peak_cuda_allocated_mib": None if gpu_mib is None else round(gpu_mib, 1),
         "stage_peak_rss_mib": {k: round(v, 1) for k, v in peaks.peaks.items() if k != "done"},
         "stage_seconds": {k: round(v, 1) for k, v in peaks.seconds.items()},
         "refresh_wall_s": round(refresh_wall, 1),

