@@ -21,7 +21,7 @@ CHROMA = Path(sys.executable).with_name("chroma")
 
 
 def _changed_docs(tmp_path: Path) -> Path:
-    from conftest import DOCS
+    from tests.conftest import DOCS
 
     docs = [dict(d) for d in DOCS]
     docs[0]["text"] = "Press and hold reset for thirty seconds to wipe every setting."
