@@ -94,7 +94,7 @@ def test_picks_up_a_new_version_without_rebuild(workspace: Ragtune, tmp_path: Pa
     v1 = before[0].metadata["ragtune_version"]
     # another process (here: another facade) re-indexes with a changed and a new doc
     other = Ragtune(workspace.ws.root, progress=False)
-    from conftest import DOCS
+    from tests.conftest import DOCS
 
     docs = [dict(d) for d in DOCS]
     docs[4]["text"] = "A blinking amber light means the router is updating."

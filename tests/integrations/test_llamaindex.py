@@ -121,7 +121,7 @@ async def test_async_retrieve_logs(workspace: Ragtune) -> None:
 
 
 def _reindex_changed(workspace: Ragtune, tmp_path: Path) -> None:
-    from conftest import DOCS
+    from tests.conftest import DOCS
 
     docs = [dict(d) for d in DOCS]
     docs[4]["text"] = "A blinking amber light means the router is updating."
@@ -196,7 +196,7 @@ def test_embedding_applies_the_query_map(workspace: Ragtune, tmp_path: Path) -> 
 
 def test_embedding_follows_a_new_version(workspace: Ragtune, tmp_path: Path) -> None:
     """A re-index with another model (here: the same tiny architecture, other weights) is picked up."""
-    from conftest import make_tiny_model
+    from tests.conftest import make_tiny_model
 
     emb = RagtuneEmbedding(workspace=workspace.ws.root)
     before = emb.get_query_embedding("reset the router")
