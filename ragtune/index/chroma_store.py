@@ -137,7 +137,7 @@ class ChromaStore(VectorStore):
             client.delete_collection(cname)
         hnsw = {
             "space": "cosine",
-            "ef_search": int(config.hnsw_ef_search),
+            "ef_search": config.ef_search(len(vectors)),
             "max_neighbors": HNSW_M,
             "ef_construction": max(100, 2 * HNSW_M),
         }

@@ -78,12 +78,15 @@ class FaissStore(VectorStore):
         if kind == "hnsw":
             index = faiss.IndexHNSWFlat(d, HNSW_M, faiss.METRIC_INNER_PRODUCT)
             index.hnsw.efConstruction = max(40, HNSW_M * 2)
-            index.hnsw.efSearch = config.hnsw_ef_search
+            index.hnsw.efSearch = config.ef_search(n)
         elif kind == "ivf" and n >= 2:
-            nlist = max(1, min(int(4 * n**0.5), n // 39 or 1))  # faiss's rule of thumb, and >= 39 points per cell
+            # sqrt(n) cells (>= 39 points each), k-means on at most 64 points per cell: training stays
+            # seconds at a million docs (4 * sqrt(n) cells on every point took tens of minutes there)
+            nlist = max(1, min(int(n**0.5), n // 39 or 1))
             quantizer = faiss.IndexFlatIP(d)
             index = faiss.IndexIVFFlat(quantizer, d, nlist, faiss.METRIC_INNER_PRODUCT)
-            index.train(vectors)
+            sample = np.random.default_rng(0).choice(n, size=min(n, 64 * nlist), replace=False) if n > 64 * nlist else None
+            index.train(vectors if sample is None else vectors[np.sort(sample)])
             index.nprobe = min(config.ivf_nprobe, nlist)
         else:
             index = faiss.IndexFlatIP(d)
@@ -105,7 +108,7 @@ class FaissStore(VectorStore):
             raise VectorIndexError(f"index file {path} is missing; `ragtune doctor --repair` rebuilds it from the version's vectors.npy")
         index = faiss.read_index(str(path))
         if hasattr(index, "hnsw"):
-            index.hnsw.efSearch = config.hnsw_ef_search
+            index.hnsw.efSearch = config.ef_search(index.ntotal)
         if hasattr(index, "nprobe"):
             index.nprobe = min(config.ivf_nprobe, getattr(index, "nlist", config.ivf_nprobe))
         return cls(_to_gpu(index, config), config)
