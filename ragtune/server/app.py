@@ -83,13 +83,14 @@ logger = logging.getLogger(__name__)
 DOCS_STATIC = "/docs-static"
 
 #: The status of each library error, most specific first (the first class an error is an instance of decides).
+#: 422 is written as a number: Starlette renamed its constant (HTTP_422_UNPROCESSABLE_CONTENT exists only from 0.48).
 _STATUS: tuple[tuple[type[RagtuneError], int], ...] = (
     (UnknownIdError, status.HTTP_404_NOT_FOUND),
     (FeedbackConflictError, status.HTTP_409_CONFLICT),
     (FeedbackLogError, status.HTTP_503_SERVICE_UNAVAILABLE),
-    (FeedbackError, status.HTTP_422_UNPROCESSABLE_CONTENT),
-    (InputError, status.HTTP_422_UNPROCESSABLE_CONTENT),
-    (ConfigError, status.HTTP_422_UNPROCESSABLE_CONTENT),
+    (FeedbackError, 422),
+    (InputError, 422),
+    (ConfigError, 422),
     (RefreshLockedError, status.HTTP_409_CONFLICT),
     (NotEnoughFeedbackError, status.HTTP_409_CONFLICT),
     (WorkspaceError, status.HTTP_409_CONFLICT),  # no index yet, a version that cannot serve: the workspace's state
