@@ -2,7 +2,8 @@
 
 Endpoints (OpenAPI docs at ``/docs`` and ``/redoc``, served from local files: no network needed):
 
-* ``POST /search`` ``{query, k}`` → hits and the logged ``query_id`` (interleaved while a trial is live).
+* ``POST /search`` ``{query, k, log}`` → hits and the logged ``query_id`` (interleaved while a trial is live;
+  ``log: false`` logs nothing: a preview, as the dashboard's search box).
 * ``POST /feedback`` ``{query_id, doc_id, type: click|rating, value, dwell, feedback_id}``: idempotent
   by ``feedback_id``; late feedback is accepted; an unknown query or doc id is a 404.
 * ``GET /status``, ``GET /versions``, ``GET /trial``, ``GET /health``.
@@ -238,12 +239,13 @@ def _add_routes(app: FastAPI) -> None:
 
     @app.post("/search", response_model=SearchResponse, tags=["search"], responses={409: _ERR, 422: _ERR})
     def search(body: SearchRequest, rt: RagtuneDep) -> SearchResponse:
-        """The top ``k`` for ``query``, logged: send clicks and ratings with the returned ``query_id``.
+        """The top ``k`` for ``query``, logged: send clicks and ratings with the returned ``query_id``
+        (``log: false``: a preview, nothing logged, ``query_id`` null).
 
         While a trial is live, a share of searches is answered by interleaving the serving and the
         trial rankings (``trial`` is then set); users' clicks decide the trial.
         """
-        results = rt.search(body.query, body.k)
+        results = rt.search(body.query, body.k, log=body.log)
         return SearchResponse(
             query_id=results.query_id, version=results.version, trial=results.trial, hits=[HitModel(**h.to_dict()) for h in results]
         )

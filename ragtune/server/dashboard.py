@@ -5,7 +5,8 @@
 :meth:`~ragtune.feedback.FeedbackLog.clicks_by_rank`, and the workspace's refresh log) into a typed
 :class:`DashboardData`. :data:`router` serves it with the page (``static/``: HTML, plain
 JavaScript and CSS, charts drawn as inline SVG; nothing is fetched from another origin). The page's
-search box uses the service's own ``POST /search`` and ``POST /feedback``.
+search box is a preview through the service's own ``POST /search`` with ``log: false``: it logs no
+query and posts no click, so the dashboard never adds to what trains models or decides trials.
 """
 
 from __future__ import annotations

@@ -56,6 +56,9 @@ class SearchRequest(_Request):
 
     query: str = Field(min_length=1, description="The query text.")
     k: int = Field(10, ge=1, le=1000, strict=True, description="Number of results.")
+    log: bool = Field(
+        True, strict=True, description="Record the query and what was shown, to be clicked on and learnt from; false: a preview (query_id null, nothing logged)."
+    )
 
 
 class HitModel(BaseModel):

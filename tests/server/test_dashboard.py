@@ -145,6 +145,9 @@ def test_the_service_serves_the_page_its_files_and_its_figures(service, workspac
     assert service.get("/dashboard/dashboard.css").headers["content-type"].startswith("text/css")
     for name in ("index.html", "nothing.js", "..%2Fdashboard.py", "..%2F..%2Fapi.py"):
         assert service.get(f"/dashboard/{name}").status == 404, name
+    preview = service.post("/search", {"query": "reset the router", "k": 3, "log": False}).json()  # what the page's search box sends
+    assert preview["query_id"] is None and len(preview["hits"]) == 3 and not workspace.ws.feedback_path.exists()
+    assert service.post("/search", {"query": "reset the router", "log": "false"}).status == 422
     hits = service.post("/search", {"query": "reset the router", "k": 3}).json()
     assert service.post("/feedback", {"query_id": hits["query_id"], "doc_id": hits["hits"][0]["doc_id"], "type": "click"}).status == 200
     data = service.get("/api/dashboard?days=7&max_rank=3").json()

@@ -1,5 +1,6 @@
 // ragtune dashboard: reads GET api/dashboard and draws it; charts are inline SVG, nothing is fetched elsewhere.
-// The search box uses the service's POST search and POST feedback, as an app would.
+// The search box uses the service's POST search with log: false: a preview that logs no query and no click
+// (the log trains models and decides trials: only real users' searches belong in it).
 "use strict";
 
 const SVG_NS = "http://www.w3.org/2000/svg";
@@ -211,9 +212,8 @@ async function load() {
   }
 }
 
-// -- the search box: POST search, a click on a result POSTs feedback -----------------------------
+// -- the search box: a preview through POST search with log: false (no query, no click is logged) --
 const say = (text) => { document.getElementById("search-status").textContent = text; };
-function feedbackId() { return crypto.randomUUID ? crypto.randomUUID() : String(Date.now()) + Math.random().toString(16).slice(2); }
 
 document.getElementById("search-form").addEventListener("submit", async (event) => {
   event.preventDefault();
@@ -221,22 +221,11 @@ document.getElementById("search-form").addEventListener("submit", async (event) 
   const list = document.getElementById("search-results");
   say("searching…");
   try {
-    const res = await api("search", { query, k: 5 });
+    const res = await api("search", { query, k: 5, log: false });
     const hits = res.hits || [];
-    list.replaceChildren(...hits.map((h) => {
-      const link = el("a", { href: "#", "data-doc": h.doc_id }, h.title || h.doc_id);
-      link.addEventListener("click", async (e) => {
-        e.preventDefault();
-        try {
-          await api("feedback", { query_id: res.query_id, doc_id: h.doc_id, type: "click", feedback_id: feedbackId() });
-          link.classList.add("clicked");
-          say(`click on ${h.doc_id} recorded`);
-          load();
-        } catch (err) { say("the click was not recorded: " + err.message); }
-      });
-      return el("li", {}, link, el("span", { class: "muted" }, `  ${h.doc_id} · ${fmt(h.score)}`), el("p", {}, (h.text || "").slice(0, 160)));
-    }));
-    say(res.query_id ? `${hits.length} results from ${res.version || "the serving version"}${res.trial ? " (interleaved for the live trial)" : ""}; click one to record it` : `${hits.length} results (not logged)`);
+    list.replaceChildren(...hits.map((h) => el("li", { "data-doc": h.doc_id },
+      el("b", {}, h.title || h.doc_id), el("span", { class: "muted" }, `  ${h.doc_id} · ${fmt(h.score)}`), el("p", {}, (h.text || "").slice(0, 160)))));
+    say(`${hits.length} results from ${res.version || "the serving version"}: a preview, not logged (nothing here trains the model)`);
   } catch (err) { say("search failed: " + err.message); }
 });
 
