@@ -80,6 +80,8 @@ __all__ = ["DOCS_STATIC", "create_app", "error_status"]
 
 logger = logging.getLogger(__name__)
 
+#: Seconds a stopping service waits for a running refresh job before abandoning it (with a warning).
+SHUTDOWN_WAIT = 5.0
 #: Where /docs and /redoc load Swagger UI's and ReDoc's scripts from (the files of the fastapi-offline package).
 DOCS_STATIC = "/docs-static"
 
@@ -151,6 +153,7 @@ def create_app(
         if warm:
             _warm(rt)
         yield
+        app.state.jobs.shutdown(SHUTDOWN_WAIT)  # a running refresh is waited for briefly, then abandoned (logged)
 
     app = FastAPI(
         title="ragtune",

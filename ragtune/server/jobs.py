@@ -6,7 +6,10 @@ starts a job in a thread of the serving process and answers ``202`` at once with
 ``GET /refresh/{job_id}`` says ``running``, ``done`` (with the refresh report) or ``failed`` (with
 the error). Searches go on meanwhile: the new version is picked up by the next search once the
 refresh swaps it in, as for a refresh run by another process. Jobs live in memory: a restarted
-service forgets them (the versions and ``refresh-log.jsonl`` keep what refreshes did).
+service forgets them (the versions and ``refresh-log.jsonl`` keep what refreshes did). A service
+stopped while a refresh runs waits for it a few seconds (:meth:`JobStore.shutdown`), then abandons
+it with a warning naming the job; the workspace recovers the interrupted refresh on its next write
+command (its lock and any half-made version are cleaned up then).
 """
 
 from __future__ import annotations
@@ -63,6 +66,7 @@ class JobStore:
     def __init__(self, keep: int = 50) -> None:
         self.keep = keep
         self._jobs: dict[str, RefreshJob] = {}
+        self._threads: dict[str, threading.Thread] = {}
         self._lock = threading.Lock()
 
     def start(self, request: dict[str, Any], run: Callable[[], Any]) -> RefreshJob:
@@ -78,8 +82,10 @@ class JobStore:
             job = RefreshJob(uuid.uuid4().hex[:12], request)
             self._jobs[job.job_id] = job
             while len(self._jobs) > self.keep:
-                self._jobs.pop(next(iter(self._jobs)))
-        threading.Thread(target=self._run, args=(job, run), name=f"ragtune-refresh-{job.job_id}", daemon=True).start()
+                self._threads.pop(self._jobs.pop(next(iter(self._jobs))).job_id, None)
+            thread = threading.Thread(target=self._run, args=(job, run), name=f"ragtune-refresh-{job.job_id}", daemon=True)
+            self._threads[job.job_id] = thread
+        thread.start()
         return job
 
     def _run(self, job: RefreshJob, run: Callable[[], Any]) -> None:
@@ -106,3 +112,29 @@ class JobStore:
         """Every remembered job, newest first."""
         with self._lock:
             return list(reversed(self._jobs.values()))
+
+    def shutdown(self, timeout: float = 5.0) -> list[RefreshJob]:
+        """Called as the service stops: wait up to ``timeout`` seconds in all for running jobs to end.
+
+        Each job still running is logged (a warning with its id) before the wait, and again if
+        it is abandoned: its thread dies with the process, and the workspace recovers the
+        interrupted refresh on its next write command.
+
+        Returns:
+            The jobs still running after the wait (abandoned).
+        """
+        with self._lock:
+            running = [(j, self._threads.get(j.job_id)) for j in self._jobs.values() if j.state == "running"]
+        for job, _ in running:
+            logger.warning("the service is stopping while refresh job %s runs (since %s); waiting up to %.0f s for it", job.job_id, time.ctime(job.started), timeout)
+        deadline = time.monotonic() + timeout
+        for _, thread in running:
+            if thread is not None:
+                thread.join(max(0.0, deadline - time.monotonic()))
+        abandoned = [job for job, _ in running if job.state == "running"]
+        for job in abandoned:
+            logger.warning(
+                "refresh job %s abandoned: the service stopped before it ended; the workspace recovers it on its next write command "
+                "(ragtune refresh, index or rollback)", job.job_id,
+            )  # fmt: skip
+        return abandoned
