@@ -399,12 +399,18 @@ class Ragtune:
 
         Raises:
             InputError: ``run_id`` is not a non-empty string or UUID.
-            UnknownIdError: no logged search has that run id (a ``FeedbackError`` too).
+            UnknownIdError: no logged search has that run id, or (with ``doc_id``) none of its
+                searches showed that document (a ``FeedbackError`` too).
         """
         rid = _run_id("run_id", run_id)
         if rid is None:
             raise InputError("run_id must be a non-empty string or UUID, got None")
         qids = self.feedback.query_ids_for_run(rid, doc_id)
+        if not qids and doc_id is not None and self.feedback.query_ids_for_run(rid):
+            raise UnknownIdError(
+                f"doc id {doc_id!r} was not shown by any search of run id {rid!r}: feedback on a run is about a document its "
+                "searches returned; pass the doc id of one of its results"
+            )
         if not qids:
             raise UnknownIdError(
                 f"unknown run id {rid!r}: no logged search was made with it; pass run_id= (or trace_id=) to search(), "

@@ -663,11 +663,11 @@ class FeedbackLog:
     def query_ids_for_run(self, run_id: str, doc_id: str | None = None) -> list[str]:
         """The query ids logged with ``run_id`` as their run id or trace id, newest first (empty: none).
 
-        With ``doc_id``, the queries that showed that document come first.
+        With ``doc_id``, only the queries that showed that document.
         """
         rows = self._connect().execute(
-            "SELECT q.qid FROM queries q WHERE q.run_id = ?1 OR q.trace_id = ?1 "
-            "ORDER BY EXISTS (SELECT 1 FROM impressions i WHERE i.qid = q.qid AND i.doc_id = ?2) DESC, q.ts DESC, q.qid DESC",
+            "SELECT q.qid FROM queries q WHERE (q.run_id = ?1 OR q.trace_id = ?1) "
+            "AND (?2 IS NULL OR EXISTS (SELECT 1 FROM impressions i WHERE i.qid = q.qid AND i.doc_id = ?2)) ORDER BY q.ts DESC, q.qid DESC",
             (run_id, doc_id),
         )
         return [str(r[0]) for r in rows]

@@ -11,7 +11,7 @@ from langchain_core.callbacks import BaseCallbackHandler
 from langchain_core.runnables import RunnableLambda
 from langchain_core.tracers.context import collect_runs
 
-from ragtune import FeedbackError, InputError, Ragtune
+from ragtune import FeedbackError, InputError, Ragtune, UnknownIdError
 from ragtune.integrations.langchain import RagtuneRetriever, rating_from_score
 
 
@@ -99,6 +99,19 @@ def test_a_run_that_retrieved_twice_rates_the_search_that_showed_the_doc(workspa
     assert workspace.query_id_for_run(root) == second.query_id
     workspace.rate(workspace.query_id_for_run(root, only_first), only_first, 1)
     assert _record(workspace, first.query_id).ratings == [(only_first, 1)]
+
+
+def test_a_doc_no_search_of_the_run_showed_is_an_unknown_id(workspace: Ragtune) -> None:
+    root = str(uuid.uuid4())
+    shown = workspace.search("port forwarding game server", k=1, trace_id=root)
+    unseen = next(h.doc_id for h in workspace.search("reset the router", k=8, log=False) if h.doc_id != shown[0].doc_id)
+    with pytest.raises(UnknownIdError, match=f"doc id '{unseen}' was not shown by any search of run id '{root}'"):
+        workspace.query_id_for_run(root, unseen)
+    retriever = RagtuneRetriever.from_ragtune(workspace, k=2)
+    with pytest.raises(UnknownIdError, match=unseen):
+        retriever.record_feedback(root, unseen, 1)
+    assert _record(workspace, shown.query_id).ratings == []
+    assert workspace.query_id_for_run(root, shown[0].doc_id) == shown.query_id
 
 
 def test_unknown_run_ids_and_bad_scores_error(workspace: Ragtune) -> None:
