@@ -341,6 +341,10 @@ class Ragtune:
         if not serving.docs.positions([doc_id]):
             raise UnknownIdError(f"unknown doc id {doc_id!r}: it is not in the current index ({serving.name}, {len(serving.docs)} docs)")
 
+    def _recorded(self, feedback_id: str | None, content: tuple[str, str, str, float | int | None]) -> bool:
+        """``feedback_id`` is already recorded with this content (other content: the log's insert raises the conflict)."""
+        return feedback_id is not None and self.feedback.feedback_by_id(feedback_id) == content
+
     def click(self, query_id: str, doc_id: str, *, dwell: float | None = None, feedback_id: str | None = None) -> bool:
         """Record that the user opened ``doc_id`` from the results of ``query_id``.
 
@@ -363,6 +367,8 @@ class Ragtune:
             FeedbackLogError: the feedback log cannot be written (the message names the file and the fix).
         """
         validate_click(query_id, doc_id, dwell)
+        if self._recorded(feedback_id, ("click", query_id, doc_id, None if dwell is None else float(dwell))):
+            return False  # a retry: a duplicate even when the doc has left the index since
         self._check_doc(doc_id)
         return self.feedback.click(query_id, doc_id, dwell=dwell, feedback_id=feedback_id)
 
@@ -385,6 +391,8 @@ class Ragtune:
             FeedbackLogError: the feedback log cannot be written.
         """
         value = validate_rating(query_id, doc_id, value)
+        if self._recorded(feedback_id, ("rating", query_id, doc_id, value)):
+            return False  # a retry: a duplicate even when the doc has left the index since
         self._check_doc(doc_id)
         return self.feedback.rate(query_id, doc_id, value, feedback_id=feedback_id)
 

@@ -600,6 +600,18 @@ class FeedbackLog:
 
     # -- reads ------------------------------------------------------------------------------------
     @_guard("read the feedback log")
+    def feedback_by_id(self, feedback_id: str) -> tuple[str, str, str, float | int | None] | None:
+        """What the log holds under ``feedback_id``: ``(kind, query id, doc id, dwell or value)``, or ``None``.
+
+        ``kind`` is ``"click"`` (with its dwell, ``None`` when not given) or ``"rating"`` (with its value).
+
+        Raises:
+            FeedbackError: an empty id.
+        """
+        _check_id("feedback_id", feedback_id, "--feedback-id")
+        return _feedback_with_id(self._connect(), feedback_id)
+
+    @_guard("read the feedback log")
     def stats(self) -> dict[str, int]:
         """Counts: ``queries``, ``impressions``, ``clicks``, ``ratings``, ``queries_with_positive`` (read as on disk in a read-only folder)."""
         try:

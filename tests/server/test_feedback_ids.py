@@ -41,6 +41,26 @@ def test_unknown_ids_raise_unknown_id_error_a_feedback_error_too(workspace: Ragt
     assert workspace.feedback.stats()["clicks"] == 0
 
 
+def test_a_retry_after_the_doc_left_the_index_is_a_duplicate_not_an_unknown_doc(workspace: Ragtune, docs_jsonl: Path):
+    hits = workspace.search("reset the router", k=3)
+    doc = hits[0].doc_id
+    assert workspace.click(hits.query_id, doc, dwell=1.5, feedback_id="c1") is True
+    assert workspace.rate(hits.query_id, doc, 1, feedback_id="r1") is True
+    kept = [line for line in docs_jsonl.read_text(encoding="utf-8").splitlines() if json.loads(line)["id"] != doc]
+    docs_jsonl.write_text("\n".join(kept) + "\n", encoding="utf-8")
+    workspace.index([docs_jsonl])  # the doc leaves the index
+    assert workspace.click(hits.query_id, doc, dwell=1.5, feedback_id="c1") is False
+    assert workspace.rate(hits.query_id, doc, 1, feedback_id="r1") is False
+    with pytest.raises(UnknownIdError, match=f"unknown doc id {doc!r}"):
+        workspace.click(hits.query_id, doc, feedback_id="c2")  # new feedback on it is refused
+    with pytest.raises(UnknownIdError, match=f"unknown doc id {doc!r}"):
+        workspace.rate(hits.query_id, doc, -1, feedback_id="r1")  # not the same content: no duplicate
+    assert workspace.feedback.feedback_by_id("c1") == ("click", hits.query_id, doc, 1.5)
+    assert workspace.feedback.feedback_by_id("nope") is None
+    stats = workspace.feedback.stats()
+    assert (stats["clicks"], stats["ratings"]) == (1, 1)
+
+
 def test_a_log_written_before_feedback_ids_gains_the_column(tmp_path: Path):
     path = tmp_path / "feedback.sqlite"
     old = sqlite3.connect(path)
