@@ -17,7 +17,8 @@ an ``index``, ``refresh`` or ``rollback`` run by another process is served from 
 
 Errors are the library's, mapped to a status: unknown id 404, malformed input 422, a feedback id
 reused with other content or a busy workspace 409, an unwritable log 503; the body is
-``{"detail": message, "error": class name}``, never a traceback.
+``{"detail": message, "error": class name}``, never a traceback (a body that fails validation:
+``{"detail": [field errors], "error": "ValidationError"}``).
 """
 
 from __future__ import annotations
@@ -32,7 +33,9 @@ from ragtune.errors import MissingDependencyError
 
 try:
     import fastapi_offline
-    from fastapi import Body, Depends, FastAPI, HTTPException, Request, Response, status
+    from fastapi import Body, Depends, FastAPI, Request, Response, status
+    from fastapi.encoders import jsonable_encoder
+    from fastapi.exceptions import RequestValidationError
     from fastapi.middleware.cors import CORSMiddleware
     from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html, get_swagger_ui_oauth2_redirect_html
     from fastapi.responses import HTMLResponse, JSONResponse
@@ -119,6 +122,12 @@ def _ragtune_error(request: Request, exc: Exception) -> JSONResponse:
     return JSONResponse({"detail": str(exc), "error": type(exc).__name__}, status_code=code)
 
 
+def _validation_error(request: Request, exc: Exception) -> JSONResponse:
+    """A body or query that fails validation: FastAPI's 422 (``detail``: the field errors) with ``error`` like the others."""
+    assert isinstance(exc, RequestValidationError)
+    return JSONResponse({"detail": jsonable_encoder(exc.errors()), "error": "ValidationError"}, status_code=422)
+
+
 def create_app(
     rt_or_workspace: Ragtune | str | Path,
     *,
@@ -167,6 +176,7 @@ def create_app(
     app.state.api_key = api_key or None
     app.state.jobs = JobStore()
     app.add_exception_handler(RagtuneError, _ragtune_error)
+    app.add_exception_handler(RequestValidationError, _validation_error)
     if cors_origins:
         app.add_middleware(
             CORSMiddleware,
@@ -315,7 +325,7 @@ def _add_routes(app: FastAPI) -> None:
         """A refresh job: ``running``, ``done`` (with its report) or ``failed`` (with the error)."""
         job = jobs.get(job_id)
         if job is None:
-            raise HTTPException(status.HTTP_404_NOT_FOUND, f"no refresh job {job_id!r} in this process; GET /refresh lists them")
+            raise UnknownIdError(f"no refresh job {job_id!r} in this process; GET /refresh lists them")
         return job.to_dict()
 
     @app.post(
@@ -326,7 +336,7 @@ def _add_routes(app: FastAPI) -> None:
         """Make ``version`` (default: the current one's parent) current at once; a live trial is dropped."""
         body = body or RollbackRequest.model_validate({})
         if body.version is not None and body.version not in {v.name for v in rt.ws.list_versions()}:
-            raise HTTPException(status.HTTP_404_NOT_FOUND, f"no version {body.version!r} in {rt.ws.root}; GET /versions lists them")
+            raise UnknownIdError(f"no version {body.version!r} in {rt.ws.root}; GET /versions lists them")
         try:
             previous = rt.ws.current_version()
         except WorkspaceError:

@@ -8,9 +8,9 @@ field added to the record reaches clients without a change here.
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
 
 __all__ = [
     "ErrorResponse",
@@ -30,6 +30,19 @@ __all__ = [
 ]
 
 
+#: Longest query text a search takes (characters).
+MAX_QUERY_CHARS = 4096
+#: Longest query id, doc id or feedback id a request takes (characters).
+MAX_ID_CHARS = 512
+
+
+def _rating_int(value: Any) -> Any:
+    """A rating's value must be the JSON number 1 or -1: ``true`` and ``1.0`` are refused (pydantic's Literal takes them)."""
+    if isinstance(value, bool) or (value is not None and not isinstance(value, int)):
+        raise ValueError("a rating's value is the integer 1 or -1 (not true/false, 1.0 or a string)")
+    return value
+
+
 class _Request(BaseModel):
     model_config = ConfigDict(extra="forbid")  # a misspelt field is a 422, not silently ignored
 
@@ -39,9 +52,13 @@ class _Open(BaseModel):
 
 
 class ErrorResponse(BaseModel):
-    """An error: ``detail`` is the library's message (what was received, what to do); ``error`` its class."""
+    """An error: ``detail`` is the library's message (what was received, what to do); ``error`` its class.
 
-    detail: str
+    A body that fails validation answers 422 with ``error`` ``"ValidationError"`` and ``detail`` FastAPI's
+    list of field errors (each with ``loc``, ``msg``, ``type``).
+    """
+
+    detail: str | list[dict[str, Any]]
     error: str
 
 
@@ -54,7 +71,7 @@ class HealthResponse(BaseModel):
 class SearchRequest(_Request):
     """``POST /search``."""
 
-    query: str = Field(min_length=1, description="The query text.")
+    query: str = Field(min_length=1, max_length=MAX_QUERY_CHARS, description="The query text.")
     k: int = Field(10, ge=1, le=1000, strict=True, description="Number of results.")
     log: bool = Field(
         True, strict=True, description="Record the query and what was shown, to be clicked on and learnt from; false: a preview (query_id null, nothing logged)."
@@ -84,10 +101,12 @@ class SearchResponse(BaseModel):
 class FeedbackRequest(_Request):
     """``POST /feedback``: a click or a rating on a hit of a logged search (late feedback is accepted)."""
 
-    query_id: str = Field(min_length=1, description="SearchResponse.query_id of the search.")
-    doc_id: str = Field(min_length=1, description="The document clicked or rated.")
+    query_id: str = Field(min_length=1, max_length=MAX_ID_CHARS, description="SearchResponse.query_id of the search.")
+    doc_id: str = Field(min_length=1, max_length=MAX_ID_CHARS, description="The document clicked or rated.")
     type: Literal["click", "rating"] = Field(description="'click' or 'rating'.")
-    value: Literal[1, -1] | None = Field(None, description="A rating's value: 1 (up) or -1 (down); not given for a click.")
+    value: Annotated[Literal[1, -1], BeforeValidator(_rating_int)] | None = Field(
+        None, description="A rating's value: the integer 1 (up) or -1 (down); not given for a click."
+    )
     dwell: float | None = Field(None, ge=0, allow_inf_nan=False, description="A click's dwell time in seconds.")
     feedback_id: str | None = Field(
         None, min_length=1, max_length=200, description="The client's id for this event (e.g. a UUID): posting it again is a no-op, so retries are safe."

@@ -82,12 +82,31 @@ def test_unknown_ids_are_404_with_the_library_message(service: Client):
         ("/feedback", {"query_id": "q", "doc_id": "d1", "type": "click", "dwell": -1}),
         ("/feedback", {"query_id": "", "doc_id": "d1", "type": "click"}),
         ("/feedback", {"query_id": "q", "doc_id": "d1", "type": "click", "feedback_id": ""}),
+        ("/feedback", {"query_id": "q", "doc_id": "d1", "type": "rating", "value": True}),  # a rating is the integer 1 or -1
+        ("/feedback", {"query_id": "q", "doc_id": "d1", "type": "rating", "value": 1.0}),
+        ("/feedback", {"query_id": "q", "doc_id": "d1", "type": "rating", "value": -1.0}),
+        ("/feedback", {"query_id": "q", "doc_id": "d1", "type": "rating", "value": "1"}),
+        ("/search", {"query": "r" * 4097}),  # too long
+        ("/feedback", {"query_id": "q" * 513, "doc_id": "d1", "type": "click"}),
+        ("/feedback", {"query_id": "q", "doc_id": "d" * 513, "type": "click"}),
     ],
 )
 def test_bad_bodies_are_422(service: Client, path: str, body: dict):
     r = service.post(path, body)
     assert r.status == 422, r.body
     assert r.json()["detail"]  # says what is wrong: pydantic's field errors, or the library's message
+    assert r.json()["error"] in ("ValidationError", "InputError")  # the documented {"detail", "error"}
+
+
+def test_a_validation_error_keeps_fastapis_field_errors(service: Client):
+    r = service.post("/feedback", {"query_id": "q", "doc_id": "d1", "type": "rating", "value": True})
+    assert r.status == 422 and r.json()["error"] == "ValidationError"
+    (err,) = r.json()["detail"]
+    assert err["loc"] == ["body", "value"] and err["input"] is True
+    assert "integer 1 or -1" in err["msg"]
+    assert service.post("/search", {"query": "r" * 4096, "k": 1}).status == 200  # the longest query taken
+    r = service.post("/search", {"query": "r" * 4097})
+    assert r.json()["detail"][0]["loc"] == ["body", "query"] and r.json()["detail"][0]["type"] == "string_too_long"
 
 
 def test_malformed_json_is_422_not_500(service: Client):

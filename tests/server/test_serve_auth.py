@@ -45,7 +45,7 @@ def test_rollback_with_the_key(keyed: Client, workspace: Ragtune, docs_jsonl, he
     r = keyed.post("/rollback", {"version": "v0002"}, headers=headers)
     assert r.json() == {"version": "v0002", "previous": "v0001"} and workspace.current_version == "v0002"
     r = keyed.post("/rollback", {"version": "v0042"}, headers=headers)
-    assert r.status == 404 and "v0042" in r.json()["detail"]
+    assert r.status == 404 and "v0042" in r.json()["detail"] and r.json()["error"] == "UnknownIdError"
 
 
 def test_refresh_runs_in_the_background_and_is_polled(keyed: Client, workspace: Ragtune):
@@ -62,7 +62,8 @@ def test_refresh_runs_in_the_background_and_is_polled(keyed: Client, workspace: 
     assert job["state"] == "done", job
     assert job["report"]["status"] in ("trial_started", "refused", "promoted") and job["finished"] >= job["started"]
     assert keyed.get("/refresh").json()[0]["job_id"] == job["job_id"]
-    assert keyed.get("/refresh/nope").status == 404
+    r = keyed.get("/refresh/nope")
+    assert r.status == 404 and r.json() == {"detail": "no refresh job 'nope' in this process; GET /refresh lists them", "error": "UnknownIdError"}
 
 
 def test_refresh_and_rollback_while_the_workspace_is_locked_are_409(keyed: Client, workspace: Ragtune, docs_jsonl):
