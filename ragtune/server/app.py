@@ -7,8 +7,8 @@ Endpoints (OpenAPI docs at ``/docs`` and ``/redoc``, served from local files: no
 * ``POST /feedback`` ``{query_id, doc_id, type: click|rating, value, dwell, feedback_id}``: idempotent
   by ``feedback_id``; late feedback is accepted; an unknown query or doc id is a 404.
 * ``GET /status``, ``GET /versions``, ``GET /trial``, ``GET /health``.
-* ``POST /refresh`` (a background job: ``202``, then ``GET /refresh/{job_id}``) and ``POST /rollback``:
-  only with the API key (``Authorization: Bearer <key>`` or ``X-API-Key``); ``403`` when the service has none.
+* ``POST /refresh`` (a background job: ``202``, then ``GET /refresh/{job_id}``; ``GET /refresh`` lists
+  them) and ``POST /rollback``: only with the API key (``Authorization: Bearer <key>`` or ``X-API-Key``); ``403`` when the service has none.
 
 Endpoints are plain (sync) functions: uvicorn runs them in its thread pool, and the facade is
 thread-safe (the feedback log opens one SQLite connection per thread; the serving version is
@@ -315,12 +315,15 @@ def _add_routes(app: FastAPI) -> None:
         response.headers["Location"] = f"/refresh/{job.job_id}"
         return job.to_dict()
 
-    @app.get("/refresh", response_model=list[RefreshJobModel], tags=["operations"])
+    @app.get("/refresh", response_model=list[RefreshJobModel], tags=["operations"], dependencies=[Depends(require_api_key)], responses=_AUTH)
     def refresh_jobs() -> list[dict[str, Any]]:
-        """The refresh jobs this process started, newest first."""
+        """The refresh jobs this process started, newest first (with the API key: their reports name files on the server)."""
         return [j.to_dict() for j in jobs.all()]
 
-    @app.get("/refresh/{job_id}", response_model=RefreshJobModel, tags=["operations"], responses={404: _ERR})
+    @app.get(
+        "/refresh/{job_id}", response_model=RefreshJobModel, tags=["operations"], dependencies=[Depends(require_api_key)],
+        responses={**_AUTH, 404: _ERR},
+    )  # fmt: skip
     def refresh_job(job_id: str) -> dict[str, Any]:
         """A refresh job: ``running``, ``done`` (with its report) or ``failed`` (with the error)."""
         job = jobs.get(job_id)

@@ -33,7 +33,7 @@ def test_a_missing_or_wrong_key_is_401(keyed: Client, workspace: Ragtune, docs_j
     _two_versions(workspace, docs_jsonl)
     r = keyed.post(path, {}, headers=headers)
     assert r.status == 401 and r.headers.get("www-authenticate") == "Bearer"
-    assert workspace.current_version == "v0002" and keyed.get("/refresh").json() == []
+    assert workspace.current_version == "v0002" and keyed.get("/refresh", headers=KEY).json() == []
 
 
 @pytest.mark.parametrize("headers", [KEY, {"X-API-Key": "s3cret"}])
@@ -58,11 +58,16 @@ def test_refresh_runs_in_the_background_and_is_polled(keyed: Client, workspace: 
     while job["state"] == "running":
         assert time.monotonic() < deadline
         time.sleep(0.2)
-        job = keyed.get(f"/refresh/{job['job_id']}").json()
+        job = keyed.get(f"/refresh/{job['job_id']}", headers=KEY).json()
     assert job["state"] == "done", job
     assert job["report"]["status"] in ("trial_started", "refused", "promoted") and job["finished"] >= job["started"]
-    assert keyed.get("/refresh").json()[0]["job_id"] == job["job_id"]
-    r = keyed.get("/refresh/nope")
+    assert keyed.get("/refresh", headers={"X-API-Key": "s3cret"}).json()[0]["job_id"] == job["job_id"]
+    # the jobs' options and reports (paths on the server) need the key like POST /refresh
+    for path in ("/refresh", f"/refresh/{job['job_id']}", "/refresh/nope"):
+        for headers in ({}, {"Authorization": "Bearer wrong"}):
+            r = keyed.get(path, headers=headers)
+            assert r.status == 401 and "report" not in r.body.decode(), (path, headers)
+    r = keyed.get("/refresh/nope", headers=KEY)
     assert r.status == 404 and r.json() == {"detail": "no refresh job 'nope' in this process; GET /refresh lists them", "error": "UnknownIdError"}
 
 
@@ -75,6 +80,12 @@ def test_refresh_and_rollback_while_the_workspace_is_locked_are_409(keyed: Clien
         assert r.status == 409 and "locked" in r.json()["detail"]
     assert workspace.current_version == "v0002"
     assert keyed.post("/rollback", {}, headers=KEY).status == 200
+
+
+@pytest.mark.parametrize("path", ["/refresh", "/refresh/abc123"])
+def test_without_a_key_the_refresh_jobs_cannot_be_read(service: Client, path: str):
+    r = service.get(path, headers=KEY)
+    assert r.status == 403 and "RAGTUNE_API_KEY" in r.json()["detail"]
 
 
 def test_an_empty_key_is_no_key(workspace: Ragtune):
