@@ -153,6 +153,7 @@ class Workspace:
 
     def __init__(self, root: str | Path) -> None:
         self.root = Path(root).expanduser().resolve()
+        self._warned_log_lines = False  # read_log warns once about lines that are not entries
 
     # -- layout -----------------------------------------------------------------------------------
     @property
@@ -545,13 +546,25 @@ class Workspace:
             os.fsync(fh.fileno())
 
     def read_log(self) -> list[dict[str, Any]]:
-        """Every entry of ``refresh-log.jsonl``, oldest first (a torn last line is skipped)."""
+        """Every entry of ``refresh-log.jsonl``, oldest first.
+
+        A torn last line is skipped; so is a line that is JSON but not an object (an entry is one:
+        someone else wrote it), with a warning the first time this workspace object meets one.
+        """
         if not self.decisions_path.is_file():
             return []
         out = []
+        strays = 0
         for line in self.decisions_path.read_text(encoding="utf-8").splitlines():
             with contextlib.suppress(json.JSONDecodeError):
-                out.append(json.loads(line))
+                entry = json.loads(line)
+                if isinstance(entry, dict):
+                    out.append(entry)
+                else:
+                    strays += 1
+        if strays and not self._warned_log_lines:
+            self._warned_log_lines = True
+            logger.warning("%s: skipped %d line(s) that are not JSON objects (each entry is one); they are ignored", self.decisions_path, strays)
         return out
 
     def last_good_version(self) -> str | None:

@@ -155,3 +155,22 @@ def test_the_service_serves_the_page_its_files_and_its_figures(service, workspac
     assert [v["name"] for v in data["versions"]] == ["v0001"] and data["overview"]["clicks"] == 1
     assert [r["clicked"] for r in data["ranks"]] == [1, 0, 0] and data["daily"][0]["queries"] == 1
     assert service.get("/api/dashboard?days=0").status == 422
+
+
+def test_lines_of_the_refresh_log_that_are_not_objects_are_skipped_with_one_warning(service, workspace: Ragtune, caplog):
+    import logging
+
+    log = workspace.ws.decisions_path
+    good = log.read_text(encoding="utf-8")
+    log.write_text('[1, 2]\n"text"\n42\n' + good + "null\n", encoding="utf-8")  # JSON, but no entry: someone else wrote it
+    with caplog.at_level(logging.WARNING, logger="ragtune.workspace"):
+        entries = workspace.ws.read_log()
+        assert workspace.ws.read_log() == entries
+    assert [e["event"] for e in entries] == ["indexed"] and all(isinstance(e, dict) for e in entries)
+    warned = [r.getMessage() for r in caplog.records if r.name == "ragtune.workspace"]
+    assert len(warned) == 1 and "skipped 4 line(s)" in warned[0]  # once, however often it is read
+    assert workspace.ws.served_versions() == {"v0001"}
+    r = service.get("/versions")
+    assert r.status == 200 and [v["name"] for v in r.json()] == ["v0001"]
+    r = service.get("/api/dashboard")
+    assert r.status == 200 and [d["event"] for d in r.json()["decisions"]] == ["indexed"]
