@@ -922,7 +922,17 @@ class FeedbackLog:
                     if held is not None and held != said:
                         raise InputError(f"{where}: feedback id {fid!r} is already recorded as a {held[0]} on doc {held[2]!r} of query {held[1]!r}")
                     file_fids[fid] = said
-                if held is not None or key in seen_events or conn.execute(f"SELECT 1 FROM {table} WHERE qid = ? AND doc_id = ? AND ts = ?", (qid, doc_id, ts)).fetchone():
+                present = held is not None or key in seen_events
+                if not present:
+                    col = "dwell" if kind == "click" else "value"
+                    row = conn.execute(
+                        f"SELECT id, feedback_id, {col} FROM {table} WHERE qid = ? AND doc_id = ? AND ts = ? ORDER BY feedback_id IS NOT NULL, id",
+                        (qid, doc_id, ts),
+                    ).fetchone()
+                    present = row is not None
+                    if row is not None and fid is not None and row[1] is None and row[2] == said[3]:
+                        ops.append(("feedback_id", (table, fid, row[0])))  # the same event logged without its id: give it the id
+                if present:
                     if kind == "click":
                         report.present_clicks += 1
                     else:
@@ -993,6 +1003,9 @@ class FeedbackLog:
                     if kind == "query":
                         qid, text, imps, version, ts, source, randomized, trial, *runs = args
                         self._insert_query(tx, qid, text, imps, version, randomized, ts, source, trial, *runs)
+                    elif kind == "feedback_id":
+                        table, fid, rowid = args
+                        tx.execute(f"UPDATE {table} SET feedback_id = ? WHERE id = ? AND feedback_id IS NULL", (fid, rowid))
                     elif kind == "click":
                         tx.execute("INSERT INTO clicks(qid, doc_id, ts, dwell, feedback_id) VALUES (?, ?, ?, ?, ?)", args)
                     else:

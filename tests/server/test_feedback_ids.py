@@ -108,6 +108,33 @@ def test_export_and_import_keep_feedback_ids(tmp_path: Path, workspace: Ragtune,
     assert other.feedback.stats()["clicks"] == 2
 
 
+def test_importing_an_id_for_an_event_logged_without_one_stores_the_id(tmp_path: Path, workspace: Ragtune):
+    hits = workspace.search("reset the router", k=3)
+    workspace.click(hits.query_id, hits[0].doc_id, dwell=2.0)  # logged without an id
+    workspace.rate(hits.query_id, hits[1].doc_id, -1)
+    workspace.click(hits.query_id, hits[2].doc_id, dwell=4.0)
+    events = [e for e in workspace.feedback.export_events() if e["type"] != "query"]
+    assert [(e["type"], e["doc_id"], e.get("feedback_id")) for e in events] == [
+        ("click", hits[0].doc_id, None), ("click", hits[2].doc_id, None), ("rating", hits[1].doc_id, None),
+    ]  # fmt: skip
+    # the same events, now carrying the ids the front end gave them (the second click with another dwell: another event)
+    with_ids = [{**e, "feedback_id": fid} for e, fid in zip(events, ["c-a", "c-c", "r-b"])]
+    with_ids[1]["dwell"] = 5.0
+    dump = tmp_path / "ids.jsonl"
+    dump.write_text("".join(json.dumps(e) + "\n" for e in with_ids), encoding="utf-8")
+    report = workspace.import_feedback(dump)
+    assert report.new == 0 and (report.present_clicks, report.present_ratings) == (2, 1)
+    assert [e.get("feedback_id") for e in workspace.feedback.export_events() if e["type"] != "query"] == ["c-a", None, "r-b"]
+    assert workspace.feedback.feedback_by_id("c-a") == ("click", hits.query_id, hits[0].doc_id, 2.0)
+    assert workspace.feedback.feedback_by_id("c-c") is None  # its dwell differs from the row's: not the same event
+    # the id now dedups a retry, live and on a second import
+    assert workspace.click(hits.query_id, hits[0].doc_id, dwell=2.0, feedback_id="c-a") is False
+    assert workspace.rate(hits.query_id, hits[1].doc_id, -1, feedback_id="r-b") is False
+    assert workspace.import_feedback(dump).new == 0
+    stats = workspace.feedback.stats()
+    assert (stats["clicks"], stats["ratings"]) == (2, 1)
+
+
 def test_the_log_alone(tmp_path: Path):
     log = FeedbackLog(tmp_path / "f.sqlite")
     qid = log.log_query("q", [Impression("d1", 1)])
