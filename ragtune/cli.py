@@ -326,35 +326,48 @@ def _id_argument(ctx: click.Context, param: click.Parameter, value: str) -> str:
     return value
 
 
+_FEEDBACK_ID_HELP = "Your id for this event (e.g. a UUID): recording it again is a no-op (printed as a duplicate), so a retry never counts twice."
+
+
+def _echo_feedback(as_json: bool, kind: str, label: str, recorded: bool, query_id: str, doc_id: str, feedback_id: str | None, **fields: Any) -> None:
+    """What `feedback click` and `feedback rate` print: recorded, or a duplicate of FEEDBACK_ID (nothing added).
+
+    The JSON is POST /feedback's answer: ``status`` ``recorded`` or ``duplicate``, ``recorded``, ``type``, the ids and the event's fields.
+    """
+    if as_json:
+        status = "recorded" if recorded else "duplicate"
+        _echo_json({"status": status, "recorded": recorded, "type": kind, "query_id": query_id, "doc_id": doc_id, **fields, "feedback_id": feedback_id})
+    elif recorded:
+        click.echo(f"{label} recorded: {query_id} -> {doc_id}")
+    else:
+        click.echo(f"duplicate: feedback id {feedback_id!r} is already recorded ({label} {query_id} -> {doc_id}); nothing added")
+
+
 @feedback.command(name="click")
 @click.argument("query_id", callback=_id_argument)
 @click.argument("doc_id", callback=_id_argument)
 @click.option("--dwell", type=float, default=None, callback=_dwell_option, help="Seconds spent on the document (a number >= 0).")
+@click.option("--feedback-id", default=None, help=_FEEDBACK_ID_HELP)
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @click.pass_context
-def click_(ctx: click.Context, query_id: str, doc_id: str, dwell: float | None, as_json: bool) -> None:
+def click_(ctx: click.Context, query_id: str, doc_id: str, dwell: float | None, feedback_id: str | None, as_json: bool) -> None:
     """Record a click on DOC_ID for QUERY_ID."""
-    _open(ctx).click(query_id, doc_id, dwell=dwell)
-    if as_json:
-        _echo_json({"recorded": "click", "query_id": query_id, "doc_id": doc_id, "dwell": dwell})
-    else:
-        click.echo(f"click recorded: {query_id} -> {doc_id}")
+    recorded = _open(ctx).click(query_id, doc_id, dwell=dwell, feedback_id=feedback_id)
+    _echo_feedback(as_json, "click", "click", recorded, query_id, doc_id, feedback_id, dwell=dwell)
 
 
 @feedback.command()
 @click.argument("query_id", callback=_id_argument)
 @click.argument("doc_id", callback=_id_argument)
 @click.argument("value", type=click.Choice(["up", "down", "+1", "-1", "1"]))
+@click.option("--feedback-id", default=None, help=_FEEDBACK_ID_HELP)
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @click.pass_context
-def rate(ctx: click.Context, query_id: str, doc_id: str, value: str, as_json: bool) -> None:
+def rate(ctx: click.Context, query_id: str, doc_id: str, value: str, feedback_id: str | None, as_json: bool) -> None:
     """Record a thumbs up/down on DOC_ID for QUERY_ID."""
     v = -1 if value in ("down", "-1") else 1
-    _open(ctx).rate(query_id, doc_id, v)
-    if as_json:
-        _echo_json({"recorded": "rating", "query_id": query_id, "doc_id": doc_id, "value": v})
-    else:
-        click.echo(f"rating {v:+d} recorded: {query_id} -> {doc_id}")
+    recorded = _open(ctx).rate(query_id, doc_id, v, feedback_id=feedback_id)
+    _echo_feedback(as_json, "rating", f"rating {v:+d}", recorded, query_id, doc_id, feedback_id, value=v)
 
 
 @feedback.command(name="import")

@@ -138,3 +138,27 @@ def test_refresh_prints_a_running_trial(monkeypatch, tmp_path, tiny_model):
     refused = RefreshReport("refused", "not worth a trial: query: no gain", "query", "v0001", checks={"query": _check("query", False, "query: no gain")})
     out, _ = _refresh_output(monkeypatch, ws, refused)
     assert out == ["[query] offline check: not worth a trial: query: no gain", "refused: not worth a trial: query: no gain"]
+
+
+def test_feedback_click_and_rate_take_a_feedback_id_and_say_duplicate(tmp_path, tiny_model, docs_jsonl):
+    ws = tmp_path / "ws"
+    _run(["init", "--model", tiny_model], ws)
+    _run(["index", str(docs_jsonl)], ws)
+    data = json.loads(_run(["query", "reset the router", "-k", "3", "--json"], ws).output)
+    qid, doc = data["query_id"], data["hits"][0]["doc_id"]
+    first = json.loads(_run(["feedback", "click", qid, doc, "--dwell", "2", "--feedback-id", "evt-1", "--json"], ws).output)
+    assert first == {"status": "recorded", "recorded": True, "type": "click", "query_id": qid, "doc_id": doc, "dwell": 2.0, "feedback_id": "evt-1"}
+    again = json.loads(_run(["feedback", "click", qid, doc, "--dwell", "2", "--feedback-id", "evt-1", "--json"], ws).output)
+    assert again["status"] == "duplicate" and again["recorded"] is False
+    r = _run(["feedback", "rate", qid, doc, "down", "--feedback-id", "evt-2"], ws)
+    assert r.exit_code == 0 and "rating -1 recorded" in r.output
+    r = _run(["feedback", "rate", qid, doc, "down", "--feedback-id", "evt-2"], ws)
+    assert r.exit_code == 0 and "duplicate: feedback id 'evt-2' is already recorded" in r.output and "nothing added" in r.output
+    rated = json.loads(_run(["feedback", "rate", "--feedback-id", "evt-2", "--json", qid, doc, "down"], ws).output)
+    assert rated["status"] == "duplicate" and rated["value"] == -1 and rated["type"] == "rating"
+    stats = json.loads(_run(["feedback", "stats", "--json"], ws).output)
+    assert (stats["clicks"], stats["ratings"]) == (1, 1)
+    r = CliRunner().invoke(main, ["-w", str(ws), "feedback", "rate", qid, doc, "up", "--feedback-id", "evt-1"])
+    assert r.exit_code == 1 and "feedback id 'evt-1' is already recorded as a click" in r.output
+    r = CliRunner().invoke(main, ["-w", str(ws), "feedback", "click", qid, doc, "--feedback-id", " "])
+    assert r.exit_code == 1 and "--feedback-id must be a non-empty string" in r.output
