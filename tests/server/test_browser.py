@@ -227,6 +227,13 @@ def test_the_web_example_searches_clicks_and_rates_from_another_origin(driver, s
     rec = _feedback_of(rt, query)
     assert [d for d, _ in rec.clicks] == [clicked]
     assert sorted(rec.ratings) == sorted([(rated, -1), (up, 1)])
+    fids = [e.get("feedback_id") for e in rt.feedback.export_events() if e["type"] != "query" and e["query_id"] == rec.qid]
+    assert len(fids) == 3 and all(fids) and len(set(fids)) == 3  # each event sent with its own id: a retry counts once
+
+    # an error's detail is shown as text, a validation error's list of field errors too
+    driver.execute_script("post('/feedback', {query_id: 'x', doc_id: 'y', type: 'rating', value: true}).catch((err) => say(err.message));")
+    _text_in(driver, "#status", "/feedback: 422 [{")
+    assert "[object Object]" not in driver.find_element(By.ID, "status").text
 
 
 def test_the_service_refuses_an_origin_it_was_not_told_of(driver, site):
