@@ -22,6 +22,8 @@ def test_wheel_installs_clean_names_and_console_script(tmp_path):
     tops = {n.split("/")[0] for n in names if not n.split("/")[0].endswith(".dist-info")}
     assert tops == {"ragtune"}, tops  # never a top-level `cli` or `integrations`
     assert "ragtune/integrations/__init__.py" in names and "ragtune/py.typed" in names
+    static = {f"ragtune/server/static/{p.name}" for p in (ROOT / "ragtune" / "server" / "static").iterdir() if p.suffix in (".html", ".js", ".css")}
+    assert len(static) == 3 and static <= set(names), static - set(names)  # the dashboard's page ships in the wheel
     target = tmp_path / "site"
     subprocess.run([sys.executable, "-m", "pip", "install", "--no-deps", "-q", "--target", str(target), str(wheel)], check=True, capture_output=True)
     env = {**os.environ, "PYTHONPATH": str(target)}
