@@ -265,14 +265,19 @@ class Ragtune:
 
         if current is not None and not todo and old_rows == [(d.id, h, d.source) for d, h in zip(docs, hashes)]:
             return report(current, False, 0)
-        dim = embedder.dim
-        vectors = np.zeros((len(docs), dim), dtype=np.float32)
-        if reuse and old_vecs is not None:
-            vectors[reuse] = old_vecs[[old[docs[i].id][0] for i in reuse]]
         t1 = time.perf_counter()
         timings["load"] = t1 - t0
-        if todo:
-            vectors[todo] = encode_corpus(embedder, [docs[i].embed_text for i in todo], self.config.model, progress=self.progress)
+        if len(todo) == len(docs):  # every doc embedded: the encoder's matrix is the version's (one corpus-sized matrix, not two)
+            vectors = encode_corpus(embedder, [d.embed_text for d in docs], self.config.model, progress=self.progress)
+        else:
+            vectors = np.zeros((len(docs), embedder.dim), dtype=np.float32)
+            if reuse and old_vecs is not None:  # copied a block at a time: no second corpus-sized temporary
+                src = np.fromiter((old[docs[i].id][0] for i in reuse), dtype=np.int64, count=len(reuse))
+                dst = np.asarray(reuse, dtype=np.int64)
+                for a in range(0, len(dst), 65_536):
+                    vectors[dst[a : a + 65_536]] = old_vecs[src[a : a + 65_536]]
+            if todo:
+                vectors[todo] = encode_corpus(embedder, [docs[i].embed_text for i in todo], self.config.model, progress=self.progress)
         t2 = time.perf_counter()
         timings["embed"] = t2 - t1
         note = f"re-embedded {len(docs)} docs with {spec.label()}" if reindexed else f"indexed {len(docs)} docs"
