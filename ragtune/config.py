@@ -144,8 +144,8 @@ class ChunkConfig:
 
 
 #: With ``index.kind = "auto"``, corpora of at least this many documents get an HNSW index instead of an
-#: exact one: an exact search scans every vector (about 8 ms a query at 100,000 docs of 384 dims on one
-#: core), HNSW answers in about a millisecond at recall@10 >= 0.95 (benchmarks/results/scale.json).
+#: exact one: an exact search scans every vector (11 ms a query at 100,000 docs of 384 dims on one core
+#: here), HNSW answers in about a millisecond there at recall@10 0.955 (benchmarks/results/scale.json).
 AUTO_HNSW_DOCS = 50_000
 
 
