@@ -220,7 +220,7 @@ def sweep(directory: Path, kind: str, qv: Any, truth: Any) -> list[dict[str, flo
 
 
 # -- one size ----------------------------------------------------------------------------------------
-def run_size(n: int, work: Path, seed: int) -> dict[str, Any]:
+def run_size(n: int, work: Path, seed: int, index_only: bool = False) -> dict[str, Any]:
     import numpy as np
 
     from ragtune import Ragtune, RagtuneConfig
@@ -246,6 +246,8 @@ def run_size(n: int, work: Path, seed: int) -> dict[str, Any]:
     with st.stage("index") as row:
         rep = rt.index(corpus)
         row.update(docs=rep.n_docs, timings=rep.timings)
+    if index_only:
+        return {"docs": n, "stages": st.rows, "peak_rss_gb": round(_status_kb("VmHWM") / 2**20, 3), "index_only": True}
     serving = rt.serving()
     vecs = serving.vectors()
 
@@ -399,9 +401,10 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--one", type=int, default=None, help=argparse.SUPPRESS)
     ap.add_argument("--plot-only", action="store_true", help="redraw the plot from --out")
+    ap.add_argument("--index-only", action="store_true", help="run only the corpus and index stages (with another --out)")
     args = ap.parse_args()
     if args.one is not None:
-        res = run_size(args.one, args.work, args.seed)
+        res = run_size(args.one, args.work, args.seed, args.index_only)
         print("RESULT " + json.dumps(res), flush=True)
         return
     if args.plot_only:
@@ -421,7 +424,7 @@ def main() -> None:
     for n in sizes:
         print(f"== {n} docs", flush=True)
         with tempfile.TemporaryDirectory(dir=args.work) as tmp:
-            proc = subprocess.Popen([sys.executable, __file__, "--one", str(n), "--work", tmp, "--seed", str(args.seed)], stdout=subprocess.PIPE, text=True)
+            proc = subprocess.Popen([sys.executable, __file__, "--one", str(n), "--work", tmp, "--seed", str(args.seed), *(["--index-only"] if args.index_only else [])], stdout=subprocess.PIPE, text=True)
             assert proc.stdout is not None
             lines = []
             for line in proc.stdout:  # the child's stage lines as they come
@@ -435,6 +438,8 @@ def main() -> None:
         result["sizes"] = sorted([r for r in result["sizes"] if r["docs"] != n] + [res], key=lambda r: r["docs"])
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps(result, indent=2) + "\n")
+    if args.index_only:
+        return
     result["forward_pass"] = forward_rate()
     result["slopes_last_decade"] = slopes(result)
     args.out.write_text(json.dumps(result, indent=2) + "\n")
