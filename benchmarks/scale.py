@@ -16,7 +16,9 @@ Each size runs in its own process (peak RSS per stage is read from the kernel, `
 * ``index``: ``Ragtune.index`` of the corpus JSONL (load, hash, embed, doc store, vectors, vector
   store with ``index.kind = "auto"``, swap); its report splits the time into load / embed / write.
 * ``build_flat`` / ``build_hnsw`` / ``build_ivf``: each faiss kind built over the version's vectors,
-  with single-query search p50/p99 and recall@10 against flat on 1,000 held-aside queries.
+  with single-query search p50/p99 and recall@10 against flat on 1,000 held-aside queries (and, for
+  HNSW and IVF, a sweep of the search breadth). The stage's seconds include those searches; ``build_s``
+  is the build alone (absent for the kind the ``index`` stage built, which is only searched here).
 * ``log_10k``: 10,000 searches logged (``FeedbackLog.log_query`` with 10 impressions each).
 * ``simulate``: 2,000 user sessions (``Ragtune.search`` + clicks by position-biased simulated users).
 * ``mine``: ``Ragtune.mine`` (click weights, ANN hard negatives from the serving store).
@@ -197,31 +199,38 @@ def make_tiny_encoder(path: Path, sample: list[str]) -> Path:
     return out
 
 
-def sweep(directory: Path, kind: str, qv: Any, truth: Any) -> list[dict[str, float]]:
-    """recall@10 and p50 of the store saved in ``directory`` at several search breadths (HNSW ``efSearch``, IVF ``nprobe``)."""
+def probe(store: Any, qv: Any, truth: Any | None) -> tuple[Any, dict[str, float]]:
+    """One query at a time through ``store``: the top-10 rows, p50/p99 latency and recall@10 against ``truth`` (itself when ``None``)."""
     import numpy as np
 
+    lat, ids = [], []
+    for i in range(len(qv)):
+        t0 = time.perf_counter()
+        _, pos = store.search(qv[i : i + 1], 10)
+        lat.append(time.perf_counter() - t0)
+        ids.append(pos[0])
+    top = np.array(ids)
+    ref = top if truth is None else truth
+    recall = float(np.mean([len(set(a) & set(b)) / 10 for a, b in zip(top, ref)]))
+    return top, {"p50_ms": round(1000 * float(np.percentile(lat, 50)), 3), "p99_ms": round(1000 * float(np.percentile(lat, 99)), 3), "recall_at_10": round(recall, 4)}
+
+
+def sweep(directory: Path, kind: str, qv: Any, truth: Any) -> list[dict[str, float]]:
+    """recall@10 and p50 of the store saved in ``directory`` at several search breadths (HNSW ``efSearch``, IVF ``nprobe``)."""
     from ragtune.config import IndexConfig
     from ragtune.index import open_store
 
     out = []
     for value in ((64, 128, 256, 512) if kind == "hnsw" else (16, 32, 64, 128)):
         store = open_store(directory, IndexConfig(kind=kind, use_gpu=False, hnsw_ef_search=value, ivf_nprobe=value), name="sweep", backend="faiss")
-        lat, ids = [], []
-        for i in range(len(qv)):
-            t0 = time.perf_counter()
-            _, pos = store.search(qv[i : i + 1], 10)
-            lat.append(time.perf_counter() - t0)
-            ids.append(pos[0])
+        _, figures = probe(store, qv, truth)
         del store
-        recall = float(np.mean([len(set(a) & set(b)) / 10 for a, b in zip(ids, truth)]))
-        out.append({"breadth": value, "recall_at_10": round(recall, 4), "p50_ms": round(1000 * float(np.percentile(lat, 50)), 3)})
+        out.append({"breadth": value, "recall_at_10": figures["recall_at_10"], "p50_ms": figures["p50_ms"]})
     return out
 
 
 # -- one size ----------------------------------------------------------------------------------------
 def run_size(n: int, work: Path, seed: int, index_only: bool = False) -> dict[str, Any]:
-    import numpy as np
 
     from ragtune import Ragtune, RagtuneConfig
     from ragtune.config import IndexConfig
@@ -256,7 +265,6 @@ def run_size(n: int, work: Path, seed: int, index_only: bool = False) -> dict[st
     probe_q = [query_of(heads[i][1], rng) for i in probe_docs]
     qv = serving.embedder.encode_queries(probe_q)
     truth: Any = None
-    kinds = {}
     built = serving.store.kind
     import faiss
 
@@ -268,22 +276,15 @@ def run_size(n: int, work: Path, seed: int, index_only: bool = False) -> dict[st
                 store = serving.store
                 row["built_by_index"] = True
             else:
-                store = create_store(Path(tmp), vecs, IndexConfig(kind=kind, use_gpu=False), name=f"scale-{kind}")
-            lat = []
-            ids = []
-            for i in range(len(qv)):
                 t0 = time.perf_counter()
-                _, pos = store.search(qv[i : i + 1], 10)
-                lat.append(time.perf_counter() - t0)
-                ids.append(pos[0])
-            ids_arr = np.array(ids)
+                store = create_store(Path(tmp), vecs, IndexConfig(kind=kind, use_gpu=False), name=f"scale-{kind}")
+                row["build_s"] = round(time.perf_counter() - t0, 3)
+            top, figures = probe(store, qv, truth)
             if kind == "flat":
-                truth = ids_arr
-            recall = float(np.mean([len(set(a) & set(b)) / 10 for a, b in zip(ids_arr, truth)]))
-            row.update(search_p50_ms=round(1000 * float(np.percentile(lat, 50)), 3), search_p99_ms=round(1000 * float(np.percentile(lat, 99)), 3), recall_at_10=round(recall, 4))
+                truth = top
+            row.update(search_p50_ms=figures["p50_ms"], search_p99_ms=figures["p99_ms"], recall_at_10=figures["recall_at_10"])
             if kind in ("hnsw", "ivf"):  # the breadth knob: recall against p50
                 row["sweep"] = sweep(rt.ws.version_dir(serving.name) if kind == built else Path(tmp), kind, qv, truth)
-            kinds[kind] = row
             del store
     st.rows["index"]["index_kind"] = built
     faiss.omp_set_num_threads(threads)
