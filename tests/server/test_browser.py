@@ -13,10 +13,8 @@ import http.server
 import json
 import os
 import shutil
-import socket
 import tempfile
 import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -24,6 +22,7 @@ from typing import Any
 import pytest
 
 from ragtune import Ragtune
+from tests.server.live import free_port, running
 
 ROOT = Path(__file__).resolve().parents[2]
 WEB = ROOT / "examples" / "web"
@@ -53,12 +52,6 @@ def _missing_browser() -> str | None:
     except ImportError:
         return "selenium is not installed (pip install -e '.[dev]')"
     return None
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @pytest.fixture(scope="module")
@@ -104,29 +97,6 @@ def _static_site(directory: Path, port: int) -> Iterator[None]:
         httpd.server_close()
 
 
-@contextlib.contextmanager
-def _service(rt: Ragtune, port: int, cors_origins: list[str]) -> Iterator[str]:
-    """The real service (``create_app`` under uvicorn) on loopback, in a thread; yields its URL."""
-    import uvicorn
-
-    from ragtune.server.app import create_app
-
-    app = create_app(rt, cors_origins=cors_origins)
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started:
-        if not thread.is_alive() or time.monotonic() > deadline:
-            raise RuntimeError("uvicorn did not start")
-        time.sleep(0.05)
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)
-
-
 @pytest.fixture(scope="module")
 def site(tmp_path_factory: pytest.TempPathFactory, tiny_model: str) -> Iterator[dict[str, Any]]:
     """A workspace made here (two versions, the tiny model), the service over it, and examples/web served from another origin."""
@@ -141,10 +111,10 @@ def site(tmp_path_factory: pytest.TempPathFactory, tiny_model: str) -> Iterator[
     rt = Ragtune.init(tmp / "ws", config, progress=False)
     rt.index([first])
     rt.index([second])  # a second version: v0002 serves, v0001 before it
-    web_port, api_port = _free_port(), _free_port()
+    web_port = free_port()
     web_origin = f"http://127.0.0.1:{web_port}"
-    with _static_site(WEB, web_port), _service(rt, api_port, [web_origin]) as url:
-        yield {"rt": rt, "url": url, "web": web_origin, "web_port": web_port}
+    with _static_site(WEB, web_port), running(rt, cors_origins=[web_origin]) as api_port:
+        yield {"rt": rt, "url": f"http://127.0.0.1:{api_port}", "web": web_origin, "web_port": web_port}
 
 
 def _wait(driver: Any, condition: Any, timeout: float = 20) -> Any:
