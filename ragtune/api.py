@@ -19,7 +19,17 @@ from ragtune.engines import encode_corpus
 from ragtune.errors import FeedbackLogError, InputError, RagtuneError, UnknownIdError, WorkspaceError
 from ragtune.faults import checkpoint
 from ragtune.feedback import FeedbackLog, ImportReport, validate_click, validate_rating
-from ragtune.indexing import IndexReport, ModelChange, SourceReport, config_with_model, model_changes, plan_index, spec_from_config
+from ragtune.index.base import release_pages
+from ragtune.indexing import (
+    IndexedDoc,
+    IndexReport,
+    ModelChange,
+    SourceReport,
+    config_with_model,
+    model_changes,
+    plan_index,
+    spec_from_config,
+)
 from ragtune.records import Hit, SearchResults
 from ragtune.recovery import new_decision
 from ragtune.serving import Server, ServingVersion
@@ -190,7 +200,8 @@ class Ragtune:
             tokenize = embedder.token_offsets if any(p.is_dir() and not is_beir_dir(p) for p in paths) else None
             new = load_sources(paths, tokenize, self.config.chunk.chunk_tokens, self.config.chunk.overlap_tokens) if paths else []
             given = list(dict.fromkeys(d.source for d in new)) if paths else []
-            old = self.serving().docs.all_documents() if current else []
+            entries = self.serving().docs.entries() if current else []
+            old = [IndexedDoc(i, h, src, pos) for pos, (i, h, src) in enumerate(entries)]  # no old text: kept docs are read when written
             if gone:
                 indexed = {d.source for d in old}
                 unknown = [g for g in gone if g not in indexed]
@@ -214,7 +225,9 @@ class Ragtune:
                     "(`ragtune index --replace SOURCE...`) to adopt or drop them", untracked,
                 )  # fmt: skip
             checkpoint("index.loaded")
-            report = self._write_index(plan.docs, spec, embedder, current, t0, reindexed=current is not None and switch)
+            docs = self._resolve_kept(plan.docs)
+            del old, new, plan.docs
+            report = self._write_index(docs, entries, spec, embedder, current, t0, reindexed=current is not None and switch)
             report.sources = plan.sources
             if not report.written:
                 logger.info("index unchanged (%d docs)", report.n_docs)
@@ -236,16 +249,29 @@ class Ragtune:
         """
         return self.index([], reindex=True)
 
-    def _write_index(self, docs: list[Document], spec: ModelSpec, embedder: Embedder, current: str | None, t0: float, *, reindexed: bool = False) -> IndexReport:
+    def _resolve_kept(self, planned: list[Document | IndexedDoc]) -> list[Document]:
+        """The plan's documents with each kept one (an :class:`IndexedDoc`) read back from the serving doc store."""
+        kept = [d.pos for d in planned if isinstance(d, IndexedDoc)]
+        if not kept:
+            return [d for d in planned if isinstance(d, Document)]
+        store = self.serving().docs
+        texts: dict[int, Document] = {}
+        for a in range(0, len(kept), 50_000):
+            block = kept[a : a + 50_000]
+            texts.update(zip(block, store.get(block)))
+        return [texts[d.pos] if isinstance(d, IndexedDoc) else d for d in planned]
+
+    def _write_index(
+        self, docs: list[Document], old_rows: list[tuple[str, str, str]], spec: ModelSpec, embedder: Embedder, current: str | None, t0: float, *, reindexed: bool = False,
+    ) -> IndexReport:
+        """Embed what changed, reuse the other vectors, write the version. ``old_rows``: the serving doc store's entries."""
         timings = {"load": 0.0, "embed": 0.0, "write": 0.0}
         old: dict[str, tuple[int, str]] = {}
         old_vecs: np.ndarray | None = None
-        old_rows: list[tuple[str, str, str]] = []
         if current is not None:
             serving = self.serving()
-            old_rows = serving.docs.entries()
             if spec.document_side() == serving.spec.document_side():  # same model: unchanged docs keep their vectors
-                old = serving.docs.hashes()
+                old = {i: (pos, h) for pos, (i, h, _) in enumerate(old_rows)}
                 old_vecs = serving.vectors()
         before = {i: h for i, h, _ in old_rows}
         hashes = [d.content_hash for d in docs]
@@ -276,16 +302,24 @@ class Ragtune:
                 dst = np.asarray(reuse, dtype=np.int64)
                 for a in range(0, len(dst), 65_536):
                     vectors[dst[a : a + 65_536]] = old_vecs[src[a : a + 65_536]]
+                    release_pages(old_vecs)
             if todo:
                 vectors[todo] = encode_corpus(embedder, [docs[i].embed_text for i in todo], self.config.model, progress=self.progress)
         t2 = time.perf_counter()
         timings["embed"] = t2 - t1
         note = f"re-embedded {len(docs)} docs with {spec.label()}" if reindexed else f"indexed {len(docs)} docs"
         decision = new_decision("indexed", previous=current, n_docs=len(docs), added=added, removed=removed, embedded=len(todo))
-        name = self.ws.write_version(
-            config_with_model(self.config, spec), spec, kind="index", parent=current, docs=docs, vectors=vectors, note=note,
-            write_files=lambda staging, rel: self._carry_feedback_files(current, spec, staging), decision=decision, stage="index.staged",
-        )  # fmt: skip
+        scratch = self.ws.scratch_path("-vectors.npy")  # saved and let go: the vector store is built from the file,
+        try:  # so the matrix and the store's copy of it are never both in memory
+            np.save(scratch, vectors)
+            del vectors
+            checkpoint("index.embedded")
+            name = self.ws.write_version(
+                config_with_model(self.config, spec), spec, kind="index", parent=current, docs=docs, vectors=scratch, note=note,
+                write_files=lambda staging, rel: self._carry_feedback_files(current, spec, staging), decision=decision, stage="index.staged",
+            )  # fmt: skip
+        finally:
+            scratch.unlink(missing_ok=True)
         checkpoint("index.swapped")
         self.ws.append_log({**decision, "version": name})
         self._end_trial(f"`index` made a new serving version, {name}")

@@ -19,6 +19,7 @@ __all__ = ["STAGES", "checkpoint"]
 STAGES = (
     # ragtune index
     "index.loaded",  # sources read and validated, nothing written
+    "index.embedded",  # the vectors saved to a scratch file beside the versions, no version written yet
     "index.staged",  # the new version is complete under versions/, CURRENT not moved yet
     "index.swapped",  # CURRENT moved; a live trial not ended yet
     # ragtune refresh

@@ -21,7 +21,9 @@ from ragtune.corpus import Document
 from ragtune.embedder import ModelSpec
 from ragtune.errors import InputError
 
-__all__ = ["IndexPlan", "IndexReport", "ModelChange", "SourceReport", "config_with_model", "model_changes", "plan_index", "spec_from_config"]
+__all__ = [
+    "IndexPlan", "IndexReport", "IndexedDoc", "ModelChange", "SourceReport", "config_with_model", "model_changes", "plan_index", "spec_from_config",
+]  # fmt: skip
 
 #: What happened to one source in an ``index`` run.
 SourceStatus = Literal["new", "updated", "unchanged", "kept", "removed", "adopted"]
@@ -102,17 +104,38 @@ class IndexReport:
         return self.to_dict()[key]
 
 
+@dataclass(frozen=True)
+class IndexedDoc:
+    """A document of the current index by reference: its id, hash and source, its text left in the doc store.
+
+    Planning a re-index needs no old text: a re-given source's documents are replaced by the ones just
+    loaded, and a kept document's text is read back only when the new version is written.
+
+    Attributes:
+        id: The doc id.
+        content_hash: Its :attr:`ragtune.corpus.Document.content_hash`.
+        source: Its source.
+        pos: Its row in the current version's doc store.
+    """
+
+    id: str
+    content_hash: str
+    source: str
+    pos: int
+
+
 @dataclass
 class IndexPlan:
     """The documents of the next index and how each source changes.
 
     Attributes:
-        docs: The new index's documents, in order.
+        docs: The new index's documents, in order: loaded ones, and kept ones as :class:`IndexedDoc`
+            when the plan was made from references.
         sources: Per-source counts.
         unchanged: The new index would equal the old one (same ids, texts and sources, same order).
     """
 
-    docs: list[Document]
+    docs: list[Document | IndexedDoc]
     sources: list[SourceReport]
     unchanged: bool
 
@@ -121,7 +144,7 @@ def _label(source: str) -> str:
     return source or "(documents indexed before sources were tracked)"
 
 
-def plan_index(old: Sequence[Document], new: Sequence[Document], given: Sequence[str], *, replace: bool = False) -> IndexPlan:
+def plan_index(old: Sequence[Document | IndexedDoc], new: Sequence[Document], given: Sequence[str], *, replace: bool = False) -> IndexPlan:
     """Merge ``new`` (the documents just loaded from the sources ``given``) into the index ``old``.
 
     The given sources' documents take the place of what those sources held; the documents of other
@@ -129,7 +152,7 @@ def plan_index(old: Sequence[Document], new: Sequence[Document], given: Sequence
     stay too, unless a given source produces their id: then that source adopts them.
 
     Args:
-        old: The current index's documents, by position (each with its ``source``).
+        old: The current index's documents, by position (each with its ``source``), or references to them.
         new: The documents loaded now, grouped by source in ``given`` order.
         given: The sources loaded now (:func:`ragtune.corpus.source_key`).
         replace: Make the index exactly ``new``.
@@ -142,11 +165,11 @@ def plan_index(old: Sequence[Document], new: Sequence[Document], given: Sequence
     """
     given_set = set(given)
     new_by_source: dict[str, list[Document]] = {s: [] for s in given}
-    for d in new:
-        new_by_source.setdefault(d.source, []).append(d)
+    for doc in new:
+        new_by_source.setdefault(doc.source, []).append(doc)
     new_ids = {d.id: d.source for d in new}
     old_by_id = {d.id: d for d in old}
-    docs: list[Document] = []
+    docs: list[Document | IndexedDoc] = []
     emitted: set[str] = set()
     for d in old:
         if d.source in given_set:
@@ -176,7 +199,7 @@ def plan_index(old: Sequence[Document], new: Sequence[Document], given: Sequence
     reports: dict[str, SourceReport] = {}
     old_sources = list(dict.fromkeys(d.source for d in old))
     for s in [*old_sources, *(s for s in given if s not in old_sources)]:
-        mine = new_by_source.get(s, []) if s in given_set else [d for d in docs if d.source == s]
+        mine: Sequence[Document | IndexedDoc] = new_by_source.get(s, []) if s in given_set else [d for d in docs if d.source == s]
         rep = SourceReport(source=s, status="kept", n_docs=len(mine))
         for d in mine:
             before = old_by_id.get(d.id)

@@ -59,6 +59,9 @@ class ServingVersion:
         ws: The workspace.
         config: The workspace config (device, batch size, index settings).
         name: The version to open.
+        share_with: A loaded version; when it searches the same index (a query tier over it, or
+            the index version itself), its doc store, vector store and vectors are shared rather
+            than opened again (at a million documents an HNSW index is about 2 GB).
 
     Attributes:
         name: The version's name.
@@ -71,19 +74,24 @@ class ServingVersion:
         embedder: Encodes queries (query tier applied) and documents.
     """
 
-    def __init__(self, ws: Workspace, config: RagtuneConfig, name: str) -> None:
+    def __init__(self, ws: Workspace, config: RagtuneConfig, name: str, share_with: ServingVersion | None = None) -> None:
         self.name = name
         self.info = ws.read_version(name)
         if self.info.discarded:
             raise WorkspaceError(f"version {name} is a dropped trial whose files were discarded")
         self.index_info = self.info if self.info.index_version == name else ws.read_version(self.info.index_version)
         self.index_dir = ws.version_dir(self.info.index_version)
-        self.docs = DocStore(self.index_dir)
-        backend = self.index_info.model.get("_backend")
-        self.store: VectorStore = open_store(self.index_dir, config.index, name=store_name(ws, self.info.index_version), backend=backend)
+        self._vectors: np.ndarray | None = None
+        self.docs: DocStore
+        self.store: VectorStore
+        if share_with is not None and share_with.index_dir == self.index_dir:
+            self.docs, self.store, self._vectors = share_with.docs, share_with.store, share_with._vectors
+        else:
+            self.docs = DocStore(self.index_dir)
+            backend = self.index_info.model.get("_backend")
+            self.store = open_store(self.index_dir, config.index, name=store_name(ws, self.info.index_version), backend=backend)
         self.spec = ModelSpec.from_dict(self.info.model)
         self.embedder = Embedder(self.spec, ws.root, config.model.device, config.model.batch_size)
-        self._vectors: np.ndarray | None = None
         # the query tier's files are small: load them now, so a version whose files are removed
         # later (a dropped trial) keeps answering from memory
         _ = self.embedder.query_map, self.embedder.query_memory
@@ -146,7 +154,9 @@ class Server:
                         cli=f"workspace {self.ws.root} has no index yet; run `ragtune index SOURCE` first",
                     )
                 if self._current is None or self._current.name != name:
-                    self._current = ServingVersion(self.ws, self.config, name)
+                    trial = self._trial[1] if self._trial is not None else None
+                    # a promoted trial is loaded already; a version over the same index shares it
+                    self._current = trial if trial is not None and trial.name == name else ServingVersion(self.ws, self.config, name, self._current)
                     logger.info("serving version %s", name)
                 self._token = token
             return self._current
@@ -201,7 +211,7 @@ class Server:
             return None
         state = TrialState.from_dict(record)
         try:
-            return state, ServingVersion(self.ws, self.config, state.version)
+            return state, ServingVersion(self.ws, self.config, state.version, self._current)
         except Exception as exc:  # a trial must never break search
             if state.id not in self._trial_failed:
                 logger.warning("trial %s: cannot open version %s (%s); searches are answered by the serving version", state.id, state.version, exc)

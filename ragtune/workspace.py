@@ -37,6 +37,7 @@ import os
 import shutil
 import tempfile
 import time
+import uuid
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -311,12 +312,17 @@ class Workspace:
             shutil.rmtree(staging, ignore_errors=True)
             raise
 
+    def scratch_path(self, suffix: str) -> Path:
+        """A fresh path for a scratch file beside the versions (``versions/.tmp-*``), which :meth:`clean_stale` removes after a crash."""
+        self.versions_dir.mkdir(parents=True, exist_ok=True)
+        return self.versions_dir / f".tmp-{uuid.uuid4().hex}{suffix}"
+
     def clean_stale(self) -> None:
         """Remove staging and work directories left behind by killed processes (call under the lock)."""
         if self.versions_dir.is_dir():
             for d in self.versions_dir.iterdir():
                 if d.name.startswith(".tmp-"):
-                    shutil.rmtree(d, ignore_errors=True)
+                    shutil.rmtree(d, ignore_errors=True) if d.is_dir() else d.unlink(missing_ok=True)
         shutil.rmtree(self.work_dir, ignore_errors=True)
 
     def prune(self, keep: int) -> list[str]:
@@ -412,7 +418,7 @@ class Workspace:
         kind: str,
         parent: str | None,
         docs: Sequence[Document] | None = None,
-        vectors: np.ndarray | None = None,
+        vectors: np.ndarray | Path | None = None,
         index_version: str | None = None,
         note: str = "",
         metrics: dict[str, Any] | None = None,
@@ -426,7 +432,9 @@ class Workspace:
         """Write a complete version into staging and rename it into place; make it current unless told not to.
 
         Call under :meth:`lock`. A version with ``docs`` and ``vectors`` owns an index (doc store,
-        vectors, vector store); one without searches ``index_version``'s. ``write_files(staging_dir,
+        vectors, vector store); one without searches ``index_version``'s. ``vectors`` may be the path
+        of a saved ``.npy`` (see :meth:`scratch_path`): it is moved into the version and the vector
+        store is built from it a block at a time, so that the caller need not hold the matrix. ``write_files(staging_dir,
         version_dir_rel)`` may save model files into the staging directory and returns the spec that
         points at their final place. With ``make_current`` off (a trial) nothing else changes.
         ``decision`` is stored in the manifest (see :attr:`VersionInfo.decision`); the caller logs it
@@ -446,8 +454,14 @@ class Workspace:
             model = spec.to_dict()
             if docs is not None and vectors is not None:
                 DocStore.write(staging, docs)
-                np.save(staging / "vectors.npy", vectors)
-                create_store(staging, vectors, config.index, name=store_name(self, name))
+                if isinstance(vectors, Path):
+                    os.replace(vectors, staging / "vectors.npy")
+                    matrix = np.load(staging / "vectors.npy", mmap_mode="r")
+                else:
+                    np.save(staging / "vectors.npy", vectors)
+                    matrix = vectors
+                create_store(staging, matrix, config.index, name=store_name(self, name))
+                del matrix
                 model["_backend"] = config.index.backend
                 index_version = name
             if not index_version:

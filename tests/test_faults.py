@@ -25,6 +25,7 @@ from tests.conftest import play, play_trial
 # the command each stage is reached by, and the base workspace it starts from
 JOBS: dict[str, tuple[str, list[str]]] = {
     "index.loaded": ("indexed", ["index", "{extra}"]),
+    "index.embedded": ("indexed", ["index", "{extra}"]),
     "index.staged": ("indexed", ["index", "{extra}"]),
     "index.swapped": ("indexed", ["index", "{extra}"]),
     "refresh.trained": ("played", ["refresh", "--mode", "query"]),

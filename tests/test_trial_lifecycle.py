@@ -238,11 +238,11 @@ def test_loading_a_trial_version_never_stalls_other_searches(live, monkeypatch):
     original = ragtune.serving.ServingVersion.__init__
     loading, release = threading.Event(), threading.Event()
 
-    def slow_init(self, ws, config, name):  # type: ignore[no-untyped-def]
+    def slow_init(self, ws, config, name, share_with=None):  # type: ignore[no-untyped-def]
         if name == trial["version"]:
             loading.set()
             assert release.wait(30)
-        original(self, ws, config, name)
+        original(self, ws, config, name, share_with)
 
     monkeypatch.setattr(ragtune.serving.ServingVersion, "__init__", slow_init)
     loader = threading.Thread(target=lambda: fresh.search(ROUTER.format(900), k=4), daemon=True)
@@ -448,3 +448,17 @@ def test_kill_minus_nine_during_a_trial(live, docs_jsonl, tmp_path):
     for point, ws in copies.items():
         _no_debris(ws)
         assert len(Ragtune(ws, progress=False).search("reset the router", k=3)) == 3, point
+
+
+def test_a_query_tier_trial_shares_the_serving_index_and_is_served_as_loaded_once_promoted(live):
+    """One index in memory, not two: the trial version searches the serving version's store, and the promoted trial is the object that was live."""
+    rt, trial = live
+    rt.search(ROUTER.format(1), k=3)  # loads the trial
+    serving = rt.serving()
+    loaded = rt.server.trial()
+    assert loaded is not None and loaded[1].name == trial["version"]
+    assert loaded[1].store is serving.store and loaded[1].docs is serving.docs
+    play_trial(rt, 25, "trial")
+    rt.decide_trial()
+    assert rt.current_version == trial["version"] and rt.serving() is loaded[1]
+    assert len(rt.search(ROUTER.format(2), k=3)) == 3

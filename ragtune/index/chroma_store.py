@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ragtune.errors import MissingDependencyError, VectorIndexError
-from ragtune.index.base import HNSW_M, VectorStore
+from ragtune.index.base import HNSW_EF_CONSTRUCTION, HNSW_M, VectorStore, row_blocks
 
 if TYPE_CHECKING:
     from ragtune.config import IndexConfig
@@ -125,7 +125,6 @@ class ChromaStore(VectorStore):
 
     @classmethod
     def create(cls, directory: Path, vectors: np.ndarray, config: IndexConfig, *, name: str) -> ChromaStore:
-        vectors = np.ascontiguousarray(vectors, dtype=np.float32)
         if vectors.ndim != 2:
             raise VectorIndexError(f"vectors must be a 2-d array, got shape {vectors.shape}")
         root = cls._root(directory)
@@ -139,7 +138,7 @@ class ChromaStore(VectorStore):
             "space": "cosine",
             "ef_search": config.ef_search(len(vectors)),
             "max_neighbors": HNSW_M,
-            "ef_construction": max(100, 2 * HNSW_M),
+            "ef_construction": HNSW_EF_CONSTRUCTION,
         }
         try:
             collection = client.create_collection(
@@ -149,8 +148,7 @@ class ChromaStore(VectorStore):
                 embedding_function=None,
             )
             batch = max(1, int(client.get_max_batch_size()) - 1)
-            for start in range(0, len(vectors), batch):
-                chunk = vectors[start : start + batch]
+            for start, chunk in row_blocks(vectors, batch):
                 collection.add(ids=[str(i) for i in range(start, start + len(chunk))], embeddings=chunk)
         except Exception as exc:
             with contextlib.suppress(Exception):

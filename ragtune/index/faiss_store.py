@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ragtune.errors import MissingDependencyError, VectorIndexError
-from ragtune.index.base import HNSW_M, VectorStore
+from ragtune.index.base import HNSW_EF_CONSTRUCTION, HNSW_M, VectorStore, release_pages, row_blocks
 
 if TYPE_CHECKING:
     from ragtune.config import IndexConfig
@@ -72,12 +72,13 @@ class FaissStore(VectorStore):
 
     @classmethod
     def _build(cls, vectors: np.ndarray, config: IndexConfig) -> Any:
+        """Build the configured kind over ``vectors`` (in memory or memory-mapped), adding a block at a time."""
         faiss = _faiss()
         n, d = vectors.shape
         kind = config.resolved_kind(n)
         if kind == "hnsw":
             index = faiss.IndexHNSWFlat(d, HNSW_M, faiss.METRIC_INNER_PRODUCT)
-            index.hnsw.efConstruction = max(40, HNSW_M * 2)
+            index.hnsw.efConstruction = HNSW_EF_CONSTRUCTION
             index.hnsw.efSearch = config.ef_search(n)
         elif kind == "ivf" and n >= 2:
             # sqrt(n) cells (>= 39 points each), k-means on at most 64 points per cell: training stays
@@ -86,17 +87,21 @@ class FaissStore(VectorStore):
             quantizer = faiss.IndexFlatIP(d)
             index = faiss.IndexIVFFlat(quantizer, d, nlist, faiss.METRIC_INNER_PRODUCT)
             sample = np.random.default_rng(0).choice(n, size=min(n, 64 * nlist), replace=False) if n > 64 * nlist else None
-            index.train(vectors if sample is None else vectors[np.sort(sample)])
+            index.train(np.ascontiguousarray(vectors if sample is None else vectors[np.sort(sample)], dtype=np.float32))
+            release_pages(vectors)
             index.nprobe = min(config.ivf_nprobe, nlist)
         else:
             index = faiss.IndexFlatIP(d)
-        index.add(vectors)
+        for _, block in row_blocks(vectors):
+            index.add(block)
         return index
 
     @classmethod
     def create(cls, directory: Path, vectors: np.ndarray, config: IndexConfig, *, name: str) -> FaissStore:
         faiss = _faiss()
-        index = cls._build(np.ascontiguousarray(vectors, dtype=np.float32), config)
+        if vectors.ndim != 2:
+            raise VectorIndexError(f"vectors must be a 2-d array, got shape {vectors.shape}")
+        index = cls._build(vectors, config)
         faiss.write_index(index, str(directory / FILENAME))
         return cls(_to_gpu(index, config), config)
 

@@ -10,6 +10,7 @@ import pytest
 from ragtune.config import IndexConfig
 from ragtune.errors import VectorIndexError
 from ragtune.index import VectorStore, create_store, open_store
+from ragtune.index.base import release_pages, row_blocks
 
 BACKENDS = ["faiss", "chroma"]
 
@@ -130,3 +131,48 @@ def test_faiss_names_the_gpu_extra_when_a_gpu_is_present_without_faiss_gpu(tmp_p
         store = faiss_store.FaissStore.create(tmp_path, vecs, IndexConfig(use_gpu=True), name="t")
     assert "pip install 'ragtune[gpu]'" in caplog.text
     assert store.search(vecs[:1], 1)[1][0][0] == 0
+
+
+def test_built_from_a_memory_map_as_from_memory(config: IndexConfig, version_dir: Path, tmp_path: Path) -> None:
+    """A store built from a memory-mapped vectors.npy (how a re-index builds it) answers as one built from the matrix."""
+    vecs = _vectors(300)
+    np.save(tmp_path / "v.npy", vecs)
+    mapped = np.load(tmp_path / "v.npy", mmap_mode="r")
+    a = create_store(version_dir, vecs, config, name=_name(tmp_path, "mem"))
+    other = version_dir.parent / ".tmp-mapped"
+    other.mkdir()
+    b = create_store(other, mapped, config, name=_name(tmp_path, "map"))
+    qa, pa = a.search(vecs[:5], 5)
+    qb, pb = b.search(vecs[:5], 5)
+    assert np.array_equal(pa, pb) and np.allclose(qa, qb, atol=1e-5)
+
+
+@pytest.mark.parametrize("rows", [1, 7, 64])
+def test_row_blocks_cover_every_row_once(rows: int, tmp_path: Path) -> None:
+    vecs = _vectors(50)
+    np.save(tmp_path / "v.npy", vecs)
+    mapped = np.load(tmp_path / "v.npy", mmap_mode="r")
+    got = np.concatenate([block for _, block in row_blocks(mapped, rows)])
+    assert got.dtype == np.float32 and got.flags.c_contiguous and np.array_equal(got, vecs)
+    assert [s for s, _ in row_blocks(vecs, rows)] == list(range(0, 50, rows))
+
+
+def _rss_file_kb() -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("RssFile:"):
+            return int(line.split()[1])
+    pytest.skip("no RssFile in /proc/self/status")
+
+
+@pytest.mark.skipif(not Path("/proc/self/status").is_file(), reason="Linux /proc only")
+def test_release_pages_drops_a_memory_map_from_the_resident_set(tmp_path: Path) -> None:
+    np.save(tmp_path / "big.npy", np.ones((16_384, 1024), dtype=np.float32))  # 64 MiB
+    mapped = np.load(tmp_path / "big.npy", mmap_mode="r")
+    before = _rss_file_kb()
+    assert float(mapped[::64].sum()) > 0  # touch a row in each page run: the file becomes resident
+    touched = _rss_file_kb()
+    release_pages(mapped[10:20])  # a view of the map releases the whole map
+    after = _rss_file_kb()
+    assert touched - before > 30_000, (before, touched)
+    assert touched - after > 30_000, (touched, after)
+    release_pages(np.ones(3))  # an in-memory array: nothing to do
