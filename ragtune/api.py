@@ -309,17 +309,13 @@ class Ragtune:
         timings["embed"] = t2 - t1
         note = f"re-embedded {len(docs)} docs with {spec.label()}" if reindexed else f"indexed {len(docs)} docs"
         decision = new_decision("indexed", previous=current, n_docs=len(docs), added=added, removed=removed, embedded=len(todo))
-        scratch = self.ws.scratch_path("-vectors.npy")  # saved and let go: the vector store is built from the file,
-        try:  # so the matrix and the store's copy of it are never both in memory
-            np.save(scratch, vectors)
-            del vectors
-            checkpoint("index.embedded")
-            name = self.ws.write_version(
-                config_with_model(self.config, spec), spec, kind="index", parent=current, docs=docs, vectors=scratch, note=note,
-                write_files=lambda staging, rel: self._carry_feedback_files(current, spec, staging), decision=decision, stage="index.staged",
-            )  # fmt: skip
-        finally:
-            scratch.unlink(missing_ok=True)
+        saved = self.ws.save_vectors(vectors)  # and let go: the store is built from the file, never beside the matrix
+        del vectors
+        checkpoint("index.embedded")
+        name = self.ws.write_version(
+            config_with_model(self.config, spec), spec, kind="index", parent=current, docs=docs, vectors=saved, note=note,
+            write_files=lambda staging, rel: self._carry_feedback_files(current, spec, staging), decision=decision, stage="index.staged",
+        )  # fmt: skip
         checkpoint("index.swapped")
         self.ws.append_log({**decision, "version": name})
         self._end_trial(f"`index` made a new serving version, {name}")

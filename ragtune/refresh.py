@@ -435,9 +435,9 @@ def _write_candidate(
         )  # fmt: skip
     docs = serving.docs.all_documents()
     emb = Embedder(cand.spec, ws.root, config.model.device, config.model.batch_size)
-    vectors = encode_corpus(emb, [d.embed_text for d in docs], config.model, progress=progress)
+    saved = ws.save_vectors(encode_corpus(emb, [d.embed_text for d in docs], config.model, progress=progress))  # the store is built from the file
     return ws.write_version(
-        config, cand.spec, kind="index", parent=serving.name, docs=docs, vectors=vectors, metrics=metrics, feedback=feedback,
+        config, cand.spec, kind="index", parent=serving.name, docs=docs, vectors=saved, metrics=metrics, feedback=feedback,
         note=f"{cand.tier} fine-tune ({what}), re-embedded {len(docs)} docs", write_files=write_files, make_current=make_current, trial=staged,
         decision=decision, stage="refresh.staged",
     )  # fmt: skip

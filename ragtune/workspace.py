@@ -312,10 +312,23 @@ class Workspace:
             shutil.rmtree(staging, ignore_errors=True)
             raise
 
-    def scratch_path(self, suffix: str) -> Path:
-        """A fresh path for a scratch file beside the versions (``versions/.tmp-*``), which :meth:`clean_stale` removes after a crash."""
+    def save_vectors(self, vectors: np.ndarray) -> Path:
+        """Save a version's vectors to a scratch ``.npy`` beside the versions, for :meth:`write_version`.
+
+        The caller then lets go of its matrix and passes the path: the vector store is built from the
+        file, so the matrix and the store's copy of it are never both in memory. A crash leaves a
+        ``versions/.tmp-*`` file that :meth:`clean_stale` removes.
+        """
+        import numpy as np
+
         self.versions_dir.mkdir(parents=True, exist_ok=True)
-        return self.versions_dir / f".tmp-{uuid.uuid4().hex}{suffix}"
+        path = self.versions_dir / f".tmp-{uuid.uuid4().hex}-vectors.npy"
+        try:
+            np.save(path, vectors)
+        except BaseException:
+            path.unlink(missing_ok=True)
+            raise
+        return path
 
     def clean_stale(self) -> None:
         """Remove staging and work directories left behind by killed processes (call under the lock)."""
@@ -432,15 +445,29 @@ class Workspace:
         """Write a complete version into staging and rename it into place; make it current unless told not to.
 
         Call under :meth:`lock`. A version with ``docs`` and ``vectors`` owns an index (doc store,
-        vectors, vector store); one without searches ``index_version``'s. ``vectors`` may be the path
-        of a saved ``.npy`` (see :meth:`scratch_path`): it is moved into the version and the vector
-        store is built from it a block at a time, so that the caller need not hold the matrix. ``write_files(staging_dir,
-        version_dir_rel)`` may save model files into the staging directory and returns the spec that
+        vectors, vector store); one without searches ``index_version``'s. ``vectors`` may be a path
+        from :meth:`save_vectors`: the file is moved into the version (or removed, on failure) and the
+        vector store is built from it a block at a time, so that the caller need not hold the matrix.
+        ``write_files(staging_dir, version_dir_rel)`` may save model files into the staging directory and returns the spec that
         points at their final place. With ``make_current`` off (a trial) nothing else changes.
         ``decision`` is stored in the manifest (see :attr:`VersionInfo.decision`); the caller logs it
         after the swap. ``stage`` names the :func:`ragtune.faults.checkpoint` reached once the
         version is in place and before ``CURRENT`` moves.
         """
+        try:
+            return self._write_version(
+                config, spec, kind=kind, parent=parent, docs=docs, vectors=vectors, index_version=index_version, note=note, metrics=metrics,
+                feedback=feedback, trial=trial, decision=decision, write_files=write_files, make_current=make_current, stage=stage,
+            )  # fmt: skip
+        finally:
+            if isinstance(vectors, Path):
+                vectors.unlink(missing_ok=True)  # moved into the version, or not needed any more
+
+    def _write_version(
+        self, config: RagtuneConfig, spec: ModelSpec, *, kind: str, parent: str | None, docs: Sequence[Document] | None, vectors: np.ndarray | Path | None,
+        index_version: str | None, note: str, metrics: dict[str, Any] | None, feedback: dict[str, Any] | None, trial: dict[str, Any] | None,
+        decision: dict[str, Any] | None, write_files: Callable[[Path, str], ModelSpec] | None, make_current: bool, stage: str | None,
+    ) -> str:  # fmt: skip
         import numpy as np
 
         from ragtune.docstore import DocStore
