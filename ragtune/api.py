@@ -225,9 +225,8 @@ class Ragtune:
                     "(`ragtune index --replace SOURCE...`) to adopt or drop them", untracked,
                 )  # fmt: skip
             checkpoint("index.loaded")
-            docs = self._resolve_kept(plan.docs)
-            del old, new, plan.docs
-            report = self._write_index(docs, entries, spec, embedder, current, t0, reindexed=current is not None and switch)
+            del old, new
+            report = self._write_index(plan.docs, entries, spec, embedder, current, t0, reindexed=current is not None and switch)
             report.sources = plan.sources
             if not report.written:
                 logger.info("index unchanged (%d docs)", report.n_docs)
@@ -262,9 +261,13 @@ class Ragtune:
         return [texts[d.pos] if isinstance(d, IndexedDoc) else d for d in planned]
 
     def _write_index(
-        self, docs: list[Document], old_rows: list[tuple[str, str, str]], spec: ModelSpec, embedder: Embedder, current: str | None, t0: float, *, reindexed: bool = False,
-    ) -> IndexReport:
-        """Embed what changed, reuse the other vectors, write the version. ``old_rows``: the serving doc store's entries."""
+        self, planned: list[Document | IndexedDoc], old_rows: list[tuple[str, str, str]], spec: ModelSpec, embedder: Embedder, current: str | None, t0: float,
+        *, reindexed: bool = False,
+    ) -> IndexReport:  # fmt: skip
+        """Embed what changed, reuse the other vectors, write the version. ``old_rows``: the serving doc store's entries.
+
+        ``planned`` holds kept documents as references; their texts are read back only when a version is written.
+        """
         timings = {"load": 0.0, "embed": 0.0, "write": 0.0}
         old: dict[str, tuple[int, str]] = {}
         old_vecs: np.ndarray | None = None
@@ -274,23 +277,24 @@ class Ragtune:
                 old = {i: (pos, h) for pos, (i, h, _) in enumerate(old_rows)}
                 old_vecs = serving.vectors()
         before = {i: h for i, h, _ in old_rows}
-        hashes = [d.content_hash for d in docs]
-        reuse = [i for i, (d, h) in enumerate(zip(docs, hashes)) if d.id in old and old[d.id][1] == h]
+        hashes = [d.content_hash for d in planned]  # an IndexedDoc carries its hash: no old text is read
+        reuse = [i for i, (d, h) in enumerate(zip(planned, hashes)) if d.id in old and old[d.id][1] == h]
         reused = set(reuse)
-        todo = [i for i in range(len(docs)) if i not in reused]
-        added = sum(1 for d in docs if d.id not in before)
-        unchanged = sum(1 for d, h in zip(docs, hashes) if before.get(d.id) == h)
-        removed = len(set(before) - {d.id for d in docs})
+        todo = [i for i in range(len(planned)) if i not in reused]
+        added = sum(1 for d in planned if d.id not in before)
+        unchanged = sum(1 for d, h in zip(planned, hashes) if before.get(d.id) == h)
+        removed = len(set(before) - {d.id for d in planned})
 
         def report(version: str, written: bool, embedded: int) -> IndexReport:
             return IndexReport(
-                version=version, written=written, n_docs=len(docs), added=added, changed=len(docs) - added - unchanged, unchanged=unchanged,
+                version=version, written=written, n_docs=len(planned), added=added, changed=len(planned) - added - unchanged, unchanged=unchanged,
                 removed=removed, embedded=embedded, seconds=time.perf_counter() - t0, model=spec.label(), reindexed=reindexed and written,
                 timings={k: round(v, 3) for k, v in timings.items()},
             )  # fmt: skip
 
-        if current is not None and not todo and old_rows == [(d.id, h, d.source) for d, h in zip(docs, hashes)]:
+        if current is not None and not todo and old_rows == [(d.id, h, d.source) for d, h in zip(planned, hashes)]:
             return report(current, False, 0)
+        docs = self._resolve_kept(planned)
         t1 = time.perf_counter()
         timings["load"] = t1 - t0
         if len(todo) == len(docs):  # every doc embedded: the encoder's matrix is the version's (one corpus-sized matrix, not two)
@@ -311,11 +315,14 @@ class Ragtune:
         decision = new_decision("indexed", previous=current, n_docs=len(docs), added=added, removed=removed, embedded=len(todo))
         saved = self.ws.save_vectors(vectors)  # and let go: the store is built from the file, never beside the matrix
         del vectors
-        checkpoint("index.embedded")
-        name = self.ws.write_version(
-            config_with_model(self.config, spec), spec, kind="index", parent=current, docs=docs, vectors=saved, note=note,
-            write_files=lambda staging, rel: self._carry_feedback_files(current, spec, staging), decision=decision, stage="index.staged",
-        )  # fmt: skip
+        try:
+            checkpoint("index.embedded")
+            name = self.ws.write_version(
+                config_with_model(self.config, spec), spec, kind="index", parent=current, docs=docs, vectors=saved, note=note,
+                write_files=lambda staging, rel: self._carry_feedback_files(current, spec, staging), decision=decision, stage="index.staged",
+            )  # fmt: skip
+        finally:
+            saved.unlink(missing_ok=True)  # moved into the version by then, unless something failed first
         checkpoint("index.swapped")
         self.ws.append_log({**decision, "version": name})
         self._end_trial(f"`index` made a new serving version, {name}")

@@ -104,12 +104,13 @@ class IndexReport:
         return self.to_dict()[key]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class IndexedDoc:
     """A document of the current index by reference: its id, hash and source, its text left in the doc store.
 
     Planning a re-index needs no old text: a re-given source's documents are replaced by the ones just
-    loaded, and a kept document's text is read back only when the new version is written.
+    loaded, and a kept document's text is read back only when a new version is written (not when the
+    index is unchanged).
 
     Attributes:
         id: The doc id.

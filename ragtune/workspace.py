@@ -331,7 +331,7 @@ class Workspace:
         return path
 
     def clean_stale(self) -> None:
-        """Remove staging and work directories left behind by killed processes (call under the lock)."""
+        """Remove staging directories, scratch files (``versions/.tmp-*``) and the work directory left behind by killed processes (call under the lock)."""
         if self.versions_dir.is_dir():
             for d in self.versions_dir.iterdir():
                 if d.name.startswith(".tmp-"):

@@ -22,8 +22,8 @@ __all__ = ["HNSW_EF_CONSTRUCTION", "HNSW_M", "VectorStore", "release_pages", "ro
 
 #: HNSW graph degree (faiss and Chroma); the search breadth is ``index.hnsw_ef_search``.
 HNSW_M = 32
-#: HNSW build breadth (faiss and Chroma). 200 rather than 64: on 100k synthetic passages it raised
-#: recall@10 at search breadth 128 from 0.92 to 0.97 for a build about 4x longer (benchmarks/RESULTS.md, "Scale").
+#: HNSW build breadth (faiss and Chroma; it was 64 for faiss, 100 for Chroma): a better graph for a
+#: build about 4x longer, which the scale benchmark measured at 10^4 to 10^6 docs (benchmarks/RESULTS.md, "Scale").
 HNSW_EF_CONSTRUCTION = 200
 #: Rows per block when vectors are copied into a store (bounds the temporaries to one block).
 BLOCK_ROWS = 65_536
@@ -34,7 +34,8 @@ def release_pages(matrix: np.ndarray) -> None:
 
     Reading a memory-mapped ``vectors.npy`` through leaves every page resident (and counted in RSS)
     for as long as the mapping lives; the kernel keeps them in its page cache either way, so a later
-    read costs a page fault, not a disk read.
+    read costs a page fault, not a disk read. Only shared mappings (modes ``r``, ``r+``, ``w+``) are
+    released: dropping a copy-on-write (``c``) map's pages would discard its in-memory edits.
     """
     import mmap
 
@@ -42,6 +43,8 @@ def release_pages(matrix: np.ndarray) -> None:
     while base is not None and not isinstance(base, np.memmap):
         base = base.base if isinstance(base.base, np.ndarray) else None
     handle = getattr(base, "_mmap", None)
+    if getattr(base, "mode", "c") == "c":
+        return
     if handle is not None and hasattr(handle, "madvise") and hasattr(mmap, "MADV_DONTNEED"):
         try:
             handle.madvise(mmap.MADV_DONTNEED)
