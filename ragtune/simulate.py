@@ -39,7 +39,7 @@ class SearchApp(Protocol):
 
     def search(self, query: str, k: int = ..., *, log: bool | None = ...) -> SearchResults: ...
 
-    def click(self, query_id: str, doc_id: str) -> None: ...
+    def click(self, query_id: str, doc_id: str) -> object: ...  # Ragtune.click returns whether it recorded
 
 
 USER_KINDS: tuple[str, ...] = ("pbm", "cascade", "uninformative")
