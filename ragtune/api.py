@@ -19,9 +19,9 @@ from ragtune.engines import encode_corpus
 from ragtune.errors import FeedbackLogError, InputError, RagtuneError, UnknownIdError, WorkspaceError
 from ragtune.faults import checkpoint
 from ragtune.feedback import FeedbackLog, ImportReport, validate_click, validate_rating
-from ragtune.index.base import release_pages
 from ragtune.indexing import (
     IndexedDoc,
+    IndexPlan,
     IndexReport,
     ModelChange,
     SourceReport,
@@ -30,6 +30,7 @@ from ragtune.indexing import (
     plan_index,
     spec_from_config,
 )
+from ragtune.memory import release_heap, release_pages
 from ragtune.records import Hit, SearchResults
 from ragtune.recovery import new_decision
 from ragtune.serving import Server, ServingVersion
@@ -226,7 +227,7 @@ class Ragtune:
                 )  # fmt: skip
             checkpoint("index.loaded")
             del old, new
-            report = self._write_index(plan.docs, entries, spec, embedder, current, t0, reindexed=current is not None and switch)
+            report = self._write_index(plan, entries, spec, embedder, current, t0, reindexed=current is not None and switch)
             report.sources = plan.sources
             if not report.written:
                 logger.info("index unchanged (%d docs)", report.n_docs)
@@ -261,13 +262,16 @@ class Ragtune:
         return [texts[d.pos] if isinstance(d, IndexedDoc) else d for d in planned]
 
     def _write_index(
-        self, planned: list[Document | IndexedDoc], old_rows: list[tuple[str, str, str]], spec: ModelSpec, embedder: Embedder, current: str | None, t0: float,
+        self, plan: IndexPlan, old_rows: list[tuple[str, str, str]], spec: ModelSpec, embedder: Embedder, current: str | None, t0: float,
         *, reindexed: bool = False,
     ) -> IndexReport:  # fmt: skip
         """Embed what changed, reuse the other vectors, write the version. ``old_rows``: the serving doc store's entries.
 
-        ``planned`` holds kept documents as references; their texts are read back only when a version is written.
+        The plan's documents are taken from it (``plan.docs`` is emptied), so that once they and the
+        vectors are saved to scratch files nothing holds them while the vector store is built. Kept
+        documents are references; their texts are read back only when a version is written.
         """
+        planned, plan.docs = plan.docs, []
         timings = {"load": 0.0, "embed": 0.0, "write": 0.0}
         old: dict[str, tuple[int, str]] = {}
         old_vecs: np.ndarray | None = None
@@ -285,9 +289,11 @@ class Ragtune:
         unchanged = sum(1 for d, h in zip(planned, hashes) if before.get(d.id) == h)
         removed = len(set(before) - {d.id for d in planned})
 
+        n_docs = len(planned)
+
         def report(version: str, written: bool, embedded: int) -> IndexReport:
             return IndexReport(
-                version=version, written=written, n_docs=len(planned), added=added, changed=len(planned) - added - unchanged, unchanged=unchanged,
+                version=version, written=written, n_docs=n_docs, added=added, changed=n_docs - added - unchanged, unchanged=unchanged,
                 removed=removed, embedded=embedded, seconds=time.perf_counter() - t0, model=spec.label(), reindexed=reindexed and written,
                 timings={k: round(v, 3) for k, v in timings.items()},
             )  # fmt: skip
@@ -313,16 +319,23 @@ class Ragtune:
         timings["embed"] = t2 - t1
         note = f"re-embedded {len(docs)} docs with {spec.label()}" if reindexed else f"indexed {len(docs)} docs"
         decision = new_decision("indexed", previous=current, n_docs=len(docs), added=added, removed=removed, embedded=len(todo))
-        saved = self.ws.save_vectors(vectors)  # and let go: the store is built from the file, never beside the matrix
+        # saved and let go: the vector store is built from the files, with neither the documents nor the matrix held
+        saved = self.ws.save_vectors(vectors)
         del vectors
+        saved_docs: Path | None = None
         try:
+            saved_docs = self.ws.save_docs(docs)
+            del docs, planned
+            release_heap()
             checkpoint("index.embedded")
             name = self.ws.write_version(
-                config_with_model(self.config, spec), spec, kind="index", parent=current, docs=docs, vectors=saved, note=note,
+                config_with_model(self.config, spec), spec, kind="index", parent=current, docs=saved_docs, vectors=saved, note=note,
                 write_files=lambda staging, rel: self._carry_feedback_files(current, spec, staging), decision=decision, stage="index.staged",
             )  # fmt: skip
         finally:
-            saved.unlink(missing_ok=True)  # moved into the version by then, unless something failed first
+            for path in (saved, saved_docs):  # moved into the version by then, unless something failed first
+                if path is not None:
+                    path.unlink(missing_ok=True)
         checkpoint("index.swapped")
         self.ws.append_log({**decision, "version": name})
         self._end_trial(f"`index` made a new serving version, {name}")

@@ -51,7 +51,12 @@ class DocStore:
     @staticmethod
     def write(directory: Path, docs: Iterable[Document], meta: dict[str, Any] | None = None) -> None:
         """Create ``docs.sqlite`` in ``directory`` holding ``docs`` in order (pos = 0, 1, ...)."""
-        conn = sqlite3.connect(directory / FILENAME)
+        DocStore.write_file(directory / FILENAME, docs, meta)
+
+    @staticmethod
+    def write_file(path: Path, docs: Iterable[Document], meta: dict[str, Any] | None = None) -> None:
+        """Create the doc store file ``path`` holding ``docs`` in order (pos = 0, 1, ...)."""
+        conn = sqlite3.connect(path)
         try:
             conn.executescript(SCHEMA)
             conn.executemany(

@@ -312,6 +312,23 @@ class Workspace:
             shutil.rmtree(staging, ignore_errors=True)
             raise
 
+    def save_docs(self, docs: Sequence[Document]) -> Path:
+        """Save a version's documents to a scratch doc store beside the versions, for :meth:`write_version`.
+
+        As with :meth:`save_vectors`: the caller lets go of its documents and passes the path, so that
+        they are not held while the vector store is built.
+        """
+        from ragtune.docstore import DocStore
+
+        self.versions_dir.mkdir(parents=True, exist_ok=True)
+        path = self.versions_dir / f".tmp-{uuid.uuid4().hex}-docs.sqlite"
+        try:
+            DocStore.write_file(path, docs)
+        except BaseException:
+            path.unlink(missing_ok=True)
+            raise
+        return path
+
     def save_vectors(self, vectors: np.ndarray) -> Path:
         """Save a version's vectors to a scratch ``.npy`` beside the versions, for :meth:`write_version`.
 
@@ -430,7 +447,7 @@ class Workspace:
         *,
         kind: str,
         parent: str | None,
-        docs: Sequence[Document] | None = None,
+        docs: Sequence[Document] | Path | None = None,
         vectors: np.ndarray | Path | None = None,
         index_version: str | None = None,
         note: str = "",
@@ -445,9 +462,10 @@ class Workspace:
         """Write a complete version into staging and rename it into place; make it current unless told not to.
 
         Call under :meth:`lock`. A version with ``docs`` and ``vectors`` owns an index (doc store,
-        vectors, vector store); one without searches ``index_version``'s. ``vectors`` may be a path
-        from :meth:`save_vectors`: the file is moved into the version (or removed, on failure) and the
-        vector store is built from it a block at a time, so that the caller need not hold the matrix.
+        vectors, vector store); one without searches ``index_version``'s. ``docs`` and ``vectors`` may
+        be paths from :meth:`save_docs` and :meth:`save_vectors`: the files are moved into the version
+        (or removed, on failure) and the vector store is built from the vectors a block at a time, so
+        that the caller need hold neither while it is built.
         ``write_files(staging_dir, version_dir_rel)`` may save model files into the staging directory and returns the spec that
         points at their final place. With ``make_current`` off (a trial) nothing else changes.
         ``decision`` is stored in the manifest (see :attr:`VersionInfo.decision`); the caller logs it
@@ -460,11 +478,12 @@ class Workspace:
                 feedback=feedback, trial=trial, decision=decision, write_files=write_files, make_current=make_current, stage=stage,
             )  # fmt: skip
         finally:
-            if isinstance(vectors, Path):
-                vectors.unlink(missing_ok=True)  # moved into the version, or not needed any more
+            for saved in (docs, vectors):
+                if isinstance(saved, Path):
+                    saved.unlink(missing_ok=True)  # moved into the version, or not needed any more
 
     def _write_version(
-        self, config: RagtuneConfig, spec: ModelSpec, *, kind: str, parent: str | None, docs: Sequence[Document] | None, vectors: np.ndarray | Path | None,
+        self, config: RagtuneConfig, spec: ModelSpec, *, kind: str, parent: str | None, docs: Sequence[Document] | Path | None, vectors: np.ndarray | Path | None,
         index_version: str | None, note: str, metrics: dict[str, Any] | None, feedback: dict[str, Any] | None, trial: dict[str, Any] | None,
         decision: dict[str, Any] | None, write_files: Callable[[Path, str], ModelSpec] | None, make_current: bool, stage: str | None,
     ) -> str:  # fmt: skip
@@ -479,8 +498,16 @@ class Workspace:
             if write_files is not None:
                 spec = write_files(staging, f"versions/{name}")
             model = spec.to_dict()
+            n_docs = 0
             if docs is not None and vectors is not None:
-                DocStore.write(staging, docs)
+                if isinstance(docs, Path):
+                    os.replace(docs, staging / "docs.sqlite")
+                    store = DocStore(staging)
+                    n_docs = len(store)
+                    store.close()
+                else:
+                    DocStore.write(staging, docs)
+                    n_docs = len(docs)
                 if isinstance(vectors, Path):
                     os.replace(vectors, staging / "vectors.npy")
                     matrix = np.load(staging / "vectors.npy", mmap_mode="r")
@@ -495,7 +522,7 @@ class Workspace:
                 raise WorkspaceError("a version needs its own index or an index_version to search")
             info = VersionInfo(
                 name=name, kind=kind, index_version=index_version, model=model, parent=parent,
-                n_docs=len(docs) if docs is not None else 0, metrics=metrics or {}, feedback=feedback or {}, note=note, trial=trial or {},
+                n_docs=n_docs, metrics=metrics or {}, feedback=feedback or {}, note=note, trial=trial or {},
                 decision=decision or {},
             )  # fmt: skip
             config_with_model(config, spec).save(staging / "config.json")  # the model this version was made with

@@ -15,10 +15,12 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from ragtune.memory import release_pages
+
 if TYPE_CHECKING:
     from ragtune.config import IndexConfig
 
-__all__ = ["HNSW_EF_CONSTRUCTION", "HNSW_M", "VectorStore", "release_pages", "row_blocks"]
+__all__ = ["HNSW_EF_CONSTRUCTION", "HNSW_M", "VectorStore", "row_blocks"]
 
 #: HNSW graph degree (faiss and Chroma); the search breadth is ``index.hnsw_ef_search``.
 HNSW_M = 32
@@ -27,29 +29,6 @@ HNSW_M = 32
 HNSW_EF_CONSTRUCTION = 200
 #: Rows per block when vectors are copied into a store (bounds the temporaries to one block).
 BLOCK_ROWS = 65_536
-
-
-def release_pages(matrix: np.ndarray) -> None:
-    """Drop a memory-mapped matrix's pages from this process's resident set (no-op for an in-memory one).
-
-    Reading a memory-mapped ``vectors.npy`` through leaves every page resident (and counted in RSS)
-    for as long as the mapping lives; the kernel keeps them in its page cache either way, so a later
-    read costs a page fault, not a disk read. Only shared mappings (modes ``r``, ``r+``, ``w+``) are
-    released: dropping a copy-on-write (``c``) map's pages would discard its in-memory edits.
-    """
-    import mmap
-
-    base: np.ndarray | None = matrix
-    while base is not None and not isinstance(base, np.memmap):
-        base = base.base if isinstance(base.base, np.ndarray) else None
-    handle = getattr(base, "_mmap", None)
-    if getattr(base, "mode", "c") == "c":
-        return
-    if handle is not None and hasattr(handle, "madvise") and hasattr(mmap, "MADV_DONTNEED"):
-        try:
-            handle.madvise(mmap.MADV_DONTNEED)
-        except (OSError, ValueError):  # a closed mapping, or a platform without it: only memory is at stake
-            pass
 
 
 def row_blocks(matrix: np.ndarray, rows: int = BLOCK_ROWS):  # type: ignore[no-untyped-def]

@@ -10,7 +10,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ragtune.errors import MissingDependencyError, VectorIndexError
-from ragtune.index.base import HNSW_EF_CONSTRUCTION, HNSW_M, VectorStore, release_pages, row_blocks
+from ragtune.index.base import HNSW_EF_CONSTRUCTION, HNSW_M, VectorStore, row_blocks
+from ragtune.memory import release_pages
 
 if TYPE_CHECKING:
     from ragtune.config import IndexConfig

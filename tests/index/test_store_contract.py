@@ -10,7 +10,8 @@ import pytest
 from ragtune.config import IndexConfig
 from ragtune.errors import VectorIndexError
 from ragtune.index import VectorStore, create_store, open_store
-from ragtune.index.base import release_pages, row_blocks
+from ragtune.index.base import row_blocks
+from ragtune.memory import release_pages
 
 BACKENDS = ["faiss", "chroma"]
 
