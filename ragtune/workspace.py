@@ -320,14 +320,7 @@ class Workspace:
         """
         from ragtune.docstore import DocStore
 
-        self.versions_dir.mkdir(parents=True, exist_ok=True)
-        path = self.versions_dir / f".tmp-{uuid.uuid4().hex}-docs.sqlite"
-        try:
-            DocStore.write_file(path, docs)
-        except BaseException:
-            path.unlink(missing_ok=True)
-            raise
-        return path
+        return self._scratch("docs.sqlite", lambda path: DocStore.write_file(path, docs))
 
     def save_vectors(self, vectors: np.ndarray) -> Path:
         """Save a version's vectors to a scratch ``.npy`` beside the versions, for :meth:`write_version`.
@@ -338,10 +331,14 @@ class Workspace:
         """
         import numpy as np
 
+        return self._scratch("vectors.npy", lambda path: np.save(path, vectors))
+
+    def _scratch(self, suffix: str, write: Callable[[Path], object]) -> Path:
+        """``write`` a fresh ``versions/.tmp-*-SUFFIX`` file (removed again if writing fails) and return its path."""
         self.versions_dir.mkdir(parents=True, exist_ok=True)
-        path = self.versions_dir / f".tmp-{uuid.uuid4().hex}-vectors.npy"
+        path = self.versions_dir / f".tmp-{uuid.uuid4().hex}-{suffix}"
         try:
-            np.save(path, vectors)
+            write(path)
         except BaseException:
             path.unlink(missing_ok=True)
             raise
