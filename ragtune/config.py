@@ -145,7 +145,7 @@ class ChunkConfig:
 
 #: With ``index.kind = "auto"``, corpora of at least this many documents get an HNSW index instead of an
 #: exact one: an exact search scans every vector (11 ms a query at 100,000 docs of 384 dims on one core
-#: here), HNSW answers in 1.4 ms there at recall@10 0.984 (benchmarks/results/scale.json).
+#: here), HNSW answers in 1.3 ms there at recall@10 0.984 (benchmarks/results/scale.json).
 AUTO_HNSW_DOCS = 50_000
 
 
@@ -160,7 +160,7 @@ class IndexConfig:
         hnsw_ef_search: HNSW search breadth; ``None`` (default) sets it by corpus size, 128 up to
             10,000 documents and twice that per tenfold more (256 at 100,000, 512 at a million; see
             :meth:`ef_search`). On the scale benchmark's corpus that gave recall@10 against exact search
-            0.989 at 10,000 docs, 0.984 at 100,000 and 0.979 at a million (3.1 ms): set it higher for more recall
+            0.989 at 10,000 docs, 0.984 at 100,000 and 0.979 at a million (2.8 ms): set it higher for more recall
             at that size, at about twice the search time per doubling.
         ivf_nprobe: IVF cells visited per query.
         use_gpu: Put faiss on the GPU when one is present (needs the ``gpu`` extra).
