@@ -254,11 +254,7 @@ class Ragtune:
         kept = [d.pos for d in planned if isinstance(d, IndexedDoc)]
         if not kept:
             return [d for d in planned if isinstance(d, Document)]
-        store = self.serving().docs
-        texts: dict[int, Document] = {}
-        for a in range(0, len(kept), 50_000):
-            block = kept[a : a + 50_000]
-            texts.update(zip(block, store.get(block)))
+        texts = dict(zip(kept, self.serving().docs.get(kept)))  # get() reads them a few hundred at a time
         return [texts[d.pos] if isinstance(d, IndexedDoc) else d for d in planned]
 
     def _write_index(

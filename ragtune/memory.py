@@ -8,14 +8,10 @@ that a long-lived process (a server, a notebook) does not keep the peak as its b
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
-import logging
 
 import numpy as np
 
 __all__ = ["release_heap", "release_pages"]
-
-logger = logging.getLogger(__name__)
 
 
 def release_pages(matrix: np.ndarray) -> None:
@@ -47,13 +43,10 @@ def release_heap() -> None:
     Python frees a million documents' strings to the C allocator, which keeps most of the pages
     (they sit between live allocations); ``malloc_trim(0)`` hands every free page back.
     """
-    name = ctypes.util.find_library("c")
-    if not name:
-        return
     try:
-        libc = ctypes.CDLL(name)
-        trim = getattr(libc, "malloc_trim", None)
-        if trim is not None:
-            trim(0)
-    except OSError:  # not glibc, or no libc to load: only memory is at stake
-        logger.debug("malloc_trim is not available here")
+        libc = ctypes.CDLL(None)  # the symbols already loaded in this process: no library search, no subprocess
+    except OSError:  # only memory is at stake
+        return
+    trim = getattr(libc, "malloc_trim", None)  # glibc only
+    if trim is not None:
+        trim(0)
