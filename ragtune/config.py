@@ -227,8 +227,6 @@ class FeedbackConfig:
         log_queries: Log every search's impressions by default.
         randomize_prob: Share of logged searches whose rank 1 is swapped with a random rank of 2-5
             (RandPair), which lets the log estimate position propensities (0 = off).
-        propensity_eta: Exponent of the default propensity curve ``(1/rank) ** eta``, used when the
-            log has too little randomised traffic to estimate propensities.
         click_noise: How often a user clicks a looked-at result that is *not* relevant (trust bias).
             A click at rank ``r`` is weighted by its posterior of relevance,
             ``(c_r - click_noise) / ((1 - click_noise) * c_r)``, ``c_r`` being the clicks per
@@ -238,16 +236,11 @@ class FeedbackConfig:
 
     log_queries: bool = True
     randomize_prob: float = 0.0
-    propensity_eta: float = 1.0
     click_noise: float | None = None
 
     def __post_init__(self) -> None:
         _check(isinstance(self.log_queries, bool), f"feedback.log_queries must be true or false, got {self.log_queries!r}")
         _fraction(self, "randomize_prob")
-        _check(
-            isinstance(self.propensity_eta, (int, float)) and not isinstance(self.propensity_eta, bool) and self.propensity_eta >= 0,
-            f"feedback.propensity_eta must be >= 0, got {self.propensity_eta!r}",
-        )
         _check(
             self.click_noise is None or (isinstance(self.click_noise, (int, float)) and not isinstance(self.click_noise, bool) and 0 <= self.click_noise < 1),
             f"feedback.click_noise must be null (estimate from the log) or in [0, 1), got {self.click_noise!r}",
@@ -434,7 +427,7 @@ class RefreshConfig:
 #: a warning when an older config.json still has them, so existing workspaces keep opening.
 RETIRED = {
     "index": {"hnsw_m", "ivf_nlist", "chroma_mode", "chroma_host", "chroma_port"},
-    "feedback": {"randomize_top", "propensity_clip"},
+    "feedback": {"randomize_top", "propensity_clip", "propensity_eta"},
     "mining": {"skip_above", "range_min", "range_max", "min_heldout", "seed"},
     "train": {
         "loss", "full_lr", "query_lr", "warmup_ratio", "lora_alpha", "lora_dropout", "target_modules", "negatives",

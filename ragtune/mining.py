@@ -7,9 +7,11 @@
   filter, the same rule as sentence-transformers' ``mine_hard_negatives(relative_margin=...)``; we
   search the existing index instead of re-embedding the corpus as that function would). A document
   that any user clicked or liked for the same query text is never a negative.
-* **Position bias**: a click at rank ``r`` is weighted by ``1 / propensity(r)`` (clipped). Propensities
-  come from RandPair-randomised traffic in the log when there is enough of it, else from the
-  documented default curve ``(1 / r) ** eta``. Weights are normalised to mean 1 and reach the loss.
+* **Position bias**: a click at rank ``r`` is weighted by ``1 / propensity(r)`` (clipped), with
+  propensities estimated from RandPair-randomised traffic in the log when there is enough of it.
+  Without it no curve is assumed (every propensity 1): how far down users look depends on the users
+  (position-based, cascade), and a guessed curve cost more than it gave (benchmarks/RESULTS.md,
+  "Position bias"). Weights are normalised to mean 1 and reach the loss.
 * **Click noise (trust bias)**: users also click results that are not relevant, and more so, relative
   to relevant clicks, the lower they sit; inverse-propensity weights up-weight exactly those clicks.
   Each click is also weighted by its posterior of relevance at its rank, from the clicks per
@@ -134,15 +136,14 @@ def split_heldout(keys: list[str], config: MiningConfig) -> set[str]:
     return held
 
 
-def estimate_propensities(records: list[QueryRecord], config: FeedbackConfig, max_rank: int = 100) -> tuple[np.ndarray, str]:
+def estimate_propensities(records: list[QueryRecord], max_rank: int = 100) -> tuple[np.ndarray, str]:
     """Examination propensity per rank (index 0 = rank 1), clipped; and where it came from.
 
     With RandPair traffic (rank 1 swapped with rank j), ``p(j) / p(1)`` is the click rate of the
-    originally-first doc when shown at ``j`` over its click rate when shown first. Ranks with fewer
-    than ``MIN_RANDOMIZED_PER_RANK`` randomised impressions fall back to ``(1 / r) ** eta``.
+    originally-first doc when shown at ``j`` over its click rate when shown first. A rank with fewer
+    than ``MIN_RANDOMIZED_PER_RANK`` randomised impressions takes the estimate of the nearest
+    estimated rank above it; with no estimate at all every propensity is 1 (no correction).
     """
-    ranks = np.arange(1, max_rank + 1, dtype=np.float64)
-    default = (1.0 / ranks) ** config.propensity_eta
     shown = np.zeros(max_rank + 1)
     clicked = np.zeros(max_rank + 1)
     for rec in records:
@@ -153,8 +154,8 @@ def estimate_propensities(records: list[QueryRecord], config: FeedbackConfig, ma
         if rec.randomized or top.rank == 1:
             shown[top.rank] += 1
             clicked[top.rank] += top.doc_id in clicked_ids
-    source = f"default curve (1/rank)^{config.propensity_eta:g}"
-    prop = default.copy()
+    source = "none assumed (no randomised traffic: feedback.randomize_prob)"
+    prop = np.ones(max_rank)
     if shown[1] >= MIN_RANDOMIZED_PER_RANK and clicked[1] > 0:
         ctr1 = clicked[1] / shown[1]
         used = 0
@@ -162,8 +163,10 @@ def estimate_propensities(records: list[QueryRecord], config: FeedbackConfig, ma
             if shown[r] >= MIN_RANDOMIZED_PER_RANK:
                 prop[r - 1] = min(1.0, (clicked[r] / shown[r]) / ctr1)
                 used += 1
+            else:  # carried down from the rank above (1 above every estimate)
+                prop[r - 1] = prop[r - 2]
         if used:
-            source = f"estimated from randomised traffic at {used} ranks (default curve elsewhere)"
+            source = f"estimated from randomised traffic at {used} ranks (carried down to the ranks below)"
     return np.clip(prop, PROPENSITY_CLIP, 1.0), source
 
 
@@ -259,7 +262,7 @@ def mine(
         train_on_heldout: Also make training pairs of the held-out queries (for cross-fitting,
             where the caller keeps each fold out of the model that judges it).
     """
-    propensity, prop_source = estimate_propensities(records, feedback)
+    propensity, prop_source = estimate_propensities(records)
     trust, trust_info = click_trust(records, propensity, feedback)
     # aggregate per normalised query text
     texts: dict[str, str] = {}

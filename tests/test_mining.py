@@ -39,20 +39,20 @@ def _imps(*ids):
 def test_pairs_negatives_and_weights_known_answer(tmp_path):
     log = FeedbackLog(tmp_path / "fb.sqlite")
     a = log.log_query("reset router", _imps("d1", "d2", "d3", "d4"))
-    log.click(a, "d3")  # rank 3: weight 3; d1, d2 skipped above
+    log.click(a, "d3")  # rank 3, weight 1 (no randomised traffic: no position correction); d1, d2 skipped above
     b = log.log_query("Reset   Router", _imps("d3", "d1", "d4"))  # same normalised text
-    log.click(b, "d1")  # rank 2: weight 2; d1 is now a positive for this text, so never its negative
+    log.click(b, "d1")  # rank 2; d1 is now a positive for this text, so never its negative
     c = log.log_query("wifi", _imps("d2", "d5"))
-    log.rate(c, "d5", 1)  # explicit: weight 1
+    log.rate(c, "d5", 1)  # explicit
     log.rate(c, "d2", -1)
     log.log_query("no feedback here", _imps("d1"))
     serving = _Serving(tmp_path / "v", {f"d{i}": [float(i == j) for j in range(1, 7)] for i in range(1, 7)}, [0, 0, 0, 0, 0, 1])
     mined = mine(log.records(), serving, MiningConfig(hard_negatives=0, heldout_fraction=0.0), FeedbackConfig())
     got = {(ex.query, ex.positive_id): (ex.negative_ids, round(ex.weight, 4)) for ex in mined.train}
     assert got == {
-        ("reset router", "d3"): (["d2"], 1.5),
+        ("reset router", "d3"): (["d2"], 1.0),
         ("reset router", "d1"): (["d2"], 1.0),
-        ("wifi", "d5"): (["d2"], 0.5),
+        ("wifi", "d5"): (["d2"], 1.0),
     }
     s = mined.report()
     # d1 (skipped above d3 in a, clicked in b) and d3 (skipped above d1 in b, clicked in a) are never negatives
@@ -84,47 +84,57 @@ def test_ann_negatives_drop_likely_false_negatives(tmp_path):
     assert sorted(every.train[0].negative_ids) == ["A", "B", "C"]  # never X1-X3, never the positive
 
 
-def test_propensity_estimated_from_randpair_traffic(tmp_path):
-    log = FeedbackLog(tmp_path / "fb.sqlite")
+def _randpair(log):
+    """80 searches of RandPair traffic whose click rates put the rank-2 propensity at 0.5."""
     for i in range(40):  # unswapped: the top doc is clicked half the time at rank 1
-        q = log.log_query(f"q{i}", [Impression("top", 1, 0.9, 1), Impression("x", 2, 0.5, 2)])
+        q = log.log_query(f"unswapped {i}", [Impression("top", 1, 0.9, 1), Impression("x", 2, 0.5, 2)])
         if i % 2 == 0:
             log.click(q, "top")
     for i in range(40):  # swapped to rank 2: clicked a quarter of the time -> p(2) = 0.5
         q = log.log_query(f"r{i}", [Impression("x", 1, 0.5, 2), Impression("top", 2, 0.9, 1)], randomized=True)
         if i % 4 == 0:
             log.click(q, "top")
-    prop, source = estimate_propensities(log.records(), FeedbackConfig())
+
+
+def test_propensity_estimated_from_randpair_traffic(tmp_path):
+    log = FeedbackLog(tmp_path / "fb.sqlite")
+    assert (estimate_propensities(log.records())[0] == 1).all()  # no randomised traffic: no curve assumed
+    _randpair(log)
+    prop, source = estimate_propensities(log.records())
     assert prop[0] == 1.0 and prop[1] == pytest.approx(0.5)
-    assert prop[2] == pytest.approx(1 / 3)  # no data at rank 3: default curve
+    assert prop[2] == pytest.approx(0.5)  # no data at rank 3: rank 2's estimate, carried down
     assert "randomised" in source
 
 
+#: Examination 1/rank (clipped as mining clips it): the position-based users the click-noise tests assume.
+PBM = np.clip(1.0 / np.arange(1, 101), 0.1, 1.0)
+
+
 def _noisy_log(tmp_path):
-    """240 searches over d1..d4; clicks per examination (propensity 1/rank) 0.5, 0.3, 0.1, 0.1 by rank."""
+    """240 searches over d1..d4; clicks per search (= per examination: no randomised traffic) 0.5, 0.3, 0.1, 0.1 by rank."""
     log = FeedbackLog(tmp_path / "fb.sqlite")
     for i in range(240):
         q = log.log_query(f"q{i}", _imps("d1", "d2", "d3", "d4"))
-        for doc, n in (("d1", 120), ("d2", 36), ("d3", 8)):
+        for doc, n in (("d1", 120), ("d2", 72), ("d3", 24)):
             if i < n:
                 log.click(q, doc)
-        if 100 <= i < 106:  # d1 and d4 clicked, d2 and d3 not
+        if 100 <= i < 124:  # q100-q119: d1, d2, d3 and d4 clicked; q120-q123: d2, d3 and d4
             log.click(q, "d4")
     return log
 
 
 def test_click_trust_known_answer(tmp_path):
     log = _noisy_log(tmp_path)
-    prop, _ = estimate_propensities(log.records(), FeedbackConfig())
+    prop, _ = estimate_propensities(log.records())
     trust, info = click_trust(log.records(), prop, FeedbackConfig(click_noise=0.05))
     # posterior (c_r - 0.05) / (0.95 c_r) at c = 0.5, 0.3, 0.1, 0.1; below the deepest shown rank it stays
     expect = [0.45 / 0.475, 0.25 / 0.285, 0.05 / 0.095, 0.05 / 0.095, 0.05 / 0.095]
     assert trust[:5] == pytest.approx(expect)
     assert info["click_noise"] == 0.05
-    # estimated from the deepest half (ranks 3-4): 14 clicks over 80 + 60 examinations = 0.1, a fifth of
+    # estimated from the deepest half (ranks 3-4): 48 clicks over 240 + 240 examinations = 0.1, a fifth of
     # rank 1's 0.5 per look (at most a quarter is believed)
     trust, info = click_trust(log.records(), prop, FeedbackConfig())
-    assert info["click_noise"] == pytest.approx(0.1) and "14 clicks at ranks 3-4" in info["click_noise_source"]
+    assert info["click_noise"] == pytest.approx(0.1) and "48 clicks at ranks 3-4" in info["click_noise_source"]
     assert trust[:4] == pytest.approx([0.4 / 0.45, 0.2 / 0.27, 0.0, 0.0])
     trust_off, info = click_trust(log.records(), prop, FeedbackConfig(click_noise=0))
     assert (trust_off == 1).all() and info["click_noise_source"].startswith("off")
@@ -137,7 +147,7 @@ def test_click_trust_pools_nonmonotone_ranks_and_needs_deep_clicks(tmp_path):
         for doc, n in (("d1", 50), ("d2", 10), ("d3", 13)):
             if i < n:
                 log.click(q, doc)
-    prop, _ = estimate_propensities(log.records(), FeedbackConfig())
+    prop = PBM  # examination 1/rank, as RandPair traffic would estimate it for position-based users
     trust, _ = click_trust(log.records(), prop, FeedbackConfig(click_noise=0.1))
     c23 = (10 + 13) / (50 + 100 / 3)
     assert trust[1] == pytest.approx(trust[2]) == pytest.approx((c23 - 0.1) / (0.9 * c23))
@@ -155,7 +165,7 @@ def test_click_trust_stays_off_when_users_seek_out_deep_results(tmp_path):
         log.click(q, "d5")
         if i % 3 == 0:
             log.click(q, "d1")
-    prop, _ = estimate_propensities(log.records(), FeedbackConfig())
+    prop, _ = estimate_propensities(log.records())
     trust, info = click_trust(log.records(), prop, FeedbackConfig())
     assert (trust == 1).all() and info["click_noise"] is None and "not noise" in info["click_noise_source"]
 
@@ -167,17 +177,17 @@ def test_mining_weights_clicks_by_trust_and_drops_pure_noise(tmp_path):
     cfg = MiningConfig(hard_negatives=0, heldout_fraction=0.0)
     mined = mine(log.records(), serving, cfg, FeedbackConfig())
     s = mined.report()
-    # the 14 clicks at ranks 3-4 have posterior 0: no pairs, and they mark nothing above them as skipped
-    assert s["untrusted_clicks"] == 14 and s["clicks"] == 170 and s["pairs"] == 156
+    # the 48 clicks at ranks 3-4 have posterior 0: no pairs, and they mark nothing above them as skipped
+    assert s["untrusted_clicks"] == 48 and s["clicks"] == 240 and s["pairs"] == 192
     assert {ex.positive_id for ex in mined.train} == {"d1", "d2"}
     w = {ex.query: ex.weight for ex in mined.train if ex.positive_id == "d2"}
     w1 = {ex.query: ex.weight for ex in mined.train if ex.positive_id == "d1"}
-    # weight = posterior / propensity, normalised: a rank-2 click weighs 2 * (0.2/0.27) / (0.4/0.45) of a rank-1 one
-    assert w["q0"] / w1["q0"] == pytest.approx(2 * (0.2 / 0.27) / (0.4 / 0.45))
+    # weight = posterior / propensity (1 here), normalised: a rank-2 click weighs (0.2/0.27) / (0.4/0.45) of a rank-1 one
+    assert w["q0"] / w1["q0"] == pytest.approx((0.2 / 0.27) / (0.4 / 0.45))
     negs = {ex.query: ex.negative_ids for ex in mined.train if ex.positive_id == "d1"}
     assert negs["q100"] == [] and s["click_trust_top5"][2] == 0.0
     off = mine(log.records(), serving, cfg, FeedbackConfig(click_noise=0))
-    assert off.report()["untrusted_clicks"] == 0 and off.report()["pairs"] == 170
+    assert off.report()["untrusted_clicks"] == 0 and off.report()["pairs"] == 240
     negs = {ex.query: ex.negative_ids for ex in off.train if ex.positive_id == "d1"}
     assert negs["q100"] == ["d2", "d3"]  # without the correction the noise click marks d2, d3 as skipped
 
@@ -186,9 +196,9 @@ def test_click_trust_reads_the_usual_depth_and_stays_finite(tmp_path):
     log = _noisy_log(tmp_path)
     for i in range(3):  # a few long result lists must not move the deep ranks the noise rate is read from
         log.log_query(f"long {i}", _imps(*[f"x{j}" for j in range(40)]))
-    prop, _ = estimate_propensities(log.records(), FeedbackConfig())
+    prop, _ = estimate_propensities(log.records())
     trust, info = click_trust(log.records(), prop, FeedbackConfig())
-    assert info["click_noise"] == pytest.approx(14 / (243 / 3 + 243 / 4), abs=1e-4) and "14 clicks at ranks 3-4" in info["click_noise_source"]
+    assert info["click_noise"] == pytest.approx(48 / (243 + 243), abs=1e-4) and "48 clicks at ranks 3-4" in info["click_noise_source"]
     odd = FeedbackLog(tmp_path / "odd.sqlite")  # imported impressions that never show rank 1
     for i in range(20):
         q = odd.log_query(f"q{i}", [Impression("d2", 2, 0.5), Impression("d3", 3, 0.4)])
@@ -205,7 +215,7 @@ def test_click_trust_with_many_short_lists(tmp_path):
     for i in range(40):
         q = log.log_query(f"q{i}", _imps("d1", "d2", "d3", "d4"))
         log.click(q, "d1")
-    prop, _ = estimate_propensities(log.records(), FeedbackConfig())
+    prop, _ = estimate_propensities(log.records())
     trust, info = click_trust(log.records(), prop, FeedbackConfig(click_noise=0.05))
     assert info["click_noise"] == 0.05 and trust[0] < 1
     only = FeedbackLog(tmp_path / "only.sqlite")
@@ -223,13 +233,18 @@ def test_weights_are_normalised_over_the_pairs_that_train(tmp_path):
     for i, doc in enumerate(["d1", "d2", "gone"]):
         q = log.log_query(f"q{i}", _imps("d9", doc) if doc != "d1" else _imps(doc))
         log.click(q, doc)  # ranks 1, 2 and 2: raw weights 1, 2, 2 before normalising
-    vecs = {d: [float(d == e) for e in ("d1", "d2", "d9")] for d in ("d1", "d2", "d9")}
-    serving = _Serving(tmp_path / "v", vecs, [1.0, 0, 0])  # "gone" left the index after it was clicked
+    _randpair(log)  # propensity 0.5 at rank 2; its own 20 rank-1 and 10 rank-2 clicks on "top" weigh 1 and 2
+    names = ("d1", "d2", "d9", "top", "x")
+    vecs = {d: [float(d == e) for e in names] for d in names}
+    serving = _Serving(tmp_path / "v", vecs, [1.0, 0, 0, 0, 0])  # "gone" left the index after it was clicked
     cfg = MiningConfig(hard_negatives=0, heldout_fraction=0.0)
     mined = mine(log.records(), serving, cfg, FeedbackConfig(click_noise=0))
-    assert sorted(ex.positive_id for ex in mined.train) == ["d1", "d2"]
+    assert sorted({ex.positive_id for ex in mined.train}) == ["d1", "d2", "top"]
     assert np.mean([ex.weight for ex in mined.train]) == pytest.approx(1.0)
-    assert mined.report()["weight_max"] == pytest.approx(2 / 1.5, abs=1e-4)
+    # rank 2's propensity: (10 / 40) / (21 / 43), the three searches above adding to rank 1's 40; raw weights
+    # 1 at rank 1 (21 pairs) and 1 / p2 at rank 2 (11 pairs), normalised over the 32 pairs that train (not 33 with "gone")
+    w2 = 1 / ((10 / 40) / (21 / 43))
+    assert mined.report()["weight_max"] == pytest.approx(w2 / ((21 + 11 * w2) / 32), abs=1e-4)
     empty = FeedbackLog(tmp_path / "gone.sqlite")
     q = empty.log_query("q", _imps("gone"))
     empty.click(q, "gone")
