@@ -42,6 +42,7 @@ import numpy as np
 
 from ragtune import Ragtune, RagtuneConfig
 from ragtune.evaluate import evaluate_run, load_beir_qrels, load_beir_queries, ndcg_at_k
+from ragtune.serving import ServingVersion
 from ragtune.simulate import CLICK_MODEL_PRESETS, ClickModel, click_model, draw_sessions, simulate_users
 
 HERE = Path(__file__).resolve().parent
@@ -311,6 +312,7 @@ def main() -> None:
     trials: list[dict[str, Any]] = []
     searches_done = 0
     trial_started_at: dict[str, int] = {}
+    candidate_test: dict[str, float] = {}
 
     def note_trial(t: dict[str, Any] | None) -> None:
         """Record a decided trial (promoted or dropped) with its figures and whether a promotion was worse on test."""
@@ -318,6 +320,7 @@ def main() -> None:
             return
         row = {k: t.get(k) for k in ("id", "version", "baseline", "tier", "verdict", "reason", "wins", "losses", "ties", "searches", "p_value")}
         row["decided_after_searches"] = searches_done - trial_started_at.get(str(t["id"]), 0)
+        row["test_candidate"] = candidate_test.get(str(t["id"]))  # the trial version's test nDCG@10, promoted or not
         if t["verdict"] == "promote":
             m, _ = judge()
             scores[str(t["version"])] = m["ndcg@10"]
@@ -332,6 +335,11 @@ def main() -> None:
         note_trial(report.settled)
         if report.status == "trial_started" and report.trial:
             trial_started_at[str(report.trial["id"])] = searches_done
+            version = ServingVersion(rt.ws, rt.config, str(report.trial["version"]))
+            qids_t = sorted(test)
+            run = dense_run(version.embedder.encode_queries([queries[q] for q in qids_t]), version.vectors(), version.docs.ids, qids_t)
+            candidate_test[str(report.trial["id"])] = evaluate(run, test, cold)["ndcg@10"]
+            print(f"  trial {report.trial['id']} started: its candidate's test nDCG@10 {candidate_test[str(report.trial['id'])]:.4f}", flush=True)
         return report
 
     per_query = base_per_query

@@ -9,6 +9,18 @@ import json
 import sys
 from pathlib import Path
 
+#: Settings whose removal changed what a run with the same command does: a run whose config still has
+#: one was made by the older rule, and its row says so.
+RETIRED_RULES = {("feedback", "propensity_eta"): "1/rank position curve (retired)"}
+
+
+def overrides(run: dict) -> str:
+    """The run's ``--set`` overrides, and any retired rule it ran under; ``defaults`` if none."""
+    out = [a for a in run["command"].split() if "=" in a]
+    config = run.get("config", {})
+    out += [label for (section, key), label in RETIRED_RULES.items() if key in config.get(section, {})]
+    return " ".join(out) or "defaults"
+
 
 def main() -> None:
     rows = [json.loads(Path(p).read_text()) for p in sys.argv[1:]]
@@ -16,7 +28,7 @@ def main() -> None:
     print("| mode | users | seed | overrides | final test nDCG@10 (gain) | cold change | trials: promoted / dropped | promoted worse on test | interleaved searches to each decision |")
     print("|---|---|---|---|---|---|---|---|---|")
     for r in sorted(rows, key=lambda r: (r["mode"], r["users"], r["command"], r["seed"])):
-        over = " ".join(a for a in r["command"].split() if "=" in a) or "defaults"
+        over = overrides(r)
         trials = r["trials"]
         promoted = sum(t["verdict"] == "promote" for t in trials)
         dropped = sum(t["verdict"] == "drop" for t in trials)
@@ -27,7 +39,7 @@ def main() -> None:
         )
     by: dict[tuple[str, str, str], list[dict]] = {}
     for r in rows:
-        over = " ".join(a for a in r["command"].split() if "=" in a) or "defaults"
+        over = overrides(r)
         by.setdefault((r["mode"], r["users"], over), []).append(r)
     print()
     for (mode, users, over), rs in sorted(by.items()):

@@ -88,7 +88,7 @@ def test_retired_keys_of_an_old_config_are_ignored_with_a_warning(tmp_path, capl
     old["gate"].update({"metric": "ndcg@10", "margin": 0.0, "folds": 5, "cold_guard": 0.5})
     old["train"].update({"interpolation": [0.5, 1.0], "memory_weights": [0.5], "query_epochs": 60, "loss": "mnrl"})
     old["mining"].update({"skip_above": True, "range_min": 0, "min_heldout": 5})
-    old["feedback"].update({"randomize_top": 3, "propensity_clip": 0.1})
+    old["feedback"].update({"randomize_top": 3, "propensity_clip": 0.1, "propensity_eta": 1.0})
     old["refresh"]["min_pairs"] = 8
     del old["trial"]  # a config from before trials
     (tmp_path / "c.json").write_text(json.dumps(old))
@@ -96,7 +96,7 @@ def test_retired_keys_of_an_old_config_are_ignored_with_a_warning(tmp_path, capl
         cfg = RagtuneConfig.load(tmp_path / "c.json")
     assert cfg == RagtuneConfig()
     text = caplog.text
-    for name in ("cold_guard", "folds", "margin", "metric", "interpolation", "memory_weights", "query_epochs", "loss", "skip_above", "range_min", "min_heldout", "randomize_top", "propensity_clip", "min_pairs"):
+    for name in ("cold_guard", "folds", "margin", "metric", "interpolation", "memory_weights", "query_epochs", "loss", "skip_above", "range_min", "min_heldout", "randomize_top", "propensity_clip", "propensity_eta", "min_pairs"):
         assert name in text
     assert "query_interpolation" not in text  # a current key is never reported as retired
 
