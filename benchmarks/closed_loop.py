@@ -61,6 +61,14 @@ def dense_run(qv: np.ndarray, vecs: np.ndarray, doc_ids: list[str], qids: list[s
     return {q: [doc_ids[j] for j in top[i]] for i, q in enumerate(qids)}
 
 
+def version_ndcg(rt: Ragtune, version: str, queries: dict[str, str], qrels: dict[str, dict[str, int]]) -> float:
+    """nDCG@10 of any version of ``rt``'s workspace (a live trial's too) on ``qrels``, by exact search over its vectors."""
+    v = ServingVersion(rt.ws, rt.config, version)
+    qids = sorted(qrels)
+    run = dense_run(v.embedder.encode_queries([queries[q] for q in qids]), v.vectors(), v.docs.ids, qids)
+    return float(evaluate_run(run, qrels)["ndcg@10"])
+
+
 def evaluate(run: dict[str, list[str]], qrels: dict[str, dict[str, int]], cold: set[str]) -> dict[str, float]:
     allm = evaluate_run(run, qrels)
     coldm = evaluate_run(run, {q: r for q, r in qrels.items() if q in cold})
@@ -335,11 +343,9 @@ def main() -> None:
         note_trial(report.settled)
         if report.status == "trial_started" and report.trial:
             trial_started_at[str(report.trial["id"])] = searches_done
-            version = ServingVersion(rt.ws, rt.config, str(report.trial["version"]))
-            qids_t = sorted(test)
-            run = dense_run(version.embedder.encode_queries([queries[q] for q in qids_t]), version.vectors(), version.docs.ids, qids_t)
-            candidate_test[str(report.trial["id"])] = evaluate(run, test, cold)["ndcg@10"]
-            print(f"  trial {report.trial['id']} started: its candidate's test nDCG@10 {candidate_test[str(report.trial['id'])]:.4f}", flush=True)
+            trial_id = str(report.trial["id"])
+            candidate_test[trial_id] = version_ndcg(rt, str(report.trial["version"]), queries, test)
+            print(f"  trial {trial_id} started: its candidate's test nDCG@10 {candidate_test[trial_id]:.4f}", flush=True)
         return report
 
     per_query = base_per_query

@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from closed_loop import HERE, base_workspace, dense_run, dev_split, evaluate  # the script's own folder is on sys.path
+from closed_loop import HERE, base_workspace, dev_split, version_ndcg  # the script's own folder is on sys.path
 
 import ragtune.mining
 from ragtune import Ragtune, RagtuneConfig
@@ -39,19 +39,16 @@ _ESTIMATE = ragtune.mining.estimate_propensities
 
 def use_curve(eta: float | None) -> None:
     """Make mining weight clicks by ``(1 / rank) ** eta`` (``None``: ragtune's own estimate)."""
+    if eta is None:
+        ragtune.mining.estimate_propensities = _ESTIMATE
+        return
+    exponent = float(eta)
 
     def curve(records: Any, max_rank: int = 100) -> tuple[np.ndarray, str]:
         ranks = np.arange(1, max_rank + 1, dtype=np.float64)
-        return np.clip((1.0 / ranks) ** eta, ragtune.mining.PROPENSITY_CLIP, 1.0), f"curve (1/rank)^{eta:g}"
+        return np.clip((1.0 / ranks) ** exponent, ragtune.mining.PROPENSITY_CLIP, 1.0), f"curve (1/rank)^{exponent:g}"
 
-    ragtune.mining.estimate_propensities = _ESTIMATE if eta is None else curve  # type: ignore[assignment]
-
-
-def dev_ndcg(rt: Ragtune, queries: dict[str, str], dev: dict[str, dict[str, int]]) -> float:
-    v = rt.serving()
-    qids = sorted(dev)
-    run = dense_run(v.embedder.encode_queries([queries[q] for q in qids]), v.vectors(), v.docs.ids, qids)
-    return float(evaluate(run, dev, set())["ndcg@10"])
+    ragtune.mining.estimate_propensities = curve
 
 
 def main() -> None:
@@ -79,7 +76,8 @@ def main() -> None:
                 rt.feedback.close()
                 (log_ws / "played").write_text(json.dumps(clicks))
             clicks = json.loads((log_ws / "played").read_text())
-            base = dev_ndcg(Ragtune(log_ws, progress=False), queries, dev)
+            base_rt = Ragtune(log_ws, progress=False)
+            base = version_ndcg(base_rt, str(base_rt.current_version), queries, dev)
             row: dict[str, Any] = {"users": users, "seed": seed, "clicks": clicks, "dev_ndcg_base": round(base, 4), "variants": {}}
             for eta in variants:
                 ws = HERE / "work" / "position-curve-candidate"
@@ -92,7 +90,7 @@ def main() -> None:
                 use_curve(None)
                 check = report.check
                 name = "none" if eta is None else f"eta={eta:g}"
-                after = dev_ndcg(rt, queries, dev)
+                after = version_ndcg(rt, str(rt.current_version), queries, dev)
                 row["variants"][name] = {
                     "status": report.status,
                     "dev_ndcg": round(after, 4),

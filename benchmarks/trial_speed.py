@@ -25,20 +25,11 @@ import time
 from pathlib import Path
 from typing import Any
 
-from closed_loop import HERE, base_workspace, dense_run, evaluate  # the script's own folder is on sys.path
+from closed_loop import HERE, base_workspace, version_ndcg  # the script's own folder is on sys.path
 
 from ragtune import Ragtune
 from ragtune.evaluate import load_beir_qrels, load_beir_queries
-from ragtune.serving import ServingVersion
 from ragtune.simulate import CLICK_MODEL_PRESETS, click_model, draw_sessions, simulate_users
-
-
-def test_ndcg(rt: Ragtune, version: str, queries: dict[str, str], test: dict[str, dict[str, int]]) -> float:
-    """Test nDCG@10 of ``version`` (exact search over its index's vectors)."""
-    v = ServingVersion(rt.ws, rt.config, version)
-    qids = sorted(test)
-    run = dense_run(v.embedder.encode_queries([queries[q] for q in qids]), v.vectors(), v.docs.ids, qids)
-    return float(evaluate(run, test, set())["ndcg@10"])
 
 
 def play_until_decided(ws: Path, queries: dict[str, str], qrels: dict[str, dict[str, int]], users: str, seed: int, look: int, budget: int) -> dict[str, Any]:
@@ -86,8 +77,8 @@ def main() -> None:
             print(f"candidate {c}: no trial ({report.status}: {report.reason})", flush=True)
             continue
         max_searches = rt.config.trial.max_searches
-        base = test_ndcg(rt, base_version, queries, test)
-        cand = test_ndcg(rt, str(report.trial["version"]), queries, test)
+        base = version_ndcg(rt, base_version, queries, test)
+        cand = version_ndcg(rt, str(report.trial["version"]), queries, test)
         row.update(test_ndcg_base=round(base, 4), test_ndcg_candidate=round(cand, 4), test_gain=round(cand - base, 4), traffic=[])
         rt.feedback.close()
         for t in range(args.traffic):
