@@ -13,7 +13,7 @@
   (position-based, cascade), and a guessed curve cost more than it gave (benchmarks/RESULTS.md,
   "Position bias"). Weights are normalised to mean 1 and reach the loss.
 * **Click noise (trust bias)**: users also click results that are not relevant, and more so, relative
-  to relevant clicks, the lower they sit; inverse-propensity weights up-weight exactly those clicks.
+  to relevant clicks, the lower they sit; inverse-propensity weights (with RandPair traffic) up-weight exactly those clicks.
   Each click is also weighted by its posterior of relevance at its rank, from the clicks per
   examination there and a noise rate (``feedback.click_noise``, estimated from the deepest shown
   ranks by default). A click that is more likely noise than not does not mark the results above it
