@@ -371,10 +371,12 @@ class TrialConfig:
 
     While a trial is live, a ``share`` of logged searches shows a team-draft interleaving of the
     serving and the trial rankings; a search is won by the team whose results the user clicked more.
-    The trial is promoted when a sequential test (a mixture likelihood ratio over the win rate of
-    decided searches, valid however often it is looked at) rejects "the trial is no better" at level
-    ``alpha``: clicks that carry no information promote a trial with probability at most ``alpha``.
-    It is dropped when the same test finds it worse, or after ``max_searches`` interleaved searches.
+    The trial is promoted when users' clicks reject "the trial is no better" at level ``alpha``,
+    spent half on a sequential test (a mixture likelihood ratio over the win rate of decided
+    searches, valid however often it is looked at) and half on one sign test over the first
+    ``max_searches`` interleaved searches: clicks that carry no information promote a trial with
+    probability at most ``alpha``. It is dropped when the sequential test finds it worse, or when
+    the budget's sign test does not promote it.
 
     Interleaving every logged search (``share`` 1, the default) decides a trial soonest and costs
     users little: the first ``r`` results of an interleaved list always include the serving
@@ -384,7 +386,7 @@ class TrialConfig:
         share: Share of logged searches interleaved while a trial is live.
         alpha: The bound on the false-promotion rate.
         min_decided: Decided searches (won or lost) needed before a promotion.
-        max_searches: Interleaved searches after which an undecided trial is dropped.
+        max_searches: Interleaved searches after which the sign test decides an undecided trial.
     """
 
     share: float = 1.0

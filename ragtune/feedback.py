@@ -686,15 +686,13 @@ class FeedbackLog:
 
     @_guard("read the feedback log")
     def trial_searches(self, trial: str) -> list[tuple[dict[str, str], set[str]]]:
-        """Each search interleaved for ``trial``: its shown documents' teams and the documents chosen (clicked or rated up)."""
+        """Each search interleaved for ``trial``, in the order they were logged: its shown documents' teams and the documents chosen (clicked or rated up)."""
         conn = self._connect()
-        teams: dict[str, dict[str, str]] = {}
+        teams: dict[str, dict[str, str]] = {qid: {} for (qid,) in conn.execute("SELECT qid FROM queries WHERE trial = ? ORDER BY ts, qid", (trial,))}
         for qid, doc_id, team in conn.execute(
             "SELECT i.qid, i.doc_id, i.team FROM impressions i JOIN queries q ON q.qid = i.qid WHERE q.trial = ?", (trial,)
         ):
             teams.setdefault(qid, {})[doc_id] = team
-        for (qid,) in conn.execute("SELECT qid FROM queries WHERE trial = ?", (trial,)):
-            teams.setdefault(qid, {})
         chosen: dict[str, set[str]] = {}
         for qid, doc_id in conn.execute(
             "SELECT c.qid, c.doc_id FROM clicks c JOIN queries q ON q.qid = c.qid WHERE q.trial = ? "

@@ -8,14 +8,26 @@ logged with its team. Each such search is won by the trial when the user chose (
 up) more of the trial team's results than the serving team's, lost in the opposite case, tied or
 left without a click otherwise.
 
-The decision (:func:`decide`) is a sequential test on the win rate ``p`` of decided searches (won
-or lost): a mixture likelihood ratio of "``p`` uniform on (0.5, 0.8)" against ``p = 0.5``. Under the
-null (clicks that carry no information, or a trial no better than the serving ranking) that ratio is
-a non-negative supermartingale with mean at most 1, so by Ville's inequality it ever reaches
-``1 / alpha`` with probability at most ``alpha``, however often the trial is looked at: that is the
-stated bound on the false-promotion rate. The mirrored ratio ("``p`` uniform on (0.2, 0.5)") drops a
-trial that users find worse; a trial still undecided after ``trial.max_searches`` interleaved
-searches is dropped as out of budget.
+The decision (:func:`decide`) spends the false-promotion bound ``alpha`` (``trial.alpha``) in two
+halves, so a weak but real preference still has a fair chance within the budget:
+
+- a sequential test on the win rate ``p`` of decided searches (won or lost): a mixture likelihood
+  ratio of "``p`` uniform on (0.5, 0.8)" against ``p = 0.5``. Under the null (clicks that carry no
+  information, or a trial no better than the serving ranking) that ratio is a non-negative
+  supermartingale with mean at most 1, so by Ville's inequality it ever reaches ``2 / alpha`` with
+  probability at most ``alpha / 2``, however often the trial is looked at. It promotes a clear
+  winner early.
+- once ``trial.max_searches`` interleaved searches are logged, one exact one-sided sign test
+  (:func:`scipy.stats.binomtest`) on the wins and losses of exactly those first ``max_searches``
+  searches, at level ``alpha / 2``: one look at a fixed horizon, however late the trial is decided.
+  It promotes a trial users prefer by a few points, which the sequential test would need several
+  budgets to confirm.
+
+By the union bound, a trial no better than the serving version is promoted with probability at
+most ``alpha``: that is the stated bound. The reported p-value is ``min(1, 2 * min(p_seq, p_sign))``
+(``p_seq = 1 / ratio``), so a trial is promoted exactly when it is at most ``alpha``. The mirrored
+ratio ("``p`` uniform on (0.2, 0.5)") reaching ``1 / alpha`` drops a trial that users find worse; a
+trial the budget's sign test does not promote is dropped as out of budget.
 
 State changes happen under the workspace lock, in an order that a crash at any point leaves
 consistent (:func:`settle`): promotion writes the trial version's manifest, swaps ``CURRENT`` and
@@ -43,7 +55,7 @@ from ragtune.feedback import FeedbackLog
 from ragtune.interleave import credit
 from ragtune.workspace import Workspace, _now
 
-__all__ = ["TrialCounts", "TrialDecision", "TrialState", "confirm_trial", "count_outcomes", "decide", "evidence", "live_trial", "recover", "settle", "start_trial", "stop_trial", "trial_status"]
+__all__ = ["TrialCounts", "TrialDecision", "TrialState", "assess", "confirm_trial", "count_outcomes", "decide", "evidence", "live_trial", "recover", "settle", "sign_test", "start_trial", "stop_trial", "trial_status"]
 
 logger = logging.getLogger(__name__)
 
@@ -117,9 +129,12 @@ class TrialDecision:
         verdict: ``"promote"``, ``"drop"`` or ``"continue"``.
         reason: One line saying why, with the figures.
         counts: Wins, losses, ties and interleaved searches.
-        p_value: Anytime-valid p-value of "the trial is no better" (``min(1, 1 / evidence)``).
-        evidence_better: The likelihood ratio for "users prefer the trial" (promote at ``1 / alpha``).
-        evidence_worse: The likelihood ratio for "users prefer the serving version".
+        p_value: P-value of "the trial is no better", both halves of the test together
+            (``min(1, 2 * min(1 / evidence_better, p_sign))``): promoted when it is at most ``alpha``.
+        evidence_better: The likelihood ratio for "users prefer the trial" (promote at ``2 / alpha``).
+        evidence_worse: The likelihood ratio for "users prefer the serving version" (drop at ``1 / alpha``).
+        p_sign: The budget's one-sided sign test p-value, on the first ``max_searches`` interleaved
+            searches; ``None`` before the budget is reached.
     """
 
     verdict: Verdict
@@ -128,6 +143,7 @@ class TrialDecision:
     p_value: float
     evidence_better: float
     evidence_worse: float
+    p_sign: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -137,7 +153,12 @@ class TrialDecision:
             "p_value": round(self.p_value, 6),
             "evidence_better": round(self.evidence_better, 4),
             "evidence_worse": round(self.evidence_worse, 4),
+            "p_sign": None if self.p_sign is None else round(self.p_sign, 6),
         }
+
+    def relabel(self, verdict: Verdict, reason: str) -> TrialDecision:
+        """The same figures under another verdict and reason (an operator's stop, a completed promotion)."""
+        return TrialDecision(verdict, reason, self.counts, self.p_value, self.evidence_better, self.evidence_worse, self.p_sign)
 
 
 def _log_mixture(wins: int, losses: int, lo: float, hi: float, points: int = 4096) -> float:
@@ -156,28 +177,61 @@ def evidence(wins: int, losses: int) -> tuple[float, float]:
     return math.exp(min(better, 700.0)), math.exp(min(worse, 700.0))
 
 
-def decide(counts: TrialCounts, config: TrialConfig) -> TrialDecision:
-    """The sequential test's verdict on ``counts`` (pure; see the module docstring)."""
+def sign_test(wins: int, losses: int) -> float:
+    """One-sided exact sign test: the probability of at least ``wins`` wins in ``wins + losses`` fair coin flips."""
+    if wins + losses == 0:
+        return 1.0
+    from scipy.stats import binomtest
+
+    return float(binomtest(wins, wins + losses, 0.5, alternative="greater").pvalue)
+
+
+def decide(counts: TrialCounts, config: TrialConfig, at_budget: TrialCounts | None = None) -> TrialDecision:
+    """The test's verdict on ``counts`` (pure; see the module docstring).
+
+    Args:
+        counts: Every interleaved search of the trial so far.
+        config: The trial's settings (``alpha``, ``min_decided``, ``max_searches``).
+        at_budget: The outcomes of the first ``max_searches`` interleaved searches, for the budget's
+            sign test; ``None`` when ``counts`` stopped at the budget (they are used as they are).
+    """
     better, worse = evidence(counts.wins, counts.losses)
-    bar = 1.0 / config.alpha
-    p = min(1.0, 1.0 / better) if better > 0 else 1.0
+    p_seq = min(1.0, 1.0 / better) if better > 0 else 1.0
     figures = f"{counts.wins} wins, {counts.losses} losses, {counts.ties} ties in {counts.searches} interleaved searches"
-    if better >= bar and counts.decided >= config.min_decided:
-        return TrialDecision("promote", f"users preferred the trial: {figures} (p = {p:.4f} <= trial.alpha {config.alpha:g})", counts, p, better, worse)
-    if worse >= bar:
-        return TrialDecision("drop", f"users preferred the serving version: {figures}", counts, p, better, worse)
-    if counts.searches >= config.max_searches:
-        return TrialDecision(
-            "drop", f"out of budget: {figures} (trial.max_searches {config.max_searches}) without evidence either way (p = {p:.4f})", counts, p, better, worse
-        )
-    need = f"; promotion needs p <= {config.alpha:g}" + (f" and {config.min_decided} decided searches" if counts.decided < config.min_decided else "")
-    return TrialDecision("continue", f"undecided: {figures} (p = {p:.4f}{need})", counts, p, better, worse)
+    enough = counts.decided >= config.min_decided
+    if counts.searches < config.max_searches:
+        p = min(1.0, 2 * p_seq)
+        if p <= config.alpha and enough:
+            return TrialDecision("promote", f"users preferred the trial: {figures} (p = {p:.4f} <= trial.alpha {config.alpha:g})", counts, p, better, worse)
+        if worse >= 1.0 / config.alpha:
+            return TrialDecision("drop", f"users preferred the serving version: {figures}", counts, p, better, worse)
+        need = f"; promotion needs p <= {config.alpha:g}" + ("" if enough else f" and {config.min_decided} decided searches")
+        return TrialDecision("continue", f"undecided: {figures} (p = {p:.4f}{need})", counts, p, better, worse)
+    budget = at_budget or counts
+    p_sign = sign_test(budget.wins, budget.losses)
+    p = min(1.0, 2 * min(p_seq, p_sign))
+    if p <= config.alpha and (enough if p_seq <= p_sign else budget.decided >= config.min_decided):
+        how = "" if p_seq <= p_sign else f"; sign test on the first {config.max_searches}: {budget.wins} wins, {budget.losses} losses"
+        return TrialDecision("promote", f"users preferred the trial: {figures} (p = {p:.4f} <= trial.alpha {config.alpha:g}{how})", counts, p, better, worse, p_sign)
+    if worse >= 1.0 / config.alpha:
+        return TrialDecision("drop", f"users preferred the serving version: {figures}", counts, p, better, worse, p_sign)
+    return TrialDecision(
+        "drop",
+        f"out of budget: {figures} (trial.max_searches {config.max_searches}) without evidence either way (p = {p:.4f}, sign test p = {p_sign:.4f})",
+        counts, p, better, worse, p_sign,
+    )  # fmt: skip
 
 
-def count_outcomes(log: FeedbackLog, trial_id: str) -> TrialCounts:
-    """Wins, losses and ties of a trial's interleaved searches, read from the feedback log."""
+def count_outcomes(log: FeedbackLog, trial_id: str, limit: int | None = None) -> TrialCounts:
+    """Wins, losses and ties of a trial's interleaved searches, read from the feedback log.
+
+    Args:
+        log: The feedback log.
+        trial_id: The trial.
+        limit: Only the first ``limit`` searches, in the order they were logged.
+    """
     counts = TrialCounts()
-    for teams, chosen in log.trial_searches(trial_id):
+    for teams, chosen in log.trial_searches(trial_id)[:limit]:
         counts.searches += 1
         outcome = credit(teams, chosen)
         if outcome == "win":
@@ -187,6 +241,13 @@ def count_outcomes(log: FeedbackLog, trial_id: str) -> TrialCounts:
         elif outcome == "tie":
             counts.ties += 1
     return counts
+
+
+def assess(log: FeedbackLog, trial_id: str, config: TrialConfig) -> TrialDecision:
+    """Count a trial's outcomes in the log and decide (both halves of the test, see :func:`decide`)."""
+    counts = count_outcomes(log, trial_id)
+    at_budget = count_outcomes(log, trial_id, config.max_searches) if counts.searches > config.max_searches else None
+    return decide(counts, config, at_budget)
 
 
 def live_trial(ws: Workspace) -> TrialState | None:
@@ -223,7 +284,7 @@ def trial_status(ws: Workspace, log: FeedbackLog, config: TrialConfig) -> tuple[
     state = live_trial(ws)
     if state is None:
         return None
-    return state, decide(count_outcomes(log, state.id), state.config(config))
+    return state, assess(log, state.id, state.config(config))
 
 
 def _end(ws: Workspace, state: TrialState, decision: TrialDecision, promoted: bool) -> None:
@@ -264,10 +325,10 @@ def settle(ws: Workspace, log: FeedbackLog, config: TrialConfig) -> tuple[TrialS
         return None
     config = state.config(config)
     current = ws.current_version()
-    counts = count_outcomes(log, state.id)
+    decision = assess(log, state.id, config)
+    counts = decision.counts
     if current == state.version:  # promoted, then interrupted before TRIAL was removed
-        decision = decide(counts, config)
-        decision = TrialDecision("promote", f"completing an interrupted promotion: {decision.reason}", counts, decision.p_value, decision.evidence_better, decision.evidence_worse)
+        decision = decision.relabel("promote", f"completing an interrupted promotion: {decision.reason}")
         _end(ws, state, decision, promoted=True)
         return state, decision
     gone = not (ws.version_dir(state.version) / "manifest.json").is_file()
@@ -280,7 +341,6 @@ def settle(ws: Workspace, log: FeedbackLog, config: TrialConfig) -> tuple[TrialS
         decision = TrialDecision("drop", f"{why} during the trial", counts, 1.0, 0.0, 0.0)
         _end(ws, state, decision, promoted=False)
         return state, decision
-    decision = decide(counts, config)
     if decision.verdict != "continue":
         _end(ws, state, decision, promoted=decision.verdict == "promote")
     return state, decision
@@ -315,7 +375,7 @@ def stop_trial(ws: Workspace, log: FeedbackLog, config: TrialConfig, reason: str
         return None
     if ws.current_version() == state.version:  # an interrupted promotion: finish it rather than discard the serving version
         return settle(ws, log, config)
-    decision = decide(count_outcomes(log, state.id), state.config(config))
-    decision = TrialDecision("drop", f"{reason} ({decision.reason})", decision.counts, decision.p_value, decision.evidence_better, decision.evidence_worse)
+    decision = assess(log, state.id, state.config(config))
+    decision = decision.relabel("drop", f"{reason} ({decision.reason})")
     _end(ws, state, decision, promoted=False)
     return state, decision

@@ -11,7 +11,7 @@ from collections.abc import Callable
 import pytest
 
 from ragtune.config import TrialConfig
-from ragtune.trial import TrialCounts, decide, evidence
+from ragtune.trial import TrialCounts, decide, evidence, sign_test
 from tests.conftest import play, play_trial
 
 
@@ -22,11 +22,11 @@ def _counts(wins: int, losses: int, ties: int = 0, searches: int | None = None) 
 def test_clear_wins_promote_once_enough_searches_are_decided():
     cfg = TrialConfig()  # alpha 0.05, min_decided 20
     d = decide(_counts(25, 5, 3), cfg)
-    assert d.verdict == "promote" and d.p_value <= cfg.alpha and d.evidence_better >= 1 / cfg.alpha
+    assert d.verdict == "promote" and d.p_value <= cfg.alpha and d.evidence_better >= 2 / cfg.alpha and d.p_sign is None
     assert "25 wins, 5 losses, 3 ties in 33 interleaved searches" in d.reason and "trial.alpha 0.05" in d.reason
     # overwhelming evidence, but fewer decided searches than min_decided: not yet
     early = decide(_counts(15, 0, 10), cfg)
-    assert early.evidence_better >= 1 / cfg.alpha and early.verdict == "continue" and "20 decided searches" in early.reason
+    assert early.evidence_better >= 2 / cfg.alpha and early.verdict == "continue" and "20 decided searches" in early.reason
     assert decide(_counts(15, 0, 10), TrialConfig(min_decided=15)).verdict == "promote"
     # a stricter alpha needs more
     assert decide(_counts(25, 5), TrialConfig(alpha=1e-4)).verdict == "continue"
@@ -52,6 +52,22 @@ def test_an_undecided_trial_continues_until_its_budget():
     assert decide(_counts(60, 20, 20), cfg).verdict == "promote"
 
 
+def test_the_budgets_sign_test_promotes_a_small_steady_preference():
+    cfg = TrialConfig(max_searches=1000)
+    # 211 wins to 169 losses: the sequential half is far from 2 / alpha, the sign test at the budget is not
+    before = decide(_counts(211, 169, 40, searches=999), cfg)
+    assert before.verdict == "continue" and before.p_sign is None and before.p_value > cfg.alpha
+    d = decide(_counts(211, 169, 620), cfg)
+    assert d.verdict == "promote" and d.p_sign == pytest.approx(sign_test(211, 169)) and 2 * d.p_sign == pytest.approx(d.p_value)
+    assert d.p_value <= cfg.alpha < 2 * before.p_value and "sign test on the first 1000: 211 wins, 169 losses" in d.reason
+    # one side of the budget's test: at alpha / 2
+    assert decide(_counts(193, 171, 636), cfg).verdict == "drop" and sign_test(193, 171) > cfg.alpha / 2
+    # the sign test looks at the first max_searches searches only, not at what came after them
+    late = decide(_counts(236, 200, 764, searches=1200), cfg, at_budget=_counts(193, 171, 636))
+    assert late.verdict == "drop" and "out of budget" in late.reason and late.p_sign == pytest.approx(sign_test(193, 171))
+    assert sign_test(0, 0) == 1.0 and sign_test(5, 0) == pytest.approx(1 / 32)
+
+
 def test_evidence_is_symmetric_monotone_and_one_at_the_start():
     assert evidence(0, 0) == pytest.approx((1.0, 1.0))
     for w, n_lost in [(3, 1), (10, 4), (30, 31), (100, 80)]:
@@ -59,9 +75,9 @@ def test_evidence_is_symmetric_monotone_and_one_at_the_start():
         assert (worse, better) == pytest.approx(evidence(n_lost, w), rel=1e-9)
         assert evidence(w + 1, n_lost)[0] > better and evidence(w, n_lost + 1)[0] < better
     d = decide(_counts(14, 6), TrialConfig())
-    assert d.p_value == pytest.approx(min(1.0, 1 / d.evidence_better))
+    assert d.p_value == pytest.approx(min(1.0, 2 / d.evidence_better))
     data = d.to_dict()
-    assert {"verdict", "reason", "wins", "losses", "ties", "searches", "decided", "p_value", "evidence_better", "evidence_worse"} <= set(data)
+    assert {"verdict", "reason", "wins", "losses", "ties", "searches", "decided", "p_value", "evidence_better", "evidence_worse", "p_sign"} <= set(data)
     assert data["decided"] == 20
     # no overflow on a long trial
     better, worse = evidence(5000, 4000)
@@ -69,8 +85,8 @@ def test_evidence_is_symmetric_monotone_and_one_at_the_start():
     assert evidence(3000, 0)[0] == pytest.approx(math.exp(700.0))  # capped, never inf
 
 
-def _promotion_rate(verdict_of: Callable[[int, int], str], horizon: int) -> float:
-    """P(promoted at any look within ``horizon`` decided searches) when each is a fair coin, by dynamic programming.
+def _promotion_rate(verdict_of: Callable[[int, int], str], horizon: int, win_rate: float = 0.5) -> float:
+    """P(promoted at any look within ``horizon`` decided searches) when each is won with ``win_rate``, by dynamic programming.
 
     ``verdict_of(wins, losses)`` is "promote", "drop" or "continue" after each search.
     """
@@ -79,8 +95,8 @@ def _promotion_rate(verdict_of: Callable[[int, int], str], horizon: int) -> floa
     for _ in range(horizon):
         nxt: dict[tuple[int, int], float] = {}
         for (w, lost), p in alive.items():
-            for state in ((w + 1, lost), (w, lost + 1)):
-                nxt[state] = nxt.get(state, 0.0) + p / 2
+            for state, q in (((w + 1, lost), win_rate), ((w, lost + 1), 1 - win_rate)):
+                nxt[state] = nxt.get(state, 0.0) + p * q
         alive = {}
         for (w, lost), p in nxt.items():
             verdict = verdict_of(w, lost)
@@ -91,8 +107,8 @@ def _promotion_rate(verdict_of: Callable[[int, int], str], horizon: int) -> floa
     return p_promote
 
 
-def _exact_false_promotion(cfg: TrialConfig, horizon: int) -> float:
-    return _promotion_rate(lambda w, lost: decide(_counts(w, lost), cfg).verdict, horizon)
+def _exact_promotion_rate(cfg: TrialConfig, horizon: int, win_rate: float = 0.5) -> float:
+    return _promotion_rate(lambda w, lost: decide(_counts(w, lost), cfg).verdict, horizon, win_rate)
 
 
 @pytest.fixture()
@@ -105,14 +121,26 @@ def cached_evidence(monkeypatch):
 
 @pytest.mark.parametrize(("alpha", "min_decided"), [(0.05, 1), (0.05, 20), (0.2, 1)])
 def test_exact_false_promotion_rate_under_optional_stopping(cached_evidence, alpha, min_decided):
-    cfg = TrialConfig(alpha=alpha, min_decided=min_decided, max_searches=10_000)
-    rate = _exact_false_promotion(cfg, horizon=240)
-    assert 0 < rate <= alpha
+    # the sequential half alone (the budget never reached) spends at most alpha / 2 ...
+    sequential = _exact_promotion_rate(TrialConfig(alpha=alpha, min_decided=min_decided, max_searches=10_000), horizon=240)
+    assert 0 < sequential <= alpha / 2
+    # ... and with the budget's sign test at the horizon, the whole test stays within alpha
+    cfg = TrialConfig(alpha=alpha, min_decided=min_decided, max_searches=240)
+    rate = _exact_promotion_rate(cfg, horizon=240)
+    assert sequential < rate <= alpha
     # a naive test looked at after every search is what this guards against: a one-sided z-test at
     # the same level, checked as often, promotes far more often than alpha
     z = {0.05: 1.645, 0.2: 0.8416}[alpha]
     naive = functools.partial(_naive_rate, z=z, horizon=240, min_decided=min_decided)
     assert naive() > 2 * alpha
+
+
+def test_a_weak_preference_gets_a_fair_chance_within_the_budget(cached_evidence):
+    """A trial users prefer 56:44, with 400 decided searches in its budget, is promoted more often than
+    not; one they prefer 70:30 is promoted nearly always, long before the budget."""
+    cfg = TrialConfig(max_searches=400)
+    assert _exact_promotion_rate(cfg, horizon=400, win_rate=0.56) > 0.5
+    assert _exact_promotion_rate(TrialConfig(max_searches=10_000), horizon=120, win_rate=0.7) > 0.95
 
 
 def _naive_rate(z: float, horizon: int, min_decided: int) -> float:

@@ -100,7 +100,7 @@ class TrialFigures:
         wins: Interleaved searches the trial won (``None`` while it is live: see :class:`LiveTrial`).
         losses: Searches it lost.
         ties: Searches tied.
-        p_value: The anytime-valid p-value at the end.
+        p_value: The trial test's p-value at the end (promoted when at most ``trial.alpha``).
         reason: Why it ended.
     """
 
@@ -192,7 +192,7 @@ class LiveTrial:
         wins: Searches the trial won.
         losses: Searches it lost.
         ties: Searches tied (or without a click).
-        p_value: Anytime-valid p-value of "the trial is no better".
+        p_value: P-value of "the trial is no better" (promoted when at most ``trial.alpha``).
     """
 
     id: str
