@@ -35,6 +35,7 @@ from ragtune.simulate import CLICK_MODEL_PRESETS, click_model, draw_sessions, si
 def play_until_decided(ws: Path, queries: dict[str, str], qrels: dict[str, dict[str, int]], users: str, seed: int, look: int, budget: int) -> dict[str, Any]:
     """Fresh trial traffic on the workspace copy ``ws`` until the live trial's verdict is promote or drop."""
     rt = Ragtune(ws, progress=False)
+    rt.server.rng.seed(seed)  # the interleaving coins: reproducible per traffic seed
     sessions = draw_sessions(sorted(qrels), budget, seed=seed)
     model = click_model(users, seed)
     status: dict[str, Any] | None = None
