@@ -688,7 +688,7 @@ class FeedbackLog:
     def trial_searches(self, trial: str) -> list[tuple[dict[str, str], set[str]]]:
         """Each search interleaved for ``trial``, in the order they were logged: its shown documents' teams and the documents chosen (clicked or rated up)."""
         conn = self._connect()
-        teams: dict[str, dict[str, str]] = {qid: {} for (qid,) in conn.execute("SELECT qid FROM queries WHERE trial = ? ORDER BY ts, qid", (trial,))}
+        teams: dict[str, dict[str, str]] = {qid: {} for (qid,) in conn.execute("SELECT qid FROM queries WHERE trial = ? ORDER BY rowid", (trial,))}
         for qid, doc_id, team in conn.execute(
             "SELECT i.qid, i.doc_id, i.team FROM impressions i JOIN queries q ON q.qid = i.qid WHERE q.trial = ?", (trial,)
         ):

@@ -23,8 +23,10 @@ halves, so a weak but real preference still has a fair chance within the budget:
   It promotes a trial users prefer by a few points, which the sequential test would need several
   budgets to confirm.
 
-By the union bound, a trial no better than the serving version is promoted with probability at
-most ``alpha``: that is the stated bound. The reported p-value is ``min(1, 2 * min(p_seq, p_sign))``
+Either half needs ``trial.min_decided`` decided searches of its own. By the union bound, a trial no
+better than the serving version is promoted with probability at most ``alpha``: that is the stated
+bound. The sign test is taken by the first :func:`settle` after the budget, which always ends the
+trial; :func:`trial_status` only reads. The reported p-value is ``min(1, 2 * min(p_seq, p_sign))``
 (``p_seq = 1 / ratio``), so a trial is promoted exactly when it is at most ``alpha``. The mirrored
 ratio ("``p`` uniform on (0.2, 0.5)") reaching ``1 / alpha`` drops a trial that users find worse; a
 trial the budget's sign test does not promote is dropped as out of budget.
@@ -193,7 +195,8 @@ def decide(counts: TrialCounts, config: TrialConfig, at_budget: TrialCounts | No
         counts: Every interleaved search of the trial so far.
         config: The trial's settings (``alpha``, ``min_decided``, ``max_searches``).
         at_budget: The outcomes of the first ``max_searches`` interleaved searches, for the budget's
-            sign test; ``None`` when ``counts`` stopped at the budget (they are used as they are).
+            sign test; ``None`` when ``counts`` are those searches (:func:`assess` passes them
+            whenever the log holds more).
     """
     better, worse = evidence(counts.wins, counts.losses)
     p_seq = min(1.0, 1.0 / better) if better > 0 else 1.0
@@ -207,11 +210,13 @@ def decide(counts: TrialCounts, config: TrialConfig, at_budget: TrialCounts | No
             return TrialDecision("drop", f"users preferred the serving version: {figures}", counts, p, better, worse)
         need = f"; promotion needs p <= {config.alpha:g}" + ("" if enough else f" and {config.min_decided} decided searches")
         return TrialDecision("continue", f"undecided: {figures} (p = {p:.4f}{need})", counts, p, better, worse)
-    budget = at_budget or counts
+    budget = at_budget if at_budget is not None else counts
     p_sign = sign_test(budget.wins, budget.losses)
     p = min(1.0, 2 * min(p_seq, p_sign))
-    if p <= config.alpha and (enough if p_seq <= p_sign else budget.decided >= config.min_decided):
-        how = "" if p_seq <= p_sign else f"; sign test on the first {config.max_searches}: {budget.wins} wins, {budget.losses} losses"
+    by_sequential = 2 * p_seq <= config.alpha and enough
+    by_sign = 2 * p_sign <= config.alpha and budget.decided >= config.min_decided
+    if by_sequential or by_sign:
+        how = "" if by_sequential else f"; sign test on the first {config.max_searches}: {budget.wins} wins, {budget.losses} losses"
         return TrialDecision("promote", f"users preferred the trial: {figures} (p = {p:.4f} <= trial.alpha {config.alpha:g}{how})", counts, p, better, worse, p_sign)
     if worse >= 1.0 / config.alpha:
         return TrialDecision("drop", f"users preferred the serving version: {figures}", counts, p, better, worse, p_sign)
@@ -230,8 +235,12 @@ def count_outcomes(log: FeedbackLog, trial_id: str, limit: int | None = None) ->
         trial_id: The trial.
         limit: Only the first ``limit`` searches, in the order they were logged.
     """
+    return _tally(log.trial_searches(trial_id)[:limit])
+
+
+def _tally(searches: list[tuple[dict[str, str], set[str]]]) -> TrialCounts:
     counts = TrialCounts()
-    for teams, chosen in log.trial_searches(trial_id)[:limit]:
+    for teams, chosen in searches:
         counts.searches += 1
         outcome = credit(teams, chosen)
         if outcome == "win":
@@ -244,10 +253,10 @@ def count_outcomes(log: FeedbackLog, trial_id: str, limit: int | None = None) ->
 
 
 def assess(log: FeedbackLog, trial_id: str, config: TrialConfig) -> TrialDecision:
-    """Count a trial's outcomes in the log and decide (both halves of the test, see :func:`decide`)."""
-    counts = count_outcomes(log, trial_id)
-    at_budget = count_outcomes(log, trial_id, config.max_searches) if counts.searches > config.max_searches else None
-    return decide(counts, config, at_budget)
+    """Count a trial's outcomes in the log (one read) and decide (both halves of the test, see :func:`decide`)."""
+    searches = log.trial_searches(trial_id)
+    at_budget = _tally(searches[: config.max_searches]) if len(searches) > config.max_searches else None
+    return decide(_tally(searches), config, at_budget)
 
 
 def live_trial(ws: Workspace) -> TrialState | None:

@@ -66,6 +66,33 @@ def test_the_budgets_sign_test_promotes_a_small_steady_preference():
     late = decide(_counts(236, 200, 764, searches=1200), cfg, at_budget=_counts(193, 171, 636))
     assert late.verdict == "drop" and "out of budget" in late.reason and late.p_sign == pytest.approx(sign_test(193, 171))
     assert sign_test(0, 0) == 1.0 and sign_test(5, 0) == pytest.approx(1 / 32)
+    # each half needs min_decided of its own searches: the sequential half's strong evidence promotes
+    # past the budget even when the first max_searches held too few decided searches for the sign test
+    both = decide(_counts(40, 15, 1045, searches=1100), TrialConfig(max_searches=1000), at_budget=_counts(15, 0, 985))
+    assert both.verdict == "promote" and "sign test on the first" not in both.reason
+    few = decide(_counts(15, 0, 985), TrialConfig(max_searches=1000))  # p_sign tiny, but 15 < min_decided 20
+    assert few.verdict == "drop" and few.p_value <= 0.05
+
+
+def test_the_budgets_sign_test_reads_the_first_max_searches_searches_of_the_log(workspace):
+    """Through the public API: the trial wins every decided search of its first 30, then loses every
+    decided search of the next 30. The budget's sign test, on the first 30 only, promotes; all 60
+    together are even."""
+    play(workspace)
+    workspace.config = workspace.config.with_overrides({"trial.share": 1.0, "trial.max_searches": 30, "trial.min_decided": 10})
+    rep = workspace.refresh(mode="query")
+    assert rep.status == "trial_started", rep.reason
+    workspace.server.rng = random.Random(3)
+    first = play_trial(workspace, 30, "trial", seed=1, text="router question {}")
+    status = workspace.trial()
+    assert status["verdict"] == "promote" and status["losses"] == 0 and status["wins"] == first["clicks"] >= 10
+    play_trial(workspace, 30, "serving", seed=2, text="router question late {}")
+    status = workspace.trial()  # read only: nothing decided yet
+    assert status["searches"] == 60 and status["wins"] == first["clicks"] and status["losses"] >= 10
+    assert status["p_sign"] == pytest.approx(sign_test(first["clicks"], 0), abs=1e-6) and status["p_value"] <= 0.05
+    assert status["verdict"] == "promote" and f"sign test on the first 30: {first['clicks']} wins, 0 losses" in status["reason"]
+    done = workspace.decide_trial()
+    assert done is not None and done["verdict"] == "promote" and workspace.current_version == rep.version
 
 
 def test_evidence_is_symmetric_monotone_and_one_at_the_start():
