@@ -222,7 +222,8 @@ def decide(counts: TrialCounts, config: TrialConfig, at_budget: TrialCounts | No
         return TrialDecision("drop", f"users preferred the serving version: {figures}", counts, p, better, worse, p_sign)
     return TrialDecision(
         "drop",
-        f"out of budget: {figures} (trial.max_searches {config.max_searches}) without evidence either way (p = {p:.4f}, sign test p = {p_sign:.4f})",
+        f"out of budget: {figures} (trial.max_searches {config.max_searches}) without evidence either way (p = {p:.4f}, sign test p = {p_sign:.4f}"
+        + (f"; fewer than trial.min_decided {config.min_decided} decided searches)" if p <= config.alpha else ")"),
         counts, p, better, worse, p_sign,
     )  # fmt: skip
 
