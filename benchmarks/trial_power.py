@@ -13,6 +13,7 @@ exact, not sampled. ``p = 0.5`` gives the false-promotion rate.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import sys
 import time
@@ -62,12 +63,7 @@ def main() -> None:
     ap.add_argument("--out", type=Path, required=True)
     args = ap.parse_args()
     t0 = time.perf_counter()
-    cache: dict[tuple[int, int], tuple[float, float]] = {}
-
-    def ev(w: int, lost: int) -> tuple[float, float]:
-        if (w, lost) not in cache:
-            cache[(w, lost)] = evidence(w, lost)
-        return cache[(w, lost)]
+    ev = functools.lru_cache(maxsize=None)(evidence)
 
     rows = []
     for horizon in (int(x) for x in args.decided.split(",")):

@@ -202,24 +202,20 @@ def decide(counts: TrialCounts, config: TrialConfig, at_budget: TrialCounts | No
     p_seq = min(1.0, 1.0 / better) if better > 0 else 1.0
     figures = f"{counts.wins} wins, {counts.losses} losses, {counts.ties} ties in {counts.searches} interleaved searches"
     enough = counts.decided >= config.min_decided
-    if counts.searches < config.max_searches:
-        p = min(1.0, 2 * p_seq)
-        if p <= config.alpha and enough:
-            return TrialDecision("promote", f"users preferred the trial: {figures} (p = {p:.4f} <= trial.alpha {config.alpha:g})", counts, p, better, worse)
-        if worse >= 1.0 / config.alpha:
-            return TrialDecision("drop", f"users preferred the serving version: {figures}", counts, p, better, worse)
-        need = f"; promotion needs p <= {config.alpha:g}" + ("" if enough else f" and {config.min_decided} decided searches")
-        return TrialDecision("continue", f"undecided: {figures} (p = {p:.4f}{need})", counts, p, better, worse)
+    at_end = counts.searches >= config.max_searches
     budget = at_budget if at_budget is not None else counts
-    p_sign = sign_test(budget.wins, budget.losses)
-    p = min(1.0, 2 * min(p_seq, p_sign))
+    p_sign = sign_test(budget.wins, budget.losses) if at_end else None
+    p = min(1.0, 2 * min(p_seq, 1.0 if p_sign is None else p_sign))
     by_sequential = 2 * p_seq <= config.alpha and enough
-    by_sign = 2 * p_sign <= config.alpha and budget.decided >= config.min_decided
+    by_sign = p_sign is not None and 2 * p_sign <= config.alpha and budget.decided >= config.min_decided
     if by_sequential or by_sign:
         how = "" if by_sequential else f"; sign test on the first {config.max_searches}: {budget.wins} wins, {budget.losses} losses"
         return TrialDecision("promote", f"users preferred the trial: {figures} (p = {p:.4f} <= trial.alpha {config.alpha:g}{how})", counts, p, better, worse, p_sign)
     if worse >= 1.0 / config.alpha:
         return TrialDecision("drop", f"users preferred the serving version: {figures}", counts, p, better, worse, p_sign)
+    if p_sign is None:
+        need = f"; promotion needs p <= {config.alpha:g}" + ("" if enough else f" and {config.min_decided} decided searches")
+        return TrialDecision("continue", f"undecided: {figures} (p = {p:.4f}{need})", counts, p, better, worse)
     return TrialDecision(
         "drop",
         f"out of budget: {figures} (trial.max_searches {config.max_searches}) without evidence either way (p = {p:.4f}, sign test p = {p_sign:.4f}"
@@ -228,15 +224,9 @@ def decide(counts: TrialCounts, config: TrialConfig, at_budget: TrialCounts | No
     )  # fmt: skip
 
 
-def count_outcomes(log: FeedbackLog, trial_id: str, limit: int | None = None) -> TrialCounts:
-    """Wins, losses and ties of a trial's interleaved searches, read from the feedback log.
-
-    Args:
-        log: The feedback log.
-        trial_id: The trial.
-        limit: Only the first ``limit`` searches, in the order they were logged.
-    """
-    return _tally(log.trial_searches(trial_id)[:limit])
+def count_outcomes(log: FeedbackLog, trial_id: str) -> TrialCounts:
+    """Wins, losses and ties of a trial's interleaved searches, read from the feedback log."""
+    return _tally(log.trial_searches(trial_id))
 
 
 def _tally(searches: list[tuple[dict[str, str], set[str]]]) -> TrialCounts:
