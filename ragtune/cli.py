@@ -98,21 +98,30 @@ def _open(ctx: click.Context, *, create: bool = False) -> Ragtune:
 
 
 def _engine_options(fn: Any) -> Any:
-    """``--engine`` / ``--ray-address``: where this run embeds the corpus (``model.engine``, ``model.ray_address``), for this run only."""
+    """``--engine`` / ``--ray-address``: where this run embeds the corpus (``model.engine``), for this run only."""
     fn = click.option(
         "--ray-address", default=None, metavar="ADDRESS",
-        help="The Ray cluster (ray://HOST:10001, HOST:6379 or auto); implies --engine ray (default: model.ray_address, $RAY_ADDRESS, else a local Ray instance).",
+        help="The Ray cluster (ray://HOST:10001 or HOST:6379); implies --engine ray (default: the address model.engine names, else $RAY_ADDRESS, else a local Ray instance).",
     )(fn)  # fmt: skip
     return click.option("--engine", type=click.Choice(["local", "ray"]), default=None, help="Embed the corpus here or on a Ray cluster (default: model.engine, local).")(fn)
 
 
 def _use_engine(rt: Ragtune, engine: str | None, ray_address: str | None) -> None:
+    from ragtune.errors import ConfigError
+
     if ray_address is not None and engine == "local":
         raise click.UsageError("--ray-address is for --engine ray; drop one of them")
-    overrides = {"model.engine": "ray" if ray_address is not None else engine, "model.ray_address": ray_address}
-    overrides = {k: v for k, v in overrides.items() if v is not None}
-    if overrides:
-        rt.config = rt.config.with_overrides(overrides)
+    if ray_address is not None:
+        try:
+            rt.config = rt.config.with_overrides({"model.engine": ray_address})
+        except ConfigError:
+            raise click.BadParameter(
+                f"expected a Ray cluster address such as ray://HOST:10001 or HOST:6379, got {ray_address!r} "
+                "(for Ray's 'auto', set RAY_ADDRESS=auto and pass --engine ray)",
+                param_hint="--ray-address",
+            ) from None
+    elif engine == "local" or (engine == "ray" and not rt.config.model.uses_ray()):
+        rt.config = rt.config.with_overrides({"model.engine": engine})
 
 
 def _echo_json(data: Any) -> None:

@@ -10,6 +10,7 @@ import dataclasses
 import json
 import logging
 import math
+import re
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Literal, get_args, get_type_hints
@@ -41,6 +42,8 @@ Backend = Literal["faiss", "chroma"]
 TrainMode = Literal["lora", "full", "query", "auto"]
 ModelBackend = Literal["torch", "onnx"]
 Engine = Literal["local", "ray"]
+#: A Ray cluster address as ``model.engine`` takes it: ``ray://HOST:PORT`` (Ray Client) or ``HOST:PORT`` (the GCS).
+_RAY_ADDRESS = re.compile(r"^(ray://[^\s/]+|[^\s:/]+:\d+)$")
 
 
 def _check(cond: bool, msg: str) -> None:
@@ -92,11 +95,11 @@ class ModelConfig:
             on an AVX2-only one, for about 0.005 nDCG@10 (README, "Fast CPU embedding"). Like the other
             model settings it takes effect with a re-index.
         engine: Where a whole corpus is embedded into a version (an index, a re-index, a refresh's
-            re-embedding): ``"local"`` (this process) or ``"ray"`` (Ray Data actors on a Ray cluster, GPU
-            actors when it has GPUs; needs ``pip install 'ragtune[ray]'``; README, "Past one machine").
-            Queries are always embedded here. The vectors are the same either way.
-        ray_address: The Ray cluster of ``engine = "ray"`` (``"ray://HOST:10001"``, ``"HOST:6379"`` or
-            ``"auto"``); ``None``: ``$RAY_ADDRESS``, else a Ray instance started on this machine.
+            re-embedding): ``"local"`` (this process), or Ray Data actors on a Ray cluster (GPU actors
+            when it has GPUs; needs ``pip install 'ragtune[ray]'``; README, "Past one machine"):
+            ``"ray"`` (the cluster at ``$RAY_ADDRESS``, else a Ray instance started on this machine) or
+            the cluster's address (``"ray://HOST:10001"`` or ``"HOST:6379"``). Queries are always
+            embedded here. The vectors are the same either way.
     """
 
     name: str = DEFAULT_MODEL
@@ -107,20 +110,26 @@ class ModelConfig:
     max_seq_length: int | None = None
     backend: str = "torch"
     engine: str = "local"
-    ray_address: str | None = None
 
     def __post_init__(self) -> None:
         _check(isinstance(self.name, str) and self.name.strip() != "", f"model.name must be a non-empty string, got {self.name!r}")
         _literal(self, "device", get_args(Device))
         _literal(self, "backend", get_args(ModelBackend))
-        _literal(self, "engine", get_args(Engine))
         _check(
-            self.ray_address is None or (isinstance(self.ray_address, str) and self.ray_address.strip() != ""),
-            f"model.ray_address must be null ($RAY_ADDRESS, else a local Ray instance) or a Ray address such as 'ray://HOST:10001', got {self.ray_address!r}",
+            self.engine in get_args(Engine) or _RAY_ADDRESS.match(str(self.engine)) is not None,
+            f"model.engine must be 'local', 'ray' or a Ray address such as 'ray://HOST:10001' or 'HOST:6379', got {self.engine!r}",
         )
         _positive(self, "batch_size")
         if self.max_seq_length is not None:
             _positive(self, "max_seq_length")
+
+    def uses_ray(self) -> bool:
+        """Whether whole corpora are embedded on a Ray cluster (``engine`` is ``"ray"`` or an address)."""
+        return self.engine != "local"
+
+    def ray_address(self) -> str | None:
+        """The Ray cluster's address ``engine`` names; ``None`` for ``"ray"`` (``$RAY_ADDRESS``, else a local instance) and ``"local"``."""
+        return None if self.engine in get_args(Engine) else self.engine
 
 
 @dataclass
@@ -287,7 +296,6 @@ class TrainConfig:
         batch_size: Training batch size (in-batch negatives grow with it).
         epochs: Maximum epochs (early stopping on the held-out pairs' loss).
         lora_r: LoRA rank (alpha is twice the rank; the attention projections are adapted).
-        dropout: The model's own dropout while fine-tuning (0.1, MiniLM's own; 0 trains faster).
         max_seq_length: Truncate texts to this many tokens while training only (the corpus is still
             embedded at the model's own length); 128 makes a MiniLM CPU step about 4x cheaper than 256.
         seed: Training seed (also salts the held-out split and the query tier's folds).
@@ -304,7 +312,6 @@ class TrainConfig:
     batch_size: int = 32
     epochs: int = 2
     lora_r: int = 16
-    dropout: float = 0.1
     max_seq_length: int | None = None
     seed: int = 42
     query_interpolation: float = 0.35
@@ -316,7 +323,6 @@ class TrainConfig:
         if self.lr is not None:
             _positive(self, "lr")
         _positive(self, "batch_size", "epochs", "lora_r")
-        _fraction(self, "dropout", open_right=True)
         if self.max_seq_length is not None:
             _positive(self, "max_seq_length")
         _check(isinstance(self.seed, int) and not isinstance(self.seed, bool), f"train.seed must be an integer, got {self.seed!r}")
@@ -428,12 +434,14 @@ class RefreshConfig:
 #: Settings this version removed (the results behind that are in benchmarks/RESULTS.md): ignored with
 #: a warning when an older config.json still has them, so existing workspaces keep opening.
 RETIRED = {
+    "model": {"ray_address"},
     "index": {"hnsw_m", "ivf_nlist", "chroma_mode", "chroma_host", "chroma_port"},
     "feedback": {"randomize_top", "propensity_clip", "propensity_eta"},
     "mining": {"skip_above", "range_min", "range_max", "min_heldout", "seed"},
     "train": {
         "loss", "full_lr", "query_lr", "warmup_ratio", "lora_alpha", "lora_dropout", "target_modules", "negatives",
         "early_stopping_patience", "interpolation", "query_l2", "query_epochs", "memory_weights", "memory_temperature", "precision",
+        "dropout",
     },
     "gate": {
         "metric", "query_metric", "margin", "query_confidence", "pool_size", "pool_unshown", "min_off_policy", "folds", "cold_guard",
@@ -495,6 +503,8 @@ class RagtuneConfig:
             known = {f.name for f in fields(sub)}
             if key == "train":
                 value = _upgrade_train(value)
+            if key == "model" and isinstance(value, dict) and value.get("ray_address") and value.get("engine") == "ray":
+                value = {**value, "engine": value["ray_address"]}  # model.ray_address is folded into model.engine
             if key == "index" and isinstance(value, dict) and value.get("chroma_mode") == "http" and "chroma_url" not in value:
                 value = {**value, "chroma_url": f"http://{value.get('chroma_host', 'localhost')}:{value.get('chroma_port', 8000)}"}
             retired = set(value) & RETIRED.get(key, set()) - known

@@ -52,7 +52,7 @@ class LocalEngine:
 
 
 class RayEngine:
-    """Embeds a corpus with Ray Data actors on a Ray cluster (``model.engine = "ray"``).
+    """Embeds a corpus with Ray Data actors on a Ray cluster (``model.engine`` ``"ray"`` or a cluster address).
 
     Every node needs ragtune installed (``pip install 'ragtune[ray]'``, the same versions as here). The
     model reaches the actors as follows: a model *directory* on this machine (a local ``model.name``,
@@ -73,8 +73,8 @@ class RayEngine:
     a cluster: the connection stays open for the next index or refresh.
 
     Args:
-        address: The Ray address (``model.ray_address``): ``"ray://HOST:10001"``, ``"HOST:6379"``,
-            ``"auto"``, or ``None``.
+        address: The Ray address ``model.engine`` names (``"ray://HOST:10001"``, ``"HOST:6379"``, or
+            ``"auto"`` when given here), or ``None``.
         device: ``model.device`` (``"auto"`` takes the cluster's GPUs when it has some).
         batch_size: ``model.batch_size``: each actor's encoding batch.
     """
@@ -166,7 +166,7 @@ class RayEngine:
         except (ConnectionError, ValueError, RuntimeError, TimeoutError) as exc:
             raise ConfigError(
                 f"cannot connect to the Ray cluster at {where} ({type(exc).__name__}: {exc}); start one (`ray start --head`) "
-                "or set model.ray_address to its address, or set model.engine to 'local'",
+                "or set model.engine to its address, or to 'local'",
                 cli=f"cannot connect to the Ray cluster at {where} ({type(exc).__name__}: {exc}); start one (`ray start --head`) "
                 "and pass its address (--ray-address, or RAY_ADDRESS), or use --engine local",
             ) from exc
@@ -263,8 +263,8 @@ def _import_ray() -> Any:
 
 def make_engine(config: ModelConfig) -> LocalEngine | RayEngine:
     """The engine ``config.engine`` names, set up from the ``model`` section."""
-    if config.engine == "ray":
-        return RayEngine(config.ray_address, device=config.device, batch_size=config.batch_size)
+    if config.uses_ray():
+        return RayEngine(config.ray_address(), device=config.device, batch_size=config.batch_size)
     return LocalEngine()
 
 
@@ -275,7 +275,7 @@ def encode_corpus(embedder: Embedder, texts: list[str], config: ModelConfig, *, 
         embedder: The version's embedder (its spec says the model; the document prefix is applied as
             :meth:`~ragtune.embedder.Embedder.encode_documents` does).
         texts: The documents' texts (``Document.embed_text``).
-        config: The ``model`` section (``engine``, ``ray_address``, ``device``, ``batch_size``).
+        config: The ``model`` section (``engine``, ``device``, ``batch_size``).
         progress: Show progress bars.
 
     Returns:

@@ -110,3 +110,15 @@ def test_retired_keys_are_not_settable_and_typos_still_fail():
                 RagtuneConfig().with_overrides({f"{section}.{name}": 1})
     with pytest.raises(ConfigError, match="'marginn'"):
         RagtuneConfig.from_dict({"gate": {"marginn": 0.0}})
+
+
+def test_every_setting_is_documented_and_there_are_at_most_40():
+    """The config tree stays small, and each setting is explained in its section's docstring."""
+    count = 0
+    for name, section in RagtuneConfig().to_dict().items():
+        cls = type(getattr(RagtuneConfig(), name))
+        doc = cls.__doc__ or ""
+        for key in section:
+            count += 1
+            assert f"        {key}: " in doc, f"{name}.{key} is not documented in {cls.__name__}'s docstring"
+    assert 30 <= count <= 40, f"{count} settings"

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from ragtune import ConfigError, ModelError, Ragtune
+from ragtune import ConfigError, ModelError, Ragtune, RagtuneConfig
 from ragtune.cli import main
 from ragtune.embedder import Embedder, ModelSpec
 from ragtune.engines import LocalEngine, RayEngine, encode_corpus, make_engine
@@ -52,7 +52,6 @@ def _layout(rt: Ragtune, version: str) -> tuple[list[str], dict, dict]:
     manifest["decision"].pop("decision")
     config = json.loads((vdir / "config.json").read_text())
     assert config["model"].pop("engine") in ("local", "ray")
-    config["model"].pop("ray_address")
     return files, manifest, config
 
 
@@ -144,16 +143,29 @@ def test_cli_engine_flags_are_checked(tiny_config, corpus, tmp_path):
     assert res.exit_code == 2 and "--ray-address is for --engine ray" in res.output
     res = runner.invoke(main, ["-w", str(ws), "refresh", "--engine", "spark"])
     assert res.exit_code == 2 and "'spark'" in res.output
+    res = runner.invoke(main, ["-w", str(ws), "index", str(corpus), "--ray-address", "auto"])
+    assert res.exit_code == 2 and "--ray-address" in res.output and "RAY_ADDRESS=auto" in res.output
+    assert json.loads((ws / "config.json").read_text())["model"]["engine"] == "local"  # a flag never writes config.json
 
 
 def test_engine_settings_are_validated(tiny_config):
     assert isinstance(make_engine(tiny_config.model), LocalEngine)
-    engine = make_engine(tiny_config.with_overrides({"model.engine": "ray", "model.ray_address": "ray://head:10001"}).model)
-    assert isinstance(engine, RayEngine) and engine.address == "ray://head:10001" and engine.batch_size == 8
-    with pytest.raises(ConfigError, match=r"model.engine must be one of \['local', 'ray'\], got 'spark'"):
-        tiny_config.with_overrides({"model.engine": "spark"})
-    with pytest.raises(ConfigError, match=r"model.ray_address .* got ''"):
-        tiny_config.with_overrides({"model.ray_address": ""})
+    engine = make_engine(tiny_config.with_overrides({"model.engine": "ray"}).model)
+    assert isinstance(engine, RayEngine) and engine.address is None and engine.batch_size == 8
+    for address in ("ray://head:10001", "10.0.0.5:6379"):
+        engine = make_engine(tiny_config.with_overrides({"model.engine": address}).model)
+        assert isinstance(engine, RayEngine) and engine.address == address
+    for bad in ("spark", "", "auto", "head", "ray://"):
+        with pytest.raises(ConfigError, match=r"model.engine must be 'local', 'ray' or a Ray address .*, got "):
+            tiny_config.with_overrides({"model.engine": bad})
+
+
+def test_an_older_config_with_ray_address_keeps_its_cluster(tiny_config, tmp_path):
+    data = tiny_config.to_dict()
+    data["model"].update(engine="ray", ray_address="ray://head:10001")
+    assert RagtuneConfig.from_dict(data).model.engine == "ray://head:10001"
+    data["model"].update(engine="local")
+    assert RagtuneConfig.from_dict(data).model.engine == "local"  # the address of an unused engine is dropped
 
 
 def test_cuda_on_a_cluster_without_gpus_is_refused(ray_cluster, tiny_model, tiny_config):

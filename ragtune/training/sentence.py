@@ -80,17 +80,6 @@ def build_dataset(examples: list[TrainExample], doc_texts: dict[str, str], spec:
     return Dataset.from_dict(cols)
 
 
-def _set_dropout(model: Any, p: float) -> None:
-    """Set every dropout of the model (layers and attention probabilities) to ``p``."""
-    import torch
-
-    for module in model.modules():
-        if isinstance(module, torch.nn.Dropout):
-            module.p = p
-        if hasattr(module, "dropout_prob"):
-            module.dropout_prob = p
-
-
 def _log_instead_of_print(trainer: Any, progress: bool) -> None:
     """The trainer prints each epoch's loss dict to stdout; a library logs it instead (the bar stays)."""
     from transformers.trainer_callback import PrinterCallback, ProgressCallback
@@ -144,7 +133,6 @@ def train_sentence_model(
     device = choice.device
     torch.manual_seed(config.seed)
     model = load_sentence_transformer(base.base, device, base.max_seq_length)
-    _set_dropout(model, config.dropout)
     serving_length = model.max_seq_length
     if config.max_seq_length is not None:
         model.max_seq_length = config.max_seq_length
