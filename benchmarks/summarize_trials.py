@@ -25,17 +25,19 @@ def overrides(run: dict) -> str:
 def main() -> None:
     rows = [json.loads(Path(p).read_text()) for p in sys.argv[1:]]
     rows = [r for r in rows if "users" in r]
-    print("| mode | users | seed | overrides | final test nDCG@10 (gain) | cold change | trials: promoted / dropped | promoted worse on test | interleaved searches to each decision |")
-    print("|---|---|---|---|---|---|---|---|---|")
+    print("| mode | users | seed | overrides | final test nDCG@10 (gain) | cold change | trials: promoted / dropped | promoted worse on test | interleaved searches to each decision | plain reference (`--reference`) |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for r in sorted(rows, key=lambda r: (r["mode"], r["users"], r["command"], r["seed"])):
         over = overrides(r)
         trials = r["trials"]
         promoted = sum(t["verdict"] == "promote" for t in trials)
         dropped = sum(t["verdict"] == "drop" for t in trials)
         decided = ", ".join(f"{t['searches']}{'P' if t['verdict'] == 'promote' else 'D'}" for t in trials) or "-"
+        ref = r.get("reference")
+        reference = f"{ref['ndcg@10']:.4f} (final {r['final']['ndcg@10'] - ref['ndcg@10']:+.4f})" if ref else "-"
         print(
             f"| {r['mode']} | {r['users']} | {r['seed']} | {over} | {r['final']['ndcg@10']:.4f} ({r['gain']:+.4f} {r['gain_ci95']}) | {r['cold_change']:+.4f} | "
-            f"{promoted} / {dropped} | {r['n_promotions_worse_on_test']} | {decided} |"
+            f"{promoted} / {dropped} | {r['n_promotions_worse_on_test']} | {decided} | {reference} |"
         )
     by: dict[tuple[str, str, str], list[dict]] = {}
     for r in rows:
