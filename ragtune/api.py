@@ -568,7 +568,8 @@ class Ragtune:
             force: Train even with fewer than ``refresh.min_new_events`` new events (a trial is
                 still required).
             trial: ``False`` promotes a candidate that passes the offline check at once, without a
-                trial: an explicit operator choice.
+                trial: an explicit operator choice (a LoRA/full candidate must then be ahead of the
+                serving model offline, not only not behind it).
             eval_beir: A labelled BEIR folder: promote a candidate that passes the offline check only
                 if it also beats the serving model on its ``eval_split`` (no trial then).
             eval_split: The split of ``eval_beir``.

@@ -290,8 +290,8 @@ class TrainConfig:
     Attributes:
         mode: ``"query"`` (a query-side tier: a linear map on query vectors and a click memory; no
             re-embedding), ``"lora"`` (a peft adapter; re-embeds the corpus), ``"full"`` (all
-            weights; re-embeds) or ``"auto"`` (a LoRA candidate when it passes its offline check,
-            else a query-tier one).
+            weights; re-embeds) or ``"auto"`` (a LoRA candidate when its offline check shows a
+            gain, else a query-tier one).
         lr: Learning rate; ``None`` = 5e-4 for LoRA, 2e-5 for full fine-tuning.
         batch_size: Training batch size (in-batch negatives grow with it).
         epochs: Maximum epochs (early stopping on the held-out pairs' loss).
@@ -348,11 +348,17 @@ class GateConfig:
     """The offline check: is a candidate worth a trial?
 
     It only screens out obvious losers before they cost a re-embedding or users' time; promotion
-    rests on the trial (:class:`TrialConfig`). A candidate is worth a trial when it beats the
-    serving model on held-out feedback in at least ``confidence`` of paired bootstrap resamples.
+    rests on the trial (:class:`TrialConfig`). A query-tier candidate (and LoRA in ``auto`` mode,
+    where the check chooses the tier, or without a trial) is worth a trial when it beats the serving
+    model on held-out feedback in at least ``confidence`` of paired bootstrap resamples; a LoRA/full
+    candidate in its own mode, with a trial to follow, unless the serving model beats it in that
+    many (:mod:`ragtune.gate`).
 
     Attributes:
-        confidence: That share (0 turns the check off: every candidate goes to a trial).
+        confidence: That share: how sure the check must be that a candidate is ahead, or, for a
+            LoRA/full candidate with a trial to follow, that it is behind (so a higher value is
+            stricter for the first and more lenient for the second). 0 turns the check off: every
+            candidate goes to a trial.
         min_queries: Fewer held-out queries than this cannot tell a gain from noise: the refresh
             says so and makes no trial.
     """

@@ -2,9 +2,21 @@
 
 It is a cheap pre-filter, not the promotion decision (that is the trial's, :mod:`ragtune.trial`):
 it keeps obvious losers from costing a re-embedding or users' time. Held-out feedback was logged
-under the serving ranker, so it favours that ranker whatever the clicks mean; the check only asks
-that a candidate beat the serving model on it in at least ``gate.confidence`` of paired bootstrap
-resamples of the queries (:func:`check`), on at least ``gate.min_queries`` queries.
+under the serving ranker, so it favours that ranker whatever the clicks mean. :func:`check` compares
+per-query scores by paired bootstrap resamples of the queries, on at least ``gate.min_queries``
+queries, against one of two bars (:data:`Bar`):
+
+- ``"ahead"``: the candidate beats the serving model in at least ``gate.confidence`` of the
+  resamples. The query tier is held to it (its cross-fitted whole-index score can show a gain),
+  and so is LoRA in ``auto`` mode, where the check chooses which tier to try.
+- ``"not_behind"``: the candidate is refused only when the serving model beats it in at least
+  ``gate.confidence`` of the resamples. A LoRA/full candidate in its own mode, with a trial (or a
+  labelled set) to decide after it, is held to it: its pools hold only documents the serving model
+  already showed, so it can at best tie there, and asking it to be ahead kept out candidates users
+  preferred in a trial (``benchmarks/RESULTS.md``). Promoted without a trial, it must be ahead.
+
+Either way ``gate.confidence`` is how sure the check must be of what it concludes: that a
+candidate is ahead, or that it is behind.
 
 - A document-side candidate (LoRA/full) and the serving model re-rank, per held-out query, a
   *pool*: what users were shown, the serving top 20 and the chosen documents, each chosen
@@ -21,7 +33,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
@@ -35,6 +47,7 @@ if TYPE_CHECKING:
 __all__ = [
     "LOGLIK_SCALE",
     "POOL_SIZE",
+    "Bar",
     "CheckResult",
     "GateSet",
     "build_gate_set",
@@ -50,6 +63,8 @@ logger = logging.getLogger(__name__)
 
 #: Softmax scale of the ``loglik`` metric: MultipleNegativesRankingLoss's default, the query map's training scale.
 LOGLIK_SCALE = 20.0
+#: How a candidate must compare with the serving model to be worth a trial (module docstring).
+Bar = Literal["ahead", "not_behind"]
 #: The serving model's top documents added to each held-out query's pool, beside what users were shown.
 POOL_SIZE = 20
 
@@ -82,6 +97,8 @@ class CheckResult:
         n: Queries checked.
         p_win: Share of paired bootstrap resamples the candidate won (``None`` when not computed).
         on: What the queries were (held-out feedback, a labelled set).
+        bar: ``"ahead"`` or ``"not_behind"`` (:data:`Bar`).
+        p_behind: Share of resamples the serving model won (``"not_behind"`` only, else ``None``).
     """
 
     worth_trial: bool
@@ -93,34 +110,64 @@ class CheckResult:
     n: int
     p_win: float | None = None
     on: str = "held-out feedback"
+    bar: Bar = "ahead"
+    p_behind: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
 
 
 def check(
-    candidate: str, metric: str, cand: Sequence[float], cur: Sequence[float], config: GateConfig, *, on: str = "held-out feedback", required: bool = False
+    candidate: str,
+    metric: str,
+    cand: Sequence[float],
+    cur: Sequence[float],
+    config: GateConfig,
+    *,
+    on: str = "held-out feedback",
+    required: bool = False,
+    bar: Bar = "ahead",
 ) -> CheckResult:
-    """Is ``candidate`` (per-query scores ``cand``) ahead of the serving model (``cur``) beyond the noise?
+    """Is ``candidate`` (per-query scores ``cand``) worth a trial against the serving model (``cur``)?
 
-    ``gate.confidence`` 0 turns the check off, unless ``required`` (a labelled set that decides a
-    promotion: the candidate must then at least be ahead on average).
+    Args:
+        candidate: The candidate's name, for the reason line.
+        metric: The score's name, for the reason line.
+        cand: The candidate's score on each checked query.
+        cur: The serving model's score on the same queries.
+        config: ``gate.confidence`` (0 turns the check off, unless ``required``) and ``gate.min_queries``.
+        on: What the queries are, for the reason line.
+        required: A labelled set that decides a promotion: the candidate must then at least be
+            ahead on average, whatever ``gate.confidence``.
+        bar: ``"ahead"``: the candidate must win at least ``gate.confidence`` of paired bootstrap
+            resamples; ``"not_behind"``: it is refused only when the serving model wins that many.
+
+    Returns:
+        The verdict, with the figures.
     """
     n = len(cur)
     c_mean, s_mean = (float(np.mean(cur)) if n else 0.0), (float(np.mean(cand)) if n else 0.0)
     figures = f"{metric} {s_mean:.4f} vs the serving model's {c_mean:.4f} on {n} queries of {on}"
+    bar = "ahead" if required else bar
+
+    def result(worth: bool, why: str, p_win: float | None = None, p_behind: float | None = None) -> CheckResult:
+        return CheckResult(worth, f"{candidate}: {figures}{why}", candidate, metric, c_mean, s_mean, n, p_win, on, bar, p_behind)
+
     if config.confidence == 0 and not required:
-        return CheckResult(True, f"{candidate}: {figures} (gate.confidence 0: every candidate goes on)", candidate, metric, c_mean, s_mean, n, None, on)
+        return result(True, " (gate.confidence 0: every candidate goes on)")
     if n < config.min_queries:
-        return CheckResult(False, f"{candidate}: {figures}: too few to tell a gain from noise (gate.min_queries {config.min_queries})", candidate, metric, c_mean, s_mean, n, None, on)
+        return result(False, f": too few to tell a gain from noise (gate.min_queries {config.min_queries})")
+    if bar == "not_behind":
+        p_win, p_behind = win_probability(cand, cur), win_probability(cur, cand)
+        if p_behind >= config.confidence:
+            return result(False, f", behind in {p_behind:.0%} of bootstrap resamples (gate.confidence {config.confidence:g}): an obvious loser", p_win, p_behind)
+        return result(True, f", behind in only {p_behind:.0%} of bootstrap resamples (gate.confidence {config.confidence:g}): not an obvious loser", p_win, p_behind)
     if not s_mean > c_mean:
-        return CheckResult(False, f"{candidate}: {figures}: no gain", candidate, metric, c_mean, s_mean, n, None, on)
+        return result(False, ": no gain")
     p_win = win_probability(cand, cur)
     if p_win < config.confidence:
-        return CheckResult(
-            False, f"{candidate}: {figures}, ahead in only {p_win:.0%} of bootstrap resamples (gate.confidence {config.confidence:g}): within the noise", candidate, metric, c_mean, s_mean, n, p_win, on
-        )
-    return CheckResult(True, f"{candidate}: {figures}, ahead in {p_win:.0%} of bootstrap resamples", candidate, metric, c_mean, s_mean, n, p_win, on)
+        return result(False, f", ahead in only {p_win:.0%} of bootstrap resamples (gate.confidence {config.confidence:g}): within the noise", p_win)
+    return result(True, f", ahead in {p_win:.0%} of bootstrap resamples", p_win)
 
 
 def build_gate_set(

@@ -7,8 +7,10 @@ feedback log) and never the facade. One refresh, under the workspace lock:
    undecided, left running, in which case nothing is trained (one trial at a time).
 2. With enough new feedback, the log is mined and *one* candidate made for the tier (``query``:
    the query tier, cross-fitted; ``lora``/``full``: a fine-tune of the base model; ``auto``: LoRA
-   when it passes its offline check, else the query tier).
-3. The offline check (:func:`ragtune.gate.check`) says whether it is worth a trial.
+   when its offline check shows a gain, else the query tier).
+3. The offline check (:func:`ragtune.gate.check`) says whether it is worth a trial: the query tier
+   must be ahead of the serving model, a LoRA/full candidate only not behind it (in ``auto``, where
+   the check chooses the tier, and with ``trial=False``, where it promotes, it must be ahead too).
 4. Worth it: the candidate is written as a staged version (a document-side one re-embedded beside
    the serving index) and becomes the live trial. With ``trial=False`` it is promoted at once; with
    a labelled ``eval_beir`` set, it is promoted only if it beats the serving model there.
@@ -35,7 +37,7 @@ from ragtune.embedder import Embedder, ModelSpec
 from ragtune.engines import encode_corpus
 from ragtune.faults import checkpoint
 from ragtune.feedback import FeedbackLog
-from ragtune.gate import CheckResult, GateSet, build_gate_set, check, loglik_per_query, score_candidate, score_current
+from ragtune.gate import Bar, CheckResult, GateSet, build_gate_set, check, loglik_per_query, score_candidate, score_current
 from ragtune.mining import MinedSet, TrainExample, mine, normalize_query
 from ragtune.recovery import feedback_mark, new_decision, replay_decisions
 from ragtune.serving import Server, ServingVersion
@@ -221,7 +223,10 @@ def _train_and_decide(
         tiers = ["lora", "query"] if mode == "auto" else [mode]
         candidate: Candidate | None = None
         for tier in tiers:
-            made = _make_candidate(ws, config, serving, records, tier, Path(tmp) / tier, progress)
+            # a trial (or a labelled set) decides after a "not behind" LoRA/full candidate; in auto the check chooses the
+            # tier, and with --no-trial it promotes: there the candidate must show a gain
+            bar: Bar = "not_behind" if mode != "auto" and (trial or eval_beir is not None) else "ahead"
+            made = _make_candidate(ws, config, serving, records, tier, Path(tmp) / tier, progress, bar)
             if made is None:
                 continue
             cand, checked, mined = made
@@ -271,9 +276,12 @@ def _train_and_decide(
 
 
 def _make_candidate(
-    ws: Workspace, config: RagtuneConfig, serving: ServingVersion, records: list[Any], tier: str, out: Path, progress: bool
+    ws: Workspace, config: RagtuneConfig, serving: ServingVersion, records: list[Any], tier: str, out: Path, progress: bool, bar: Bar
 ) -> tuple[Candidate, CheckResult, MinedSet] | None:
-    """Mine for ``tier``, train its one candidate and check it offline; ``None`` when there is too little to train on."""
+    """Mine for ``tier``, train its one candidate and check it offline; ``None`` when there is too little to train on.
+
+    ``bar`` applies to a document-side candidate (:mod:`ragtune.gate`); the query tier is always held to ``"ahead"``.
+    """
     trained = trained_queries(ws, serving.name)
     if tier == "query":
         oof = _load_oof(ws, serving)
@@ -293,7 +301,7 @@ def _make_candidate(
     emb = Embedder(cand.spec, ws.root, config.model.device, config.model.batch_size)
     cur = score_current(gs, serving)["per_query"]["ndcg@10"]
     new = score_candidate(gs, serving, emb, shares_documents=False)["per_query"]["ndcg@10"]
-    return cand, check(tier, "ndcg@10", new, cur, config.gate, on="held-out feedback"), mined
+    return cand, check(tier, "ndcg@10", new, cur, config.gate, on="held-out feedback", bar=bar), mined
 
 
 def _load_oof(ws: Workspace, serving: ServingVersion) -> dict[str, np.ndarray]:

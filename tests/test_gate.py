@@ -66,6 +66,27 @@ def test_check_refuses_no_gain_without_a_bootstrap():
     assert not res.worth_trial and "no gain" in res.reason
 
 
+def test_not_behind_passes_a_tie_and_refuses_an_obvious_loser():
+    """A document-side candidate can at best tie on pools the serving model chose: a tie goes to a trial, a clear loss does not."""
+    tie = check("lora", "ndcg@10", CURRENT, CURRENT, GateConfig(), bar="not_behind")
+    assert tie.worth_trial and tie.bar == "not_behind" and tie.p_behind == 0.0 and tie.p_win == 0.0
+    assert "not an obvious loser" in tie.reason
+    assert check("lora", "ndcg@10", _noisy(), CURRENT, GateConfig(), bar="not_behind").worth_trial  # noise either way
+    loser = check("full", "ndcg@10", [c - 0.1 for c in CURRENT], CURRENT, GateConfig(), bar="not_behind")
+    assert not loser.worth_trial and loser.p_behind == 1.0 and loser.reason.endswith("behind in 100% of bootstrap resamples (gate.confidence 0.75): an obvious loser")
+    assert loser.to_dict()["bar"] == "not_behind" and loser.to_dict()["p_behind"] == 1.0
+    # the same tie under the "ahead" bar is refused: nothing to show
+    assert not check("lora", "ndcg@10", CURRENT, CURRENT, GateConfig()).worth_trial
+    # too few queries refuse under either bar; a labelled set that decides always asks for a gain
+    assert not check("lora", "ndcg@10", CURRENT[:3], CURRENT[:3], GateConfig(), bar="not_behind").worth_trial
+    labelled = check("lora", "ndcg@10", CURRENT, CURRENT, GateConfig(), bar="not_behind", required=True)
+    assert not labelled.worth_trial and labelled.bar == "ahead" and labelled.reason.endswith("no gain")
+    # the more confident the check must be that a candidate is behind, the more it lets through
+    slightly_behind = [c - 0.01 for c in _noisy()]
+    assert check("lora", "ndcg@10", slightly_behind, CURRENT, GateConfig(confidence=0.9), bar="not_behind").worth_trial
+    assert not check("lora", "ndcg@10", slightly_behind, CURRENT, GateConfig(confidence=0.2), bar="not_behind").worth_trial
+
+
 def test_check_refuses_on_too_few_queries():
     cur = [0.5, 0.6, 0.7]
     res = check("query", "ndcg@10", [c + 0.3 for c in cur], cur, GateConfig())

@@ -208,6 +208,37 @@ def test_a_lora_trial_interleaves_two_models_and_a_dropped_one_is_discarded(work
     assert workspace.search("reset the router", k=5).trial is None
 
 
+def test_a_document_side_candidate_needs_only_not_to_be_behind_when_a_trial_follows(workspace):
+    """Its pools hold what the serving model showed, so it can at best tie there: with a trial to decide,
+    only an obvious loser is refused; promoted without a trial, it must be ahead."""
+    play(workspace)
+    workspace.config = workspace.config.with_overrides({"train.epochs": 1, "gate.min_queries": 1})
+    rep = workspace.refresh(mode="lora", trial=False)
+    assert rep.check is not None and rep.check.bar == "ahead" and rep.check.p_behind is None
+    assert rep.status == ("promoted" if rep.check.worth_trial else "refused")
+    rep = workspace.refresh(mode="lora", force=True)
+    chk = rep.check
+    assert chk is not None and chk.bar == "not_behind" and chk.p_behind is not None
+    assert chk.worth_trial is (chk.p_behind < workspace.config.gate.confidence)
+    assert rep.status == ("trial_started" if chk.worth_trial else "refused"), rep.reason
+    assert chk.reason.endswith(": not an obvious loser" if chk.worth_trial else ": an obvious loser")
+
+
+def test_a_labelled_set_decides_after_a_not_behind_check(workspace, tmp_path):
+    """With --eval-beir the pre-filter only refuses an obvious loser; the labelled set must then show a gain."""
+    play(workspace)
+    beir = tmp_path / "labelled"
+    (beir / "qrels").mkdir(parents=True)
+    (beir / "queries.jsonl").write_text("".join(json.dumps({"_id": f"q{i}", "text": t}) + "\n" for i, t in enumerate(["reset the router", "guest wifi"])))
+    (beir / "qrels" / "test.tsv").write_text("query-id\tcorpus-id\tscore\nq0\td1\t1\nq1\td6\t1\n")
+    workspace.config = workspace.config.with_overrides({"train.epochs": 1, "gate.confidence": 0.99})  # only a sure loser is refused
+    rep = workspace.refresh(mode="lora", eval_beir=beir)
+    assert rep.check is not None and rep.check.bar == "not_behind" and rep.check.worth_trial, rep.reason
+    assert rep.labelled is not None and rep.labelled.bar == "ahead" and rep.labelled.n == 2
+    assert rep.status == ("promoted" if rep.labelled.score > rep.labelled.current else "refused"), rep.reason
+    assert rep.trial is None and workspace.trial() is None
+
+
 def test_auto_tries_lora_first_then_the_query_tier(workspace):
     """auto: the LoRA candidate goes through its check first; not worth a trial (too few held-out
     queries to tell), the cross-fitted query tier is checked on every feedback query and becomes the trial."""
@@ -221,6 +252,7 @@ def test_auto_tries_lora_first_then_the_query_tier(workspace):
     assert rep.mode == "auto" and list(rep.checks) == ["lora", "query"]
     lora = rep.checks["lora"]
     assert not lora.worth_trial and f"gate.min_queries {len(clicked)}" in lora.reason and lora.n == len(lora_held)
+    assert lora.bar == "ahead"  # in auto the check chooses the tier: LoRA must show a gain
     assert rep.checks["query"].worth_trial and rep.check is rep.checks["query"]
     assert rep.status == "trial_started", rep.reason
     assert rep.trial["tier"] == "query" and rep.reembed_s == 0.0
