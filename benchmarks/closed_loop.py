@@ -17,8 +17,10 @@ which no user asks, after every round and at every promotion. ``cold`` test quer
 of whose relevant docs is relevant to any train query. With ``--reference``, a plain
 sentence-transformers full fine-tune on the same clicks is run and evaluated the same way.
 ``--judge dev`` keeps the test split unseen: users ask two thirds of the train queries and the
-other third judges, for choosing settings. Writes the JSON and re-draws closed_loop_trials.png
-beside it (test nDCG@10 per round, one line per users × mode, mean over the seeds found).
+other third judges, for choosing settings. Writes the JSON after every round (``"complete": false``
+until the last, so a run stopped early keeps what it measured) and at the end re-draws
+closed_loop_trials.png beside it (test nDCG@10 per round, one line per users × mode, mean over the
+seeds found).
 """
 
 from __future__ import annotations
@@ -348,6 +350,42 @@ def main() -> None:
             print(f"  trial {trial_id} started: its candidate's test nDCG@10 {candidate_test[trial_id]:.4f}", flush=True)
         return report
 
+    def save(reference: dict[str, object] | None, *, complete: bool) -> dict[str, Any]:
+        """Write the JSON: after every round (``complete`` false: a stopped run keeps what it measured) and at the end."""
+        final = rounds[-1] if rounds else base
+        result = {
+            "command": "python benchmarks/" + Path(sys.argv[0]).name + " " + " ".join(sys.argv[1:]),
+            "complete": complete,
+            "rounds_done": len(rounds),
+            "dataset": args.dataset.name,
+            "mode": args.mode,
+            "users": args.users,
+            "judge": args.judge,
+            "sessions_per_round": args.sessions,
+            "base": base,
+            "final": {k: final[k] for k in ("ndcg@10", "ndcg@10_cold", "ndcg@10_warm", "mrr@10", "recall@100")},
+            "gain": final["ndcg@10"] - base["ndcg@10"],
+            "cold_change": final["ndcg@10_cold"] - base["ndcg@10_cold"],
+            "gain_ci95": paired_ci(per_query, base_per_query, sorted(test)),
+            "cold_change_ci95": paired_ci(per_query, base_per_query, sorted(cold)),
+            "promotions": promotions,
+            "n_promotions": len(promotions),
+            "n_promotions_worse_on_test": sum(1 for p in promotions if p["worse_on_test"]),
+            "trials": trials,
+            "rounds": rounds,
+            "reference": reference,
+            "n_test": len(test),
+            "n_cold": len(cold),
+            "seed": args.seed,
+            "click_model": click_model(args.users, seed=0).__dict__,
+            "config": rt.config.to_dict(),
+            "total_s": round(time.perf_counter() - t_start, 1),
+            "machine": "2 CPU cores, no GPU",
+        }
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(result, indent=2, default=str) + "\n")
+        return result
+
     per_query = base_per_query
     for r in range(1, args.rounds + 1):
         chunk = sessions[(r - 1) * args.sessions : r * args.sessions]
@@ -382,37 +420,8 @@ def main() -> None:
         }
         rounds.append(row)
         print(f"round {r}: serving {rt.current_version} ndcg@10 {m['ndcg@10']:.4f} cold {m['ndcg@10_cold']:.4f}; refresh {report.status}: {report.reason}", flush=True)
-    final = rounds[-1] if rounds else base
-    reference = reference_finetune(rt, queries, test, cold, work) if args.reference else None
-    result = {
-        "command": "python benchmarks/" + Path(sys.argv[0]).name + " " + " ".join(sys.argv[1:]),
-        "dataset": args.dataset.name,
-        "mode": args.mode,
-        "users": args.users,
-        "judge": args.judge,
-        "sessions_per_round": args.sessions,
-        "base": base,
-        "final": {k: final[k] for k in ("ndcg@10", "ndcg@10_cold", "ndcg@10_warm", "mrr@10", "recall@100")},
-        "gain": final["ndcg@10"] - base["ndcg@10"],
-        "cold_change": final["ndcg@10_cold"] - base["ndcg@10_cold"],
-        "gain_ci95": paired_ci(per_query, base_per_query, sorted(test)),
-        "cold_change_ci95": paired_ci(per_query, base_per_query, sorted(cold)),
-        "promotions": promotions,
-        "n_promotions": len(promotions),
-        "n_promotions_worse_on_test": sum(1 for p in promotions if p["worse_on_test"]),
-        "trials": trials,
-        "rounds": rounds,
-        "reference": reference,
-        "n_test": len(test),
-        "n_cold": len(cold),
-        "seed": args.seed,
-        "click_model": click_model(args.users, seed=0).__dict__,
-        "config": rt.config.to_dict(),
-        "total_s": round(time.perf_counter() - t_start, 1),
-        "machine": "2 CPU cores, no GPU",
-    }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2, default=str) + "\n")
+        save(None, complete=False)
+    result = save(reference_finetune(rt, queries, test, cold, work) if args.reference else None, complete=True)
     if args.judge == "test":
         plot_rounds(args.out.parent, args.out.parent / "closed_loop_trials.png")
     print(json.dumps({k: result[k] for k in ("mode", "users", "base", "final", "gain", "cold_change", "gain_ci95", "n_promotions", "n_promotions_worse_on_test")}, indent=2, default=str))

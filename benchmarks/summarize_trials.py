@@ -14,11 +14,22 @@ from pathlib import Path
 RETIRED_RULES = {("feedback", "propensity_eta"): "1/rank position curve (retired)"}
 
 
+#: A document-side run whose offline checks do not record their ``bar`` was made when a LoRA/full
+#: candidate had to be ahead of the serving model offline to be tried at all.
+DOC_CHECK_AHEAD = "doc-side check asked for a gain (retired)"
+
+
 def overrides(run: dict) -> str:
     """The run's ``--set`` overrides, and any retired rule it ran under; ``defaults`` if none."""
     out = [a for a in run["command"].split() if "=" in a]
     config = run.get("config", {})
     out += [label for (section, key), label in RETIRED_RULES.items() if key in config.get(section, {})]
+    checks = [r["check"] for r in run.get("rounds", []) if r.get("check") and r["check"].get("candidate") in ("lora", "full")]
+    checked = config.get("gate", {}).get("confidence", 1) != 0  # with the check off its rule did not matter
+    if run.get("mode") in ("lora", "full") and checked and checks and not any("bar" in c for c in checks):
+        out.append(DOC_CHECK_AHEAD)
+    if run.get("complete") is False:
+        out.append(f"stopped after round {run['rounds_done']}")
     return " ".join(out) or "defaults"
 
 
