@@ -221,11 +221,11 @@ def _train_and_decide(
     mark = marked["mark"]
     with tempfile.TemporaryDirectory(prefix="refresh-", dir=ws.work_dir) as tmp:
         tiers = ["lora", "query"] if mode == "auto" else [mode]
+        # a trial (or a labelled set) decides after a "not behind" LoRA/full candidate; in auto the check chooses the
+        # tier, and with --no-trial it promotes: there the candidate must show a gain
+        bar: Bar = "not_behind" if mode != "auto" and (trial or eval_beir is not None) else "ahead"
         candidate: Candidate | None = None
         for tier in tiers:
-            # a trial (or a labelled set) decides after a "not behind" LoRA/full candidate; in auto the check chooses the
-            # tier, and with --no-trial it promotes: there the candidate must show a gain
-            bar: Bar = "not_behind" if mode != "auto" and (trial or eval_beir is not None) else "ahead"
             made = _make_candidate(ws, config, serving, records, tier, Path(tmp) / tier, progress, bar)
             if made is None:
                 continue
