@@ -3,8 +3,8 @@
 index → search → simulated users click → refresh (one candidate, checked offline, started as a
 trial) → more users, a share of whose searches are interleaved → the trial decided by their clicks
 (promoted or dropped) → before/after nDCG@10 on test queries → versions → rollback. It refreshes the
-query-side tier by default (``--mode query``: seconds, no re-embedding); ``--mode auto`` also trains
-a LoRA adapter. The demo turns the offline check off (``gate.confidence`` 0: every candidate goes
+query-side tier by default (``--mode query``: seconds, no re-embedding); ``--mode auto`` trains
+a LoRA adapter only when the query tier is not worth a trial. The demo turns the offline check off (``gate.confidence`` 0: every candidate goes
 to a trial; on this small corpus, whose train queries rarely resemble each other, the cross-fitted
 check finds no gain to try) and caps a trial at 300 interleaved searches (``trial.max_searches``),
 so that its users' clicks decide a trial within the demo; an app keeps both defaults.

@@ -290,8 +290,9 @@ class TrainConfig:
     Attributes:
         mode: ``"query"`` (a query-side tier: a linear map on query vectors and a click memory; no
             re-embedding), ``"lora"`` (a peft adapter; re-embeds the corpus), ``"full"`` (all
-            weights; re-embeds) or ``"auto"`` (a LoRA candidate when its offline check shows a
-            gain, else a query-tier one).
+            weights; re-embeds) or ``"auto"`` (the query tier; a LoRA candidate only when the
+            query tier is not worth a trial, so the corpus is re-embedded only when the cheap tier
+            has nothing to offer).
         lr: Learning rate; ``None`` = 5e-4 for LoRA, 2e-5 for full fine-tuning.
         batch_size: Training batch size (in-batch negatives grow with it).
         epochs: Maximum epochs (early stopping on the held-out pairs' loss).
@@ -348,11 +349,10 @@ class GateConfig:
     """The offline check: is a candidate worth a trial?
 
     It only screens out obvious losers before they cost a re-embedding or users' time; promotion
-    rests on the trial (:class:`TrialConfig`). A query-tier candidate (and LoRA in ``auto`` mode,
-    where the check chooses the tier, or without a trial) is worth a trial when it beats the serving
-    model on held-out feedback in at least ``confidence`` of paired bootstrap resamples; a LoRA/full
-    candidate in its own mode, with a trial to follow, unless the serving model beats it in that
-    many (:mod:`ragtune.gate`).
+    rests on the trial (:class:`TrialConfig`). A query-tier candidate (and a LoRA/full one promoted
+    without a trial) is worth a trial when it beats the serving model on held-out feedback in at
+    least ``confidence`` of paired bootstrap resamples; a LoRA/full candidate with a trial to
+    follow, unless the serving model beats it in that many (:mod:`ragtune.gate`).
 
     Attributes:
         confidence: That share: how sure the check must be that a candidate is ahead, or, for a

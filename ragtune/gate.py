@@ -8,10 +8,10 @@ queries, against one of two bars (:data:`Bar`):
 
 - ``"ahead"``: the candidate beats the serving model in at least ``gate.confidence`` of the
   resamples. The query tier is held to it (its cross-fitted whole-index score can show a gain),
-  and so is LoRA in ``auto`` mode, where the check chooses which tier to try.
+  and so is a LoRA/full candidate promoted without a trial.
 - ``"not_behind"``: the candidate is refused only when the serving model beats it in at least
-  ``gate.confidence`` of the resamples. A LoRA/full candidate in its own mode, with a trial (or a
-  labelled set) to decide after it, is held to it: its pools hold only documents the serving model
+  ``gate.confidence`` of the resamples. A LoRA/full candidate with a trial (or a labelled set) to
+  decide after it, is held to it: its pools hold only documents the serving model
   already showed, so it can at best tie there, and asking it to be ahead kept out candidates users
   preferred in a trial (``benchmarks/RESULTS.md``). Promoted without a trial, it must be ahead.
 

@@ -6,11 +6,11 @@ feedback log) and never the facade. One refresh, under the workspace lock:
 1. A live trial is settled first (:func:`ragtune.trial.settle`): promoted, dropped, or, while
    undecided, left running, in which case nothing is trained (one trial at a time).
 2. With enough new feedback, the log is mined and *one* candidate made for the tier (``query``:
-   the query tier, cross-fitted; ``lora``/``full``: a fine-tune of the base model; ``auto``: LoRA
-   when its offline check shows a gain, else the query tier).
+   the query tier, cross-fitted; ``lora``/``full``: a fine-tune of the base model; ``auto``: the
+   query tier, and a LoRA candidate only when the query tier is not worth a trial).
 3. The offline check (:func:`ragtune.gate.check`) says whether it is worth a trial: the query tier
-   must be ahead of the serving model, a LoRA/full candidate only not behind it (in ``auto``, where
-   the check chooses the tier, and with ``trial=False``, where it promotes, it must be ahead too).
+   must be ahead of the serving model, a LoRA/full candidate only not behind it (with
+   ``trial=False``, where the check itself promotes, it must be ahead too).
 4. Worth it: the candidate is written as a staged version (a document-side one re-embedded beside
    the serving index) and becomes the live trial. With ``trial=False`` it is promoted at once; with
    a labelled ``eval_beir`` set, it is promoted only if it beats the serving model there.
@@ -91,7 +91,7 @@ class RefreshReport:
         new_events: Clicks and ratings since the last refresh that trained.
         mined: Mining counts.
         check: The offline check of the candidate (``auto``: of the tier tried last).
-        checks: Every tier's offline check (``auto`` has two when LoRA was not worth a trial).
+        checks: Every tier's offline check (``auto`` has two when the query tier was not worth a trial).
         labelled: The check on the labelled ``eval_beir`` set, when one decided.
         settled: The live trial this refresh settled first (its state and decision), if any.
         trial: The trial now live (started or still running), if any.
@@ -220,10 +220,11 @@ def _train_and_decide(
 ) -> RefreshReport:
     mark = marked["mark"]
     with tempfile.TemporaryDirectory(prefix="refresh-", dir=ws.work_dir) as tmp:
-        tiers = ["lora", "query"] if mode == "auto" else [mode]
-        # a trial (or a labelled set) decides after a "not behind" LoRA/full candidate; in auto the check chooses the
-        # tier, and with --no-trial it promotes: there the candidate must show a gain
-        bar: Bar = "not_behind" if mode != "auto" and (trial or eval_beir is not None) else "ahead"
+        # auto: the cheap tier first; the document side only when the query tier has nothing worth a trial
+        tiers = ["query", "lora"] if mode == "auto" else [mode]
+        # a trial (or a labelled set) decides after a "not behind" LoRA/full candidate; with --no-trial the
+        # check itself promotes: there the candidate must show a gain
+        bar: Bar = "not_behind" if trial or eval_beir is not None else "ahead"
         candidate: Candidate | None = None
         for tier in tiers:
             made = _make_candidate(ws, config, serving, records, tier, Path(tmp) / tier, progress, bar)

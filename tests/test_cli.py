@@ -100,18 +100,18 @@ def test_refresh_prints_each_tiers_check_and_what_it_did(monkeypatch, tmp_path, 
 
     ws = tmp_path / "ws"
     _run(["init", "--model", tiny_model], ws)
-    trial = {"id": "abc123", "version": "v0003", "baseline": "v0001", "tier": "query", "share": 0.5, "started": "now"}
+    trial = {"id": "abc123", "version": "v0003", "baseline": "v0001", "tier": "lora", "share": 0.5, "started": "now"}
     settled = {**trial, "id": "old1", "version": "v0002", "verdict": "drop", "reason": "out of budget", "wins": 1, "losses": 1, "ties": 0, "searches": 5, "p_value": 1.0}
     report = RefreshReport(
-        "trial_started", "query candidate v0003 is live as trial abc123 (50% of searches interleaved)", "auto", "v0001", "v0003",
-        checks={"lora": _check("lora", False, "lora: too few"), "query": _check("query", True, "query: ahead")}, settled=settled, trial=trial,
+        "trial_started", "lora candidate v0003 is live as trial abc123 (50% of searches interleaved)", "auto", "v0001", "v0003",
+        checks={"query": _check("query", False, "query: no gain"), "lora": _check("lora", True, "lora: not an obvious loser")}, settled=settled, trial=trial,
     )  # fmt: skip
     out, seen = _refresh_output(monkeypatch, ws, report, "--mode", "auto")
     assert seen["mode"] == "auto" and seen["trial"] is True
     assert out[0] == "trial old1 (v0002): dropped: out of budget"
-    assert out[1] == "[lora] offline check: not worth a trial: lora: too few"
-    assert out[2] == "[query] offline check: worth a trial: query: ahead"
-    assert out[3].startswith("query candidate v0003 is live as trial abc123") and "ragtune trial" in out[4]
+    assert out[1] == "[query] offline check: not worth a trial: query: no gain"
+    assert out[2] == "[lora] offline check: worth a trial: lora: not an obvious loser"
+    assert out[3].startswith("lora candidate v0003 is live as trial abc123") and "ragtune trial" in out[4]
     # --no-trial reaches the facade, and the JSON report is the report's dict
     report = RefreshReport("promoted", "query candidate promoted without a trial", "query", "v0001", "v0002", checks={"query": _check("query", True, "query: ahead")})
     out, seen = _refresh_output(monkeypatch, ws, report, "--no-trial", "--json")

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from ragtune import RagtuneError, RefreshLockedError
-from ragtune.mining import normalize_query, split_heldout
+from ragtune.mining import normalize_query
 from ragtune.refresh import FOLDS, RefreshReport, trained_queries
 from ragtune.training.crossfit import fold_of
 from ragtune.workspace import OOF_FILE, TRAINED_FILE
@@ -239,29 +239,43 @@ def test_a_labelled_set_decides_after_a_not_behind_check(workspace, tmp_path):
     assert rep.trial is None and workspace.trial() is None
 
 
-def test_auto_tries_lora_first_then_the_query_tier(workspace):
-    """auto: the LoRA candidate goes through its check first; not worth a trial (too few held-out
-    queries to tell), the cross-fitted query tier is checked on every feedback query and becomes the trial."""
+def test_auto_tries_the_query_tier_first_and_trains_no_lora_when_it_is_worth_a_trial(workspace):
+    """auto: the cheap tier first; a query-tier candidate worth a trial is tried, and no LoRA is trained."""
     play(workspace)
-    clicked = {normalize_query(r.text) for r in workspace.feedback.records(only_with_feedback=True)}
-    lora_held = split_heldout(sorted(clicked), workspace.config.mining)
-    assert len(lora_held) < len(clicked)
-    workspace.config = workspace.config.with_overrides({"gate.min_queries": len(clicked)})
     v1 = workspace.current_version
     rep = workspace.refresh(mode="auto")
-    assert rep.mode == "auto" and list(rep.checks) == ["lora", "query"]
-    lora = rep.checks["lora"]
-    assert not lora.worth_trial and f"gate.min_queries {len(clicked)}" in lora.reason and lora.n == len(lora_held)
-    assert lora.bar == "ahead"  # in auto the check chooses the tier: LoRA must show a gain
-    assert rep.checks["query"].worth_trial and rep.check is rep.checks["query"]
+    assert rep.mode == "auto" and list(rep.checks) == ["query"], rep.reason
+    assert rep.checks["query"].worth_trial and rep.check is rep.checks["query"] and rep.check.bar == "ahead"
     assert rep.status == "trial_started", rep.reason
-    assert rep.trial["tier"] == "query" and rep.reembed_s == 0.0
+    assert rep.trial is not None and rep.trial["tier"] == "query" and rep.reembed_s == 0.0
     info = workspace.ws.read_version(rep.version)
     assert info.kind == "query" and info.index_version == v1
     # while that trial is undecided, the next refresh trains nothing
     rep = workspace.refresh(mode="auto", force=True)
     assert rep.status == "trial_running" and rep.checks == {} and "undecided" in rep.reason
     assert len(workspace.ws.list_versions()) == 2
+
+
+def test_auto_tries_lora_when_the_query_tier_is_not_worth_a_trial(workspace):
+    """Clicks that do not generalise across queries give the query tier no gain; auto then trains a
+    LoRA candidate, held to "not behind" since a trial would decide after it."""
+    ids = workspace.serving().docs.ids
+    seed = workspace.config.train.seed
+    for i in range(30):
+        text = ROUTER.format(i)
+        hits = workspace.search(text, k=len(ids))
+        workspace.click(hits.query_id, ids[fold_of(normalize_query(text), FOLDS, seed)])
+    workspace.config = workspace.config.with_overrides({"train.epochs": 1, "gate.min_queries": 1})
+    rep = workspace.refresh(mode="auto")
+    assert list(rep.checks) == ["query", "lora"], rep.reason
+    assert not rep.checks["query"].worth_trial and "no gain" in rep.checks["query"].reason
+    lora = rep.checks["lora"]
+    assert rep.check is lora and lora.bar == "not_behind" and lora.p_behind is not None
+    if lora.worth_trial:
+        assert rep.status == "trial_started" and rep.trial is not None and rep.trial["tier"] == "lora", rep.reason
+        assert (workspace.ws.version_dir(rep.version) / "model" / "adapter_model.safetensors").is_file()
+    else:
+        assert rep.status == "refused" and rep.reason.startswith("not worth a trial: query:") and "; lora:" in rep.reason
 
 
 def test_rollback_errors(workspace):
