@@ -53,6 +53,7 @@ __all__ = [
     "build_gate_set",
     "check",
     "loglik_per_query",
+    "refuse_untrained",
     "score_candidate",
     "score_current",
     "score_query_vectors",
@@ -92,8 +93,9 @@ class CheckResult:
         reason: One line with the figures.
         candidate: The candidate's name (e.g. ``"query"``, ``"lora"``).
         metric: ``"ndcg@10"`` (pool re-ranking) or ``"loglik"`` (whole-index softmax).
-        current: The serving model's mean on the checked queries.
-        score: The candidate's mean.
+        current: The serving model's mean on the checked queries (``None`` when the candidate was
+            refused before it was trained, :func:`refuse_untrained`).
+        score: The candidate's mean (``None`` likewise).
         n: Queries checked.
         p_win: Share of paired bootstrap resamples the candidate won (``None`` when not computed).
         on: What the queries were (held-out feedback, a labelled set).
@@ -105,8 +107,8 @@ class CheckResult:
     reason: str
     candidate: str
     metric: str
-    current: float
-    score: float
+    current: float | None
+    score: float | None
     n: int
     p_win: float | None = None
     on: str = "held-out feedback"
@@ -168,6 +170,28 @@ def check(
     if p_win < config.confidence:
         return result(False, f", ahead in only {p_win:.0%} of bootstrap resamples (gate.confidence {config.confidence:g}): within the noise", p_win)
     return result(True, f", ahead in {p_win:.0%} of bootstrap resamples", p_win)
+
+
+def refuse_untrained(candidate: str, metric: str, n: int, config: GateConfig, *, on: str = "held-out feedback", bar: Bar = "ahead") -> CheckResult | None:
+    """The refusal that is certain before a candidate is trained: fewer than ``gate.min_queries``
+    queries to check it on (with the check on). A document-side candidate costs minutes to train;
+    this spares that when :func:`check` could only refuse it.
+
+    Args:
+        candidate: The candidate's name, for the reason line.
+        metric: The score's name.
+        n: Queries the check would have.
+        config: ``gate.confidence`` (0: the check is off, nothing is refused) and ``gate.min_queries``.
+        on: What the queries are, for the reason line.
+        bar: The bar the check would apply (recorded).
+
+    Returns:
+        The refusal (``current`` and ``score`` ``None``), or ``None`` when the check could go either way.
+    """
+    if config.confidence == 0 or n >= config.min_queries:
+        return None
+    why = f"not trained: {n} queries of {on}, too few to tell a gain from noise (gate.min_queries {config.min_queries})"
+    return CheckResult(False, f"{candidate}: {why}", candidate, metric, None, None, n, None, on, bar)
 
 
 def build_gate_set(

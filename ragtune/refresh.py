@@ -37,7 +37,17 @@ from ragtune.embedder import Embedder, ModelSpec
 from ragtune.engines import encode_corpus
 from ragtune.faults import checkpoint
 from ragtune.feedback import FeedbackLog
-from ragtune.gate import Bar, CheckResult, GateSet, build_gate_set, check, loglik_per_query, score_candidate, score_current
+from ragtune.gate import (
+    Bar,
+    CheckResult,
+    GateSet,
+    build_gate_set,
+    check,
+    loglik_per_query,
+    refuse_untrained,
+    score_candidate,
+    score_current,
+)
 from ragtune.mining import MinedSet, TrainExample, mine, normalize_query
 from ragtune.recovery import feedback_mark, new_decision, replay_decisions
 from ragtune.serving import Server, ServingVersion
@@ -231,9 +241,10 @@ def _train_and_decide(
             if made is None:
                 continue
             cand, checked, mined = made
-            report.mined, report.check, report.train_s = mined.report(), checked, report.train_s + float(cand.train.get("train_s", 0.0))
+            report.mined, report.check = mined.report(), checked
+            report.train_s += float(cand.train.get("train_s", 0.0)) if cand is not None else 0.0
             report.checks[tier] = checked
-            if checked.worth_trial:
+            if checked.worth_trial and cand is not None:
                 candidate = cand
                 break
         checkpoint("refresh.trained")
@@ -278,10 +289,12 @@ def _train_and_decide(
 
 def _make_candidate(
     ws: Workspace, config: RagtuneConfig, serving: ServingVersion, records: list[Any], tier: str, out: Path, progress: bool, bar: Bar
-) -> tuple[Candidate, CheckResult, MinedSet] | None:
+) -> tuple[Candidate | None, CheckResult, MinedSet] | None:
     """Mine for ``tier``, train its one candidate and check it offline; ``None`` when there is too little to train on.
 
     ``bar`` applies to a document-side candidate (:mod:`ragtune.gate`); the query tier is always held to ``"ahead"``.
+    A document-side candidate the check could only refuse (too few held-out queries) is not trained:
+    the candidate is then ``None``.
     """
     trained = trained_queries(ws, serving.name)
     if tier == "query":
@@ -297,6 +310,9 @@ def _make_candidate(
     mined.heldout = [h for h in mined.heldout if normalize_query(h.query) not in trained]
     if len(mined.train) < MIN_PAIRS or not mined.heldout:
         return None
+    refused = refuse_untrained(tier, "ndcg@10", len(mined.heldout), config.gate, bar=bar)
+    if refused is not None:
+        return None, refused, mined
     cand = _doc_candidate(config, serving, mined, tier, out, progress)
     gs = build_gate_set("heldout", serving, [h.query for h in mined.heldout], [dict(h.positive_ids) for h in mined.heldout], shown=[h.shown_ids for h in mined.heldout])
     emb = Embedder(cand.spec, ws.root, config.model.device, config.model.batch_size)

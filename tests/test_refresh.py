@@ -265,17 +265,41 @@ def test_auto_tries_lora_when_the_query_tier_is_not_worth_a_trial(workspace):
         text = ROUTER.format(i)
         hits = workspace.search(text, k=len(ids))
         workspace.click(hits.query_id, ids[fold_of(normalize_query(text), FOLDS, seed)])
-    workspace.config = workspace.config.with_overrides({"train.epochs": 1, "gate.min_queries": 1})
+    # only a sure loser is refused (the serving model ahead in 99% of resamples), so the LoRA candidate goes on
+    workspace.config = workspace.config.with_overrides({"train.epochs": 1, "gate.min_queries": 1, "gate.confidence": 0.99})
     rep = workspace.refresh(mode="auto")
     assert list(rep.checks) == ["query", "lora"], rep.reason
     assert not rep.checks["query"].worth_trial and "no gain" in rep.checks["query"].reason
     lora = rep.checks["lora"]
-    assert rep.check is lora and lora.bar == "not_behind" and lora.p_behind is not None
-    if lora.worth_trial:
-        assert rep.status == "trial_started" and rep.trial is not None and rep.trial["tier"] == "lora", rep.reason
-        assert (workspace.ws.version_dir(rep.version) / "model" / "adapter_model.safetensors").is_file()
-    else:
-        assert rep.status == "refused" and rep.reason.startswith("not worth a trial: query:") and "; lora:" in rep.reason
+    assert rep.check is lora and lora.bar == "not_behind" and lora.p_behind is not None and lora.p_behind < 0.99
+    assert lora.worth_trial and rep.status == "trial_started" and rep.trial is not None and rep.trial["tier"] == "lora", rep.reason
+    assert rep.reembed_s > 0 and (workspace.ws.version_dir(rep.version) / "model" / "adapter_model.safetensors").is_file()
+    hits = workspace.search(ROUTER.format(99), k=5)
+    assert hits.trial == rep.trial["id"] and len(hits) == 5  # the two models' rankings interleaved
+
+
+def test_a_document_side_candidate_the_check_could_only_refuse_is_not_trained(workspace):
+    """Too few held-out queries for gate.min_queries: the refusal is certain, so no LoRA is trained
+    (in auto, after the query tier found no gain; in lora mode, on its own)."""
+    ids = workspace.serving().docs.ids
+    seed = workspace.config.train.seed
+    for i in range(30):
+        text = ROUTER.format(i)
+        hits = workspace.search(text, k=len(ids))
+        workspace.click(hits.query_id, ids[fold_of(normalize_query(text), FOLDS, seed)])
+    workspace.config = workspace.config.with_overrides({"gate.min_queries": 20})  # the query tier checks all 30, LoRA its held-out few
+    rep = workspace.refresh(mode="auto")
+    assert rep.status == "refused" and list(rep.checks) == ["query", "lora"], rep.reason
+    assert rep.checks["query"].n == 30 and "no gain" in rep.checks["query"].reason
+    lora = rep.checks["lora"]
+    assert not lora.worth_trial and lora.n < 20 and lora.score is None and lora.current is None and lora.bar == "not_behind"
+    assert lora.reason == f"lora: not trained: {lora.n} queries of held-out feedback, too few to tell a gain from noise (gate.min_queries 20)"
+    assert "; lora: not trained:" in rep.reason
+    json.dumps(rep.to_dict(), allow_nan=False)  # strict JSON for --json and the dashboard
+    assert _log(workspace)[-1]["checks"]["lora"]["score"] is None
+    rep = workspace.refresh(mode="lora", force=True)
+    assert rep.status == "refused" and rep.check is not None and rep.check.reason.startswith("lora: not trained:"), rep.reason
+    assert rep.train_s == 0.0 and len(workspace.ws.list_versions()) == 1
 
 
 def test_rollback_errors(workspace):
