@@ -33,6 +33,16 @@ def _play_varied(rt, first: int, last: int) -> None:
         rt.click(hits.query_id, hits[(i * 7) % 5].doc_id)
 
 
+def _play_fold_own_docs(rt) -> None:
+    """Each fold's users click a doc of their own: clicks that do not generalise across queries (30 queries)."""
+    ids = rt.serving().docs.ids
+    seed = rt.config.train.seed
+    for i in range(30):
+        text = ROUTER.format(i)
+        hits = rt.search(text, k=len(ids))
+        rt.click(hits.query_id, ids[fold_of(normalize_query(text), FOLDS, seed)])
+
+
 def test_too_little_feedback_is_a_clear_noop(workspace):
     rep = workspace.refresh()
     assert isinstance(rep, RefreshReport) and rep.status == "skipped"
@@ -93,12 +103,7 @@ def test_no_trial_promotes_at_once(workspace):
 
 def test_clicks_that_do_not_generalise_across_queries_are_refused(workspace):
     """Each fold's users click a doc of their own: out of fold, every candidate pulls a query toward the other folds' docs."""
-    ids = workspace.serving().docs.ids
-    seed = workspace.config.train.seed
-    for i in range(30):
-        text = ROUTER.format(i)
-        hits = workspace.search(text, k=len(ids))
-        workspace.click(hits.query_id, ids[fold_of(normalize_query(text), FOLDS, seed)])
+    _play_fold_own_docs(workspace)
     rep = workspace.refresh(mode="query")
     assert rep.status == "refused", rep.reason
     assert rep.check is not None and not rep.check.worth_trial and rep.check.score < rep.check.current
@@ -259,12 +264,7 @@ def test_auto_tries_the_query_tier_first_and_trains_no_lora_when_it_is_worth_a_t
 def test_auto_tries_lora_when_the_query_tier_is_not_worth_a_trial(workspace):
     """Clicks that do not generalise across queries give the query tier no gain; auto then trains a
     LoRA candidate, held to "not behind" since a trial would decide after it."""
-    ids = workspace.serving().docs.ids
-    seed = workspace.config.train.seed
-    for i in range(30):
-        text = ROUTER.format(i)
-        hits = workspace.search(text, k=len(ids))
-        workspace.click(hits.query_id, ids[fold_of(normalize_query(text), FOLDS, seed)])
+    _play_fold_own_docs(workspace)
     # only a sure loser is refused (the serving model ahead in 99% of resamples), so the LoRA candidate goes on
     workspace.config = workspace.config.with_overrides({"train.epochs": 1, "gate.min_queries": 1, "gate.confidence": 0.99})
     rep = workspace.refresh(mode="auto")
@@ -281,12 +281,7 @@ def test_auto_tries_lora_when_the_query_tier_is_not_worth_a_trial(workspace):
 def test_a_document_side_candidate_the_check_could_only_refuse_is_not_trained(workspace):
     """Too few held-out queries for gate.min_queries: the refusal is certain, so no LoRA is trained
     (in auto, after the query tier found no gain; in lora mode, on its own)."""
-    ids = workspace.serving().docs.ids
-    seed = workspace.config.train.seed
-    for i in range(30):
-        text = ROUTER.format(i)
-        hits = workspace.search(text, k=len(ids))
-        workspace.click(hits.query_id, ids[fold_of(normalize_query(text), FOLDS, seed)])
+    _play_fold_own_docs(workspace)
     workspace.config = workspace.config.with_overrides({"gate.min_queries": 20})  # the query tier checks all 30, LoRA its held-out few
     rep = workspace.refresh(mode="auto")
     assert rep.status == "refused" and list(rep.checks) == ["query", "lora"], rep.reason
