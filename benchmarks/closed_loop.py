@@ -262,17 +262,18 @@ def plot_rounds(results_dir: Path, out: Path) -> None:
         runs.setdefault((data["users"], data["mode"], overrides), []).append(ys)
     if not runs:
         return
-    fig, ax = plt.subplots(figsize=(7.5, 4.5))
-    for (users, mode, overrides), series in sorted(runs.items()):
+    fig, ax = plt.subplots(figsize=(12, 5))
+    colors = plt.get_cmap("tab20").colors
+    for i, ((users, mode, overrides), series) in enumerate(sorted(runs.items())):
         n = min(len(s) for s in series)
         mean = np.mean([s[:n] for s in series], axis=0)
         extra = f", {overrides}" if overrides else ""
-        ax.plot(range(n), mean, marker="o", label=f"{users} users, {mode}{extra} ({len(series)} seed{'s' if len(series) > 1 else ''})")
+        ax.plot(range(n), mean, marker="o", color=colors[i % len(colors)], label=f"{users} users, {mode}{extra} ({len(series)} seed{'s' if len(series) > 1 else ''})")
     ax.set_xlabel("round")
     ax.set_ylabel("nDCG@10 of the serving version (SciFact test)")
     ax.set_title("Closed loop with interleaved trials: simulated users on train queries, judged on test", fontsize=9)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     fig.tight_layout()
     fig.savefig(out, dpi=120)
 
