@@ -157,8 +157,9 @@ def check(
 
     if config.confidence == 0 and not required:
         return result(True, " (gate.confidence 0: every candidate goes on)")
-    if n < config.min_queries:
-        return result(False, f": too few to tell a gain from noise (gate.min_queries {config.min_queries})")
+    too_few = _too_few(n, config)
+    if too_few:
+        return result(False, f": {too_few}")
     if bar == "not_behind":
         p_win, p_behind = win_probability(cand, cur), win_probability(cur, cand)
         if p_behind >= config.confidence:
@@ -188,10 +189,15 @@ def refuse_untrained(candidate: str, metric: str, n: int, config: GateConfig, *,
     Returns:
         The refusal (``current`` and ``score`` ``None``), or ``None`` when the check could go either way.
     """
-    if config.confidence == 0 or n >= config.min_queries:
+    too_few = _too_few(n, config) if config.confidence > 0 else None
+    if too_few is None:
         return None
-    why = f"not trained: {n} queries of {on}, too few to tell a gain from noise (gate.min_queries {config.min_queries})"
-    return CheckResult(False, f"{candidate}: {why}", candidate, metric, None, None, n, None, on, bar)
+    return CheckResult(False, f"{candidate}: not trained: {n} queries of {on}, {too_few}", candidate, metric, None, None, n, None, on, bar)
+
+
+def _too_few(n: int, config: GateConfig) -> str | None:
+    """Why ``n`` queries cannot be checked (fewer than ``gate.min_queries``), or ``None``: the one rule :func:`check` and :func:`refuse_untrained` share."""
+    return f"too few to tell a gain from noise (gate.min_queries {config.min_queries})" if n < config.min_queries else None
 
 
 def build_gate_set(
