@@ -565,8 +565,8 @@ class Ragtune:
 
         Args:
             mode: ``"query"``, ``"lora"``, ``"full"`` or ``"auto"`` (default ``train.mode``).
-            force: Train even with fewer than ``refresh.min_new_events`` new events (a trial is
-                still required).
+            force: Train even with fewer than ``refresh.min_new_events`` new events, and a LoRA/full
+                candidate even soon after one was refused (a trial is still required).
             trial: ``False`` promotes a candidate that passes the offline check at once, without a
                 trial: an explicit operator choice (a LoRA/full candidate must then be ahead of the
                 serving model offline, not only not behind it).

@@ -495,7 +495,7 @@ def _print_refresh(report: RefreshReport) -> None:
 
 @main.command()
 @click.option("--mode", type=click.Choice(["lora", "full", "query", "auto"]), default=None, help="What to train (default from config: lora).")
-@click.option("--force", is_flag=True, help="Train even with little new feedback (the candidate still needs a trial).")
+@click.option("--force", is_flag=True, help="Train even with little new feedback, or soon after a refused LoRA/full candidate (the candidate still needs a trial).")
 @click.option("--no-trial", is_flag=True, help="Promote a candidate that passes the offline check at once, without a trial.")
 @click.option("--min-new-events", type=click.IntRange(min=0), default=None, help="New clicks/ratings needed (default from config).")
 @click.option("--eval-beir", type=click.Path(exists=True, file_okay=False), default=None, help="Decide on this labelled BEIR folder instead of a trial.")

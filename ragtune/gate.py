@@ -47,12 +47,14 @@ if TYPE_CHECKING:
 __all__ = [
     "LOGLIK_SCALE",
     "POOL_SIZE",
+    "RETRAIN_GROWTH",
     "Bar",
     "CheckResult",
     "GateSet",
     "build_gate_set",
     "check",
     "loglik_per_query",
+    "refuse_retrain",
     "refuse_untrained",
     "score_candidate",
     "score_current",
@@ -66,6 +68,9 @@ logger = logging.getLogger(__name__)
 LOGLIK_SCALE = 20.0
 #: How a candidate must compare with the serving model to be worth a trial (module docstring).
 Bar = Literal["ahead", "not_behind"]
+#: A LoRA/full candidate the check refused is trained again, against the same serving version, only
+#: from this many times its training pairs (:func:`refuse_retrain`).
+RETRAIN_GROWTH = 2
 #: The serving model's top documents added to each held-out query's pool, beside what users were shown.
 POOL_SIZE = 20
 
@@ -193,6 +198,38 @@ def refuse_untrained(candidate: str, metric: str, n: int, config: GateConfig, *,
     if too_few is None:
         return None
     return CheckResult(False, f"{candidate}: not trained: {n} queries of {on}, {too_few}", candidate, metric, None, None, n, None, on, bar)
+
+
+def refuse_retrain(
+    candidate: str, metric: str, n: int, pairs: int, refused_pairs: int | None, *, on: str = "held-out feedback", bar: Bar = "ahead"
+) -> CheckResult | None:
+    """The back-off after a refusal: a document-side candidate costs minutes to train (tens on a
+    CPU), and one made from little more feedback than a refused one would most likely be refused
+    too. So after the check refused a trained candidate of this tier against the serving version,
+    the next is trained only from :data:`RETRAIN_GROWTH` times its training pairs: on clicks that
+    never make a candidate worth a trial, a refresh every few minutes trains a logarithmic number
+    of candidates, not one each time. A forced refresh does not call this.
+
+    Args:
+        candidate: The candidate's name, for the reason line.
+        metric: The score's name.
+        n: Queries the check would have.
+        pairs: Training pairs mined now.
+        refused_pairs: Training pairs of the last refused candidate of this tier against the serving
+            version under the same bar, or ``None`` if there is none.
+        on: What the queries are.
+        bar: The bar the check would apply.
+
+    Returns:
+        The refusal (``current`` and ``score`` ``None``), or ``None`` when the candidate is to be trained.
+    """
+    if refused_pairs is None or pairs >= RETRAIN_GROWTH * refused_pairs:
+        return None
+    why = (
+        f"the last one against this serving version, from {refused_pairs} training pairs, was refused; the next is trained from "
+        f"{RETRAIN_GROWTH * refused_pairs} pairs (now {pairs}) or by a forced refresh"
+    )
+    return CheckResult(False, f"{candidate}: not trained: {why}", candidate, metric, None, None, n, None, on, bar)
 
 
 def _too_few(n: int, config: GateConfig) -> str | None:

@@ -44,6 +44,7 @@ from ragtune.gate import (
     build_gate_set,
     check,
     loglik_per_query,
+    refuse_retrain,
     refuse_untrained,
     score_candidate,
     score_current,
@@ -54,7 +55,7 @@ from ragtune.serving import Server, ServingVersion
 from ragtune.trial import TrialDecision, TrialState, settle, start_trial
 from ragtune.workspace import OOF_FILE, TRAINED_FILE, Workspace
 
-__all__ = ["FOLDS", "Candidate", "RefreshReport", "run_refresh", "trained_queries"]
+__all__ = ["FOLDS", "Candidate", "RefreshReport", "last_refused_pairs", "run_refresh", "trained_queries"]
 
 logger = logging.getLogger(__name__)
 
@@ -147,6 +148,16 @@ def trained_queries(ws: Workspace, version: str) -> set[str]:
     return set(json.loads(path.read_text(encoding="utf-8"))) if path.is_file() else set()
 
 
+def last_refused_pairs(ws: Workspace, tier: str, serving: str, bar: Bar) -> int | None:
+    """Training pairs of the last ``tier`` candidate the offline check refused against ``serving`` under ``bar``, from ``refresh-log.jsonl`` (``None`` if none was)."""
+    for entry in reversed(ws.read_log()):
+        checked = (entry.get("checks") or {}).get(tier) if entry.get("event") == "refresh_refused" and entry.get("current") == serving else None
+        if isinstance(checked, dict) and checked.get("current") is not None and checked.get("bar") == bar:
+            pairs = (entry.get("mined") or {}).get("pairs")
+            return int(pairs) if isinstance(pairs, int) else None
+    return None
+
+
 def _trial_summary(state: TrialState, decision: TrialDecision) -> dict[str, Any]:
     return {"id": state.id, "version": state.version, "baseline": state.baseline, "tier": state.tier, "share": state.share, "started": state.started, **decision.to_dict()}
 
@@ -207,7 +218,7 @@ def _refresh_locked(
     records = log.records()  # every search: the click-noise estimate needs the unclicked ones too
     ws.work_dir.mkdir(exist_ok=True)
     try:
-        return _train_and_decide(ws, config, serving, log, records, report, mode, marked, trial=trial, eval_beir=eval_beir, eval_split=eval_split, progress=progress)
+        return _train_and_decide(ws, config, serving, log, records, report, mode, marked, force=force, trial=trial, eval_beir=eval_beir, eval_split=eval_split, progress=progress)
     finally:
         with contextlib.suppress(OSError):
             ws.work_dir.rmdir()  # empty once the refresh's own folder is gone
@@ -223,6 +234,7 @@ def _train_and_decide(
     mode: str,
     marked: dict[str, Any],
     *,
+    force: bool,
     trial: bool,
     eval_beir: str | Path | None,
     eval_split: str,
@@ -237,7 +249,7 @@ def _train_and_decide(
         bar: Bar = "not_behind" if trial or eval_beir is not None else "ahead"
         candidate: Candidate | None = None
         for tier in tiers:
-            made = _make_candidate(ws, config, serving, records, tier, Path(tmp) / tier, progress, bar)
+            made = _make_candidate(ws, config, serving, records, tier, Path(tmp) / tier, progress, bar, force)
             if made is None:
                 continue
             cand, checked, mined = made
@@ -288,13 +300,14 @@ def _train_and_decide(
 
 
 def _make_candidate(
-    ws: Workspace, config: RagtuneConfig, serving: ServingVersion, records: list[Any], tier: str, out: Path, progress: bool, bar: Bar
+    ws: Workspace, config: RagtuneConfig, serving: ServingVersion, records: list[Any], tier: str, out: Path, progress: bool, bar: Bar, force: bool
 ) -> tuple[Candidate | None, CheckResult, MinedSet] | None:
     """Mine for ``tier``, train its one candidate and check it offline; ``None`` when there is too little to train on.
 
     ``bar`` applies to a document-side candidate (:mod:`ragtune.gate`); the query tier is always held to ``"ahead"``.
-    A document-side candidate the check could only refuse (too few held-out queries) is not trained:
-    the candidate is then ``None``.
+    A document-side candidate is not trained (the candidate is then ``None``) when the check could
+    only refuse it (too few held-out queries), or, unless ``force``, when one refused against the
+    serving version had more than half its training pairs (:func:`ragtune.gate.refuse_retrain`).
     """
     trained = trained_queries(ws, serving.name)
     if tier == "query":
@@ -311,6 +324,8 @@ def _make_candidate(
     if len(mined.train) < MIN_PAIRS or not mined.heldout:
         return None
     refused = refuse_untrained(tier, "ndcg@10", len(mined.heldout), config.gate, bar=bar)
+    if refused is None and not force:
+        refused = refuse_retrain(tier, "ndcg@10", len(mined.heldout), len(mined.train), last_refused_pairs(ws, tier, serving.name, bar), bar=bar)
     if refused is not None:
         return None, refused, mined
     cand = _doc_candidate(config, serving, mined, tier, out, progress)

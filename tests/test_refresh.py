@@ -14,7 +14,7 @@ import pytest
 
 from ragtune import RagtuneError, RefreshLockedError
 from ragtune.mining import normalize_query
-from ragtune.refresh import FOLDS, RefreshReport, trained_queries
+from ragtune.refresh import FOLDS, RefreshReport, last_refused_pairs, trained_queries
 from ragtune.training.crossfit import fold_of
 from ragtune.workspace import OOF_FILE, TRAINED_FILE
 from tests.conftest import ROUTER, play
@@ -295,6 +295,33 @@ def test_a_document_side_candidate_the_check_could_only_refuse_is_not_trained(wo
     rep = workspace.refresh(mode="lora", force=True)
     assert rep.status == "refused" and rep.check is not None and rep.check.reason.startswith("lora: not trained:"), rep.reason
     assert rep.train_s == 0.0 and len(workspace.ws.list_versions()) == 1
+
+
+def test_after_a_refused_document_side_candidate_the_next_waits_for_twice_the_pairs(workspace):
+    """A LoRA candidate the check refused is not retrained from little more feedback (minutes of
+    training each); from twice its training pairs, or by a forced refresh, it is."""
+    _play_varied(workspace, 0, 40)
+    # a learning rate that wrecks the model, and a bar it cannot clear: the check refuses a trained candidate
+    workspace.config = workspace.config.with_overrides({"train.epochs": 1, "train.lr": 1.0, "gate.min_queries": 1, "gate.confidence": 0.99})
+    rep = workspace.refresh(mode="lora", trial=False)
+    first = rep.check
+    assert rep.status == "refused" and first is not None and first.current is not None and rep.train_s > 0, rep.reason
+    pairs = rep.mined["pairs"]
+    assert last_refused_pairs(workspace.ws, "lora", "v0001", "ahead") == pairs
+    assert last_refused_pairs(workspace.ws, "lora", "v0001", "not_behind") is None  # another bar: its own record
+    _play_varied(workspace, 40, 45)  # a little more feedback
+    rep = workspace.refresh(mode="lora", trial=False, min_new_events=1)
+    assert rep.status == "refused" and rep.train_s == 0.0 and rep.check is not None and rep.check.current is None, rep.reason
+    assert rep.check.reason == (
+        f"lora: not trained: the last one against this serving version, from {pairs} training pairs, was refused; "
+        f"the next is trained from {2 * pairs} pairs (now {rep.mined['pairs']}) or by a forced refresh"
+    )
+    assert last_refused_pairs(workspace.ws, "lora", "v0001", "ahead") == pairs  # an untrained refusal does not move the mark
+    rep = workspace.refresh(mode="lora", trial=False, force=True)
+    assert rep.check is not None and rep.check.current is not None and rep.train_s > 0, rep.reason
+    _play_varied(workspace, 45, 45 + 2 * 45)  # twice the feedback
+    rep = workspace.refresh(mode="lora", trial=False)
+    assert rep.check is not None and rep.check.current is not None and rep.train_s > 0, rep.reason
 
 
 def test_rollback_errors(workspace):

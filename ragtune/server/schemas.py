@@ -173,7 +173,7 @@ class RefreshRequest(_Request):
     """``POST /refresh``: the options of :meth:`ragtune.Ragtune.refresh` that make sense over HTTP."""
 
     mode: Literal["query", "lora", "full", "auto"] | None = Field(None, description="Default: the workspace's train.mode.")
-    force: bool = Field(False, description="Train even with fewer than refresh.min_new_events new events.")
+    force: bool = Field(False, description="Train even with fewer than refresh.min_new_events new events, or soon after a refused LoRA/full candidate.")
     trial: bool = Field(True, description="false: promote a candidate that passes the offline check at once, without a trial.")
     min_new_events: int | None = Field(None, ge=0, strict=True, description="Override refresh.min_new_events.")
 
