@@ -326,7 +326,7 @@ class Ragtune:
             checkpoint("index.embedded")
             name = self.ws.write_version(
                 config_with_model(self.config, spec), spec, kind="index", parent=current, docs=saved_docs, vectors=saved, note=note,
-                write_files=lambda staging, rel: self._carry_feedback_files(current, spec, staging), decision=decision, stage="index.staged",
+                write_files=lambda staging, rel: self._carry_model_files(current, spec, staging, rel), decision=decision, stage="index.staged",
             )  # fmt: skip
         finally:
             for path in (saved, saved_docs):  # moved into the version by then, unless something failed first
@@ -338,14 +338,27 @@ class Ragtune:
         timings["write"] = time.perf_counter() - t2
         return report(name, True, len(todo))
 
-    def _carry_feedback_files(self, current: str | None, spec: ModelSpec, staging: Path) -> ModelSpec:
-        """A re-index keeps the model: keep its record of the feedback it was trained on (and its out-of-fold vectors)."""
+    def _carry_model_files(self, current: str | None, spec: ModelSpec, staging: Path, rel: str) -> ModelSpec:
+        """A re-index keeps the model: the new version gets its own copy of the model's files (adapter,
+        query tier), so that pruning the version they came from never breaks it, and its record of
+        the feedback it was trained on (and its out-of-fold vectors)."""
         if current is not None and spec == self.serving().spec:
             for fname in (TRAINED_FILE, OOF_FILE):
                 src = self.ws.version_dir(current) / fname
                 if src.is_file():
                     shutil.copy2(src, staging / fname)
-        return spec
+        fields = spec.to_dict()
+        for key in ("adapter", "query_map", "query_memory"):
+            parts = Path(fields.get(key) or "").parts
+            if len(parts) > 2 and parts[0] == "versions":  # a file of an earlier version
+                src, inside = self.ws.root.joinpath(*parts), Path(*parts[2:])
+                (staging / inside).parent.mkdir(parents=True, exist_ok=True)
+                if src.is_dir():
+                    shutil.copytree(src, staging / inside)
+                else:
+                    shutil.copy2(src, staging / inside)
+                fields[key] = f"{rel}/{inside.as_posix()}"
+        return ModelSpec(**fields)
 
     # -- search -----------------------------------------------------------------------------------
     def search(

@@ -175,7 +175,9 @@ class IndexConfig:
         use_gpu: Put faiss on the GPU when one is present (needs the ``gpu`` extra).
         chroma_url: ``None`` keeps Chroma's collections in the workspace (a ``PersistentClient``);
             ``"http://HOST:PORT"`` uses a Chroma server there.
-        keep_versions: How many index versions to keep on disk (the current one is never pruned).
+        keep_versions: How many versions to keep on disk, the newest (dropped trials' records are
+            counted apart). The current version, a live trial and whatever a kept version needs
+            (the index it searches) are never pruned.
     """
 
     backend: str = "faiss"

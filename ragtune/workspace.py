@@ -357,21 +357,25 @@ class Workspace:
         versions = self.list_versions()
         current = self.current_version()
         trial = (self.read_trial() or {}).get("version")
-        protected = {current, trial}
         by_name = {v.name: v for v in versions}
         # keep the newest `keep` versions (dropped trials' records apart: they never push out a version
-        # one can roll back to) and every index version they search
+        # one can roll back to), and everything a kept version needs, and so on: the index it searches
+        # and the versions holding its model files (a version kept for its files keeps its index too)
         served = [v.name for v in versions if not v.discarded]
         records = [v.name for v in versions if v.discarded][-keep:]  # kept as records: they need nothing else
-        protected.update(records)
-        for name in [*served[-keep:], current, trial]:
-            if name in by_name:
-                protected.add(name)
-                protected.add(by_name[name].index_version)
-                for key in ("adapter", "query_map", "query_memory"):  # model files may live in an earlier version's dir
-                    parts = Path(by_name[name].model.get(key) or "").parts
-                    if len(parts) > 1 and parts[0] == "versions":
-                        protected.add(parts[1])
+        needed: set[str] = set()
+        todo = [name for name in [*served[-keep:], current, trial] if name is not None]
+        while todo:
+            name = todo.pop()
+            if name in needed or name not in by_name:
+                continue
+            needed.add(name)
+            todo.append(by_name[name].index_version)
+            for key in ("adapter", "query_map", "query_memory"):  # model files may live in an earlier version's dir
+                parts = Path(by_name[name].model.get(key) or "").parts
+                if len(parts) > 1 and parts[0] == "versions":
+                    todo.append(parts[1])
+        protected = {current, trial, *records, *needed}
         removed: list[str] = []
         for v in versions:
             if v.name not in protected:

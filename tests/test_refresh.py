@@ -324,6 +324,24 @@ def test_after_a_refused_document_side_candidate_the_next_waits_for_twice_the_pa
     assert rep.check is not None and rep.check.current is not None and rep.train_s > 0, rep.reason
 
 
+def test_a_version_kept_for_its_files_keeps_the_index_it_searches(workspace, docs_jsonl):
+    """A version whose model files another kept version uses (as workspaces before the copies were
+    made have) is kept whole: pruning never leaves a listed version that cannot serve."""
+    play(workspace)
+    query = workspace.refresh(mode="query", trial=False).version
+    rows = [json.loads(line) for line in docs_jsonl.read_text().splitlines()]
+    rows[0]["text"] = "changed"
+    docs_jsonl.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    new = workspace.index([docs_jsonl])["version"]
+    model = workspace.ws.read_version(new).model
+    workspace.ws.update_manifest(new, model={**model, **{k: f"versions/{query}/{k}.safetensors" for k in ("query_map", "query_memory")}})
+    workspace.config = workspace.config.with_overrides({"index.keep_versions": 1})
+    assert workspace.ws.prune_versions(workspace.config) == []
+    assert [v.name for v in workspace.ws.list_versions()] == ["v0001", query, new]
+    assert workspace.rollback(query) == query and len(workspace.search("reset", k=3, log=False)) == 3
+    assert workspace.doctor().healthy
+
+
 def test_rollback_errors(workspace):
     with pytest.raises(RagtuneError, match="no earlier version"):
         workspace.rollback()
@@ -412,10 +430,10 @@ def test_prune_keeps_current_and_what_it_needs(workspace, docs_jsonl):
     rows[0]["text"] = "changed"
     docs_jsonl.write_text("".join(json.dumps(r) + "\n" for r in rows))
     new = workspace.index([docs_jsonl])["version"]
-    # the re-indexed version keeps the query-side tier (its files live in the query version's dir, so
-    # that dir is kept); v0001's index is no longer needed by anything kept and goes
+    # the re-indexed version keeps the query-side tier in copies of its own, so nothing it needs
+    # lives in an older version: both older versions go
     for key in ("query_map", "query_memory"):
-        assert workspace.ws.read_version(new).model[key] == f"versions/{rep.version}/{key}.safetensors"
-    assert [v.name for v in workspace.ws.list_versions()] == [rep.version, new]
+        assert workspace.ws.read_version(new).model[key] == f"versions/{new}/{key}.safetensors"
+    assert [v.name for v in workspace.ws.list_versions()] == [new]
     assert len(workspace.search("reset", k=3, log=False)) == 3
 
