@@ -6,6 +6,7 @@ messages in one place (:class:`_Group`); heavy libraries are imported only by th
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import json
 import logging
@@ -198,6 +199,22 @@ def init(
         click.echo(f"note: the index settings apply to the next version an `index` run writes; {current} keeps its own")
 
 
+def _remove_created(root: Path, before: set[Path] | None) -> None:
+    """Remove what a command created at ``root``: the folder if it did not exist (``before`` ``None``), else only the entries not in ``before``."""
+    import shutil
+
+    if not root.is_dir():
+        return
+    for entry in set(root.iterdir()) - (before or set()):
+        if entry.is_dir() and not entry.is_symlink():
+            shutil.rmtree(entry, ignore_errors=True)
+        else:
+            entry.unlink(missing_ok=True)
+    if before is None:
+        with contextlib.suppress(OSError):
+            root.rmdir()  # only when empty
+
+
 def _print_index(report: IndexReport) -> None:
     what = f"{report.embedded} re-embedded with {report.model}" if report.reindexed else f"{report.embedded} embedded"
     click.echo(
@@ -231,9 +248,20 @@ def index(
         raise click.UsageError("give SOURCES to index (dirs of .txt/.md, .jsonl files, BEIR folders), --remove SOURCE, or --reindex")
     if replace and not sources:
         raise click.UsageError("--replace needs SOURCES: the index is made to hold exactly them")
+    from ragtune.workspace import Workspace, default_workspace_path
+
+    target = Workspace(ctx.obj["workspace"] if ctx.obj["workspace"] is not None else default_workspace_path())
+    made = None if target.exists() else (set(target.root.iterdir()) if target.root.is_dir() else None, target.root)  # what was there before
     rt = _open(ctx, create=True)
-    _use_engine(rt, engine, ray_address)
-    report = rt.index(list(sources), replace=replace, reindex=reindex, remove=list(remove))
+    try:
+        _use_engine(rt, engine, ray_address)
+        report = rt.index(list(sources), replace=replace, reindex=reindex, remove=list(remove))
+    except BaseException:
+        if made is not None:  # a workspace this command created: a failed first index leaves nothing behind
+            _remove_created(target.root, made[0])
+        raise
+    if made is not None and not as_json:
+        click.echo(f"created workspace {target.root} with the default settings (`ragtune init` sets others)", err=True)
     if as_json:
         _echo_json(report.to_dict())
     else:

@@ -52,6 +52,18 @@ def test_cli_loop(tmp_path, tiny_model, docs_jsonl):
     assert "trial       none live" in _run(["status"], ws).output
 
 
+def test_a_failed_first_index_leaves_no_workspace_behind(tmp_path):
+    """`index` creates a workspace where there is none; when that first run fails, it removes what it made."""
+    ws = tmp_path / "new"
+    r = CliRunner().invoke(main, ["-q", "-w", str(ws), "index", str(tmp_path / "missing.jsonl")])
+    assert r.exit_code == 1 and "no such file or directory" in r.output and not ws.exists()
+    project = tmp_path / "project"  # an existing folder that is no workspace: only what the run added goes
+    project.mkdir()
+    (project / "notes.txt").write_text("mine")
+    r = CliRunner().invoke(main, ["-q", "-w", str(project), "index", str(tmp_path / "missing.jsonl")])
+    assert r.exit_code == 1 and sorted(p.name for p in project.iterdir()) == ["notes.txt"]
+
+
 def test_user_mistakes_are_clean_errors(tmp_path, tiny_model, docs_jsonl):
     ws = tmp_path / "ws"
     runner = CliRunner()
