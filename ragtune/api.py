@@ -400,10 +400,13 @@ class Ragtune:
         return [[(ids[p], float(s)) for p, s in zip(prow, srow) if p >= 0] for prow, srow in zip(pos, scores)]
 
     # -- feedback ---------------------------------------------------------------------------------
-    def _check_doc(self, doc_id: str) -> None:
+    def _check_doc(self, query_id: str, doc_id: str) -> None:
+        """A document the search showed, or one in the current index (a shown one may have left it since: late feedback stays valid)."""
         serving = self.serving()
-        if not serving.docs.positions([doc_id]):
-            raise UnknownIdError(f"unknown doc id {doc_id!r}: it is not in the current index ({serving.name}, {len(serving.docs)} docs)")
+        if not serving.docs.positions([doc_id]) and not self.feedback.was_shown(query_id, doc_id):
+            raise UnknownIdError(
+                f"unknown doc id {doc_id!r}: it is not in the current index ({serving.name}, {len(serving.docs)} docs) and was not shown for query {query_id}"
+            )
 
     def _recorded(self, feedback_id: str | None, content: tuple[str, str, str, float | int | None]) -> bool:
         """``feedback_id`` is already recorded with this content (other content: the log's insert raises the conflict)."""
@@ -416,7 +419,7 @@ class Ragtune:
 
         Args:
             query_id: ``SearchResults.query_id`` of the logged search.
-            doc_id: The document opened (in the current index).
+            doc_id: The document opened: one the search showed, or one in the current index.
             dwell: Seconds spent on it: a finite number >= 0, or ``None``.
             feedback_id: The caller's id for this click (e.g. a UUID made by the front end):
                 sending it again is a no-op, so a retry never counts twice.
@@ -433,7 +436,7 @@ class Ragtune:
         validate_click(query_id, doc_id, dwell)
         if self._recorded(feedback_id, ("click", query_id, doc_id, None if dwell is None else float(dwell))):
             return False  # a retry: a duplicate even when the doc has left the index since
-        self._check_doc(doc_id)
+        self._check_doc(query_id, doc_id)
         return self.feedback.click(query_id, doc_id, dwell=dwell, feedback_id=feedback_id)
 
     def rate(self, query_id: str, doc_id: str, value: int, *, feedback_id: str | None = None) -> bool:
@@ -441,7 +444,7 @@ class Ragtune:
 
         Args:
             query_id: ``SearchResults.query_id`` of the logged search.
-            doc_id: The document rated (in the current index).
+            doc_id: The document rated: one the search showed, or one in the current index.
             value: The int ``1`` or ``-1`` (not ``True``/``False``).
             feedback_id: The caller's id for this rating: sending it again is a no-op.
 
@@ -457,7 +460,7 @@ class Ragtune:
         value = validate_rating(query_id, doc_id, value)
         if self._recorded(feedback_id, ("rating", query_id, doc_id, value)):
             return False  # a retry: a duplicate even when the doc has left the index since
-        self._check_doc(doc_id)
+        self._check_doc(query_id, doc_id)
         return self.feedback.rate(query_id, doc_id, value, feedback_id=feedback_id)
 
     def query_id_for_run(self, run_id: str | uuid.UUID, doc_id: str | None = None) -> str:

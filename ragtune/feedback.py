@@ -612,6 +612,12 @@ class FeedbackLog:
         return _feedback_with_id(self._connect(), feedback_id)
 
     @_guard("read the feedback log")
+    def was_shown(self, qid: str, doc_id: str) -> bool:
+        """Whether the logged search ``qid`` showed ``doc_id``."""
+        row = self._connect().execute("SELECT 1 FROM impressions WHERE qid = ? AND doc_id = ?", (qid, doc_id)).fetchone()
+        return row is not None
+
+    @_guard("read the feedback log")
     def stats(self) -> dict[str, int]:
         """Counts: ``queries``, ``impressions``, ``clicks``, ``ratings``, ``queries_with_positive`` (read as on disk in a read-only folder)."""
         try:

@@ -48,6 +48,20 @@ def test_click_and_rate_validate(workspace):
     assert (s["queries"], s["impressions"], s["clicks"], s["ratings"], s["queries_with_positive"]) == (1, 3, 1, 1, 1)
 
 
+def test_late_feedback_on_a_shown_document_that_left_the_index_is_kept(workspace, docs_jsonl):
+    """Feedback may come late: a document the search showed stays clickable after a re-index removed it."""
+    hits = workspace.search("reset", k=3)
+    gone = hits[0].doc_id
+    rows = [json.loads(line) for line in docs_jsonl.read_text().splitlines()]
+    docs_jsonl.write_text("".join(json.dumps(r) + "\n" for r in rows if r["id"] != gone))
+    workspace.index([docs_jsonl])
+    assert gone not in workspace.serving().docs.ids
+    assert workspace.click(hits.query_id, gone) and workspace.rate(hits.query_id, gone, 1)
+    with pytest.raises(FeedbackError, match=f"unknown doc id '{gone}': it is not in the current index .* and was not shown for query"):
+        workspace.click(workspace.search("wifi", k=1).query_id, gone)
+    assert workspace.feedback.stats()["clicks"] == 1
+
+
 def test_export_import_round_trip(workspace, tmp_path):
     hits = workspace.search("firmware update", k=3)
     workspace.click(hits.query_id, hits[1].doc_id)
