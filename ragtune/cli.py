@@ -338,7 +338,8 @@ def status(ctx: click.Context, as_json: bool) -> None:
         click.echo(f"{'feedback' if fb is None else '':<12}PROBLEM: {health['message']}; searches are not logged")
         click.echo(f"            fix: {health['fix']}")
     t = s.get("trial")
-    click.echo(f"trial       {_trial_line(t)}; {t['reason']}" if t else "trial       none live")
+    state = {"continue": "undecided", "promote": "promoted by the next refresh or `trial decide`", "drop": "dropped by the next refresh or `trial decide`"}
+    click.echo(f"trial       {_trial_line(t)}; {state[t['verdict']]} (`ragtune trial` says why)" if t else "trial       none live")
     for problem in s.get("problems") or []:
         click.echo(f"PROBLEM     {problem}")
     if s.get("problems"):
@@ -393,7 +394,7 @@ def click_(ctx: click.Context, query_id: str, doc_id: str, dwell: float | None, 
     _echo_feedback(as_json, "click", "click", recorded, query_id, doc_id, feedback_id, dwell=dwell)
 
 
-@feedback.command()
+@feedback.command(context_settings={"ignore_unknown_options": True})  # VALUE may be -1, which is no option
 @click.argument("query_id", callback=_id_argument)
 @click.argument("doc_id", callback=_id_argument)
 @click.argument("value", type=click.Choice(["up", "down", "+1", "-1", "1"]))
@@ -578,8 +579,11 @@ def trial(ctx: click.Context, action: str, as_json: bool) -> None:
         click.echo("no trial is live")
         return
     click.echo(_trial_line(t))
-    verdict = {"promote": "promoted" if action != "status" else "would be promoted now", "drop": "dropped" if action != "status" else "would be dropped now", "continue": "undecided"}[t["verdict"]]
-    click.echo(f"{verdict}: {t['reason']}")
+    if t["verdict"] == "continue":
+        click.echo(t["reason"])  # "undecided: ..."
+    else:
+        verdict = {"promote": "promoted", "drop": "dropped"}[t["verdict"]] if action != "status" else f"would be {'promoted' if t['verdict'] == 'promote' else 'dropped'} now"
+        click.echo(f"{verdict}: {t['reason']}")
 
 
 @main.command()

@@ -168,6 +168,8 @@ def test_feedback_click_and_rate_take_a_feedback_id_and_say_duplicate(tmp_path, 
     assert r.exit_code == 0 and "duplicate: feedback id 'evt-2' is already recorded" in r.output and "nothing added" in r.output
     rated = json.loads(_run(["feedback", "rate", "--feedback-id", "evt-2", "--json", qid, doc, "down"], ws).output)
     assert rated["status"] == "duplicate" and rated["value"] == -1 and rated["type"] == "rating"
+    rated = json.loads(_run(["feedback", "rate", qid, doc, "-1", "--feedback-id", "evt-2", "--json"], ws).output)  # -1 is a value, not an option
+    assert rated["status"] == "duplicate" and rated["value"] == -1
     stats = json.loads(_run(["feedback", "stats", "--json"], ws).output)
     assert (stats["clicks"], stats["ratings"]) == (1, 1)
     r = CliRunner().invoke(main, ["-w", str(ws), "feedback", "rate", qid, doc, "up", "--feedback-id", "evt-1"])
