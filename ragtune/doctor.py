@@ -189,6 +189,10 @@ def _check_versions(ws: Workspace, config: RagtuneConfig, add: Any, repair: bool
         add(Finding("versions", "ok", "nothing indexed yet"))
         return
     served = ws.served_versions()
+    with contextlib.suppress(WorkspaceError):  # a corrupt TRIAL is the trial check's finding
+        live = (ws.read_trial() or {}).get("version")
+        if live:
+            served.add(live)  # the live trial's version: in use, as it should be
     names = sorted(d.name for d in ws.versions_dir.iterdir() if d.is_dir() and d.name.startswith("v") and d.name[1:].isdigit())
     complete = 0
     for name in names:

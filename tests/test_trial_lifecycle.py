@@ -48,6 +48,12 @@ def _events(rt: Ragtune, event: str) -> list[dict]:
     return [e for e in rt.ws.read_log() if e["event"] == event]
 
 
+def test_doctor_finds_nothing_to_warn_about_in_a_live_trial(live):
+    rt, _ = live
+    report = rt.doctor()
+    assert report.healthy and not [f for f in report.findings if f.status != "ok"], report.to_dict()
+
+
 def test_an_interleaved_search_logs_each_results_team(live):
     rt, trial = live
     hits = rt.search(ROUTER.format(500), k=5)
