@@ -148,6 +148,14 @@ def _check_config(ws: Workspace, add: Any) -> RagtuneConfig:
     except RagtuneError as exc:
         add(Finding("config", "problem", str(exc), "edit config.json (or delete it and run `ragtune init` again to get the defaults)"))
         return RagtuneConfig()
+    if config.model.device == "cuda":  # valid, but unusable on this machine: every search would fail
+        from ragtune.embedder import choose_device
+
+        try:
+            choose_device("cuda")
+        except RagtuneError as exc:
+            add(Finding("config", "problem", str(exc), "set model.device to 'auto' or 'cpu' in config.json"))
+            return config
     add(Finding("config", "ok", f"{ws.config_path} is valid"))
     return config
 

@@ -167,3 +167,15 @@ def test_a_killed_lock_holder_is_told_apart_from_a_live_one(workspace):
     assert lock.status == "warning" and "killed holder" in lock.message
     with workspace.ws.lock("refresh"):  # a killed holder never blocks anyone
         assert "refresh (pid" in (workspace.ws.lock_holder() or "")
+
+
+def test_a_cuda_device_without_a_gpu_is_a_problem_like_status_says(workspace, monkeypatch):
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    workspace.config.with_overrides({"model.device": "cuda"}).save(workspace.ws.config_path)
+    report = diagnose(workspace.ws.root)
+    found = [f for f in report.findings if f.check == "config"]
+    assert not report.healthy and found[0].status == "problem" and "model.device is 'cuda' but torch sees no GPU" in found[0].message
+    assert found[0].fix == "set model.device to 'auto' or 'cpu' in config.json"
+    assert any("model.device is 'cuda'" in p for p in Ragtune(workspace.ws.root, progress=False).status()["problems"])
