@@ -16,12 +16,15 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from ragtune.errors import InputError
+
+logger = logging.getLogger(__name__)
 
 __all__ = ["Document", "chunk_text", "is_beir_dir", "load_beir_corpus", "load_jsonl", "load_sources", "load_text_dir", "source_key", "source_list"]
 
@@ -111,14 +114,19 @@ def load_text_dir(root: Path, tokenize: Tokenize, chunk_tokens: int, overlap_tok
     files = sorted(p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in TEXT_SUFFIXES and not any(part.startswith(".") for part in p.relative_to(root).parts))
     if not files:
         raise _no_text_files(root)
+    empty = 0
     for path in files:
         text = _read_utf8(path)
-        if not text.strip():
-            raise InputError(f"{path}: empty file; remove it or add text")
+        if not text.strip():  # nothing to find in it: skipped, so one empty file does not block a folder
+            logger.warning("skipped %s: empty file", path)
+            empty += 1
+            continue
         rel = path.relative_to(root).as_posix()
         title = path.stem
         for i, chunk in enumerate(chunk_text(text, tokenize(text), chunk_tokens, overlap_tokens)):
             yield Document(id=f"{rel}#{i}", text=chunk, title="", metadata={"source": rel, "chunk": i, "title": title}, source=source)
+    if empty == len(files):
+        raise InputError(f"{root}: every text file in it is empty ({empty}); add text to them, or pass another source")
 
 
 def _iter_jsonl(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:

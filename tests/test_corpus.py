@@ -34,6 +34,16 @@ def test_text_dir_ids_stable(tmp_path):
     assert [d.id for d in load_sources([tmp_path], _tok, 4, 1)] == [d.id for d in docs]
 
 
+def test_an_empty_text_file_is_skipped_with_a_warning_not_an_error(tmp_path, caplog):
+    (tmp_path / "a.md").write_text("one two", encoding="utf-8")
+    (tmp_path / "empty.txt").write_text("  \n", encoding="utf-8")
+    docs = load_sources([tmp_path], _tok, 4, 1)
+    assert [d.id for d in docs] == ["a.md#0"] and "skipped" in caplog.text and "empty.txt: empty file" in caplog.text
+    (tmp_path / "a.md").write_text("", encoding="utf-8")
+    with pytest.raises(InputError, match="every text file in it is empty"):
+        load_sources([tmp_path], _tok, 4, 1)
+
+
 def test_beir_embeds_title_and_text(tmp_path):
     (tmp_path / "corpus.jsonl").write_text(json.dumps({"_id": "1", "title": "T", "text": "body", "metadata": {}}) + "\n")
     (doc,) = load_sources([tmp_path], None)
