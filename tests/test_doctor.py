@@ -49,13 +49,16 @@ def test_rollback_to_a_named_version_fixes_a_corrupt_current(workspace):
     assert json.loads(out.output) == {"current_version": "v0001"}
 
 
-def test_missing_index_file_is_rebuilt_from_the_vectors(workspace):
+def test_missing_index_file_is_rebuilt_from_the_vectors(workspace, caplog):
     before = [h.doc_id for h in workspace.search("reset the router", k=4, log=False)]
     path = workspace.ws.version_dir(workspace.current_version) / "index.faiss"
     path.unlink()
     fresh = Ragtune(workspace.ws.root, progress=False)
-    out = CliRunner().invoke(main, ["-w", str(workspace.ws.root), "query", "reset", "--no-log"])
-    assert out.exit_code == 1 and "doctor --repair" in out.output and "Traceback" not in out.output, out.output
+    # searches keep answering meanwhile, exactly over the version's vectors, with a warning naming the fix
+    out = CliRunner().invoke(main, ["-w", str(workspace.ws.root), "query", "reset the router", "-k", "4", "--no-log", "--json"])
+    assert out.exit_code == 0 and [h["doc_id"] for h in json.loads(out.stdout)["hits"]] == before, out.output
+    assert "index.faiss is missing: searching exactly over" in caplog.text and "`ragtune doctor --repair` rebuilds it" in caplog.text
+    assert not fresh.doctor().healthy  # still a problem until repaired
     report = fresh.doctor(repair=True)
     assert report.healthy, report.to_dict()
     assert path.is_file()

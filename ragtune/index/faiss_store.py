@@ -111,7 +111,16 @@ class FaissStore(VectorStore):
         faiss = _faiss()
         path = directory / FILENAME
         if not path.is_file():
-            raise VectorIndexError(f"index file {path} is missing; `ragtune doctor --repair` rebuilds it from the version's vectors.npy")
+            vectors = directory / "vectors.npy"
+            if not vectors.is_file():
+                raise VectorIndexError(f"index file {path} is missing; `ragtune doctor --repair` rebuilds it from the version's vectors.npy")
+            # searches keep working: exactly, over the version's own vectors, held in memory until the file is back
+            logger.warning("index file %s is missing: searching exactly over %s meanwhile; `ragtune doctor --repair` rebuilds it", path, vectors)
+            matrix = np.load(vectors, mmap_mode="r")
+            flat = faiss.IndexFlatIP(int(matrix.shape[1]))
+            for _, block in row_blocks(matrix):
+                flat.add(block)
+            return cls(_to_gpu(flat, config), config)
         index = faiss.read_index(str(path))
         if hasattr(index, "hnsw"):
             index.hnsw.efSearch = config.ef_search(index.ntotal)
