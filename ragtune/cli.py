@@ -32,15 +32,34 @@ __all__ = ["main"]
 _UNWRITABLE = {errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOSPC, errno.EDQUOT}
 
 
+#: The options that belong to `ragtune` itself, before any command.
+_GLOBAL_OPTIONS = ("-w", "--workspace", "-q", "--quiet", "-v", "--verbose")
+#: Commands that live in a group, by the name a user may type at the top level.
+_SUBCOMMAND_HOMES = {"click": "feedback", "rate": "feedback", "mine": "feedback", "export": "feedback", "import": "feedback", "stats": "feedback", "decide": "trial", "stop": "trial"}
+
+
 class _Group(click.Group):
     """Turns RagtuneErrors (in their CLI wording) and unwritable-file OS errors into one-line click errors (exit 1).
 
     Never a traceback for a user mistake or a read-only workspace.
     """
 
+    def resolve_command(self, ctx: click.Context, args: list[str]) -> tuple[str | None, click.Command | None, list[str]]:
+        try:
+            return super().resolve_command(ctx, args)
+        except click.UsageError as exc:
+            sub = _SUBCOMMAND_HOMES.get(args[0]) if args and self.name == "main" else None
+            if sub is None:
+                raise
+            raise click.UsageError(f"No such command {args[0]!r}; it is `ragtune {sub} {args[0]}`", ctx) from exc
+
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
+        except click.NoSuchOption as exc:
+            if exc.option_name in _GLOBAL_OPTIONS:  # `ragtune status -w DIR`: a global option after the command
+                exc.message = f"{exc.message.rstrip('.')}; {exc.option_name} is a global option: put it before the command (`ragtune {exc.option_name} ... COMMAND`)"
+            raise
         except RagtuneError as exc:
             raise click.ClickException(exc.cli_message()) from exc
         except OSError as exc:
@@ -67,10 +86,12 @@ def _quiet_libraries(quiet: bool) -> None:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    os.environ.setdefault("HF_HUB_VERBOSITY", "error")  # the hub's retries (a warning per try, on its own handler too): the error says it once
     if quiet:
         os.environ["TQDM_DISABLE"] = "1"
     logging.getLogger("sentence_transformers").setLevel(logging.WARNING)
     logging.getLogger("transformers").setLevel(logging.ERROR)
+    logging.getLogger("huggingface_hub").setLevel(logging.ERROR)
 
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
@@ -155,6 +176,8 @@ def init(
     from ragtune.indexing import model_changes
     from ragtune.workspace import Workspace
 
+    if model is not None and model.startswith(("/", "./", "../", "~")) and not Path(model).expanduser().is_dir():
+        raise click.BadParameter(f"{model!r} looks like a path, but there is no such directory; give a local sentence-transformers directory, a hub name or 'default'", param_hint="--model")
     root = path or ctx.obj["workspace"]
     ws = Workspace(root)
     existed = ws.exists()
@@ -231,7 +254,7 @@ def _print_index(report: IndexReport) -> None:
 @main.command()
 @click.argument("sources", nargs=-1, type=click.Path(path_type=Path))
 @click.option("--replace", is_flag=True, help="Make the index hold exactly SOURCES (other sources' documents are dropped).")
-@click.option("--reindex", is_flag=True, help="Re-embed every document with the model in config.json (SOURCES optional).")
+@click.option("--reindex", is_flag=True, help="Apply a model changed in config.json: re-embed every document with it (SOURCES optional; nothing to do when the model is unchanged).")
 @click.option("--remove", "remove", multiple=True, type=click.Path(path_type=Path), help="Drop an indexed source's documents (it need not exist any more); repeatable.")
 @_engine_options
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON report.")
@@ -462,11 +485,12 @@ def stats(ctx: click.Context, as_json: bool) -> None:
 
 
 @feedback.command()
-@click.option("--dry-run", is_flag=True, help="Only report what would be trained on (mining never trains).")
+@click.option("--dry-run", is_flag=True, help="Accepted for scripts: mining only reads the log, so every run is a dry run.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @click.pass_context
 def mine(ctx: click.Context, dry_run: bool, as_json: bool) -> None:
-    """Mine training pairs from the log and report them."""
+    """Mine training pairs from the log and report them: what a LoRA/full refresh trains on, with its
+    held-out share (the query tier also trains on those queries, judging each out of fold)."""
     report = _open(ctx).mine().report()
     if as_json:
         _echo_json(report)
@@ -541,6 +565,8 @@ def refresh(
     """Settle the live trial, then train one candidate on the feedback and start a trial with it."""
     import time
 
+    if not watch and ctx.get_parameter_source("interval") is not click.core.ParameterSource.DEFAULT:
+        raise click.UsageError("--interval is for --watch: add --watch to refresh periodically, or drop --interval")
     seconds = _parse_interval(interval)  # validated by its callback: finite and > 0
     rt = _open(ctx)
     _use_engine(rt, engine, ray_address)

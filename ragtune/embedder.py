@@ -125,11 +125,14 @@ def load_sentence_transformer(name: str, device: str = "auto", max_seq_length: i
 
     path = resolve_model_path(name)
     try:
-        model = SentenceTransformer(path, device=resolve_device(device))
+        try:  # a local directory or a cached hub model: no network round trip (nor retries when offline)
+            model = SentenceTransformer(path, device=resolve_device(device), local_files_only=True)
+        except OSError:  # a hub name not in the cache: the hub may still have it
+            model = SentenceTransformer(path, device=resolve_device(device))
     except Exception as exc:
         raise ModelError(
-            f"cannot load sentence-transformers model {name!r} ({type(exc).__name__}: {exc}); "
-            "give a local model directory or a hub name that is in your local cache"
+            f"cannot load sentence-transformers model {name!r} ({type(exc).__name__}: {(str(exc).strip().splitlines() or [''])[0][:200]}); "
+            "give a local model directory or a hub name that is in your local cache (offline, HF_HUB_OFFLINE=1 skips the hub's retries)"
         ) from exc
     if max_seq_length is not None:
         model.max_seq_length = max_seq_length

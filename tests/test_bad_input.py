@@ -107,6 +107,7 @@ def _fill(value: Any, env: dict[str, Any]) -> Any:
 # -- the CLI ------------------------------------------------------------------------------------
 # (id, workspace, args, exit code, needles the error line must hold)
 CLI_CASES = [
+    ("init-model-no-such-dir", "empty", ["init", "--model", "{base}/no-such-model"], 2, ["--model", "looks like a path, but there is no such directory"]),
     ("dwell-nan", "ws", ["feedback", "click", "{qid}", "d1", "--dwell", "nan"], 2, ["--dwell", "nan"]),
     ("dwell-inf", "ws", ["feedback", "click", "{qid}", "d1", "--dwell", "inf"], 2, ["--dwell", "inf"]),
     ("dwell-negative", "ws", ["feedback", "click", "{qid}", "d1", "--dwell", "-5"], 2, ["--dwell", "-5"]),

@@ -176,3 +176,15 @@ def test_feedback_click_and_rate_take_a_feedback_id_and_say_duplicate(tmp_path, 
     assert r.exit_code == 1 and "feedback id 'evt-1' is already recorded as a click" in r.output
     r = CliRunner().invoke(main, ["-w", str(ws), "feedback", "click", qid, doc, "--feedback-id", " "])
     assert r.exit_code == 1 and "--feedback-id must be a non-empty string" in r.output
+
+
+def test_common_slips_get_a_pointer_to_the_right_command_line(tmp_path):
+    def run(*args: str):  # type: ignore[no-untyped-def]
+        return CliRunner().invoke(main, list(args))
+
+    r = run("status", "-w", str(tmp_path))
+    assert r.exit_code == 2 and "-w is a global option: put it before the command" in r.output
+    r = run("click", "q1", "d1")
+    assert r.exit_code == 2 and "No such command 'click'; it is `ragtune feedback click`" in r.output
+    r = run("-w", str(tmp_path), "refresh", "--interval", "5m")
+    assert r.exit_code == 2 and "--interval is for --watch" in r.output
