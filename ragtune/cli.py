@@ -57,9 +57,11 @@ class _Group(click.Group):
         try:
             return super().invoke(ctx)
         except click.NoSuchOption as exc:
-            if exc.option_name in _GLOBAL_OPTIONS:  # `ragtune status -w DIR`: a global option after the command
-                exc.message = f"{exc.message.rstrip('.')}; {exc.option_name} is a global option: put it before the command (`ragtune {exc.option_name} ... COMMAND`)"
-            raise
+            if exc.option_name not in _GLOBAL_OPTIONS:
+                raise
+            # `ragtune status -w DIR`: a global option after the command
+            hint = f"{exc.message.rstrip('.')}; {exc.option_name} is a global option: put it before the command (`ragtune {exc.option_name} ... COMMAND`)"
+            raise click.UsageError(hint, exc.ctx) from exc
         except RagtuneError as exc:
             raise click.ClickException(exc.cli_message()) from exc
         except OSError as exc:
