@@ -24,6 +24,7 @@ reused with other content or a busy workspace 409, an unwritable log 503; the bo
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -125,7 +126,21 @@ def _ragtune_error(request: Request, exc: Exception) -> JSONResponse:
 def _validation_error(request: Request, exc: Exception) -> JSONResponse:
     """A body or query that fails validation: FastAPI's 422 (``detail``: the field errors) with ``error`` like the others."""
     assert isinstance(exc, RequestValidationError)
-    return JSONResponse({"detail": jsonable_encoder(exc.errors()), "error": "ValidationError"}, status_code=422)
+    return JSONResponse({"detail": _printable(jsonable_encoder(exc.errors())), "error": "ValidationError"}, status_code=422)
+
+
+def _printable(value: Any) -> Any:
+    """``value`` as strict JSON can hold it: the caller's input is echoed in field errors, and a NaN,
+    an infinity or a lone surrogate there must not turn a 422 into a 500."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    if isinstance(value, str):
+        return value.encode("utf-8", "backslashreplace").decode("utf-8")
+    if isinstance(value, dict):
+        return {_printable(k): _printable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_printable(v) for v in value]
+    return value
 
 
 def create_app(

@@ -116,6 +116,16 @@ def test_malformed_json_is_422_not_500(service: Client):
     assert r.status == 422
 
 
+def test_inputs_strict_json_cannot_echo_are_still_422(service: Client):
+    """Field errors echo the input: a NaN, an infinity or a lone surrogate there must not make the 422 a 500."""
+    qid = _search(service)["query_id"]
+    for raw in (b'{"query_id": "%s", "doc_id": "d1", "type": "click", "dwell": NaN}' % qid.encode(), b'{"query_id": "q", "doc_id": "d1", "type": "click", "dwell": 1e400}'):
+        r = service.post("/feedback", raw=raw)
+        assert r.status == 422 and r.json()["detail"][0]["input"] in ("nan", "inf"), r.body
+    r = service.post("/search", raw=b'{"query": "\\ud800 wifi"}')
+    assert r.status == 422 and r.json()["detail"][0]["input"] == "\\ud800 wifi", r.body
+
+
 def test_late_feedback_after_the_version_changed_is_accepted(service: Client, workspace: Ragtune, docs_jsonl):
     out = _search(service)
     qid, doc = out["query_id"], out["hits"][0]["doc_id"]
