@@ -31,6 +31,7 @@ from langchain_core.callbacks import AsyncCallbackManagerForRetrieverRun, Callba
 from langchain_core.documents import Document
 from langchain_core.embeddings import Embeddings
 from langchain_core.retrievers import BaseRetriever
+from langchain_core.runnables import RunnableConfig
 from langchain_core.runnables.config import run_in_executor
 from pydantic import ConfigDict, Field, PrivateAttr
 
@@ -149,8 +150,9 @@ def _run_ids(run_manager: CallbackManagerForRetrieverRun | AsyncCallbackManagerF
 
     The trace id is the run's own id for a retriever invoked on its own; inside a chain, LangChain's
     run manager only knows the parent, so it is read from a tracer attached to the run (LangSmith
-    tracing or ``collect_runs()`` attach one; without a tracer there is no LangSmith run to give
-    feedback on) and is ``None`` otherwise.
+    tracing or ``collect_runs()`` attach one). Without a tracer it is the parent run's id: the root's
+    in a chain one level deep (``(retriever | llm).invoke(q, config={"run_id": rid})``), where
+    ``rid`` then finds the retrieval; deeper, only a tracer knows the root.
     """
     run_id = run_manager.run_id
     trace: uuid.UUID | None = run_id if run_manager.parent_run_id is None else None
@@ -160,7 +162,17 @@ def _run_ids(run_manager: CallbackManagerForRetrieverRun | AsyncCallbackManagerF
         trace = getattr(run_map.get(str(run_id)) if isinstance(run_map, dict) else None, "trace_id", None)
         if trace is not None:
             break
+    if trace is None:
+        trace = run_manager.parent_run_id
     return {"run_id": str(run_id), "trace_id": None if trace is None else str(trace)}
+
+
+def _run_id_from_config(config: RunnableConfig | None, kwargs: dict[str, Any]) -> tuple[RunnableConfig | None, dict[str, Any]]:
+    """``config["run_id"]`` as the ``run_id`` keyword: langchain-core's ``BaseRetriever.invoke`` reads only the keyword."""
+    if not config or config.get("run_id") is None or "run_id" in kwargs:
+        return config, kwargs
+    rest = RunnableConfig(**{k: v for k, v in config.items() if k != "run_id"})  # type: ignore[typeddict-item]
+    return rest, {**kwargs, "run_id": config["run_id"]}
 
 
 class RagtuneRetriever(BaseRetriever):
@@ -210,6 +222,16 @@ class RagtuneRetriever(BaseRetriever):
         return self._rt
 
     # -- retrieval --------------------------------------------------------------------------------
+    def invoke(self, input: str, config: RunnableConfig | None = None, **kwargs: Any) -> list[Document]:
+        """:meth:`BaseRetriever.invoke`, with ``config={"run_id": ...}`` naming this retrieval's run too."""
+        config, kwargs = _run_id_from_config(config, kwargs)
+        return super().invoke(input, config, **kwargs)
+
+    async def ainvoke(self, input: str, config: RunnableConfig | None = None, **kwargs: Any) -> list[Document]:
+        """:meth:`BaseRetriever.ainvoke`, with ``config={"run_id": ...}`` naming this retrieval's run too."""
+        config, kwargs = _run_id_from_config(config, kwargs)
+        return await super().ainvoke(input, config, **kwargs)
+
     def search(self, query: str, k: int | None = None, log: bool | None = None, *, run_id: str | None = None, trace_id: str | None = None) -> SearchResults:
         """Raw ragtune results (with ``.query_id``) for ``query`` (``run_id``/``trace_id`` are logged with it)."""
         return self.ragtune.search(query, k=self.k if k is None else k, log=self.log if log is None else log, run_id=run_id, trace_id=trace_id)

@@ -69,14 +69,27 @@ def test_inside_a_chain_the_trace_id_comes_from_the_tracer(workspace: Ragtune) -
     assert _record(workspace, rec.qid).ratings == [(docs[2].metadata["doc_id"], -1), (docs[0].metadata["doc_id"], 1)]
 
 
-def test_without_a_tracer_a_nested_retrieval_has_no_trace_id(workspace: Ragtune) -> None:
+def test_without_a_tracer_a_nested_retrieval_records_its_parent_as_the_trace(workspace: Ragtune) -> None:
+    """A chain one level deep, invoked with config={"run_id": ...} and no tracer: that id finds the retrieval."""
     retriever = RagtuneRetriever.from_ragtune(workspace, k=2)
     seen = _RetrieverRuns()
-    docs = (RunnableLambda(lambda q: q) | retriever).invoke("firmware", config={"callbacks": [seen]})
-    (run_id, _), = seen.runs
+    root = uuid.uuid4()
+    docs = (RunnableLambda(lambda q: q) | retriever).invoke("firmware", config={"callbacks": [seen], "run_id": root})
+    (run_id, parent), = seen.runs
     rec = _record(workspace, docs[0].metadata["ragtune_query_id"])
-    assert rec.run_id == str(run_id) and rec.trace_id is None
+    assert parent == root and rec.run_id == str(run_id) and rec.trace_id == str(root)
     retriever.record_feedback(run_id, docs[0].metadata["doc_id"], -1)
+    retriever.record_feedback(root, docs[1].metadata["doc_id"], 1)
+    assert workspace.feedback.stats()["ratings"] == 2
+
+
+def test_a_run_id_in_the_config_names_the_retrieval(workspace: Ragtune) -> None:
+    """langchain-core's retrievers read a run id only as a keyword; config={"run_id": ...} works too."""
+    retriever = RagtuneRetriever.from_ragtune(workspace, k=2)
+    mine = uuid.uuid4()
+    docs = retriever.invoke("guest network", config={"run_id": mine})
+    assert _record(workspace, docs[0].metadata["ragtune_query_id"]).run_id == str(mine)
+    retriever.record_feedback(mine, docs[0].metadata["doc_id"], 1)
     assert workspace.feedback.stats()["ratings"] == 1
 
 
