@@ -267,7 +267,7 @@ def _train_and_decide(
         if candidate is None:
             report.status, report.reason = "refused", "not worth a trial: " + "; ".join(c.reason for c in report.checks.values())
             ws.append_log({"event": "refresh_refused", "mode": mode, "current": serving.name, "reason": report.reason, "checks": {k: c.to_dict() for k, c in report.checks.items()}, "mined": report.mined, "mark": mark})
-            logger.warning("refresh refused: %s", report.reason)
+            logger.info("refresh refused: %s", report.reason)  # an outcome the report carries, not a fault
             return report
         t_embed = time.perf_counter()
         if eval_beir is not None:
@@ -318,7 +318,7 @@ def _make_candidate(
         if len(mined.train) < MIN_PAIRS or not mined.heldout:
             return None
         cand, cur_per, cand_per = _query_candidate(ws, config, serving, mined, oof, out)
-        return cand, check("query", "loglik", cand_per, cur_per, config.gate, on="feedback queries, cross-fitted"), mined
+        return cand, check("query", "loglik", cand_per, cur_per, config.gate, on="feedback, cross-fitted"), mined
     mined = mine(records, serving, config.mining, config.feedback)
     mined.heldout = [h for h in mined.heldout if normalize_query(h.query) not in trained]
     if len(mined.train) < MIN_PAIRS or not mined.heldout:

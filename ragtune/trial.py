@@ -310,7 +310,7 @@ def _end(ws: Workspace, state: TrialState, decision: TrialDecision, promoted: bo
         ws.append_log({"event": event, "trial": state.id, "version": state.version, "baseline": state.baseline, **decision.to_dict()})
     checkpoint("trial.logged")
     ws.clear_trial()
-    logger.log(logging.INFO if promoted else logging.WARNING, "trial %s %s: %s", state.id, "promoted" if promoted else "dropped", decision.reason)
+    logger.info("trial %s %s: %s", state.id, "promoted" if promoted else "dropped", decision.reason)
 
 
 def settle(ws: Workspace, log: FeedbackLog, config: TrialConfig) -> tuple[TrialState, TrialDecision] | None:

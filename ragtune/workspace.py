@@ -223,10 +223,15 @@ class Workspace:
     def open(cls, root: str | Path) -> Workspace:
         """Open an existing workspace, with a clear error if there is none."""
         ws = cls(root)
+        if not ws.exists() and ws.root.is_file():
+            raise WorkspaceError(
+                f"{ws.root} is a file; pass the workspace directory (a folder with config.json)",
+                cli=f"{ws.root} is a file; pass --workspace DIR (or set {ENV_VAR}) naming a workspace directory",
+            )
         if not ws.exists():
             raise WorkspaceError(
-                f"no ragtune workspace at {ws.root} (no config.json); run `ragtune init {root}` first "
-                f"or pass --workspace / set {ENV_VAR}"
+                f"no ragtune workspace at {ws.root} (no config.json); create one with Ragtune.init({str(root)!r}), or name an existing workspace",
+                cli=f"no ragtune workspace at {ws.root} (no config.json); run `ragtune init {root}` first or pass --workspace / set {ENV_VAR}",
             )
         return ws
 

@@ -86,8 +86,12 @@ def test_text_directory_chunks(tmp_path, tiny_config):
 
 
 def test_open_missing_workspace_is_clear(tmp_path):
-    with pytest.raises(WorkspaceError, match="ragtune init"):
+    with pytest.raises(WorkspaceError, match=r"no ragtune workspace at .*; create one with Ragtune.init\(") as caught:
         Ragtune(tmp_path / "nothing")
+    assert "run `ragtune init" in caught.value.cli_message() and "--workspace" not in str(caught.value)  # Python names calls, the CLI commands
+    (tmp_path / "data.jsonl").write_text("{}")
+    with pytest.raises(WorkspaceError, match=r"data\.jsonl is a file; pass the workspace directory"):
+        Ragtune(tmp_path / "data.jsonl")
 
 
 def test_search_before_index(tmp_path, tiny_config):

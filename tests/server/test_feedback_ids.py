@@ -51,14 +51,15 @@ def test_a_retry_after_the_doc_left_the_index_is_a_duplicate_not_an_unknown_doc(
     workspace.index([docs_jsonl])  # the doc leaves the index
     assert workspace.click(hits.query_id, doc, dwell=1.5, feedback_id="c1") is False
     assert workspace.rate(hits.query_id, doc, 1, feedback_id="r1") is False
-    with pytest.raises(UnknownIdError, match=f"unknown doc id {doc!r}"):
-        workspace.click(hits.query_id, doc, feedback_id="c2")  # new feedback on it is refused
-    with pytest.raises(UnknownIdError, match=f"unknown doc id {doc!r}"):
+    assert workspace.click(hits.query_id, doc, feedback_id="c2") is True  # new late feedback on a shown doc is kept
+    with pytest.raises(FeedbackConflictError):
         workspace.rate(hits.query_id, doc, -1, feedback_id="r1")  # not the same content: no duplicate
+    with pytest.raises(UnknownIdError, match=f"unknown doc id {doc!r}"):
+        workspace.click(workspace.search("wifi", k=1).query_id, doc)  # never shown there, and gone: unknown
     assert workspace.feedback.feedback_by_id("c1") == ("click", hits.query_id, doc, 1.5)
     assert workspace.feedback.feedback_by_id("nope") is None
     stats = workspace.feedback.stats()
-    assert (stats["clicks"], stats["ratings"]) == (1, 1)
+    assert (stats["clicks"], stats["ratings"]) == (2, 1)
 
 
 def test_a_log_written_before_feedback_ids_gains_the_column(tmp_path: Path):
