@@ -387,6 +387,8 @@ class Ragtune:
         Raises:
             InputError: an empty query, or ``k`` not a positive int.
         """
+        if log is not None and not isinstance(log, bool):  # "false" would be truthy: it would log
+            raise InputError(f"log must be True, False or None (the config's feedback.log_queries), got {log!r}")
         do_log = self.config.feedback.log_queries if log is None else log
         runs = {name: _run_id(name, value) for name, value in (("run_id", run_id), ("trace_id", trace_id))}
         return self.server.search(query, k, log=self.feedback if do_log else None, **runs)

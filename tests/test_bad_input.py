@@ -199,6 +199,7 @@ PY_CASES: list[tuple[str, Callable[[Ragtune, dict[str, Any]], Any], type[Excepti
     ("dwell-negative", lambda rt, e: rt.click(e["qid"], "d1", dwell=-5), FeedbackError, ["dwell", "got -5"]),
     ("dwell-string", lambda rt, e: rt.click(e["qid"], "d1", dwell="3"), FeedbackError, ["dwell", "got '3'"]),  # type: ignore[arg-type]
     ("rate-true", lambda rt, e: rt.rate(e["qid"], "d1", True), FeedbackError, ["+1 or -1", "got True"]),
+    ("search-log-string", lambda rt, e: rt.search("reset", log="false"), InputError, ["log must be True, False or None", "got 'false'"]),  # type: ignore[arg-type]
     ("rate-2", lambda rt, e: rt.rate(e["qid"], "d1", 2), FeedbackError, ["+1 or -1", "got 2"]),
     ("rate-float", lambda rt, e: rt.rate(e["qid"], "d1", 1.0), FeedbackError, ["+1 or -1", "got 1.0"]),  # type: ignore[arg-type]
     ("click-unknown-query", lambda rt, e: rt.click("nope", "d1"), FeedbackError, ["unknown query id 'nope'", "search(..., log=True)"]),

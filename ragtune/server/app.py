@@ -41,6 +41,7 @@ try:
     from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html, get_swagger_ui_oauth2_redirect_html
     from fastapi.responses import HTMLResponse, JSONResponse
     from fastapi.staticfiles import StaticFiles
+    from starlette.exceptions import HTTPException as StarletteHTTPException
 except ImportError as exc:  # pragma: no cover - depends on the environment
     raise MissingDependencyError(
         f"the HTTP service needs FastAPI, uvicorn and fastapi-offline ({exc.name} is missing): pip install 'ragtune[serve]'"
@@ -123,6 +124,16 @@ def _ragtune_error(request: Request, exc: Exception) -> JSONResponse:
     return JSONResponse({"detail": str(exc), "error": type(exc).__name__}, status_code=code)
 
 
+#: The ``error`` field of HTTP-level errors (no key, a wrong key, no such route).
+_HTTP_ERRORS = {401: "Unauthorized", 403: "Forbidden", 404: "NotFound", 405: "MethodNotAllowed"}
+
+
+def _http_error(request: Request, exc: Exception) -> JSONResponse:
+    """Starlette's HTTP errors (the API key's 401/403, an unknown route) with ``error`` like the others."""
+    assert isinstance(exc, StarletteHTTPException)
+    return JSONResponse({"detail": exc.detail, "error": _HTTP_ERRORS.get(exc.status_code, "HTTPError")}, status_code=exc.status_code, headers=exc.headers)
+
+
 def _validation_error(request: Request, exc: Exception) -> JSONResponse:
     """A body or query that fails validation: FastAPI's 422 (``detail``: the field errors) with ``error`` like the others."""
     assert isinstance(exc, RequestValidationError)
@@ -192,6 +203,7 @@ def create_app(
     app.state.jobs = JobStore()
     app.add_exception_handler(RagtuneError, _ragtune_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(StarletteHTTPException, _http_error)
     if cors_origins:
         app.add_middleware(
             CORSMiddleware,

@@ -21,7 +21,7 @@ def _two_versions(rt: Ragtune, docs_jsonl) -> None:
 @pytest.mark.parametrize("path", ["/refresh", "/rollback"])
 def test_without_a_key_the_write_endpoints_are_off(service: Client, path: str):
     r = service.post(path, {}, headers=KEY)
-    assert r.status == 403 and "RAGTUNE_API_KEY" in r.json()["detail"] and "disabled" in r.json()["detail"]
+    assert r.status == 403 and "RAGTUNE_API_KEY" in r.json()["detail"] and "disabled" in r.json()["detail"] and r.json()["error"] == "Forbidden"
 
 
 @pytest.mark.parametrize("path", ["/refresh", "/rollback"])
@@ -32,7 +32,7 @@ def test_without_a_key_the_write_endpoints_are_off(service: Client, path: str):
 def test_a_missing_or_wrong_key_is_401(keyed: Client, workspace: Ragtune, docs_jsonl, path: str, headers: dict):
     _two_versions(workspace, docs_jsonl)
     r = keyed.post(path, {}, headers=headers)
-    assert r.status == 401 and r.headers.get("www-authenticate") == "Bearer"
+    assert r.status == 401 and r.headers.get("www-authenticate") == "Bearer" and r.json()["error"] == "Unauthorized"
     assert workspace.current_version == "v0002" and keyed.get("/refresh", headers=KEY).json() == []
 
 
