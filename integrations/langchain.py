@@ -252,6 +252,8 @@ class RagtuneRetriever(BaseRetriever):
         if isinstance(doc_or_query_id, Document):
             meta = doc_or_query_id.metadata
             qid, did = meta.get("ragtune_query_id"), doc_id or meta.get("doc_id")
+            if "ragtune_query_id" not in meta:
+                raise FeedbackError("this document has no ragtune metadata (ragtune_query_id, doc_id); pass a Document returned by a RagtuneRetriever")
             if not qid:
                 raise FeedbackError("this document was retrieved without logging (log=False), so feedback cannot be tied to a query; retrieve with log=True")
             if not did:

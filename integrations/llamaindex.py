@@ -225,6 +225,8 @@ class RagtuneRetriever(BaseRetriever):
         if isinstance(node_or_doc_id, BaseNode):
             meta = node_or_doc_id.metadata
             qid, did = query_id or meta.get("ragtune_query_id"), meta.get("doc_id")
+            if not query_id and "ragtune_query_id" not in meta:
+                raise FeedbackError("this node has no ragtune metadata (ragtune_query_id, doc_id); pass a node returned by a RagtuneRetriever")
             if not qid:
                 raise FeedbackError(
                     "this node was retrieved without logging (log=False), so feedback cannot be tied to a query; "

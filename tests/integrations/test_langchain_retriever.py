@@ -60,8 +60,10 @@ def test_logs_impressions_by_default_and_not_when_off(workspace: Ragtune) -> Non
     quiet = RagtuneRetriever(workspace=workspace.ws.root, k=2, log=False)
     quiet.invoke("guest network")
     assert workspace.feedback.stats()["queries"] == 1
-    with pytest.raises(FeedbackError):
+    with pytest.raises(FeedbackError, match="without logging"):
         retriever.record_click(docs[0])
+    with pytest.raises(FeedbackError, match="no ragtune metadata"):
+        retriever.record_click(Document(page_content="from another retriever"))
 
 
 def test_record_click_and_rating(workspace: Ragtune) -> None:

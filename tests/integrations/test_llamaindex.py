@@ -91,6 +91,8 @@ def test_record_click_and_rating_reach_the_log(workspace: Ragtune) -> None:
         retriever.record_click("no-such-doc", query_id=qid)
     with pytest.raises(FeedbackError, match="doc_id"):
         retriever.record_click(TextNode(text="x", metadata={"ragtune_query_id": qid}))
+    with pytest.raises(FeedbackError, match="no ragtune metadata"):
+        retriever.record_click(TextNode(text="from another retriever"))
     with pytest.raises(FeedbackError):
         retriever.record_rating(nodes[0], 2)
     assert workspace.feedback.stats()["clicks"] == 3
