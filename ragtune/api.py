@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import shutil
 import time
 import uuid
@@ -59,6 +60,14 @@ def _run_id(name: str, value: str | uuid.UUID | None) -> str | None:
     if not isinstance(value, str) or not value.strip():
         raise InputError(f"{name} must be a non-empty string or UUID (or None), got {value!r}")
     return value
+
+
+def _link_or_copy(src: str | Path, dst: str | Path) -> None:
+    """A hard link where the filesystem allows (a version's files never change once written), else a copy."""
+    try:
+        os.link(src, dst)
+    except OSError:
+        shutil.copy2(src, dst)
 
 
 class Ragtune:
@@ -354,9 +363,9 @@ class Ragtune:
                 src, inside = self.ws.root.joinpath(*parts), Path(*parts[2:])
                 (staging / inside).parent.mkdir(parents=True, exist_ok=True)
                 if src.is_dir():
-                    shutil.copytree(src, staging / inside)
+                    shutil.copytree(src, staging / inside, copy_function=_link_or_copy)
                 else:
-                    shutil.copy2(src, staging / inside)
+                    _link_or_copy(src, staging / inside)
                 fields[key] = f"{rel}/{inside.as_posix()}"
         return ModelSpec(**fields)
 

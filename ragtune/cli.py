@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     from ragtune.api import Ragtune
     from ragtune.indexing import IndexReport
     from ragtune.refresh import RefreshReport
+    from ragtune.workspace import Workspace
 
 __all__ = ["main"]
 
@@ -88,12 +89,10 @@ def _quiet_libraries(quiet: bool) -> None:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
-    os.environ.setdefault("HF_HUB_VERBOSITY", "error")  # the hub's retries (a warning per try, on its own handler too): the error says it once
     if quiet:
         os.environ["TQDM_DISABLE"] = "1"
     logging.getLogger("sentence_transformers").setLevel(logging.WARNING)
     logging.getLogger("transformers").setLevel(logging.ERROR)
-    logging.getLogger("huggingface_hub").setLevel(logging.ERROR)
 
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
@@ -224,20 +223,25 @@ def init(
         click.echo(f"note: the index settings apply to the next version an `index` run writes; {current} keeps its own")
 
 
-def _remove_created(root: Path, before: set[Path] | None) -> None:
-    """Remove what a command created at ``root``: the folder if it did not exist (``before`` ``None``), else only the entries not in ``before``."""
+def _remove_created(ws: Workspace, before: set[Path] | None) -> None:
+    """Remove the workspace files a command created at ``ws.root`` (only the workspace's own entries,
+    and only those that were not there ``before``); the folder too when it did not exist (``before`` ``None``) and is left empty."""
     import shutil
 
-    if not root.is_dir():
+    if not ws.root.is_dir():
         return
-    for entry in set(root.iterdir()) - (before or set()):
+    own = [ws.config_path, ws.current_path, ws.trial_path, ws.feedback_path, ws.lock_path, ws.work_dir, ws.versions_dir, ws.decisions_path, ws.root / "onnx"]
+    own += [Path(f"{ws.feedback_path}{suffix}") for suffix in ("-wal", "-shm")]
+    for entry in own:
+        if entry in (before or set()) or not os.path.lexists(entry):
+            continue
         if entry.is_dir() and not entry.is_symlink():
             shutil.rmtree(entry, ignore_errors=True)
         else:
             entry.unlink(missing_ok=True)
     if before is None:
         with contextlib.suppress(OSError):
-            root.rmdir()  # only when empty
+            ws.root.rmdir()  # only when empty
 
 
 def _print_index(report: IndexReport) -> None:
@@ -273,6 +277,7 @@ def index(
         raise click.UsageError("give SOURCES to index (dirs of .txt/.md, .jsonl files, BEIR folders), --remove SOURCE, or --reindex")
     if replace and not sources:
         raise click.UsageError("--replace needs SOURCES: the index is made to hold exactly them")
+    from ragtune.errors import RefreshLockedError
     from ragtune.workspace import Workspace, default_workspace_path
 
     target = Workspace(ctx.obj["workspace"] if ctx.obj["workspace"] is not None else default_workspace_path())
@@ -281,9 +286,11 @@ def index(
     try:
         _use_engine(rt, engine, ray_address)
         report = rt.index(list(sources), replace=replace, reindex=reindex, remove=list(remove))
+    except RefreshLockedError:
+        raise  # another process holds the workspace it is making: its files are its own
     except BaseException:
         if made is not None:  # a workspace this command created: a failed first index leaves nothing behind
-            _remove_created(target.root, made[0])
+            _remove_created(target, made[0])
         raise
     if made is not None and not as_json:
         click.echo(f"created workspace {target.root} with the default settings (`ragtune init` sets others)", err=True)

@@ -125,10 +125,7 @@ def load_sentence_transformer(name: str, device: str = "auto", max_seq_length: i
 
     path = resolve_model_path(name)
     try:
-        try:  # a local directory or a cached hub model: no network round trip (nor retries when offline)
-            model = SentenceTransformer(path, device=resolve_device(device), local_files_only=True)
-        except OSError:  # a hub name not in the cache: the hub may still have it
-            model = SentenceTransformer(path, device=resolve_device(device))
+        model = SentenceTransformer(path, device=resolve_device(device))
     except Exception as exc:
         raise ModelError(
             f"cannot load sentence-transformers model {name!r} ({type(exc).__name__}: {(str(exc).strip().splitlines() or [''])[0][:200]}); "

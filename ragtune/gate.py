@@ -69,7 +69,7 @@ LOGLIK_SCALE = 20.0
 #: How a candidate must compare with the serving model to be worth a trial (module docstring).
 Bar = Literal["ahead", "not_behind"]
 #: A LoRA/full candidate the check refused is trained again, against the same serving version, only
-#: from this many times its training pairs (:func:`refuse_retrain`).
+#: once the log holds this many times the clicks and ratings it had then (:func:`refuse_retrain`).
 RETRAIN_GROWTH = 2
 #: The serving model's top documents added to each held-out query's pool, beside what users were shown.
 POOL_SIZE = 20
@@ -201,33 +201,35 @@ def refuse_untrained(candidate: str, metric: str, n: int, config: GateConfig, *,
 
 
 def refuse_retrain(
-    candidate: str, metric: str, n: int, pairs: int, refused_pairs: int | None, *, on: str = "held-out feedback", bar: Bar = "ahead"
+    candidate: str, metric: str, n: int, events: int, refused_events: int | None, *, on: str = "held-out feedback", bar: Bar = "ahead"
 ) -> CheckResult | None:
     """The back-off after a refusal: a document-side candidate costs minutes to train (tens on a
     CPU), and one made from little more feedback than a refused one would most likely be refused
     too. So after the check refused a trained candidate of this tier against the serving version,
-    the next is trained only from :data:`RETRAIN_GROWTH` times its training pairs: on clicks that
-    never make a candidate worth a trial, a refresh every few minutes trains a logarithmic number
-    of candidates, not one each time. A forced refresh does not call this.
+    the next is trained only once the log holds :data:`RETRAIN_GROWTH` times the feedback events
+    (clicks and ratings) it had then: on clicks that never make a candidate worth a trial, a refresh
+    every few minutes trains a logarithmic number of candidates, not one each time. Events grow
+    with every click, so the wait always ends while users click; a log that holds fewer than then
+    (moved aside by ``doctor --repair``) ends it too. A forced refresh does not call this.
 
     Args:
         candidate: The candidate's name, for the reason line.
         metric: The score's name.
         n: Queries the check would have.
-        pairs: Training pairs mined now.
-        refused_pairs: Training pairs of the last refused candidate of this tier against the serving
-            version under the same bar, or ``None`` if there is none.
+        events: Clicks and ratings in the log now.
+        refused_events: Clicks and ratings in the log when the last candidate of this tier was
+            refused against the serving version under the same bar, or ``None`` if none was.
         on: What the queries are.
         bar: The bar the check would apply.
 
     Returns:
         The refusal (``current`` and ``score`` ``None``), or ``None`` when the candidate is to be trained.
     """
-    if refused_pairs is None or pairs >= RETRAIN_GROWTH * refused_pairs:
+    if refused_events is None or events >= RETRAIN_GROWTH * refused_events or events < refused_events:
         return None
     why = (
-        f"the last one against this serving version, from {refused_pairs} training pairs, was refused; the next is trained from "
-        f"{RETRAIN_GROWTH * refused_pairs} pairs (now {pairs}) or by a forced refresh"
+        f"the last one against this serving version was refused with {refused_events} clicks and ratings in the log; "
+        f"the next is trained from {RETRAIN_GROWTH * refused_events} (now {events}) or by a forced refresh"
     )
     return CheckResult(False, f"{candidate}: not trained: {why}", candidate, metric, None, None, n, None, on, bar)
 

@@ -55,7 +55,7 @@ from ragtune.serving import Server, ServingVersion
 from ragtune.trial import TrialDecision, TrialState, settle, start_trial
 from ragtune.workspace import OOF_FILE, TRAINED_FILE, Workspace
 
-__all__ = ["FOLDS", "Candidate", "RefreshReport", "last_refused_pairs", "run_refresh", "trained_queries"]
+__all__ = ["FOLDS", "Candidate", "RefreshReport", "last_refused_events", "run_refresh", "trained_queries"]
 
 logger = logging.getLogger(__name__)
 
@@ -148,13 +148,16 @@ def trained_queries(ws: Workspace, version: str) -> set[str]:
     return set(json.loads(path.read_text(encoding="utf-8"))) if path.is_file() else set()
 
 
-def last_refused_pairs(ws: Workspace, tier: str, serving: str, bar: Bar) -> int | None:
-    """Training pairs of the last ``tier`` candidate the offline check refused against ``serving`` under ``bar``, from ``refresh-log.jsonl`` (``None`` if none was)."""
+def last_refused_events(ws: Workspace, tier: str, serving: str, bar: Bar) -> int | None:
+    """Clicks and ratings the log held when the offline check last refused a trained ``tier`` candidate against ``serving`` under ``bar``, or under
+    ``"not_behind"`` (one behind is not ahead either), from ``refresh-log.jsonl``; ``None`` if it never did."""
     for entry in reversed(ws.read_log()):
         checked = (entry.get("checks") or {}).get(tier) if entry.get("event") == "refresh_refused" and entry.get("current") == serving else None
-        if isinstance(checked, dict) and checked.get("current") is not None and checked.get("bar") == bar:
-            pairs = (entry.get("mined") or {}).get("pairs")
-            return int(pairs) if isinstance(pairs, int) else None
+        # a candidate refused as behind would not be ahead either: a refusal under the lenient bar counts for both
+        if isinstance(checked, dict) and checked.get("current") is not None and checked.get("bar") in (bar, "not_behind"):
+            mined = entry.get("mined") or {}
+            counts = [mined.get("clicks"), mined.get("ratings")]
+            return sum(c for c in counts if isinstance(c, int)) if any(isinstance(c, int) for c in counts) else None
     return None
 
 
@@ -306,8 +309,8 @@ def _make_candidate(
 
     ``bar`` applies to a document-side candidate (:mod:`ragtune.gate`); the query tier is always held to ``"ahead"``.
     A document-side candidate is not trained (the candidate is then ``None``) when the check could
-    only refuse it (too few held-out queries), or, unless ``force``, when one refused against the
-    serving version had more than half its training pairs (:func:`ragtune.gate.refuse_retrain`).
+    only refuse it (too few held-out queries), or, unless ``force``, when one was refused against
+    the serving version with more than half the clicks and ratings in the log now (:func:`ragtune.gate.refuse_retrain`).
     """
     trained = trained_queries(ws, serving.name)
     if tier == "query":
@@ -325,7 +328,8 @@ def _make_candidate(
         return None
     refused = refuse_untrained(tier, "ndcg@10", len(mined.heldout), config.gate, bar=bar)
     if refused is None and not force:
-        refused = refuse_retrain(tier, "ndcg@10", len(mined.heldout), len(mined.train), last_refused_pairs(ws, tier, serving.name, bar), bar=bar)
+        events = int(mined.stats.get("clicks", 0)) + int(mined.stats.get("ratings", 0))
+        refused = refuse_retrain(tier, "ndcg@10", len(mined.heldout), events, last_refused_events(ws, tier, serving.name, bar), bar=bar)
     if refused is not None:
         return None, refused, mined
     cand = _doc_candidate(config, serving, mined, tier, out, progress)

@@ -14,7 +14,7 @@ import pytest
 
 from ragtune import RagtuneError, RefreshLockedError
 from ragtune.mining import normalize_query
-from ragtune.refresh import FOLDS, RefreshReport, last_refused_pairs, trained_queries
+from ragtune.refresh import FOLDS, RefreshReport, last_refused_events, trained_queries
 from ragtune.training.crossfit import fold_of
 from ragtune.workspace import OOF_FILE, TRAINED_FILE
 from tests.conftest import ROUTER, play
@@ -297,29 +297,31 @@ def test_a_document_side_candidate_the_check_could_only_refuse_is_not_trained(wo
     assert rep.train_s == 0.0 and len(workspace.ws.list_versions()) == 1
 
 
-def test_after_a_refused_document_side_candidate_the_next_waits_for_twice_the_pairs(workspace):
+def test_after_a_refused_document_side_candidate_the_next_waits_for_twice_the_feedback(workspace):
     """A LoRA candidate the check refused is not retrained from little more feedback (minutes of
-    training each); from twice its training pairs, or by a forced refresh, it is."""
+    training each); once the log holds twice the clicks, or by a forced refresh, it is."""
     _play_varied(workspace, 0, 40)
     # a learning rate that wrecks the model, and a bar it cannot clear: the check refuses a trained candidate
     workspace.config = workspace.config.with_overrides({"train.epochs": 1, "train.lr": 1.0, "gate.min_queries": 1, "gate.confidence": 0.99})
     rep = workspace.refresh(mode="lora", trial=False)
     first = rep.check
     assert rep.status == "refused" and first is not None and first.current is not None and rep.train_s > 0, rep.reason
-    pairs = rep.mined["pairs"]
-    assert last_refused_pairs(workspace.ws, "lora", "v0001", "ahead") == pairs
-    assert last_refused_pairs(workspace.ws, "lora", "v0001", "not_behind") is None  # another bar: its own record
-    _play_varied(workspace, 40, 45)  # a little more feedback
+    assert last_refused_events(workspace.ws, "lora", "v0001", "ahead") == 40
+    assert last_refused_events(workspace.ws, "lora", "v0001", "not_behind") is None  # another bar: its own record
+    for _ in range(3):  # the same searches again: more clicks, no new training pair (a plateau must not block for good)
+        _play_varied(workspace, 0, 10)
     rep = workspace.refresh(mode="lora", trial=False, min_new_events=1)
     assert rep.status == "refused" and rep.train_s == 0.0 and rep.check is not None and rep.check.current is None, rep.reason
     assert rep.check.reason == (
-        f"lora: not trained: the last one against this serving version, from {pairs} training pairs, was refused; "
-        f"the next is trained from {2 * pairs} pairs (now {rep.mined['pairs']}) or by a forced refresh"
+        "lora: not trained: the last one against this serving version was refused with 40 clicks and ratings in the log; "
+        "the next is trained from 80 (now 70) or by a forced refresh"
     )
-    assert last_refused_pairs(workspace.ws, "lora", "v0001", "ahead") == pairs  # an untrained refusal does not move the mark
+    assert last_refused_events(workspace.ws, "lora", "v0001", "ahead") == 40  # an untrained refusal does not move the mark
     rep = workspace.refresh(mode="lora", trial=False, force=True)
     assert rep.check is not None and rep.check.current is not None and rep.train_s > 0, rep.reason
-    _play_varied(workspace, 45, 45 + 2 * 45)  # twice the feedback
+    assert last_refused_events(workspace.ws, "lora", "v0001", "ahead") == 70
+    for _ in range(7):  # twice the clicks, on queries seen before
+        _play_varied(workspace, 0, 10)
     rep = workspace.refresh(mode="lora", trial=False)
     assert rep.check is not None and rep.check.current is not None and rep.train_s > 0, rep.reason
 

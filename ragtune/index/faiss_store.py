@@ -120,7 +120,7 @@ class FaissStore(VectorStore):
             flat = faiss.IndexFlatIP(int(matrix.shape[1]))
             for _, block in row_blocks(matrix):
                 flat.add(block)
-            return cls(_to_gpu(flat, config), config)
+            return cls(flat, config)  # stays on the CPU: a corpus-sized exact index may not fit a GPU
         index = faiss.read_index(str(path))
         if hasattr(index, "hnsw"):
             index.hnsw.efSearch = config.ef_search(index.ntotal)
