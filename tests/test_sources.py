@@ -164,6 +164,7 @@ def test_init_reindex_with_a_model_that_does_not_load_changes_nothing(tmp_path, 
     assert _cli(ws, "init", "--model", tiny_model).exit_code == 0
     assert _cli(ws, "index", str(docs_jsonl)).exit_code == 0
     before = {p.relative_to(ws): p.read_bytes() for p in ws.rglob("*") if p.is_file() and p.name != "refresh.lock"}
+    (tmp_path / "no-such-model").mkdir()  # a directory that holds no model: init takes it, loading it fails
     line = _one_line_error(_cli(ws, "init", "--model", str(tmp_path / "no-such-model"), "--reindex"))
     assert "no-such-model" in line
     after = {p.relative_to(ws): p.read_bytes() for p in ws.rglob("*") if p.is_file() and p.name != "refresh.lock"}
