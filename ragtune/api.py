@@ -35,7 +35,7 @@ from ragtune.memory import release_heap, release_pages
 from ragtune.records import Hit, SearchResults
 from ragtune.recovery import new_decision
 from ragtune.serving import Server, ServingVersion
-from ragtune.workspace import OOF_FILE, TRAINED_FILE, Workspace, default_workspace_path
+from ragtune.workspace import MODEL_FILE_KEYS, OOF_FILE, TRAINED_FILE, Workspace, default_workspace_path, version_file
 
 if TYPE_CHECKING:
     from ragtune.doctor import DoctorReport
@@ -357,10 +357,10 @@ class Ragtune:
                 if src.is_file():
                     shutil.copy2(src, staging / fname)
         fields = spec.to_dict()
-        for key in ("adapter", "query_map", "query_memory"):
-            parts = Path(fields.get(key) or "").parts
-            if len(parts) > 2 and parts[0] == "versions":  # a file of an earlier version
-                src, inside = self.ws.root.joinpath(*parts), Path(*parts[2:])
+        for key in MODEL_FILE_KEYS:
+            owner = version_file(fields.get(key))
+            if owner is not None and owner[1].parts:  # a file of an earlier version
+                src, inside = self.ws.root / fields[key], owner[1]
                 (staging / inside).parent.mkdir(parents=True, exist_ok=True)
                 if src.is_dir():
                     shutil.copytree(src, staging / inside, copy_function=_link_or_copy)

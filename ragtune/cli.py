@@ -230,9 +230,7 @@ def _remove_created(ws: Workspace, before: set[Path] | None) -> None:
 
     if not ws.root.is_dir():
         return
-    own = [ws.config_path, ws.current_path, ws.trial_path, ws.feedback_path, ws.lock_path, ws.work_dir, ws.versions_dir, ws.decisions_path, ws.root / "onnx"]
-    own += [Path(f"{ws.feedback_path}{suffix}") for suffix in ("-wal", "-shm")]
-    for entry in own:
+    for entry in ws.entries():
         if entry in (before or set()) or not os.path.lexists(entry):
             continue
         if entry.is_dir() and not entry.is_symlink():

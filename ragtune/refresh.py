@@ -155,10 +155,14 @@ def last_refused_events(ws: Workspace, tier: str, serving: str, bar: Bar) -> int
         checked = (entry.get("checks") or {}).get(tier) if entry.get("event") == "refresh_refused" and entry.get("current") == serving else None
         # a candidate refused as behind would not be ahead either: a refusal under the lenient bar counts for both
         if isinstance(checked, dict) and checked.get("current") is not None and checked.get("bar") in (bar, "not_behind"):
-            mined = entry.get("mined") or {}
-            counts = [mined.get("clicks"), mined.get("ratings")]
-            return sum(c for c in counts if isinstance(c, int)) if any(isinstance(c, int) for c in counts) else None
+            return _feedback_events(entry.get("mined") or {})
     return None
+
+
+def _feedback_events(mined: dict[str, Any]) -> int | None:
+    """Clicks and ratings in the log, from mining's counts (``None`` when they hold neither)."""
+    counts = [c for c in (mined.get("clicks"), mined.get("ratings")) if isinstance(c, int)]
+    return sum(counts) if counts else None
 
 
 def _trial_summary(state: TrialState, decision: TrialDecision) -> dict[str, Any]:
@@ -328,7 +332,7 @@ def _make_candidate(
         return None
     refused = refuse_untrained(tier, "ndcg@10", len(mined.heldout), config.gate, bar=bar)
     if refused is None and not force:
-        events = int(mined.stats.get("clicks", 0)) + int(mined.stats.get("ratings", 0))
+        events = _feedback_events(mined.stats) or 0
         refused = refuse_retrain(tier, "ndcg@10", len(mined.heldout), events, last_refused_events(ws, tier, serving.name, bar), bar=bar)
     if refused is not None:
         return None, refused, mined

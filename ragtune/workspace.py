@@ -52,7 +52,7 @@ if TYPE_CHECKING:
     from ragtune.corpus import Document
     from ragtune.embedder import ModelSpec
 
-__all__ = ["DECISIONS_FILE", "OOF_FILE", "TRAINED_FILE", "VersionInfo", "Workspace", "default_workspace_path", "store_name", "write_json_atomic"]
+__all__ = ["DECISIONS_FILE", "MODEL_FILE_KEYS", "OOF_FILE", "TRAINED_FILE", "VersionInfo", "Workspace", "default_workspace_path", "store_name", "version_file", "write_json_atomic"]
 
 #: The workspace's log of refresh decisions and trial state changes (one JSON object a line).
 DECISIONS_FILE = "refresh-log.jsonl"
@@ -60,6 +60,8 @@ DECISIONS_FILE = "refresh-log.jsonl"
 TRAINED_FILE = "trained_queries.json"
 #: Beside a query tier: each feedback query's vector under the fold model that did not see it.
 OOF_FILE = "oof_queries.safetensors"
+#: The model spec fields that name files (workspace-relative, ``versions/NAME/...``).
+MODEL_FILE_KEYS = ("adapter", "query_map", "query_memory")
 #: The ``refresh-log.jsonl`` events that made their ``version`` current.
 POINTER_EVENTS = ("indexed", "promoted", "trial_promoted", "rolled_back")
 #: What a dropped trial version keeps: its record, not its index or model.
@@ -73,6 +75,12 @@ ENV_VAR = "RAGTUNE_WORKSPACE"
 def default_workspace_path() -> Path:
     """``$RAGTUNE_WORKSPACE`` or ``./.ragtune``."""
     return Path(os.environ.get(ENV_VAR, ".ragtune"))
+
+
+def version_file(rel: str | None) -> tuple[str, Path] | None:
+    """``(version, path inside its folder)`` for a workspace-relative model file ``versions/NAME/...``, else ``None``."""
+    parts = Path(rel or "").parts
+    return (parts[1], Path(*parts[2:])) if len(parts) > 1 and parts[0] == "versions" else None
 
 
 def _now() -> str:
@@ -189,6 +197,11 @@ class Workspace:
     @property
     def decisions_path(self) -> Path:
         return self.root / DECISIONS_FILE
+
+    def entries(self) -> list[Path]:
+        """Every top-level path the workspace's own layout may hold (module docstring): what is the workspace's, not the folder's."""
+        wal = [Path(f"{self.feedback_path}{suffix}") for suffix in ("-wal", "-shm")]
+        return [self.config_path, self.current_path, self.trial_path, self.feedback_path, *wal, self.lock_path, self.work_dir, self.versions_dir, self.decisions_path, self.root / "onnx"]
 
     def version_dir(self, name: str) -> Path:
         return self.versions_dir / name
@@ -376,10 +389,9 @@ class Workspace:
                 continue
             needed.add(name)
             todo.append(by_name[name].index_version)
-            for key in ("adapter", "query_map", "query_memory"):  # model files may live in an earlier version's dir
-                parts = Path(by_name[name].model.get(key) or "").parts
-                if len(parts) > 1 and parts[0] == "versions":
-                    todo.append(parts[1])
+            for key in MODEL_FILE_KEYS:  # model files may live in an earlier version's dir
+                if (owner := version_file(by_name[name].model.get(key))) is not None:
+                    todo.append(owner[0])
         protected = {current, trial, *records, *needed}
         removed: list[str] = []
         for v in versions:
@@ -411,7 +423,7 @@ class Workspace:
         backend = (self.read_version(info.index_version).model.get("_backend") if info.index_version != name else info.model.get("_backend")) or "faiss"
         if backend == "faiss" and not (idir / "index.faiss").is_file():
             problems.append(f"{idir / 'index.faiss'} is missing")
-        for key in ("adapter", "query_map", "query_memory"):
+        for key in MODEL_FILE_KEYS:
             rel = info.model.get(key)
             if rel and not (self.root / rel).exists() and not Path(rel).is_absolute():
                 problems.append(f"{self.root / rel} ({key}) is missing")

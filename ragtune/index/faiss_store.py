@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import sys
 from pathlib import Path
@@ -116,10 +117,7 @@ class FaissStore(VectorStore):
                 raise VectorIndexError(f"index file {path} is missing; `ragtune doctor --repair` rebuilds it from the version's vectors.npy")
             # searches keep working: exactly, over the version's own vectors, held in memory until the file is back
             logger.warning("index file %s is missing: searching exactly over %s meanwhile; `ragtune doctor --repair` rebuilds it", path, vectors)
-            matrix = np.load(vectors, mmap_mode="r")
-            flat = faiss.IndexFlatIP(int(matrix.shape[1]))
-            for _, block in row_blocks(matrix):
-                flat.add(block)
+            flat = cls._build(np.load(vectors, mmap_mode="r"), dataclasses.replace(config, kind="flat"))
             return cls(flat, config)  # stays on the CPU: a corpus-sized exact index may not fit a GPU
         index = faiss.read_index(str(path))
         if hasattr(index, "hnsw"):
