@@ -49,7 +49,9 @@ __all__ = [
     "Impression",
     "QueryRecord",
     "RankClicks",
+    "TrialSearch",
     "new_query_id",
+    "normalize_query",
     "validate_click",
     "validate_rating",
 ]
@@ -105,6 +107,12 @@ CREATE INDEX IF NOT EXISTS queries_run_id ON queries(run_id);
 CREATE INDEX IF NOT EXISTS queries_trace_id ON queries(trace_id);
 CREATE UNIQUE INDEX IF NOT EXISTS clicks_feedback_id ON clicks(feedback_id);
 CREATE UNIQUE INDEX IF NOT EXISTS ratings_feedback_id ON ratings(feedback_id);"""
+
+
+def normalize_query(text: str) -> str:
+    """Lower-case, whitespace-collapsed query text: the unit of de-duplication and splitting in mining,
+    and of a trial's per-query count."""
+    return " ".join(text.lower().split())
 
 
 def new_query_id() -> str:
@@ -350,6 +358,21 @@ class DailyCount:
     def to_dict(self) -> dict[str, Any]:
         """The day as a JSON-able dict."""
         return asdict(self)
+
+
+@dataclass(frozen=True)
+class TrialSearch:
+    """One search interleaved for a trial, from :meth:`FeedbackLog.trial_searches`.
+
+    Attributes:
+        text: The query text as logged.
+        teams: Each shown document's team (:mod:`ragtune.interleave`'s ``SERVING``, ``TRIAL`` or ``SHARED``).
+        chosen: The documents clicked or rated up from this search.
+    """
+
+    text: str
+    teams: dict[str, str]
+    chosen: set[str]
 
 
 @dataclass
@@ -691,10 +714,13 @@ class FeedbackLog:
         return [str(r[0]) for r in rows]
 
     @_guard("read the feedback log")
-    def trial_searches(self, trial: str) -> list[tuple[dict[str, str], set[str]]]:
-        """Each search interleaved for ``trial``, in the order they were logged: its shown documents' teams and the documents chosen (clicked or rated up)."""
+    def trial_searches(self, trial: str) -> list[TrialSearch]:
+        """Each search interleaved for ``trial``, in the order they were logged: its query text, its shown documents' teams and the documents chosen (clicked or rated up)."""
         conn = self._connect()
-        teams: dict[str, dict[str, str]] = {qid: {} for (qid,) in conn.execute("SELECT qid FROM queries WHERE trial = ? ORDER BY rowid", (trial,))}
+        texts: dict[str, str] = {}
+        teams: dict[str, dict[str, str]] = {}
+        for qid, text in conn.execute("SELECT qid, text FROM queries WHERE trial = ? ORDER BY rowid", (trial,)):
+            texts[qid], teams[qid] = text, {}
         for qid, doc_id, team in conn.execute(
             "SELECT i.qid, i.doc_id, i.team FROM impressions i JOIN queries q ON q.qid = i.qid WHERE q.trial = ?", (trial,)
         ):
@@ -706,7 +732,7 @@ class FeedbackLog:
             (trial, trial),
         ):
             chosen.setdefault(qid, set()).add(doc_id)
-        return [(t, chosen.get(qid, set())) for qid, t in teams.items()]
+        return [TrialSearch(texts.get(qid, ""), t, chosen.get(qid, set())) for qid, t in teams.items()]
 
     @_guard("read the feedback log")
     def daily_counts(self, *, since: float | None = None) -> list[DailyCount]:

@@ -35,7 +35,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ragtune.config import FeedbackConfig, MiningConfig
-from ragtune.feedback import QueryRecord
+from ragtune.feedback import QueryRecord, normalize_query
 
 if TYPE_CHECKING:
     from ragtune.serving import ServingVersion
@@ -61,11 +61,6 @@ MIN_NOISE_CLICKS = 10
 #: The estimate is trusted only if the deepest ranks draw at most this share of rank 1's clicks per
 #: look; more means users seek out results down there (relevance the ranking misses), not noise.
 MAX_NOISE_TO_TOP = 0.25
-
-
-def normalize_query(text: str) -> str:
-    """Lower-case, whitespace-collapsed query text (the unit of de-duplication and splitting)."""
-    return " ".join(text.lower().split())
 
 
 @dataclass

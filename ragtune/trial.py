@@ -6,7 +6,11 @@ While the trial is live, a share (``trial.share``) of logged searches shows a te
 interleaving of the serving and the trial rankings (:mod:`ragtune.interleave`), each impression
 logged with its team. Each such search is won by the trial when the user chose (clicked or rated
 up) more of the trial team's results than the serving team's, lost in the opposite case, tied or
-left without a click otherwise.
+left without a click otherwise. One query (its normalised text) counts in at most
+:data:`MAX_DECIDED_PER_QUERY` decided searches of a trial, its first ones (:func:`tally`), so the
+test weighs users' many needs rather than one repeated query: a bot or a script repeating one query
+cannot decide a trial alone (5 decided searches, against ``trial.min_decided`` 20 by default). Which searches count depends only on the query and on whether a search
+was decided, never on which team won it, so the bound below holds unchanged.
 
 The decision (:func:`decide`) spends the false-promotion bound ``alpha`` (``trial.alpha``) in two
 halves, so a weak but real preference still has a fair chance within the budget:
@@ -45,6 +49,8 @@ from __future__ import annotations
 import logging
 import math
 import uuid
+from collections import Counter
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -53,17 +59,24 @@ import numpy as np
 from ragtune.config import TrialConfig
 from ragtune.errors import WorkspaceError
 from ragtune.faults import checkpoint
-from ragtune.feedback import FeedbackLog
+from ragtune.feedback import FeedbackLog, TrialSearch, normalize_query
 from ragtune.interleave import credit
 from ragtune.workspace import Workspace, _now
 
-__all__ = ["TrialCounts", "TrialDecision", "TrialState", "assess", "confirm_trial", "count_outcomes", "decide", "evidence", "live_trial", "recover", "settle", "sign_test", "start_trial", "stop_trial", "trial_status"]
+__all__ = ["MAX_DECIDED_PER_QUERY", "TrialCounts", "TrialDecision", "TrialState", "assess", "confirm_trial", "count_outcomes", "decide", "evidence", "live_trial", "recover", "settle", "sign_test", "start_trial", "stop_trial", "tally", "trial_status"]
 
 logger = logging.getLogger(__name__)
 
 #: The alternative's win rates: a trial users prefer wins between 50% and 80% of decided searches.
 _BETTER = (0.5, 0.8)
 _WORSE = (0.2, 0.5)
+
+#: Decided searches (won or lost) counted per query (normalised text) in one trial: its first ones.
+#: The test counts distinct users' needs, not how often one of them is repeated: a script, a bot or a
+#: heavy user repeating one query cannot decide a trial alone, and a popular query whose two rankings
+#: happen to differ in one document does not outvote the rest (``benchmarks/RESULTS.md``, "One
+#: query, one voice").
+MAX_DECIDED_PER_QUERY = 5
 
 Verdict = Literal["promote", "drop", "continue"]
 
@@ -108,12 +121,21 @@ class TrialState:
 
 @dataclass
 class TrialCounts:
-    """Outcomes of a trial's interleaved searches so far."""
+    """Outcomes of a trial's interleaved searches so far.
+
+    Attributes:
+        searches: Interleaved searches logged.
+        wins: Searches won by the trial (the test's evidence for it).
+        losses: Searches won by the serving version.
+        ties: Searches whose choices credited both teams equally.
+        repeats: Decided searches not counted: a query's beyond its first :data:`MAX_DECIDED_PER_QUERY`.
+    """
 
     searches: int = 0
     wins: int = 0
     losses: int = 0
     ties: int = 0
+    repeats: int = 0
 
     @property
     def decided(self) -> int:
@@ -201,6 +223,8 @@ def decide(counts: TrialCounts, config: TrialConfig, at_budget: TrialCounts | No
     better, worse = evidence(counts.wins, counts.losses)
     p_seq = min(1.0, 1.0 / better) if better > 0 else 1.0
     figures = f"{counts.wins} wins, {counts.losses} losses, {counts.ties} ties in {counts.searches} interleaved searches"
+    if counts.repeats:
+        figures += f" ({counts.repeats} more decided searches of repeated queries not counted)"
     enough = counts.decided >= config.min_decided
     at_end = counts.searches >= config.max_searches
     budget = at_budget if at_budget is not None else counts
@@ -226,28 +250,37 @@ def decide(counts: TrialCounts, config: TrialConfig, at_budget: TrialCounts | No
 
 def count_outcomes(log: FeedbackLog, trial_id: str) -> TrialCounts:
     """Wins, losses and ties of a trial's interleaved searches, read from the feedback log."""
-    return _tally(log.trial_searches(trial_id))
+    return tally(log.trial_searches(trial_id))
 
 
-def _tally(searches: list[tuple[dict[str, str], set[str]]]) -> TrialCounts:
+def tally(searches: Iterable[TrialSearch]) -> TrialCounts:
+    """Wins, losses and ties of interleaved searches in log order, each query counted in at most
+    :data:`MAX_DECIDED_PER_QUERY` decided searches (its first ones; the rest are ``repeats``)."""
     counts = TrialCounts()
-    for teams, chosen in searches:
+    decided: Counter[str] = Counter()
+    for search in searches:
         counts.searches += 1
-        outcome = credit(teams, chosen)
-        if outcome == "win":
-            counts.wins += 1
-        elif outcome == "loss":
-            counts.losses += 1
-        elif outcome == "tie":
+        outcome = credit(search.teams, search.chosen)
+        if outcome == "tie":
             counts.ties += 1
+        elif outcome in ("win", "loss"):
+            key = normalize_query(search.text)
+            if decided[key] >= MAX_DECIDED_PER_QUERY:
+                counts.repeats += 1
+                continue
+            decided[key] += 1
+            if outcome == "win":
+                counts.wins += 1
+            else:
+                counts.losses += 1
     return counts
 
 
 def assess(log: FeedbackLog, trial_id: str, config: TrialConfig) -> TrialDecision:
     """Count a trial's outcomes in the log (one read) and decide (both halves of the test, see :func:`decide`)."""
     searches = log.trial_searches(trial_id)
-    at_budget = _tally(searches[: config.max_searches]) if len(searches) > config.max_searches else None
-    return decide(_tally(searches), config, at_budget)
+    at_budget = tally(searches[: config.max_searches]) if len(searches) > config.max_searches else None
+    return decide(tally(searches), config, at_budget)
 
 
 def live_trial(ws: Workspace) -> TrialState | None:

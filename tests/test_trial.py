@@ -11,7 +11,9 @@ from collections.abc import Callable
 import pytest
 
 from ragtune.config import TrialConfig
-from ragtune.trial import TrialCounts, decide, evidence, sign_test
+from ragtune.feedback import TrialSearch
+from ragtune.simulate import draw_sessions
+from ragtune.trial import MAX_DECIDED_PER_QUERY, TrialCounts, decide, evidence, sign_test, tally
 from tests.conftest import play, play_trial
 
 
@@ -256,3 +258,63 @@ def test_share_of_searches_interleaved(workspace):
     interleaved = sum(1 for r in workspace.feedback.records() if r.trial == rep.trial["id"])
     assert 70 <= interleaved <= 130 and got["searches"] == 200
     assert workspace.trial()["searches"] == interleaved
+
+
+def _search(text: str, outcome: str) -> TrialSearch:
+    """One interleaved search of ``text`` whose click credits ``outcome``: "win", "loss", "tie" or "none"."""
+    teams = {"a": "trial", "b": "serving", "c": "shared"}
+    chosen = {"win": {"a"}, "loss": {"b"}, "tie": {"a", "b"}, "none": {"c"}}[outcome]
+    return TrialSearch(text, teams, chosen)
+
+
+def test_one_query_counts_in_at_most_its_first_decided_searches():
+    assert MAX_DECIDED_PER_QUERY == 5
+    # ties and unclicked searches do not use a query's count; spelling variants are one query
+    bot = [_search("reset the Router", "tie"), _search("reset the router", "none")]
+    bot += [_search(t, "win") for t in ["reset the router", "Reset  the router", " reset the ROUTER"] * 10]
+    others = [_search(f"question {i}", "loss") for i in range(4)] + [_search("question 0", "loss")] * 2
+    counts = tally(bot + others)
+    assert (counts.searches, counts.wins, counts.losses, counts.ties, counts.repeats) == (38, 5, 6, 1, 25)
+    # the first decided searches count, whichever way they went
+    counts = tally([_search("q", "loss")] * 5 + [_search("q", "win")] * 50)
+    assert (counts.wins, counts.losses, counts.repeats) == (0, 5, 50)
+    d = decide(counts, TrialConfig())
+    assert d.verdict == "continue" and "50 more decided searches of repeated queries not counted" in d.reason
+    assert d.to_dict()["repeats"] == 50
+
+
+def test_random_clicks_on_repeated_queries_promote_at_no_more_than_alpha(cached_evidence):
+    """1000 seeded trials of 250 interleaved searches, queries drawn with Zipf popularity (one query a
+    seventh of the traffic) and every decided search a fair coin, looked at every 25 searches: the
+    per-query count keeps the false-promotion rate within alpha."""
+    cfg = TrialConfig(alpha=0.05, min_decided=1, max_searches=250)
+    rng = random.Random(20261207)
+    n_trials, promoted = 1000, 0
+    for t in range(n_trials):
+        texts = draw_sessions([f"q{i}" for i in range(800)], cfg.max_searches, seed=t)
+        searches = [_search(text, rng.choice(["win", "loss", "win", "loss", "none"])) for text in texts]
+        for end in range(25, cfg.max_searches + 1, 25):
+            verdict = decide(tally(searches[:end]), cfg).verdict
+            if verdict != "continue":
+                break
+        promoted += verdict == "promote"
+    tolerance = 3 * math.sqrt(cfg.alpha * (1 - cfg.alpha) / n_trials)
+    assert promoted / n_trials <= cfg.alpha + tolerance
+
+
+def test_a_bot_repeating_one_query_cannot_decide_a_trial(workspace):
+    """Through the public API: 120 searches of one query, each clicking the trial's result, count as 5
+    decided searches; users asking many queries with the same preference promote the trial."""
+    play(workspace)
+    workspace.config = workspace.config.with_overrides({"trial.share": 1.0})
+    rep = workspace.refresh(mode="query")
+    assert rep.status == "trial_started", rep.reason
+    workspace.server.rng = random.Random(5)
+    bot = play_trial(workspace, 120, "trial", seed=1, text="router question 7")
+    status = workspace.trial()
+    assert bot["clicks"] > 40 and status["losses"] == 0
+    assert status["wins"] == MAX_DECIDED_PER_QUERY and status["repeats"] == bot["clicks"] - MAX_DECIDED_PER_QUERY
+    assert status["verdict"] == "continue", status["reason"]
+    users = play_trial(workspace, 60, "trial", seed=2, text="router question late {}")
+    status = workspace.trial()
+    assert status["wins"] == MAX_DECIDED_PER_QUERY + users["clicks"] and status["verdict"] == "promote", status["reason"]
