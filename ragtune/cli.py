@@ -528,7 +528,9 @@ def _interval_option(ctx: click.Context, param: click.Parameter, value: str) -> 
 def _trial_line(t: dict[str, Any]) -> str:
     return (
         f"trial {t['id']}: {t['version']} vs {t['baseline']} ({t['tier']} tier, {100 * t['share']:.0f}% of searches): "
-        f"{t['wins']} wins, {t['losses']} losses, {t['ties']} ties in {t['searches']} interleaved searches, p = {t['p_value']:.4f}"
+        f"{t['wins']} wins, {t['losses']} losses, {t['ties']} ties in {t['searches']} interleaved searches"
+        + (f" ({t['repeats']} more decided searches of repeated queries not counted)" if t.get("repeats") else "")
+        + f", p = {t['p_value']:.4f}"
     )
 
 

@@ -57,7 +57,7 @@ from typing import Any, Literal
 import numpy as np
 
 from ragtune.config import TrialConfig
-from ragtune.errors import WorkspaceError
+from ragtune.errors import InputError, WorkspaceError
 from ragtune.faults import checkpoint
 from ragtune.feedback import FeedbackLog, TrialSearch, normalize_query
 from ragtune.interleave import credit
@@ -253,9 +253,19 @@ def count_outcomes(log: FeedbackLog, trial_id: str) -> TrialCounts:
     return tally(log.trial_searches(trial_id))
 
 
-def tally(searches: Iterable[TrialSearch]) -> TrialCounts:
-    """Wins, losses and ties of interleaved searches in log order, each query counted in at most
-    :data:`MAX_DECIDED_PER_QUERY` decided searches (its first ones; the rest are ``repeats``)."""
+def tally(searches: Iterable[TrialSearch], *, max_per_query: int = MAX_DECIDED_PER_QUERY) -> TrialCounts:
+    """Wins, losses and ties of interleaved searches in log order.
+
+    Args:
+        searches: The trial's interleaved searches (:meth:`FeedbackLog.trial_searches`).
+        max_per_query: Decided searches counted per query (normalised text): its first ones; the
+            rest are counted as ``repeats`` only. Trials use :data:`MAX_DECIDED_PER_QUERY`.
+
+    Raises:
+        InputError: ``max_per_query`` is not a positive integer (also a ``ValueError``).
+    """
+    if isinstance(max_per_query, bool) or not isinstance(max_per_query, int) or max_per_query < 1:
+        raise InputError(f"tally: max_per_query must be a positive integer, got {max_per_query!r}")
     counts = TrialCounts()
     decided: Counter[str] = Counter()
     for search in searches:
@@ -265,7 +275,7 @@ def tally(searches: Iterable[TrialSearch]) -> TrialCounts:
             counts.ties += 1
         elif outcome in ("win", "loss"):
             key = normalize_query(search.text)
-            if decided[key] >= MAX_DECIDED_PER_QUERY:
+            if decided[key] >= max_per_query:
                 counts.repeats += 1
                 continue
             decided[key] += 1

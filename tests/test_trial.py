@@ -281,6 +281,9 @@ def test_one_query_counts_in_at_most_its_first_decided_searches():
     d = decide(counts, TrialConfig())
     assert d.verdict == "continue" and "50 more decided searches of repeated queries not counted" in d.reason
     assert d.to_dict()["repeats"] == 50
+    assert tally([_search("q", "win")] * 3, max_per_query=1).wins == 1
+    with pytest.raises(ValueError, match="max_per_query must be a positive integer, got 0"):
+        tally([], max_per_query=0)
 
 
 def test_random_clicks_on_repeated_queries_promote_at_no_more_than_alpha(cached_evidence):
