@@ -11,7 +11,8 @@ the rule before ``trial.MAX_DECIDED_PER_QUERY``). For each ``K`` and trial: the 
 counted over its logged searches (at most ``trial.max_searches``), their z-score ``(wins - losses) /
 sqrt(wins + losses)`` (how clearly users preferred one side), and the verdict the test would have
 given, looked at every ``--look`` searches as the closed loop does; a trial that would still be
-running when its log ends is ``"continue"`` (its log stops where the real trial was decided). The
+running when its log ends is ``"continue"`` and ``cut_short`` (its log stops where the real trial
+was decided, under the count of its time: every search). The
 candidate's and the serving version's test nDCG@10, from the run's JSON, are recorded beside each
 trial for the reader; the replay does not read them. Writes the JSON with this command.
 """
@@ -46,7 +47,10 @@ def replay(searches: list[TrialSearch], cap: int | None, config: TrialConfig, lo
             break
     counts = tally(searches[: config.max_searches], max_per_query=limit)
     n = counts.wins + counts.losses
-    return {"verdict": verdict, "at_searches": at, "wins": counts.wins, "losses": counts.losses, "repeats": counts.repeats, "z": round((counts.wins - counts.losses) / math.sqrt(n), 3) if n else 0.0}
+    return {
+        "verdict": verdict, "at_searches": at, "cut_short": verdict == "continue" and len(searches) < config.max_searches,
+        "wins": counts.wins, "losses": counts.losses, "repeats": counts.repeats, "z": round((counts.wins - counts.losses) / math.sqrt(n), 3) if n else 0.0,
+    }  # fmt: skip
 
 
 def run_json(results: Path, workspace: Path) -> dict[str, Any] | None:
@@ -99,11 +103,16 @@ def main() -> None:
                 "mean_z": round(statistics.fmean(t["by_cap"][str(cap)]["z"] for t in rows), 3),
                 "promoted": sum(t["by_cap"][str(cap)]["verdict"] == "promote" for t in rows),
                 "dropped": sum(t["by_cap"][str(cap)]["verdict"] == "drop" for t in rows),
+                "cut_short": sum(t["by_cap"][str(cap)]["cut_short"] for t in rows),
             }
             for cap in CAPS
         }
+        tested = [t for t in rows if t["test_candidate"] is not None and t["test_serving"] is not None]
+        summary[users]["candidates_better_on_test"] = f"{sum(t['test_candidate'] > t['test_serving'] for t in tested)} of {len(tested)} with test figures"
     out = {
         "command": "python " + " ".join([f"benchmarks/{Path(sys.argv[0]).name}", *sys.argv[1:]]),
+        "logs_counted_under": "every interleaved search (the rule before trial.MAX_DECIDED_PER_QUERY): each log stops where that rule decided its trial, so a replay still undecided there is cut short",
+        "z": "(wins - losses) / sqrt(wins + losses) over at most the first trial.max_searches searches; mean_z is its plain mean over a group's trials",
         "caps": [str(c) for c in CAPS], "look": args.look, "trial_config": {"alpha": config.alpha, "min_decided": config.min_decided, "max_searches": config.max_searches},
         "summary": summary, "trials": trials,
     }  # fmt: skip

@@ -62,7 +62,7 @@ def main() -> None:
     t0 = time.perf_counter()
     queries = load_beir_queries(args.dataset)
     train, test = load_beir_qrels(args.dataset, "train"), load_beir_qrels(args.dataset, "test")
-    work = HERE / "work" / "trial-speed"
+    work = HERE / "work" / f"trial-speed-{args.users}-{args.sessions}"  # runs of other settings can go side by side
     rows: list[dict[str, Any]] = []
     for c in range(args.candidates):
         ws = work / f"candidate-{c}"

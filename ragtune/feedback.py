@@ -360,7 +360,7 @@ class DailyCount:
         return asdict(self)
 
 
-@dataclass(frozen=True)
+@dataclass
 class TrialSearch:
     """One search interleaved for a trial, from :meth:`FeedbackLog.trial_searches`.
 
@@ -368,11 +368,13 @@ class TrialSearch:
         text: The query text as logged.
         teams: Each shown document's team (:mod:`ragtune.interleave`'s ``SERVING``, ``TRIAL`` or ``SHARED``).
         chosen: The documents clicked or rated up from this search.
+        first_choice: When the first of them was clicked or rated up (Unix time; ``None``: none was).
     """
 
     text: str
     teams: dict[str, str]
     chosen: set[str]
+    first_choice: float | None = None
 
 
 @dataclass
@@ -715,7 +717,8 @@ class FeedbackLog:
 
     @_guard("read the feedback log")
     def trial_searches(self, trial: str) -> list[TrialSearch]:
-        """Each search interleaved for ``trial``, in the order they were logged: its query text, its shown documents' teams and the documents chosen (clicked or rated up)."""
+        """Each search interleaved for ``trial``, in the order they were logged: its query text, its shown
+        documents' teams, the documents chosen (clicked or rated up) and when the first was chosen."""
         conn = self._connect()
         texts: dict[str, str] = {}
         teams: dict[str, dict[str, str]] = {}
@@ -726,13 +729,15 @@ class FeedbackLog:
         ):
             teams.setdefault(qid, {})[doc_id] = team
         chosen: dict[str, set[str]] = {}
-        for qid, doc_id in conn.execute(
-            "SELECT c.qid, c.doc_id FROM clicks c JOIN queries q ON q.qid = c.qid WHERE q.trial = ? "
-            "UNION SELECT r.qid, r.doc_id FROM ratings r JOIN queries q ON q.qid = r.qid WHERE q.trial = ? AND r.value > 0",
+        first: dict[str, float] = {}
+        for qid, doc_id, ts in conn.execute(
+            "SELECT c.qid, c.doc_id, c.ts FROM clicks c JOIN queries q ON q.qid = c.qid WHERE q.trial = ? "
+            "UNION ALL SELECT r.qid, r.doc_id, r.ts FROM ratings r JOIN queries q ON q.qid = r.qid WHERE q.trial = ? AND r.value > 0",
             (trial, trial),
         ):
             chosen.setdefault(qid, set()).add(doc_id)
-        return [TrialSearch(texts.get(qid, ""), t, chosen.get(qid, set())) for qid, t in teams.items()]
+            first[qid] = min(float(ts), first.get(qid, math.inf))
+        return [TrialSearch(texts.get(qid, ""), t, chosen.get(qid, set()), first.get(qid)) for qid, t in teams.items()]
 
     @_guard("read the feedback log")
     def daily_counts(self, *, since: float | None = None) -> list[DailyCount]:

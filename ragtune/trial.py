@@ -7,17 +7,20 @@ interleaving of the serving and the trial rankings (:mod:`ragtune.interleave`), 
 logged with its team. Each such search is won by the trial when the user chose (clicked or rated
 up) more of the trial team's results than the serving team's, lost in the opposite case, tied or
 left without a click otherwise. One query (its normalised text) counts in at most
-:data:`MAX_DECIDED_PER_QUERY` decided searches of a trial, its first ones (:func:`tally`), so the
-test weighs users' many needs rather than one repeated query: a bot or a script repeating one query
-cannot decide a trial alone (5 decided searches, against ``trial.min_decided`` 20 by default). Which searches count depends only on the query and on whether a search
-was decided, never on which team won it, so the bound below holds unchanged.
+:data:`MAX_DECIDED_PER_QUERY` decided searches of a trial (:func:`tally`): those whose first choice
+came first. So the test weighs users' many needs rather than one repeated query: a bot or a script
+repeating one query cannot decide a trial alone (5 decided searches, against
+``trial.min_decided`` 20 by default). Which searches count depends on the query and on when and
+whether a search was decided, never on which team won it; a late click never takes a counted
+search's place.
 
 The decision (:func:`decide`) spends the false-promotion bound ``alpha`` (``trial.alpha``) in two
 halves, so a weak but real preference still has a fair chance within the budget:
 
 - a sequential test on the win rate ``p`` of decided searches (won or lost): a mixture likelihood
   ratio of "``p`` uniform on (0.5, 0.8)" against ``p = 0.5``. Under the null (clicks that carry no
-  information, or a trial no better than the serving ranking) that ratio is a non-negative
+  information, or more generally a trial that wins a decided search of any query with probability
+  at most one half) that ratio is a non-negative
   supermartingale with mean at most 1, so by Ville's inequality it ever reaches ``2 / alpha`` with
   probability at most ``alpha / 2``, however often the trial is looked at. It promotes a clear
   winner early.
@@ -60,7 +63,7 @@ from ragtune.config import TrialConfig
 from ragtune.errors import InputError, WorkspaceError
 from ragtune.faults import checkpoint
 from ragtune.feedback import FeedbackLog, TrialSearch, normalize_query
-from ragtune.interleave import credit
+from ragtune.interleave import Outcome, credit
 from ragtune.workspace import Workspace, _now
 
 __all__ = ["MAX_DECIDED_PER_QUERY", "TrialCounts", "TrialDecision", "TrialState", "assess", "confirm_trial", "count_outcomes", "decide", "evidence", "live_trial", "recover", "settle", "sign_test", "start_trial", "stop_trial", "tally", "trial_status"]
@@ -139,6 +142,7 @@ class TrialCounts:
 
     @property
     def decided(self) -> int:
+        """Decided searches the test counts (won or lost; ``repeats`` left out)."""
         return self.wins + self.losses
 
     def to_dict(self) -> dict[str, Any]:
@@ -224,7 +228,7 @@ def decide(counts: TrialCounts, config: TrialConfig, at_budget: TrialCounts | No
     p_seq = min(1.0, 1.0 / better) if better > 0 else 1.0
     figures = f"{counts.wins} wins, {counts.losses} losses, {counts.ties} ties in {counts.searches} interleaved searches"
     if counts.repeats:
-        figures += f" ({counts.repeats} more decided searches of repeated queries not counted)"
+        figures += f", {counts.repeats} more decided {'search' if counts.repeats == 1 else 'searches'} of repeated queries not counted"
     enough = counts.decided >= config.min_decided
     at_end = counts.searches >= config.max_searches
     budget = at_budget if at_budget is not None else counts
@@ -254,12 +258,15 @@ def count_outcomes(log: FeedbackLog, trial_id: str) -> TrialCounts:
 
 
 def tally(searches: Iterable[TrialSearch], *, max_per_query: int = MAX_DECIDED_PER_QUERY) -> TrialCounts:
-    """Wins, losses and ties of interleaved searches in log order.
+    """Wins, losses and ties of interleaved searches.
 
     Args:
-        searches: The trial's interleaved searches (:meth:`FeedbackLog.trial_searches`).
-        max_per_query: Decided searches counted per query (normalised text): its first ones; the
-            rest are counted as ``repeats`` only. Trials use :data:`MAX_DECIDED_PER_QUERY`.
+        searches: The trial's interleaved searches, in log order (:meth:`FeedbackLog.trial_searches`).
+        max_per_query: Decided searches counted per query (normalised text): those whose first
+            choice (click or rating up) came first, ties broken by log order; the query's other
+            decided searches are counted as ``repeats`` only. Ordering by first choice, not by when
+            the search was made, means a late click on an earlier search never takes a counted
+            search's place. Trials use :data:`MAX_DECIDED_PER_QUERY`.
 
     Raises:
         InputError: ``max_per_query`` is not a positive integer (also a ``ValueError``).
@@ -267,22 +274,25 @@ def tally(searches: Iterable[TrialSearch], *, max_per_query: int = MAX_DECIDED_P
     if isinstance(max_per_query, bool) or not isinstance(max_per_query, int) or max_per_query < 1:
         raise InputError(f"tally: max_per_query must be a positive integer, got {max_per_query!r}")
     counts = TrialCounts()
-    decided: Counter[str] = Counter()
-    for search in searches:
+    decided: list[tuple[float, int, str, Outcome]] = []
+    for i, search in enumerate(searches):
         counts.searches += 1
         outcome = credit(search.teams, search.chosen)
         if outcome == "tie":
             counts.ties += 1
         elif outcome in ("win", "loss"):
-            key = normalize_query(search.text)
-            if decided[key] >= max_per_query:
-                counts.repeats += 1
-                continue
-            decided[key] += 1
-            if outcome == "win":
-                counts.wins += 1
-            else:
-                counts.losses += 1
+            first = search.first_choice if search.first_choice is not None else math.inf
+            decided.append((first, i, normalize_query(search.text), outcome))
+    used: Counter[str] = Counter()
+    for _, _, key, outcome in sorted(decided):
+        if used[key] >= max_per_query:
+            counts.repeats += 1
+            continue
+        used[key] += 1
+        if outcome == "win":
+            counts.wins += 1
+        else:
+            counts.losses += 1
     return counts
 
 

@@ -260,11 +260,11 @@ def test_share_of_searches_interleaved(workspace):
     assert workspace.trial()["searches"] == interleaved
 
 
-def _search(text: str, outcome: str) -> TrialSearch:
+def _search(text: str, outcome: str, first_choice: float | None = None) -> TrialSearch:
     """One interleaved search of ``text`` whose click credits ``outcome``: "win", "loss", "tie" or "none"."""
     teams = {"a": "trial", "b": "serving", "c": "shared"}
     chosen = {"win": {"a"}, "loss": {"b"}, "tie": {"a", "b"}, "none": {"c"}}[outcome]
-    return TrialSearch(text, teams, chosen)
+    return TrialSearch(text, teams, chosen, first_choice)
 
 
 def test_one_query_counts_in_at_most_its_first_decided_searches():
@@ -282,6 +282,9 @@ def test_one_query_counts_in_at_most_its_first_decided_searches():
     assert d.verdict == "continue" and "50 more decided searches of repeated queries not counted" in d.reason
     assert d.to_dict()["repeats"] == 50
     assert tally([_search("q", "win")] * 3, max_per_query=1).wins == 1
+    # a late click on an early search does not take a counted search's place: slots go by first choice
+    late = [_search("q", "win", first_choice=100.0)] + [_search("q", "loss", first_choice=float(t)) for t in range(5)]
+    assert (tally(late).wins, tally(late).losses, tally(late).repeats) == (0, 5, 1)
     with pytest.raises(ValueError, match="max_per_query must be a positive integer, got 0"):
         tally([], max_per_query=0)
 
@@ -321,3 +324,19 @@ def test_a_bot_repeating_one_query_cannot_decide_a_trial(workspace):
     users = play_trial(workspace, 60, "trial", seed=2, text="router question late {}")
     status = workspace.trial()
     assert status["wins"] == MAX_DECIDED_PER_QUERY + users["clicks"] and status["verdict"] == "promote", status["reason"]
+
+
+def test_the_budgets_sign_test_counts_each_query_in_its_first_decided_searches_too(workspace):
+    """Through the public API: the budget's first 30 searches repeat one query, each clicking the
+    trial's result; the sign test at the budget counts 5 of them, not every one."""
+    play(workspace)
+    workspace.config = workspace.config.with_overrides({"trial.share": 1.0, "trial.max_searches": 30, "trial.min_decided": 5})
+    rep = workspace.refresh(mode="query")
+    assert rep.status == "trial_started", rep.reason
+    workspace.server.rng = random.Random(5)
+    bot = play_trial(workspace, 30, "trial", seed=1, text="router question 7")
+    assert bot["clicks"] > 10
+    play_trial(workspace, 10, "serving", seed=2, text="router question late {}")
+    status = workspace.trial()
+    assert status["searches"] == 40 and status["p_sign"] == pytest.approx(sign_test(MAX_DECIDED_PER_QUERY, 0), abs=1e-6)
+    assert status["verdict"] != "promote", status["reason"]
