@@ -329,7 +329,7 @@ def main() -> None:
         """Record a decided trial (promoted or dropped) with its figures and whether a promotion was worse on test."""
         if t is None or t.get("verdict") == "continue":
             return
-        row = {k: t.get(k) for k in ("id", "version", "baseline", "tier", "verdict", "reason", "wins", "losses", "ties", "searches", "p_value")}
+        row = {k: t.get(k) for k in ("id", "version", "baseline", "tier", "verdict", "reason", "wins", "losses", "ties", "repeats", "searches", "p_value")}
         row["decided_after_searches"] = searches_done - trial_started_at.get(str(t["id"]), 0)
         row["test_candidate"] = candidate_test.get(str(t["id"]))  # the trial version's test nDCG@10, promoted or not
         if t["verdict"] == "promote":
@@ -413,7 +413,7 @@ def main() -> None:
             "status": report.status,
             "reason": report.reason,
             "check": report.check.to_dict() if report.check else None,
-            "trial": {k: live.get(k) for k in ("id", "version", "tier", "wins", "losses", "ties", "searches", "p_value", "verdict")} if live else None,
+            "trial": {k: live.get(k) for k in ("id", "version", "tier", "wins", "losses", "ties", "repeats", "searches", "p_value", "verdict")} if live else None,
             "refreshes": [{"status": x.status, "reason": x.reason, "train_s": round(x.train_s, 1), "reembed_s": round(x.reembed_s, 1), "refresh_s": round(x.refresh_s, 1)} for x in refreshes],
             "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),  # this process's peak so far (refreshes run in it)
             **{f"n_{k}": v for k, v in sim.items()},

@@ -76,15 +76,21 @@ def test_the_budgets_sign_test_promotes_a_small_steady_preference():
     assert few.verdict == "drop" and few.p_value <= 0.05 and "fewer than trial.min_decided 20 decided searches" in few.reason
 
 
+def _live_trial(rt, coins: int, **trial: object):  # type: ignore[no-untyped-def]
+    """Feedback a candidate can learn, a query-tier refresh that starts its trial (``trial.*`` overrides), seeded coins."""
+    play(rt)
+    rt.config = rt.config.with_overrides({f"trial.{k}": v for k, v in {"share": 1.0, **trial}.items()})
+    rep = rt.refresh(mode="query")
+    assert rep.status == "trial_started", rep.reason
+    rt.server.rng = random.Random(coins)
+    return rep
+
+
 def test_the_budgets_sign_test_reads_the_first_max_searches_searches_of_the_log(workspace):
     """Through the public API: the trial wins every decided search of its first 30, then loses every
     decided search of the next 30. The budget's sign test, on the first 30 only, promotes; all 60
     together are even."""
-    play(workspace)
-    workspace.config = workspace.config.with_overrides({"trial.share": 1.0, "trial.max_searches": 30, "trial.min_decided": 10})
-    rep = workspace.refresh(mode="query")
-    assert rep.status == "trial_started", rep.reason
-    workspace.server.rng = random.Random(3)
+    rep = _live_trial(workspace, 3, max_searches=30, min_decided=10)
     first = play_trial(workspace, 30, "trial", seed=1, text="router question {}")
     status = workspace.trial()
     assert status["verdict"] == "promote" and status["losses"] == 0 and status["wins"] == first["clicks"] >= 10
@@ -311,11 +317,7 @@ def test_random_clicks_on_repeated_queries_promote_at_no_more_than_alpha(cached_
 def test_a_bot_repeating_one_query_cannot_decide_a_trial(workspace):
     """Through the public API: 120 searches of one query, each clicking the trial's result, count as 5
     decided searches; users asking many queries with the same preference promote the trial."""
-    play(workspace)
-    workspace.config = workspace.config.with_overrides({"trial.share": 1.0})
-    rep = workspace.refresh(mode="query")
-    assert rep.status == "trial_started", rep.reason
-    workspace.server.rng = random.Random(5)
+    _live_trial(workspace, 5)
     bot = play_trial(workspace, 120, "trial", seed=1, text="router question 7")
     status = workspace.trial()
     assert bot["clicks"] > 40 and status["losses"] == 0
@@ -329,11 +331,7 @@ def test_a_bot_repeating_one_query_cannot_decide_a_trial(workspace):
 def test_the_budgets_sign_test_counts_each_query_in_its_first_decided_searches_too(workspace):
     """Through the public API: the budget's first 30 searches repeat one query, each clicking the
     trial's result; the sign test at the budget counts 5 of them, not every one."""
-    play(workspace)
-    workspace.config = workspace.config.with_overrides({"trial.share": 1.0, "trial.max_searches": 30, "trial.min_decided": 5})
-    rep = workspace.refresh(mode="query")
-    assert rep.status == "trial_started", rep.reason
-    workspace.server.rng = random.Random(5)
+    _live_trial(workspace, 5, max_searches=30, min_decided=5)
     bot = play_trial(workspace, 30, "trial", seed=1, text="router question 7")
     assert bot["clicks"] > 10
     play_trial(workspace, 10, "serving", seed=2, text="router question late {}")
