@@ -19,6 +19,15 @@ RETIRED_RULES = {("feedback", "propensity_eta"): "1/rank position curve (retired
 DOC_CHECK_AHEAD = "doc-side check asked for a gain (retired)"
 
 
+#: A run with trials none of which records ``repeats`` (nor names them in its reason) was made when
+#: every interleaved search counted, before a query counted in at most 5 decided searches of a trial.
+EVERY_SEARCH = "every search counted (retired)"
+
+
+def _counted_per_query(trial: dict) -> bool:
+    return "repeats" in trial or "repeated queries not counted" in trial.get("reason", "")
+
+
 def overrides(run: dict) -> str:
     """The run's ``--set`` overrides, and any retired rule it ran under; ``defaults`` if none."""
     out = [a for a in run["command"].split() if "=" in a]
@@ -28,6 +37,8 @@ def overrides(run: dict) -> str:
     checked = config.get("gate", {}).get("confidence", 1) != 0  # with the check off its rule did not matter
     if run.get("mode") in ("lora", "full") and checked and checks and not any("bar" in c for c in checks):
         out.append(DOC_CHECK_AHEAD)
+    if run.get("trials") and not any(_counted_per_query(t) for t in run["trials"]):
+        out.append(EVERY_SEARCH)
     if run.get("complete") is False:
         out.append(f"stopped after round {run['rounds_done']}")
     return " ".join(out) or "defaults"
