@@ -526,10 +526,12 @@ def _interval_option(ctx: click.Context, param: click.Parameter, value: str) -> 
 
 
 def _trial_line(t: dict[str, Any]) -> str:
+    from ragtune.trial import repeats_note
+
     return (
         f"trial {t['id']}: {t['version']} vs {t['baseline']} ({t['tier']} tier, {100 * t['share']:.0f}% of searches): "
         f"{t['wins']} wins, {t['losses']} losses, {t['ties']} ties in {t['searches']} interleaved searches"
-        + (f" ({t['repeats']} more decided searches of repeated queries not counted)" if t.get("repeats") else "")
+        + (f" ({repeats_note(t['repeats'])})" if t.get("repeats") else "")
         + f", p = {t['p_value']:.4f}"
     )
 

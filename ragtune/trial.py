@@ -66,7 +66,7 @@ from ragtune.feedback import FeedbackLog, TrialSearch, normalize_query
 from ragtune.interleave import Outcome, credit
 from ragtune.workspace import Workspace, _now
 
-__all__ = ["MAX_DECIDED_PER_QUERY", "TrialCounts", "TrialDecision", "TrialState", "assess", "confirm_trial", "count_outcomes", "decide", "evidence", "live_trial", "recover", "settle", "sign_test", "start_trial", "stop_trial", "tally", "trial_status"]
+__all__ = ["MAX_DECIDED_PER_QUERY", "TrialCounts", "TrialDecision", "TrialState", "assess", "confirm_trial", "count_outcomes", "decide", "evidence", "live_trial", "recover", "repeats_note", "settle", "sign_test", "start_trial", "stop_trial", "tally", "trial_status"]
 
 logger = logging.getLogger(__name__)
 
@@ -228,7 +228,7 @@ def decide(counts: TrialCounts, config: TrialConfig, at_budget: TrialCounts | No
     p_seq = min(1.0, 1.0 / better) if better > 0 else 1.0
     figures = f"{counts.wins} wins, {counts.losses} losses, {counts.ties} ties in {counts.searches} interleaved searches"
     if counts.repeats:
-        figures += f", {counts.repeats} more decided {'search' if counts.repeats == 1 else 'searches'} of repeated queries not counted"
+        figures += f", {repeats_note(counts.repeats)}"
     enough = counts.decided >= config.min_decided
     at_end = counts.searches >= config.max_searches
     budget = at_budget if at_budget is not None else counts
@@ -250,6 +250,11 @@ def decide(counts: TrialCounts, config: TrialConfig, at_budget: TrialCounts | No
         + (f"; fewer than trial.min_decided {config.min_decided} decided searches)" if p <= config.alpha else ")"),
         counts, p, better, worse, p_sign,
     )  # fmt: skip
+
+
+def repeats_note(repeats: int) -> str:
+    """How a trial's report names the decided searches it did not count (``repeats`` of :class:`TrialCounts`)."""
+    return f"{repeats} more decided {'search' if repeats == 1 else 'searches'} of repeated queries not counted"
 
 
 def count_outcomes(log: FeedbackLog, trial_id: str) -> TrialCounts:
