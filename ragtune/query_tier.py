@@ -8,10 +8,11 @@ Two transforms move query embeddings while documents keep their vectors (no re-e
 * **The click memory** (:class:`QueryMemory`, :func:`apply_query_memory`): queries move toward what
   users clicked for similar past queries.
 
-The click memory is a nearest-neighbour tier beside the linear query map. For a new query ``q`` (its
-raw embedding), the past training queries ``k_i`` whose cosine to ``q`` exceeds ``threshold`` vote with
-``softmax(cos(q, k_i) / temperature)`` for the vector ``v_i`` of the document
-clicked for them, and ``q' = normalize(q + weight * strength * sum_i vote_i v_i)``, where
+The click memory is a nearest-neighbour tier beside the linear query map. Each entry is a past
+training query ``k_i``, the vector ``v_i`` of a document chosen for it, and that pair's weight
+``w_i`` (how often the query's users chose the document, :mod:`ragtune.mining`). For a new query ``q``
+(its raw embedding), the entries whose key's cosine to ``q`` exceeds ``threshold`` vote with
+``w_i * exp(cos(q, k_i) / temperature)``, normalised to sum to 1, for ``v_i``, and ``q' = normalize(q + weight * strength * sum_i vote_i v_i)``, where
 ``strength`` grows linearly from 0 at the threshold to 1 at cosine 1. Queries unlike any past one
 are left exactly as they were: the tier's forgetting guard is the threshold itself. Documents keep
 their vectors (no re-embedding) and nothing is trained: the gate picks ``weight``.
@@ -19,9 +20,11 @@ their vectors (no re-embedding) and nothing is trained: the gate picks ``weight`
 Picked on SciFact *train* queries only (simulated clicks on two thirds of them, nDCG@10 on the other
 third, the test split never consulted): threshold 0.5 and weight 1.0 gave 0.672 → 0.722, with the
 third's cold part (no relevant document shared with a clicked query) 0.681 → 0.683; the linear map
-gave 0.711 there. Weighting the votes by the clicks' inverse propensities did slightly worse
-(0.718), so votes are unweighted: position bias matters less here, where a click only says "this
-document answers queries like this one". Thresholds 0.3-0.4 gained as much but cost cold queries 0.01; 0.6-0.7 gained
+gave 0.711 there. Weighting the votes by the clicks' inverse propensities alone did slightly worse
+(0.718) on those once-asked queries. Votes are weighted by how often a query's users chose the
+document: once popular queries repeat, a memory whose entries all vote alike pulls a query toward
+its stray clicks as hard as toward its answer, and a query with many stray clicks outvotes its
+neighbours (``benchmarks/RESULTS.md``, "Repeated queries in the click memory"). Thresholds 0.3-0.4 gained as much but cost cold queries 0.01; 0.6-0.7 gained
 less. The threshold is a cosine between two queries of the same model: other models, whose
 similarities sit higher or lower than MiniLM's, want their own (``train.memory_threshold``).
 
@@ -57,22 +60,29 @@ def apply_query_map(vecs: np.ndarray, weight: np.ndarray | None) -> np.ndarray:
 
 @dataclass
 class QueryMemory:
-    """Past queries (``keys``, raw embeddings) and the vectors of the docs clicked for them (``values``)."""
+    """Past queries (``keys``, raw embeddings), the vectors of the docs chosen for them (``values``) and each entry's weight.
+
+    ``weights`` ``None`` (a memory saved before entries had weights) weighs every entry alike.
+    """
 
     keys: np.ndarray
     values: np.ndarray
+    weights: np.ndarray | None = None
 
     def save(self, path: str | Path) -> None:
         from safetensors.numpy import save_file
 
-        save_file({"keys": np.ascontiguousarray(self.keys, dtype=np.float32), "values": np.ascontiguousarray(self.values, dtype=np.float32)}, str(path))
+        tensors = {"keys": np.ascontiguousarray(self.keys, dtype=np.float32), "values": np.ascontiguousarray(self.values, dtype=np.float32)}
+        if self.weights is not None:
+            tensors["weights"] = np.ascontiguousarray(self.weights, dtype=np.float32)
+        save_file(tensors, str(path))
 
     @classmethod
     def load(cls, path: str | Path) -> QueryMemory:
         from safetensors.numpy import load_file
 
         data = load_file(str(path))
-        return cls(data["keys"], data["values"])
+        return cls(data["keys"], data["values"], data.get("weights"))
 
 
 def apply_query_memory(vecs: np.ndarray, memory: QueryMemory, *, weight: float, threshold: float, temperature: float) -> np.ndarray:
@@ -86,7 +96,11 @@ def apply_query_memory(vecs: np.ndarray, memory: QueryMemory, *, weight: float, 
     has = near.any(axis=1)
     votes = np.zeros_like(sims)
     votes[has] = np.exp(logits[has] - top[has])
+    if memory.weights is not None:
+        votes *= np.asarray(memory.weights, dtype=votes.dtype)[None, :]
+        has &= votes.sum(axis=1) > 0  # near entries whose weights are all 0 move nothing
     votes[has] /= votes[has].sum(axis=1, keepdims=True)
+    votes[~has] = 0.0
     strength = np.where(has, np.clip((sims.max(axis=1) - threshold) / (1.0 - threshold), 0.0, 1.0), 0.0)
     out = vecs + (weight * strength)[:, None] * (votes @ memory.values)
     out /= np.linalg.norm(out, axis=1, keepdims=True) + 1e-12

@@ -36,6 +36,27 @@ def _imps(*ids):
     return [Impression(d, r, 1.0 - r / 10) for r, d in enumerate(ids, 1)]
 
 
+def test_a_pair_weighs_the_share_of_its_querys_searches_that_chose_its_document(tmp_path):
+    log = FeedbackLog(tmp_path / "fb.sqlite")
+    for i in range(40):  # a popular query: its answer d1 chosen in 38 searches, a stray click on d4 once
+        qid = log.log_query("reset router", _imps("d1", "d2", "d3", "d4"))
+        if i < 38:
+            log.click(qid, "d1")
+            if i == 0:
+                log.click(qid, "d1")  # a double click is one choice
+        elif i == 38:
+            log.click(qid, "d4")
+    once = log.log_query("wifi", _imps("d2", "d5"))
+    log.click(once, "d5")
+    serving = _Serving(tmp_path / "v", {f"d{i}": [float(i == j) for j in range(1, 7)] for i in range(1, 7)}, [0, 0, 0, 0, 0, 1])
+    mined = mine(log.records(), serving, MiningConfig(hard_negatives=0, heldout_fraction=0.0), FeedbackConfig(click_noise=0.0))
+    w = {(ex.query_key, ex.positive_id): ex.weight for ex in mined.train}
+    assert w[("reset router", "d1")] == pytest.approx(38 * w[("reset router", "d4")])
+    assert w[("wifi", "d5")] == pytest.approx(39 * w[("reset router", "d4")])  # chosen in 1 of 1 searches; d4 in 1 of 39
+    held = mine(log.records(), serving, MiningConfig(hard_negatives=0, heldout_fraction=0.0), FeedbackConfig(click_noise=0.0), heldout_keys={"reset router"})
+    assert held.heldout[0].positive_ids == pytest.approx({"d1": 38 / 39, "d4": 1 / 39})
+
+
 def test_pairs_negatives_and_weights_known_answer(tmp_path):
     log = FeedbackLog(tmp_path / "fb.sqlite")
     a = log.log_query("reset router", _imps("d1", "d2", "d3", "d4"))
@@ -49,10 +70,11 @@ def test_pairs_negatives_and_weights_known_answer(tmp_path):
     serving = _Serving(tmp_path / "v", {f"d{i}": [float(i == j) for j in range(1, 7)] for i in range(1, 7)}, [0, 0, 0, 0, 0, 1])
     mined = mine(log.records(), serving, MiningConfig(hard_negatives=0, heldout_fraction=0.0), FeedbackConfig())
     got = {(ex.query, ex.positive_id): (ex.negative_ids, round(ex.weight, 4)) for ex in mined.train}
+    # "reset router": 2 searches, d3 and d1 chosen in one each (1/2); "wifi": d5 in its only search (1/1); mean 1
     assert got == {
-        ("reset router", "d3"): (["d2"], 1.0),
-        ("reset router", "d1"): (["d2"], 1.0),
-        ("wifi", "d5"): (["d2"], 1.0),
+        ("reset router", "d3"): (["d2"], 0.75),
+        ("reset router", "d1"): (["d2"], 0.75),
+        ("wifi", "d5"): (["d2"], 1.5),
     }
     s = mined.report()
     # d1 (skipped above d3 in a, clicked in b) and d3 (skipped above d1 in b, clicked in a) are never negatives

@@ -35,6 +35,23 @@ def test_votes_follow_the_most_similar_past_query():
     assert out[0, 2] > 5 * out[0, 3] > 0
 
 
+def test_a_popular_querys_answer_outvotes_its_stray_clicks_and_its_neighbours_count_as_one_query_each(tmp_path):
+    e = np.eye(6, dtype=np.float32)
+    head, other = e[0:1], e[1:2]
+    answer, stray, other_doc = e[2:3], e[3:4], e[4:5]
+    # the head query's answer chosen in 38 of its 39 searches, a stray click once; a neighbour asked once
+    memory = QueryMemory(np.vstack([head, head, other]), np.vstack([answer, stray, other_doc]), np.array([38 / 39, 1 / 39, 1.0], np.float32))
+    memory.save(tmp_path / "m.safetensors")
+    memory = QueryMemory.load(tmp_path / "m.safetensors")
+    out = apply_query_memory(head, memory, weight=1.0, threshold=0.5, temperature=0.05)
+    assert out[0, 2] > 30 * out[0, 3] > 0  # alike votes would have pulled it as far toward the stray click
+    between = _unit(np.array([[1.0, 1.0, 0, 0, 0, 0]]))  # as near the head query as the neighbour
+    out = apply_query_memory(between, memory, weight=1.0, threshold=0.5, temperature=0.05)
+    assert abs((out[0, 2] + out[0, 3]) - out[0, 4]) < 1e-5  # two entries of one query do not outvote one of another
+    alike = apply_query_memory(head, QueryMemory(memory.keys, memory.values), weight=1.0, threshold=0.5, temperature=0.05)
+    np.testing.assert_allclose(alike[0, 2], alike[0, 3], atol=1e-6)  # a memory saved without weights: every entry alike
+
+
 def test_empty_memory_and_zero_weight_are_identity():
     q = _unit(np.ones((2, 4)))
     empty = QueryMemory(np.zeros((0, 4), np.float32), np.zeros((0, 4), np.float32))
