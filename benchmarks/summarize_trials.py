@@ -24,6 +24,12 @@ DOC_CHECK_AHEAD = "doc-side check asked for a gain (retired)"
 EVERY_SEARCH = "every search counted (retired)"
 
 
+#: A run whose mining reports do not record ``searches_with_choice`` was made when a training pair
+#: weighed the mean of its document's click weights, before it weighed the share of its query's
+#: searches that chose the document (the click memory's votes alike).
+PER_DOCUMENT = "pair weight a mean per document (retired)"
+
+
 def _counted_per_query(trial: dict) -> bool:
     return "repeats" in trial or "repeated queries not counted" in trial.get("reason", "")
 
@@ -39,6 +45,9 @@ def overrides(run: dict) -> str:
         out.append(DOC_CHECK_AHEAD)
     if run.get("trials") and not any(_counted_per_query(t) for t in run["trials"]):
         out.append(EVERY_SEARCH)
+    mined = [r["mined"] for r in run.get("rounds", []) if r.get("mined")]
+    if mined and not any("searches_with_choice" in m for m in mined):
+        out.append(PER_DOCUMENT)
     if run.get("complete") is False:
         out.append(f"stopped after round {run['rounds_done']}")
     return " ".join(out) or "defaults"

@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import shlex
 import sys
 from collections import Counter
 from pathlib import Path
@@ -69,12 +70,14 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--workspaces", nargs="+", required=True, help="Glob patterns under benchmarks/work/.")
     ap.add_argument("--out", type=Path, required=True)
+    ap.add_argument("--note", default="", help="How the workspaces were made (their closed_loop.py commands, the commit), kept in the JSON.")
     args = ap.parse_args()
     found = sorted({p for pat in args.workspaces for p in (HERE / "work").glob(pat) if (p / "refresh-log.jsonl").is_file()})
     if not found:
         sys.exit(f"no closed-loop workspace under {HERE / 'work'} matches {args.workspaces}")
     result = {
-        "command": "python benchmarks/trial_queries.py " + " ".join(sys.argv[1:]),
+        "command": "python benchmarks/trial_queries.py " + shlex.join(sys.argv[1:]),
+        "note": args.note,
         "workspaces": {p.name: split_workspace(p) for p in found},
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)

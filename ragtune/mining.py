@@ -381,6 +381,7 @@ def mine(
             ex.weight = float(ex.weight / raw.mean())
     stats: dict[str, Any] = {
         "feedback_queries": len(keys),
+        "searches_with_choice": sum(n_searches.values()),
         "clicks": n_clicks,
         "untrusted_clicks": n_untrusted,
         "ratings": n_ratings,
