@@ -263,21 +263,31 @@ class RagtuneRetriever(BaseRetriever):
             raise FeedbackError("pass a Document returned by the retriever, or a query id and a doc_id")
         return doc_or_query_id, doc_id
 
-    def record_click(self, doc_or_query_id: Document | str, doc_id: str | None = None, *, dwell: float | None = None) -> None:
+    def record_click(
+        self, doc_or_query_id: Document | str, doc_id: str | None = None, *, dwell: float | None = None, feedback_id: str | None = None
+    ) -> bool:
         """Record that the user used/opened a retrieved document.
 
         Args:
             doc_or_query_id: A ``Document`` returned by this retriever, or a ``ragtune_query_id``.
             doc_id: The doc id (needed with a query id; ignored with a Document unless given).
             dwell: Optional seconds spent on the document.
+            feedback_id: The app's id for this click (e.g. a UUID made by the front end): sending it
+                again is a no-op, so a retry never counts twice.
+
+        Returns:
+            ``True`` when recorded; ``False`` when ``feedback_id`` was already recorded with the same content.
         """
         qid, did = self._ids(doc_or_query_id, doc_id)
-        self.ragtune.click(qid, did, dwell=dwell)
+        return self.ragtune.click(qid, did, dwell=dwell, feedback_id=feedback_id)
 
-    def record_rating(self, doc_or_query_id: Document | str, value: int, doc_id: str | None = None) -> None:
-        """Record an explicit thumbs-up (``+1``) or thumbs-down (``-1``) on a retrieved document."""
+    def record_rating(self, doc_or_query_id: Document | str, value: int, doc_id: str | None = None, *, feedback_id: str | None = None) -> bool:
+        """Record an explicit thumbs-up (``+1``) or thumbs-down (``-1``) on a retrieved document.
+
+        ``feedback_id`` as for :meth:`record_click`; returns ``False`` for a retry already recorded.
+        """
         qid, did = self._ids(doc_or_query_id, doc_id)
-        self.ragtune.rate(qid, did, value)
+        return self.ragtune.rate(qid, did, value, feedback_id=feedback_id)
 
     def record_feedback(self, run_id: str | uuid.UUID, doc_id: str, score: Any) -> None:
         """Record a LangSmith-style feedback score, given by run id, as a rating of ``doc_id``.

@@ -243,8 +243,8 @@ class RagtuneRetriever(BaseRetriever):
         return query_id, node_or_doc_id
 
     def record_click(
-        self, node_or_doc_id: NodeWithScore | BaseNode | str, query_id: str | None = None, *, dwell: float | None = None
-    ) -> None:
+        self, node_or_doc_id: NodeWithScore | BaseNode | str, query_id: str | None = None, *, dwell: float | None = None, feedback_id: str | None = None
+    ) -> bool:
         """Record that the user used/opened a retrieved node.
 
         Args:
@@ -252,18 +252,29 @@ class RagtuneRetriever(BaseRetriever):
             query_id: The search's ``ragtune_query_id`` (needed with a doc id; taken from the node's
                 metadata otherwise).
             dwell: Optional seconds spent on the document.
+            feedback_id: The app's id for this click (e.g. a UUID made by the front end): sending it
+                again is a no-op, so a retry never counts twice.
+
+        Returns:
+            ``True`` when recorded; ``False`` when ``feedback_id`` was already recorded with the same content.
 
         Raises:
             FeedbackError: no query id to tie the click to, an unknown query or doc id, or a bad dwell.
+            FeedbackConflictError: ``feedback_id`` was already recorded with other content.
         """
         qid, did = self._ids(node_or_doc_id, query_id)
-        self._rt.click(qid, did, dwell=dwell)
+        return self._rt.click(qid, did, dwell=dwell, feedback_id=feedback_id)
 
-    def record_rating(self, node_or_doc_id: NodeWithScore | BaseNode | str, value: int, query_id: str | None = None) -> None:
+    def record_rating(
+        self, node_or_doc_id: NodeWithScore | BaseNode | str, value: int, query_id: str | None = None, *, feedback_id: str | None = None
+    ) -> bool:
         """Record an explicit thumbs-up (``+1``) or thumbs-down (``-1``) on a retrieved node.
+
+        ``feedback_id`` as for :meth:`record_click`; returns ``False`` for a retry already recorded.
 
         Raises:
             FeedbackError: no query id to tie the rating to, an unknown id, or a value other than +1/-1.
+            FeedbackConflictError: ``feedback_id`` was already recorded with other content.
         """
         qid, did = self._ids(node_or_doc_id, query_id)
-        self._rt.rate(qid, did, value)
+        return self._rt.rate(qid, did, value, feedback_id=feedback_id)

@@ -12,7 +12,8 @@ The click memory is a nearest-neighbour tier beside the linear query map. Each e
 training query ``k_i``, the vector ``v_i`` of a document chosen for it, and that pair's weight
 ``w_i`` (how often the query's users chose the document, :mod:`ragtune.mining`). For a new query ``q``
 (its raw embedding), the entries whose key's cosine to ``q`` exceeds ``threshold`` vote with
-``w_i * exp(cos(q, k_i) / temperature)``, normalised to sum to 1, for ``v_i``, and ``q' = normalize(q + weight * strength * sum_i vote_i v_i)``, where
+``w_i * exp(cos(q, k_i) / temperature)``, normalised to sum to 1, for ``v_i``, and
+``q' = normalize(q + weight * strength * sum_i vote_i v_i)``, where
 ``strength`` grows linearly from 0 at the threshold to 1 at cosine 1. Queries unlike any past one
 are left exactly as they were: the tier's forgetting guard is the threshold itself. Documents keep
 their vectors (no re-embedding) and nothing is trained: the gate picks ``weight``.
@@ -24,8 +25,8 @@ gave 0.711 there. Weighting the votes by the clicks' inverse propensities alone 
 (0.718) on those once-asked queries. Votes are weighted by how often a query's users chose the
 document: once popular queries repeat, a memory whose entries all vote alike pulls a query toward
 its stray clicks as hard as toward its answer, and a query with many stray clicks outvotes its
-neighbours (``benchmarks/RESULTS.md``, "Repeated queries in the click memory"). Thresholds 0.3-0.4 gained as much but cost cold queries 0.01; 0.6-0.7 gained
-less. The threshold is a cosine between two queries of the same model: other models, whose
+neighbours (``benchmarks/RESULTS.md``, "Repeated queries in the click memory"). Thresholds 0.3-0.4
+gained as much but cost cold queries 0.01; 0.6-0.7 gained less. The threshold is a cosine between two queries of the same model: other models, whose
 similarities sit higher or lower than MiniLM's, want their own (``train.memory_threshold``).
 
 :class:`ragtune.embedder.Embedder` applies the memory first, then the map.

@@ -10,7 +10,7 @@ import pytest
 from langchain_core.documents import Document
 from langchain_tests.integration_tests import RetrieversIntegrationTests
 
-from ragtune import FeedbackError, Ragtune
+from ragtune import FeedbackConflictError, FeedbackError, Ragtune
 from ragtune.integrations.langchain import RagtuneRetriever
 
 
@@ -80,6 +80,18 @@ def test_record_click_and_rating(workspace: Ragtune) -> None:
         retriever.record_click(docs[0].metadata["ragtune_query_id"], "no-such-doc")
     with pytest.raises(FeedbackError):
         retriever.record_click(Document(page_content="x", metadata={"ragtune_query_id": "q"}))
+
+
+def test_a_retried_click_or_rating_with_its_feedback_id_counts_once(workspace: Ragtune) -> None:
+    retriever = RagtuneRetriever(workspace=workspace.ws.root)
+    docs = retriever.invoke("change the wifi password")
+    assert retriever.record_click(docs[1], feedback_id="click-1") is True
+    assert retriever.record_click(docs[1], feedback_id="click-1") is False  # the front end retried
+    assert retriever.record_rating(docs[0], 1, feedback_id="rate-1") is True
+    assert retriever.record_rating(docs[0], 1, feedback_id="rate-1") is False
+    assert (workspace.feedback.stats()["clicks"], workspace.feedback.stats()["ratings"]) == (1, 1)
+    with pytest.raises(FeedbackConflictError):
+        retriever.record_click(docs[2], feedback_id="click-1")  # the same id for another click
 
 
 async def test_async_invoke_logs_and_honours_k(workspace: Ragtune) -> None:

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from llama_index.core.schema import MetadataMode, NodeWithScore, QueryBundle, TextNode
 
-from ragtune import ConfigError, FeedbackError, InputError, Ragtune
+from ragtune import ConfigError, FeedbackConflictError, FeedbackError, InputError, Ragtune
 from ragtune.integrations.llamaindex import RagtuneEmbedding, RagtuneRetriever
 
 
@@ -96,6 +96,18 @@ def test_record_click_and_rating_reach_the_log(workspace: Ragtune) -> None:
     with pytest.raises(FeedbackError):
         retriever.record_rating(nodes[0], 2)
     assert workspace.feedback.stats()["clicks"] == 3
+
+
+def test_a_retried_click_or_rating_with_its_feedback_id_counts_once(workspace: Ragtune) -> None:
+    retriever = RagtuneRetriever(workspace, similarity_top_k=4)
+    nodes = retriever.retrieve("change the wifi password")
+    assert retriever.record_click(nodes[1], feedback_id="click-1") is True
+    assert retriever.record_click(nodes[1], feedback_id="click-1") is False  # the front end retried
+    assert retriever.record_rating(nodes[0], -1, feedback_id="rate-1") is True
+    assert retriever.record_rating(nodes[0], -1, feedback_id="rate-1") is False
+    assert (workspace.feedback.stats()["clicks"], workspace.feedback.stats()["ratings"]) == (1, 1)
+    with pytest.raises(FeedbackConflictError):
+        retriever.record_rating(nodes[0], 1, feedback_id="rate-1")  # the same id for another verdict
 
 
 def test_without_the_extra_the_error_names_it() -> None:
