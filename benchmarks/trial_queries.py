@@ -21,9 +21,11 @@ not the test). Writes the JSON with this command.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
 import shlex
+import sqlite3
 import sys
 from collections import Counter
 from pathlib import Path
@@ -43,10 +45,10 @@ def split_workspace(ws: Path) -> list[dict[str, Any]]:
     started_at = {e["version"]: float(e["time"]) for e in started.values()}
     log = FeedbackLog(ws / "feedback.sqlite")
     first_click: dict[str, float] = {}
-    for rec in log.records():
-        for _, ts in rec.clicks:
-            key = normalize_query(rec.text)
-            first_click[key] = min(first_click.get(key, math.inf), float(ts if ts is not None else rec.ts))
+    with contextlib.closing(sqlite3.connect(f"file:{ws / 'feedback.sqlite'}?mode=ro", uri=True)) as conn:  # when each query was first clicked
+        for text, ts in conn.execute("SELECT q.text, MIN(c.ts) FROM clicks c JOIN queries q ON q.qid = c.qid GROUP BY q.qid"):
+            key = normalize_query(text)
+            first_click[key] = min(first_click.get(key, math.inf), float(ts))
     out = []
     for trial, event in started.items():
         t_cand = float(event["time"])

@@ -277,6 +277,10 @@ class RagtuneRetriever(BaseRetriever):
 
         Returns:
             ``True`` when recorded; ``False`` when ``feedback_id`` was already recorded with the same content.
+
+        Raises:
+            FeedbackError: no query id or doc id to tie the click to, an unknown id, or a bad dwell.
+            FeedbackConflictError: ``feedback_id`` was already recorded with other content.
         """
         qid, did = self._ids(doc_or_query_id, doc_id)
         return self.ragtune.click(qid, did, dwell=dwell, feedback_id=feedback_id)
@@ -285,6 +289,10 @@ class RagtuneRetriever(BaseRetriever):
         """Record an explicit thumbs-up (``+1``) or thumbs-down (``-1``) on a retrieved document.
 
         ``feedback_id`` as for :meth:`record_click`; returns ``False`` for a retry already recorded.
+
+        Raises:
+            FeedbackError: no query id or doc id to tie the rating to, an unknown id, or a value other than +1/-1.
+            FeedbackConflictError: ``feedback_id`` was already recorded with other content.
         """
         qid, did = self._ids(doc_or_query_id, doc_id)
         return self.ragtune.rate(qid, did, value, feedback_id=feedback_id)

@@ -30,6 +30,7 @@ import logging
 import math
 import numbers
 import os
+import re
 import sqlite3
 import threading
 import time
@@ -60,6 +61,9 @@ logger = logging.getLogger(__name__)
 
 _P = ParamSpec("_P")
 _R = TypeVar("_R")
+
+#: The id an imported triplet row gets (``"t"`` and 15 hex digits of its content's hash).
+_TRIPLET_ID = re.compile(r"t[0-9a-f]{15}")
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS queries (
@@ -324,6 +328,8 @@ class QueryRecord:
     """A logged query with everything users did about it (as mining reads it).
 
     ``run_id`` / ``trace_id``: the app's run that searched and its trace (e.g. LangChain run ids), or ``None``.
+    ``source``: ``"search"`` (logged at serve time), ``"import"`` (an imported event) or ``"triplet"``
+    (a row of an imported triplet file: a label, not a search).
     """
 
     qid: str
@@ -337,6 +343,12 @@ class QueryRecord:
     ratings: list[tuple[str, int]] = field(default_factory=list)
     run_id: str | None = None
     trace_id: str | None = None
+    source: str = "search"
+
+    @property
+    def is_label(self) -> bool:
+        """A row of an imported triplet file (a label, not a search); triplets imported before ``"triplet"`` was their source are known by their id."""
+        return self.source == "triplet" or (self.source == "import" and _TRIPLET_ID.fullmatch(self.qid) is not None)
 
 
 @dataclass
@@ -684,10 +696,10 @@ class FeedbackLog:
         """Every logged query with its impressions, clicks and ratings (oldest first)."""
         conn = self._connect()
         recs: dict[str, QueryRecord] = {}
-        for qid, text, ts, version, randomized, trial, run_id, trace_id in conn.execute(
-            "SELECT qid, text, ts, version, randomized, trial, run_id, trace_id FROM queries ORDER BY ts, qid"
+        for qid, text, ts, version, randomized, trial, run_id, trace_id, source in conn.execute(
+            "SELECT qid, text, ts, version, randomized, trial, run_id, trace_id, source FROM queries ORDER BY ts, qid"
         ):
-            recs[qid] = QueryRecord(qid, text, ts, version, bool(randomized), trial=trial, run_id=run_id, trace_id=trace_id)
+            recs[qid] = QueryRecord(qid, text, ts, version, bool(randomized), trial=trial, run_id=run_id, trace_id=trace_id, source=source)
         for qid, doc_id, rank, score, orig, team in conn.execute("SELECT qid, doc_id, rank, score, orig_rank, team FROM impressions ORDER BY qid, rank"):
             if qid in recs:
                 recs[qid].impressions.append(Impression(doc_id, rank, score, orig, team))
@@ -1016,7 +1028,7 @@ class FeedbackLog:
                 doc_refs += refs
                 now = time.time()
                 imps = [Impression(d, r) for r, d in enumerate([ids.get("positive"), ids.get("negative")], 1) if d]
-                ops.append(("query", (qid, query, imps, None, now, "import", False, None)))
+                ops.append(("query", (qid, query, imps, None, now, "triplet", False, None)))
                 ops.append(("rating", (qid, ids["positive"], 1, now, None)))
                 if ids.get("negative"):
                     ops.append(("rating", (qid, ids["negative"], -1, now, None)))

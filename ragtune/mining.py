@@ -2,7 +2,9 @@
 
 * **Positives**: clicked or thumbs-up documents, one pair per (query text, doc), weighted by how
   often the query's users chose it: the sum of its choices' weights (position bias and click noise,
-  below; a thumbs-up weighs 1) over the query's searches with a click or a rating. A query asked once
+  below; a thumbs-up weighs 1; a document once per search) over the query's searches with a click or
+  a thumbs-up (a click that is noise by its posterior still counts its search, a thumbs-down alone
+  does not; an imported triplet file's rows for one query count as one search). A query asked once
   weighs its choices as they are; for a query asked 40 times, the document chosen in 38 of them
   outweighs the one clicked once by 38 to 1, where a mean per document would have weighed them
   alike (and a popular query's stray clicks would have piled up as equals of its answer).
@@ -272,7 +274,8 @@ def mine(
     neg_rated: dict[str, set[str]] = defaultdict(set)
     shown: dict[str, list[str]] = defaultdict(list)
     logged_by: dict[str, set[str]] = defaultdict(set)
-    n_searches: dict[str, int] = defaultdict(int)  # searches of each query text with a click or a rating
+    n_searches: dict[str, int] = defaultdict(int)  # searches of each query text with a click or a thumbs-up
+    labels: dict[str, dict[str, float]] = defaultdict(dict)  # imported triplets' positives per query text
     n_clicks = n_ratings = n_untrusted = 0
     for rec in records:
         if not rec.clicks and not rec.ratings:
@@ -284,7 +287,6 @@ def mine(
         for im in rec.impressions:
             if im.doc_id not in shown[key]:
                 shown[key].append(im.doc_id)
-        n_searches[key] += 1
         clicked = [d for d, _ in rec.clicks]
         chosen[key].update(clicked)
         trusted: list[str] = []
@@ -307,13 +309,22 @@ def mine(
                 chosen[key].add(doc_id)
             else:
                 neg_rated[key].add(doc_id)
-        for doc_id, w in this_search.items():
-            pos_weights[key][doc_id].append(w)
+        if rec.is_label:  # a labelled set's rows: together one search of the query, however many rows name a document
+            for doc_id, w in this_search.items():
+                labels[key][doc_id] = max(labels[key].get(doc_id, 0.0), w)
+        elif clicked or any(v > 0 for _, v in rec.ratings):  # a search that chose something (a thumbs-down alone chose nothing)
+            n_searches[key] += 1
+            for doc_id, w in this_search.items():
+                pos_weights[key][doc_id].append(w)
         if trusted:
             lowest = max(rank_of.get(d, 0) for d in trusted)
             for im in rec.impressions:
                 if im.rank < lowest and im.doc_id not in clicked:
                     neg_skip[key].add(im.doc_id)
+    for key, docs in labels.items():
+        n_searches[key] += 1
+        for doc_id, w in docs.items():
+            pos_weights[key][doc_id].append(w)
     keys = [k for k in texts if pos_weights.get(k)]
     held = split_heldout(keys, mining) if heldout_keys is None else set(keys) & heldout_keys
     dropped_positive_as_negative = 0
@@ -381,7 +392,7 @@ def mine(
             ex.weight = float(ex.weight / raw.mean())
     stats: dict[str, Any] = {
         "feedback_queries": len(keys),
-        "searches_with_choice": sum(n_searches.values()),
+        "searches_with_choice": sum(n_searches[k] for k in keys),
         "clicks": n_clicks,
         "untrusted_clicks": n_untrusted,
         "ratings": n_ratings,

@@ -57,6 +57,30 @@ def test_a_pair_weighs_the_share_of_its_querys_searches_that_chose_its_document(
     assert held.heldout[0].positive_ids == pytest.approx({"d1": 38 / 39, "d4": 1 / 39})
 
 
+def test_a_thumbs_down_alone_chooses_nothing_and_a_triplet_files_rows_are_one_search(tmp_path):
+    import json
+
+    log = FeedbackLog(tmp_path / "fb.sqlite")
+    a = log.log_query("reset router", _imps("d1", "d2", "d3"))
+    log.click(a, "d1")
+    log.rate(a, "d1", 1)  # clicked and liked in one search: one choice
+    b = log.log_query("reset router", _imps("d3", "d1"))
+    log.rate(b, "d3", -1)  # a thumbs-down alone: the search chose nothing
+    c = log.log_query("wifi", _imps("d5", "d2"))
+    log.click(c, "d5")
+    rows = [{"query": "guest network", "positive_id": "d4", "negative_id": n} for n in ("d1", "d2", "d3")]  # one positive, three rows
+    rows.append({"query": "guest network", "positive_id": "d6"})
+    path = tmp_path / "triplets.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    log.import_file(path, doc_exists=lambda ids: set(ids), text_to_id=lambda text: None)
+    serving = _Serving(tmp_path / "v", {f"d{i}": [float(i == j) for j in range(1, 7)] for i in range(1, 7)}, [0, 0, 0, 0, 0, 1])
+    mined = mine(log.records(), serving, MiningConfig(hard_negatives=0, heldout_fraction=0.0), FeedbackConfig(click_noise=0.0))
+    w = {(ex.query_key, ex.positive_id): round(ex.weight, 4) for ex in mined.train}
+    # each chosen in every counted search of its query: all alike (a per-row count would weigh d4 three times d6)
+    assert w == {("reset router", "d1"): 1.0, ("wifi", "d5"): 1.0, ("guest network", "d4"): 1.0, ("guest network", "d6"): 1.0}
+    assert mined.report()["searches_with_choice"] == 3  # reset router's liked search, wifi's, the triplet file's rows
+
+
 def test_pairs_negatives_and_weights_known_answer(tmp_path):
     log = FeedbackLog(tmp_path / "fb.sqlite")
     a = log.log_query("reset router", _imps("d1", "d2", "d3", "d4"))

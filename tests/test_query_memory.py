@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
+from ragtune import InputError
 from ragtune.training.query_memory import QueryMemory, apply_query_memory
 
 
@@ -50,6 +52,21 @@ def test_a_popular_querys_answer_outvotes_its_stray_clicks_and_its_neighbours_co
     assert abs((out[0, 2] + out[0, 3]) - out[0, 4]) < 1e-5  # two entries of one query do not outvote one of another
     alike = apply_query_memory(head, QueryMemory(memory.keys, memory.values), weight=1.0, threshold=0.5, temperature=0.05)
     np.testing.assert_allclose(alike[0, 2], alike[0, 3], atol=1e-6)  # a memory saved without weights: every entry alike
+
+
+def test_entries_of_weight_zero_move_nothing_and_bad_weights_are_refused(tmp_path):
+    e = np.eye(4, dtype=np.float32)
+    zero = QueryMemory(e[0:1], e[2:3], np.array([0.0], np.float32))
+    np.testing.assert_allclose(apply_query_memory(e[0:1], zero, weight=1.0, threshold=0.5, temperature=0.05), e[0:1], atol=1e-6)
+    # a tiny temperature: the heavier, slightly less similar entry still votes (no underflow to nothing)
+    mixed = QueryMemory(np.vstack([e[0], _unit(np.array([1.0, 0.05, 0, 0]))]), e[2:4], np.array([0.0, 1.0], np.float32))
+    out = apply_query_memory(e[0:1], mixed, weight=1.0, threshold=0.5, temperature=0.001)
+    assert out[0, 3] > 0.5 and out[0, 2] == 0
+    QueryMemory(e[0:1], e[2:3]).save(tmp_path / "old.safetensors")  # saved before entries had weights
+    assert QueryMemory.load(tmp_path / "old.safetensors").weights is None
+    for bad in (np.array([np.nan]), np.array([-1.0]), np.array([1.0, 1.0])):
+        with pytest.raises(InputError, match="weights"):
+            QueryMemory(e[0:1], e[2:3], bad)
 
 
 def test_empty_memory_and_zero_weight_are_identity():
