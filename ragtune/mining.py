@@ -326,6 +326,8 @@ def mine(
         for doc_id, w in docs.items():
             pos_weights[key][doc_id].append(w)
     keys = [k for k in texts if pos_weights.get(k)]
+    # each positive's weight: its choices' weights over the query's searches that chose something
+    share = {k: {d: float(np.sum(ws)) / n_searches[k] for d, ws in pos_weights[k].items()} for k in keys}
     held = split_heldout(keys, mining) if heldout_keys is None else set(keys) & heldout_keys
     dropped_positive_as_negative = 0
     for k in keys:  # a doc any user chose for this query text is never a negative
@@ -358,7 +360,7 @@ def mine(
     train: list[TrainExample] = []
     counts = {"skip_above": 0, "rated": 0, "ann": 0}
     for k in train_keys:
-        for d_pos, ws in pos_weights[k].items():
+        for d_pos, weight in share[k].items():
             negs: list[str] = []
             for source, pool in (
                 ("rated", sorted(neg_rated[k])),
@@ -369,9 +371,9 @@ def mine(
                     if d not in negs:
                         negs.append(d)
                         counts[source] += 1
-            train.append(TrainExample(texts[k], d_pos, negs, float(np.sum(ws)) / n_searches[k], k))
+            train.append(TrainExample(texts[k], d_pos, negs, weight, k))
     heldout = [
-        HeldoutQuery(texts[k], {d: float(np.sum(w)) / n_searches[k] for d, w in pos_weights[k].items()}, shown[k], sorted(logged_by[k]))
+        HeldoutQuery(texts[k], dict(share[k]), shown[k], sorted(logged_by[k]))
         for k in keys
         if k in held
     ]

@@ -85,7 +85,7 @@ def fit_query_tier(pairs: QueryPairs, rows: np.ndarray, docs: np.ndarray, config
         neighbours=pairs.neighbours[rows] if pairs.neighbours is not None else None,
     )  # fmt: skip
     memory = (
-        QueryMemory(np.ascontiguousarray(pairs.queries[rows]), np.ascontiguousarray(docs[pairs.positives[rows]]), np.asarray(pairs.weights[rows], dtype=np.float32))
+        QueryMemory(np.ascontiguousarray(pairs.queries[rows]), np.ascontiguousarray(docs[pairs.positives[rows]]), pairs.weights[rows])
         if config.memory_weight > 0 and len(rows)
         else None
     )
