@@ -423,7 +423,9 @@ def _doc_candidate(config: RagtuneConfig, serving: ServingVersion, mined: MinedS
     held_ids = sorted({d for h in mined.heldout for d in h.positive_ids} - set(mined.doc_texts))
     pmap = serving.docs.positions(held_ids)
     mined.doc_texts.update({d.id: d.embed_text for d in serving.docs.get(list(pmap.values()))})
-    eval_examples = [TrainExample(h.query, d, [], 1.0, normalize_query(h.query)) for h in mined.heldout for d in h.positive_ids if d in mined.doc_texts]
+    # each held-out pair weighs what a training pair would (its share of the query's searches), so early
+    # stopping watches the loss that training lowers rather than one where a stray click counts as an answer
+    eval_examples = [TrainExample(h.query, d, [], w, normalize_query(h.query)) for h in mined.heldout for d, w in h.positive_ids.items() if d in mined.doc_texts]
     filler_pos = np.random.default_rng(config.train.seed).choice(len(serving.docs), size=min(512, len(serving.docs)), replace=False)
     filler = [d.embed_text for d in serving.docs.get([int(p) for p in filler_pos])]
     res = train_sentence_model(base, mined.train, eval_examples, mined.doc_texts, config.train, mode=mode, out_dir=out, device=config.model.device, filler=filler, progress=progress)

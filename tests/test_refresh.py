@@ -192,6 +192,36 @@ def test_lora_candidate_is_reembedded_and_rolls_back(workspace):
     assert workspace.rollback(v2) == v2
 
 
+def test_early_stopping_weighs_each_held_out_pair_as_training_would(workspace, monkeypatch):
+    """A held-out query's answer (chosen in both of its searches) outweighs a stray click (one search) in the early-stopping loss."""
+    import ragtune.training.sentence as sentence
+
+    seen: list = []
+    real = sentence.train_sentence_model
+
+    def spy(base, train, eval_examples, *args, **kwargs):
+        seen.extend(eval_examples)
+        return real(base, train, eval_examples, *args, **kwargs)
+
+    monkeypatch.setattr(sentence, "train_sentence_model", spy)
+    target = play(workspace)
+    for i in range(24):  # each query asked again: the answer chosen again, plus a stray click on another shown doc
+        hits = workspace.search(ROUTER.format(i), k=5)
+        stray = next(h.doc_id for h in hits if h.doc_id != target)
+        workspace.click(hits.query_id, target)
+        workspace.click(hits.query_id, stray)
+    workspace.config = workspace.config.with_overrides({"train.epochs": 1, "gate.confidence": 0.0})
+    workspace.refresh(mode="lora", trial=False, force=True)
+    by_query: dict[str, dict[str, float]] = {}
+    for ex in seen:
+        by_query.setdefault(ex.query, {})[ex.positive_id] = ex.weight
+    assert by_query, "no held-out pair reached early stopping"
+    pairs = [(w[target], max(v for d, v in w.items() if d != target)) for w in by_query.values() if target in w and len(w) > 1]
+    # a query whose first search showed no target has one search with a choice: both weigh 1 there
+    assert pairs and all(answer >= stray > 0 for answer, stray in pairs), by_query
+    assert any(stray == pytest.approx(answer / 2) for answer, stray in pairs), by_query
+
+
 def test_a_lora_trial_interleaves_two_models_and_a_dropped_one_is_discarded(workspace):
     play(workspace)
     workspace.config = workspace.config.with_overrides({"train.lr": 5e-3, "train.epochs": 2, "gate.confidence": 0.0, "trial.share": 1.0})
