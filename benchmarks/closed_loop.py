@@ -140,13 +140,21 @@ def user_split(dataset: Path, judge: str, seed: int) -> tuple[list[str], dict[st
 
 def base_workspace(dataset: Path, path: Path) -> None:
     """Index the corpus with the default model once and cache the workspace."""
+    from filelock import FileLock  # a dependency of transformers and torch
+
     cache = HERE / "work" / f"base-{dataset.name}"
-    if not (cache / "CURRENT").is_file():
-        shutil.rmtree(cache, ignore_errors=True)
-        rt = Ragtune.init(cache, RagtuneConfig())
-        t = time.perf_counter()
-        rt.index([dataset])
-        print(f"indexed {dataset.name} in {time.perf_counter() - t:.0f}s", flush=True)
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(cache) + ".lock"):  # runs started together build the cache once, not into each other
+        if not (cache / "CURRENT").is_file():
+            shutil.rmtree(cache, ignore_errors=True)
+            building = cache.with_name(cache.name + ".building")
+            shutil.rmtree(building, ignore_errors=True)
+            rt = Ragtune.init(building, RagtuneConfig())
+            t = time.perf_counter()
+            rt.index([dataset])
+            del rt
+            os.replace(building, cache)
+            print(f"indexed {dataset.name} in {time.perf_counter() - t:.0f}s", flush=True)
     shutil.rmtree(path, ignore_errors=True)
     shutil.copytree(cache, path, ignore=shutil.ignore_patterns("feedback.sqlite*", "refresh*"))
     RagtuneConfig().save(path / "config.json")  # today's defaults, not those the cache was made with
