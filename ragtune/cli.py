@@ -298,8 +298,14 @@ def index(
         _print_index(report)
 
 
+def _text_argument(ctx: click.Context, param: click.Parameter, value: str) -> str:
+    if not value.strip():
+        raise click.BadParameter(f"must contain something to search for, got {value!r}")
+    return value
+
+
 @main.command()
-@click.argument("text")
+@click.argument("text", callback=_text_argument)
 @click.option("-k", "--top-k", "k", default=10, show_default=True, type=click.IntRange(min=1), help="Results to show.")
 @click.option("--log/--no-log", default=True, show_default=True, help="Record the query and its impressions in the feedback log.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
@@ -424,7 +430,21 @@ def click_(ctx: click.Context, query_id: str, doc_id: str, dwell: float | None, 
     _echo_feedback(as_json, "click", "click", recorded, query_id, doc_id, feedback_id, dwell=dwell)
 
 
-@feedback.command(context_settings={"ignore_unknown_options": True})  # VALUE may be -1, which is no option
+class _RateCommand(click.Command):
+    """Lets VALUE be ``-1`` (unknown options pass as arguments) yet names a misspelled option as one."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        known = {o for p in self.get_params(ctx) if isinstance(p, click.Option) for o in (*p.opts, *p.secondary_opts)}
+        for arg in args:
+            if arg == "--":
+                break
+            name = arg.split("=", 1)[0]
+            if arg.startswith("-") and arg not in ("-1", "+1") and name not in known:
+                raise click.NoSuchOption(name, ctx=ctx)
+        return super().parse_args(ctx, args)
+
+
+@feedback.command(cls=_RateCommand, context_settings={"ignore_unknown_options": True})  # VALUE may be -1, which is no option
 @click.argument("query_id", callback=_id_argument)
 @click.argument("doc_id", callback=_id_argument)
 @click.argument("value", type=click.Choice(["up", "down", "+1", "-1", "1"]))

@@ -83,6 +83,12 @@ def test_user_mistakes_are_clean_errors(tmp_path, tiny_model, docs_jsonl):
     assert r.exit_code == 2  # click validates the choice
     r = runner.invoke(main, ["-w", str(ws), "refresh", "--watch", "--interval", "soon"])
     assert r.exit_code == 2 and "expected a duration" in r.output
+    r = runner.invoke(main, ["-w", str(ws), "query", "  "])
+    assert r.exit_code == 2 and "Invalid value for 'TEXT': must contain something to search for" in r.output  # a usage error, as for feedback click ''
+    r = runner.invoke(main, ["-w", str(ws), "feedback", "rate", "q", "d1", "--vlaue", "1"])
+    assert r.exit_code == 2 and "No such option '--vlaue'" in r.output  # not "invalid VALUE"
+    r = runner.invoke(main, ["-w", str(ws), "feedback", "rate", "q", "d1", "up", "--jsn"])
+    assert r.exit_code == 2 and "No such option '--jsn'" in r.output
     # the index still answers
     assert _run(["query", "reset", "--no-log"], ws).exit_code == 0
 
