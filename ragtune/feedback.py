@@ -43,6 +43,7 @@ from typing import Any, ParamSpec, TypeVar
 from ragtune.errors import FeedbackConflictError, FeedbackError, FeedbackLogError, InputError, RagtuneError, UnknownIdError
 
 __all__ = [
+    "MAX_FEEDBACK_ID_CHARS",
     "DailyCount",
     "FeedbackCheck",
     "FeedbackLog",
@@ -122,6 +123,10 @@ def normalize_query(text: str) -> str:
 def new_query_id() -> str:
     """A fresh random query id."""
     return uuid.uuid4().hex[:16]
+
+
+#: Longest feedback id an event takes (characters), from Python, the CLI and HTTP alike.
+MAX_FEEDBACK_ID_CHARS = 200
 
 
 def _check_id(name: str, value: Any, cli_name: str) -> None:
@@ -621,6 +626,9 @@ class FeedbackLog:
     def _insert_once(self, feedback_id: str, content: tuple[str, str, str, float | int | None], sql: str, args: tuple[Any, ...]) -> bool:
         """Insert a click or rating under ``feedback_id`` unless the log holds it (one transaction: concurrent repeats are safe)."""
         _check_id("feedback_id", feedback_id, "--feedback-id")
+        if len(feedback_id) > MAX_FEEDBACK_ID_CHARS:
+            why = f"must be at most {MAX_FEEDBACK_ID_CHARS} characters (e.g. a UUID), got {len(feedback_id)}: {feedback_id[:40]!r}..."
+            raise FeedbackError(f"feedback_id {why}", cli=f"--feedback-id {why}")
         with self._tx() as conn:
             self._require_query(conn, content[1])
             held = _feedback_with_id(conn, feedback_id)

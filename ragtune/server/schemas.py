@@ -12,6 +12,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
 
+from ragtune.feedback import MAX_FEEDBACK_ID_CHARS
+
 __all__ = [
     "ErrorResponse",
     "FeedbackRequest",
@@ -109,7 +111,7 @@ class FeedbackRequest(_Request):
     )
     dwell: float | None = Field(None, ge=0, allow_inf_nan=False, description="A click's dwell time in seconds.")
     feedback_id: str | None = Field(
-        None, min_length=1, max_length=200, description="The client's id for this event (e.g. a UUID): posting it again is a no-op, so retries are safe."
+        None, min_length=1, max_length=MAX_FEEDBACK_ID_CHARS, description="The client's id for this event (e.g. a UUID): posting it again is a no-op, so retries are safe."
     )
 
     @model_validator(mode="after")

@@ -28,7 +28,10 @@ def test_click_and_rate_with_a_feedback_id_are_recorded_once(workspace: Ragtune)
         workspace.click(hits.query_id, hits[1].doc_id, feedback_id="b")  # the id of a rating
     with pytest.raises(FeedbackError, match="feedback_id must be a non-empty string"):
         workspace.click(hits.query_id, hits[0].doc_id, feedback_id="")
-    assert workspace.feedback.stats()["clicks"] == 3
+    with pytest.raises(FeedbackError, match="feedback_id must be at most 200 characters"):  # as over HTTP
+        workspace.rate(hits.query_id, hits[0].doc_id, 1, feedback_id="x" * 201)
+    assert workspace.click(hits.query_id, hits[0].doc_id, feedback_id="y" * 200) is True
+    assert workspace.feedback.stats()["clicks"] == 4
 
 
 def test_unknown_ids_raise_unknown_id_error_a_feedback_error_too(workspace: Ragtune):
