@@ -343,9 +343,11 @@ class Ragtune:
                     path.unlink(missing_ok=True)
         checkpoint("index.swapped")
         self.ws.append_log({**decision, "version": name})
-        self._end_trial(f"`index` made a new serving version, {name}")
+        ended = self._end_trial(f"`index` made a new serving version, {name}", announce=True)
         timings["write"] = time.perf_counter() - t2
-        return report(name, True, len(todo))
+        done = report(name, True, len(todo))
+        done.trial_ended = ended
+        return done
 
     def _carry_model_files(self, current: str | None, spec: ModelSpec, staging: Path, rel: str) -> ModelSpec:
         """A re-index keeps the model: the new version gets its own copy of the model's files (adapter,
@@ -415,6 +417,7 @@ class Ragtune:
         """A document the search showed, or one in the current index (a shown one may have left it since: late feedback stays valid)."""
         serving = self.serving()
         if not serving.docs.positions([doc_id]) and not self.feedback.was_shown(query_id, doc_id):
+            self.feedback.require_query(query_id)  # both unknown: name the query first (the doc's message presumes it)
             raise UnknownIdError(
                 f"unknown doc id {doc_id!r}: it is not in the current index ({serving.name}, {len(serving.docs)} docs) and was not shown for query {query_id}"
             )
@@ -649,11 +652,18 @@ class Ragtune:
             replay_decisions(self.ws, self.feedback, self.config.trial)
             return self._end_trial(reason)
 
-    def _end_trial(self, reason: str) -> dict[str, Any] | None:
+    def _end_trial(self, reason: str, *, announce: bool = False) -> dict[str, Any] | None:
+        """Drop the live trial, if any; ``announce``: say so (a warning), for commands whose own output is about something else."""
         from ragtune.trial import stop_trial
 
         done = stop_trial(self.ws, self.feedback, self.config.trial, reason)
-        return None if done is None else {**done[0].to_dict(), **done[1].to_dict()}
+        if done is None:
+            return None
+        state, decision = done
+        if announce:
+            logger.warning("trial %s (%s) dropped: %s (%d wins, %d losses in %d interleaved searches)", state.id, state.version, reason,
+                           decision.counts.wins, decision.counts.losses, decision.counts.searches)  # fmt: skip
+        return {**state.to_dict(), **decision.to_dict()}
 
     def versions(self) -> list[dict[str, Any]]:
         """Every version on disk (oldest first) with kind, model, metrics, trial, feedback counts, dates."""
@@ -682,7 +692,7 @@ class Ragtune:
                 previous = None
             name = self.ws.rollback(version)  # validates before anything changes
             self.ws.append_log({"event": "rolled_back", "version": name, "previous": previous})
-            self._end_trial(f"rollback to {name}")
+            self._end_trial(f"rollback to {name}", announce=True)
             return name
 
     def doctor(self, *, repair: bool = False) -> DoctorReport:

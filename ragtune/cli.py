@@ -565,7 +565,7 @@ def _print_refresh(report: RefreshReport) -> None:
     if report.status == "trial_running":
         assert report.trial is not None
         click.echo(_trial_line(report.trial))
-        click.echo(f"{report.trial['reason']}; nothing trained while it runs")
+        click.echo(f"{report.trial['reason']}; nothing trained while it runs (to train now: `ragtune trial stop`, then `ragtune refresh --force`)")
     elif report.status == "trial_started":
         click.echo(f"{report.reason}; train {report.train_s:.0f}s, re-embed {report.reembed_s:.0f}s, total {report.refresh_s:.0f}s")
         click.echo("watch it with `ragtune trial`; the next `ragtune refresh` decides it once users' clicks do")

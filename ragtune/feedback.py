@@ -657,6 +657,11 @@ class FeedbackLog:
         return _feedback_with_id(self._connect(), feedback_id)
 
     @_guard("read the feedback log")
+    def require_query(self, qid: str) -> None:
+        """Raise :class:`UnknownIdError` unless the log holds the search ``qid``."""
+        self._require_query(self._connect(), qid)
+
+    @_guard("read the feedback log")
     def was_shown(self, qid: str, doc_id: str) -> bool:
         """Whether the logged search ``qid`` showed ``doc_id``."""
         row = self._connect().execute("SELECT 1 FROM impressions WHERE qid = ? AND doc_id = ?", (qid, doc_id)).fetchone()

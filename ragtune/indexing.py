@@ -79,6 +79,9 @@ class IndexReport:
         model: The model label the index's vectors were made with.
         reindexed: Whether every document was re-embedded with a newly configured model.
         sources: One :class:`SourceReport` per source given or in the index.
+        trial_ended: The live trial this new version ended (its id, version, figures and ``reason``),
+            or ``None``: a trial compares against the version it started from, so a new serving
+            version drops it.
         timings: Seconds per stage: ``load`` (reading and planning), ``embed`` (the forward pass),
             ``write`` (doc store, vectors, vector store and the swap).
     """
@@ -96,6 +99,7 @@ class IndexReport:
     reindexed: bool = False
     sources: list[SourceReport] = field(default_factory=list)
     timings: dict[str, float] = field(default_factory=dict)
+    trial_ended: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {**dataclasses.asdict(self), "sources": [s.to_dict() for s in self.sources]}

@@ -152,7 +152,7 @@ def test_refresh_prints_a_running_trial(monkeypatch, tmp_path, tiny_model):
     report = RefreshReport("trial_running", "trial abc123 (v0002) is live", "query", "v0001", settled=trial, trial=trial)
     out, _ = _refresh_output(monkeypatch, ws, report)
     assert out[0] == "trial abc123: v0002 vs v0001 (query tier, 50% of searches): 3 wins, 2 losses, 1 ties in 9 interleaved searches, p = 0.8123"
-    assert out[1] == "undecided: 3 wins; nothing trained while it runs"
+    assert out[1] == "undecided: 3 wins; nothing trained while it runs (to train now: `ragtune trial stop`, then `ragtune refresh --force`)"
     repeated = RefreshReport("trial_running", "trial abc123 (v0002) is live", "query", "v0001", settled=trial, trial={**trial, "repeats": 7})
     out, _ = _refresh_output(monkeypatch, ws, repeated)
     assert out[0].endswith("1 ties in 9 interleaved searches (7 more decided searches of repeated queries not counted), p = 0.8123")

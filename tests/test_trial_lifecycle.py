@@ -5,6 +5,7 @@ concurrent reader, and killed with SIGKILL at the points where its state changes
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 import signal
@@ -110,12 +111,17 @@ def test_users_clicks_decide_the_trial_and_every_state_is_recorded(live, prefer)
         assert not (rt.ws.version_dir("v0002") / "query_map.safetensors").exists()
 
 
-def test_index_ends_a_live_trial_and_so_does_rollback(live, docs_jsonl, tmp_path):
+def test_index_ends_a_live_trial_and_so_does_rollback(live, docs_jsonl, tmp_path, caplog):
     rt, trial = live
     extra = tmp_path / "extra.jsonl"
     extra.write_text(json.dumps({"id": "extra-1", "text": "a brand new document about routers"}) + "\n")
-    v3 = rt.index([docs_jsonl, extra])["version"]
+    with caplog.at_level(logging.WARNING, logger="ragtune"):
+        report = rt.index([docs_jsonl, extra])
+    v3 = report.version
     assert v3 == "v0003" and rt.current_version == v3 and rt.trial() is None
+    # said, not only logged in refresh-log.jsonl: in the report (and its --json) and as a warning
+    assert report.trial_ended is not None and report.trial_ended["id"] == trial["id"] and report.to_dict()["trial_ended"]["version"] == "v0002"
+    assert any(f"trial {trial['id']} (v0002) dropped: `index` made a new serving version" in r.getMessage() for r in caplog.records)
     assert rt.ws.read_version("v0002").trial["state"] == "dropped"
     (dropped,) = _events(rt, "trial_dropped")
     assert dropped["trial"] == trial["id"] and "index" in dropped["reason"] and {"wins", "losses", "ties", "p_value"} <= set(dropped)
@@ -125,8 +131,12 @@ def test_index_ends_a_live_trial_and_so_does_rollback(live, docs_jsonl, tmp_path
     rep = rt.refresh(mode="query", force=True)
     assert rep.status == "trial_started", rep.reason
     assert rep.trial["baseline"] == v3 and {v["name"]: v for v in rt.versions()}[rep.version]["trial_live"]
-    assert rt.rollback() == "v0001" and rt.current_version == "v0001"
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="ragtune"):
+        assert rt.rollback() == "v0001" and rt.current_version == "v0001"
+    assert any(f"trial {rep.trial['id']} ({rep.version}) dropped: rollback to v0001" in r.getMessage() for r in caplog.records)
     assert rt.trial() is None and rt.ws.read_version(rep.version).trial["state"] == "dropped"
+    assert rt.index([docs_jsonl]).trial_ended is None  # no trial live: nothing to say
     assert "rollback" in _events(rt, "trial_dropped")[-1]["reason"]
     rows = {v["name"]: v for v in rt.versions()}
     assert not any(v["trial_live"] for v in rows.values()) and [n for n, v in rows.items() if v["current"]] == ["v0001"]

@@ -40,6 +40,8 @@ def test_unknown_ids_raise_unknown_id_error_a_feedback_error_too(workspace: Ragt
         workspace.click("nope", "d1", feedback_id="x")
     with pytest.raises(FeedbackError, match="unknown doc id 'd404'"):
         workspace.rate(hits.query_id, "d404", 1)
+    with pytest.raises(UnknownIdError, match="unknown query id 'nope'"):  # both unknown: the query is named, not "not shown for query nope"
+        workspace.click("nope", "d404")
     assert isinstance(UnknownIdError("x"), LookupError)
     assert workspace.feedback.stats()["clicks"] == 0
 
