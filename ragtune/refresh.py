@@ -327,13 +327,17 @@ def _make_candidate(
         cand, cur_per, cand_per = _query_candidate(ws, config, serving, mined, oof, out)
         return cand, check("query", "loglik", cand_per, cur_per, config.gate, on="feedback, cross-fitted"), mined
     mined = mine(records, serving, config.mining, config.feedback)
+    held_out = len(mined.heldout)
     mined.heldout = [h for h in mined.heldout if normalize_query(h.query) not in trained]
     if len(mined.train) < MIN_PAIRS or not mined.heldout:
         return None
-    refused = refuse_untrained(tier, "ndcg@10", len(mined.heldout), config.gate, bar=bar)
+    # `feedback mine` counts every held-out query; say why the check has fewer
+    left_out = held_out - len(mined.heldout)
+    on = "held-out feedback" + (f" ({left_out} more held-out queries left out: the serving version trained on them)" if left_out else "")
+    refused = refuse_untrained(tier, "ndcg@10", len(mined.heldout), config.gate, on=on, bar=bar)
     if refused is None and not force:
         events = _feedback_events(mined.stats) or 0
-        refused = refuse_retrain(tier, "ndcg@10", len(mined.heldout), events, last_refused_events(ws, tier, serving.name, bar), bar=bar)
+        refused = refuse_retrain(tier, "ndcg@10", len(mined.heldout), events, last_refused_events(ws, tier, serving.name, bar), on=on, bar=bar)
     if refused is not None:
         return None, refused, mined
     cand = _doc_candidate(config, serving, mined, tier, out, progress)
@@ -341,7 +345,7 @@ def _make_candidate(
     emb = Embedder(cand.spec, ws.root, config.model.device, config.model.batch_size)
     cur = score_current(gs, serving)["per_query"]["ndcg@10"]
     new = score_candidate(gs, serving, emb, shares_documents=False)["per_query"]["ndcg@10"]
-    return cand, check(tier, "ndcg@10", new, cur, config.gate, on="held-out feedback", bar=bar), mined
+    return cand, check(tier, "ndcg@10", new, cur, config.gate, on=on, bar=bar), mined
 
 
 def _load_oof(ws: Workspace, serving: ServingVersion) -> dict[str, np.ndarray]:

@@ -327,6 +327,16 @@ def test_a_document_side_candidate_the_check_could_only_refuse_is_not_trained(wo
     assert rep.train_s == 0.0 and len(workspace.ws.list_versions()) == 1
 
 
+def test_a_document_side_check_says_which_held_out_queries_it_left_out(workspace):
+    """After a query tier is promoted, the queries it trained on cannot judge a LoRA candidate: the reason says how many were left out."""
+    play(workspace)
+    assert workspace.refresh(mode="query", trial=False).status == "promoted"
+    play(workspace, start=100)  # new queries, which the promoted tier never saw
+    rep = workspace.refresh(mode="lora", force=True)
+    assert rep.check is not None and rep.check.n > 0, rep.reason
+    assert "more held-out queries left out: the serving version trained on them" in rep.check.reason, rep.check.reason
+
+
 def test_after_a_refused_document_side_candidate_the_next_waits_for_twice_the_feedback(workspace):
     """A LoRA candidate the check refused is not retrained from little more feedback (minutes of
     training each); once the log holds twice the clicks, or by a forced refresh, it is."""
