@@ -434,13 +434,24 @@ class _RateCommand(click.Command):
     """Lets VALUE be ``-1`` (unknown options pass as arguments) yet names a misspelled option as one."""
 
     def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
-        known = {o for p in self.get_params(ctx) if isinstance(p, click.Option) for o in (*p.opts, *p.secondary_opts)}
+        import difflib
+        import re
+
+        options = [p for p in self.get_params(ctx) if isinstance(p, click.Option)]
+        known = {o for p in options for o in (*p.opts, *p.secondary_opts)}
+        takes_value = {o for p in options if not p.is_flag for o in p.opts}
+        value_next = False
         for arg in args:
             if arg == "--":
                 break
+            if value_next:  # the value of the option before it (`--feedback-id -abc`)
+                value_next = False
+                continue
             name = arg.split("=", 1)[0]
-            if arg.startswith("-") and arg not in ("-1", "+1") and name not in known:
-                raise click.NoSuchOption(name, ctx=ctx)
+            if name in takes_value and "=" not in arg:
+                value_next = True
+            elif arg.startswith("-") and not re.fullmatch(r"-\d+", arg) and name not in known and not ctx.resilient_parsing:
+                raise click.NoSuchOption(name, possibilities=difflib.get_close_matches(name, sorted(known)), ctx=ctx)
         return super().parse_args(ctx, args)
 
 

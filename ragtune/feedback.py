@@ -125,7 +125,8 @@ def new_query_id() -> str:
     return uuid.uuid4().hex[:16]
 
 
-#: Longest feedback id an event takes (characters), from Python, the CLI and HTTP alike.
+#: Longest feedback id a new event takes (characters), from Python, the CLI and HTTP alike;
+#: ``feedback import`` keeps what an exported log holds (ids recorded before the cap included).
 MAX_FEEDBACK_ID_CHARS = 200
 
 

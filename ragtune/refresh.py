@@ -329,12 +329,14 @@ def _make_candidate(
     mined = mine(records, serving, config.mining, config.feedback)
     held_out = len(mined.heldout)
     mined.heldout = [h for h in mined.heldout if normalize_query(h.query) not in trained]
-    if len(mined.train) < MIN_PAIRS or not mined.heldout:
-        return None
     # `feedback mine` counts every held-out query; say why the check has fewer
     left_out = held_out - len(mined.heldout)
-    on = "held-out feedback" + (f" ({left_out} more held-out queries left out: the serving version trained on them)" if left_out else "")
+    on = "held-out feedback" + (f" ({left_out} more held-out {'query' if left_out == 1 else 'queries'} left out: the serving version trained on them)" if left_out else "")
+    if len(mined.train) < MIN_PAIRS or not (mined.heldout or left_out):
+        return None
     refused = refuse_untrained(tier, "ndcg@10", len(mined.heldout), config.gate, on=on, bar=bar)
+    if refused is None and not mined.heldout:  # every held-out query left out, and the check is off: nothing to check on
+        return None
     if refused is None and not force:
         events = _feedback_events(mined.stats) or 0
         refused = refuse_retrain(tier, "ndcg@10", len(mined.heldout), events, last_refused_events(ws, tier, serving.name, bar), on=on, bar=bar)

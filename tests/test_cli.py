@@ -88,7 +88,11 @@ def test_user_mistakes_are_clean_errors(tmp_path, tiny_model, docs_jsonl):
     r = runner.invoke(main, ["-w", str(ws), "feedback", "rate", "q", "d1", "--vlaue", "1"])
     assert r.exit_code == 2 and "No such option '--vlaue'" in r.output  # not "invalid VALUE"
     r = runner.invoke(main, ["-w", str(ws), "feedback", "rate", "q", "d1", "up", "--jsn"])
-    assert r.exit_code == 2 and "No such option '--jsn'" in r.output
+    assert r.exit_code == 2 and "No such option '--jsn'" in r.output and "Did you mean '--json'?" in r.output
+    r = runner.invoke(main, ["-w", str(ws), "feedback", "rate", "q", "d1", "up", "--feedback-id", "-abc"])
+    assert r.exit_code == 1 and "unknown query id 'q'" in r.output  # an option's value may start with '-'
+    r = runner.invoke(main, ["-w", str(ws), "feedback", "rate", "q", "d1", "-2"])
+    assert r.exit_code == 2 and "'-2' is not one of" in r.output  # a number is a bad VALUE, not an option
     # the index still answers
     assert _run(["query", "reset", "--no-log"], ws).exit_code == 0
 

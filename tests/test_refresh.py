@@ -331,6 +331,9 @@ def test_a_document_side_check_says_which_held_out_queries_it_left_out(workspace
     """After a query tier is promoted, the queries it trained on cannot judge a LoRA candidate: the reason says how many were left out."""
     play(workspace)
     assert workspace.refresh(mode="query", trial=False).status == "promoted"
+    rep = workspace.refresh(mode="lora", force=True)  # every held-out query was trained on: none left to check on
+    assert rep.status == "refused" and rep.check is not None and rep.check.n == 0, rep.reason
+    assert "lora: not trained: 0 queries of held-out feedback (" in rep.check.reason and "left out: the serving version trained on them" in rep.check.reason
     play(workspace, start=100)  # new queries, which the promoted tier never saw
     rep = workspace.refresh(mode="lora", force=True)
     assert rep.check is not None and rep.check.n > 0, rep.reason

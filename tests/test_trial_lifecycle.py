@@ -136,10 +136,12 @@ def test_index_ends_a_live_trial_and_so_does_rollback(live, docs_jsonl, tmp_path
         assert rt.rollback() == "v0001" and rt.current_version == "v0001"
     assert any(f"trial {rep.trial['id']} ({rep.version}) dropped: rollback to v0001" in r.getMessage() for r in caplog.records)
     assert rt.trial() is None and rt.ws.read_version(rep.version).trial["state"] == "dropped"
-    assert rt.index([docs_jsonl]).trial_ended is None  # no trial live: nothing to say
     assert "rollback" in _events(rt, "trial_dropped")[-1]["reason"]
     rows = {v["name"]: v for v in rt.versions()}
     assert not any(v["trial_live"] for v in rows.values()) and [n for n, v in rows.items() if v["current"]] == ["v0001"]
+    extra.write_text(json.dumps({"id": "extra-2", "text": "another new document about modems"}) + "\n")
+    again = rt.index([docs_jsonl, extra])
+    assert again.written and again.trial_ended is None  # a new version with no trial live: nothing to say
 
 
 def test_a_trial_whose_baseline_changed_behind_its_back_is_dropped(live):
