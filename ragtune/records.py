@@ -19,7 +19,7 @@ class Hit:
 
     Attributes:
         doc_id: The document id.
-        score: Cosine similarity to the query (under the ranking that contributed the hit).
+        score: Cosine similarity to the query under the serving version (also in an interleaved trial list, so scores need not fall down such a list: they do not tell the teams apart).
         rank: 1-based rank as shown.
         text: Document text.
         title: Document title ('' if none).
