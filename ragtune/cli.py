@@ -323,6 +323,8 @@ def query(ctx: click.Context, text: str, k: int, log: bool, as_json: bool) -> No
         return
     if hits.query_id:
         click.echo(f"query id: {hits.query_id}   (record a click: ragtune feedback click {hits.query_id} DOC_ID)")
+    if hits.trial:  # scores are the serving version's, so they need not fall down an interleaved list
+        click.echo(f"trial {hits.trial}: {hits.version}'s ranking interleaved with the trial's (`ragtune trial` for its standing)")
     for h in hits:
         snippet = " ".join(((h.title + ": " + h.text) if h.title else h.text).split())[:110]
         click.echo(f"{h.rank:>3}. {h.score:.3f}  {h.doc_id}  {snippet}")
@@ -400,6 +402,17 @@ def _id_argument(ctx: click.Context, param: click.Parameter, value: str) -> str:
     return value
 
 
+def _feedback_id_option(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    """A usage error (exit 2) like the command's other bad values; the library checks the same for Python callers."""
+    from ragtune.feedback import MAX_FEEDBACK_ID_CHARS
+
+    if value is not None and not value.strip():
+        raise click.BadParameter(f"must not be empty, got {value!r}")
+    if value is not None and len(value) > MAX_FEEDBACK_ID_CHARS:
+        raise click.BadParameter(f"must be at most {MAX_FEEDBACK_ID_CHARS} characters (e.g. a UUID), got {len(value)}: {value[:40]!r}...")
+    return value
+
+
 _FEEDBACK_ID_HELP = "Your id for this event (e.g. a UUID): recording it again is a no-op (printed as a duplicate), so a retry never counts twice."
 
 
@@ -421,7 +434,7 @@ def _echo_feedback(as_json: bool, kind: str, label: str, recorded: bool, query_i
 @click.argument("query_id", callback=_id_argument)
 @click.argument("doc_id", callback=_id_argument)
 @click.option("--dwell", type=float, default=None, callback=_dwell_option, help="Seconds spent on the document (a number >= 0).")
-@click.option("--feedback-id", default=None, help=_FEEDBACK_ID_HELP)
+@click.option("--feedback-id", default=None, callback=_feedback_id_option, help=_FEEDBACK_ID_HELP)
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @click.pass_context
 def click_(ctx: click.Context, query_id: str, doc_id: str, dwell: float | None, feedback_id: str | None, as_json: bool) -> None:
@@ -459,7 +472,7 @@ class _RateCommand(click.Command):
 @click.argument("query_id", callback=_id_argument)
 @click.argument("doc_id", callback=_id_argument)
 @click.argument("value", type=click.Choice(["up", "down", "+1", "-1", "1"]))
-@click.option("--feedback-id", default=None, help=_FEEDBACK_ID_HELP)
+@click.option("--feedback-id", default=None, callback=_feedback_id_option, help=_FEEDBACK_ID_HELP)
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @click.pass_context
 def rate(ctx: click.Context, query_id: str, doc_id: str, value: str, feedback_id: str | None, as_json: bool) -> None:

@@ -427,7 +427,8 @@ class RefreshConfig:
     """When to refresh.
 
     Attributes:
-        min_new_events: Clicks/ratings needed since the last refresh before a refresh trains.
+        min_new_events: Clicks/ratings needed since the last refresh that read the feedback (trained a
+            candidate or found too little to train on) before a refresh trains again.
     """
 
     min_new_events: int = 50
@@ -555,7 +556,10 @@ class RagtuneConfig:
             raise ConfigError(f"config file {path} does not exist") from exc
         except json.JSONDecodeError as exc:
             raise ConfigError(f"config file {path} is not valid JSON: {exc}") from exc
-        return cls.from_dict(data)
+        try:
+            return cls.from_dict(data)
+        except ConfigError as exc:  # name the file to fix: the message alone reads as if a flag were wrong
+            raise ConfigError(f"config file {path}: {exc}") from None
 
 
 def replace(obj: Any, **changes: Any) -> Any:

@@ -858,8 +858,11 @@ class FeedbackLog:
             An :class:`ImportReport`: what was added, and what was already present.
 
         Raises:
-            InputError: naming ``file:line`` (and the field) for a malformed line, an unknown doc id or
-                query id, a directory or a missing file; nothing of the file is imported then.
+            InputError: naming ``file:line`` (and the field) for a malformed line, an unknown query id,
+                a click or rating on a doc neither in the current index nor shown by its search (a
+                shown doc removed from the index since keeps its feedback, as live feedback does), a
+                triplet's doc not in the index, a file none of whose doc ids is in the index, a
+                directory or a missing file; nothing of the file is imported then.
             FeedbackLogError: the log cannot be written.
         """
         path = Path(path)
@@ -878,7 +881,11 @@ class FeedbackLog:
         seen_events: set[tuple[str, str, str, float]] = set()
         file_fids: dict[str, tuple[str, str, str, float | int | None]] = {}  # feedback id -> content, of this file
         triplet_seen: dict[str, int] = {}
-        doc_refs: list[tuple[int, str]] = []
+        # (line, doc id, how it may be vouched for): "shown" an impression (what a search showed stays
+        # history after the doc leaves the index), a query id for a click/rating (in the index, or shown
+        # by that search, as for live feedback), None for a triplet (in the index)
+        doc_refs: list[tuple[int, str, str | None]] = []
+        file_shown: dict[str, set[str]] = {}
         report = ImportReport(str(path))
         any_event = False
         conn = self._connect()
@@ -951,7 +958,8 @@ class FeedbackLog:
                     continue
                 ts = time.time() if ts is None else ts
                 file_queries[qid] = (lineno, ts)
-                doc_refs += [(lineno, im.doc_id) for im in parsed]
+                doc_refs += [(lineno, im.doc_id, "shown") for im in parsed]
+                file_shown[qid] = {im.doc_id for im in parsed}
                 # a search's "trial" is not imported: imported events must never count in a live trial
                 ops.append(("query", (qid, text, parsed, version, ts, "import", randomized, None, *runs)))
                 report.queries += 1
@@ -1000,7 +1008,7 @@ class FeedbackLog:
                         report.present_ratings += 1
                     continue
                 seen_events.add(key)
-                doc_refs.append((lineno, doc_id))
+                doc_refs.append((lineno, doc_id, qid))
                 if kind == "click":
                     ops.append(("click", (qid, doc_id, ts, None if dwell is None else float(dwell), fid)))
                     report.clicks += 1
@@ -1039,7 +1047,7 @@ class FeedbackLog:
                     report.present_queries += 1
                     report.present_ratings += n_ratings
                     continue
-                doc_refs += refs
+                doc_refs += [(ln, d, None) for ln, d in refs]
                 now = time.time()
                 imps = [Impression(d, r) for r, d in enumerate([ids.get("positive"), ids.get("negative")], 1) if d]
                 ops.append(("query", (qid, query, imps, None, now, "triplet", False, None)))
@@ -1054,10 +1062,17 @@ class FeedbackLog:
                 )
         if not any_event:
             raise InputError(f"{path}: no events found (an empty file)")
-        known = doc_exists(sorted({d for _, d in doc_refs}))
-        for lineno, doc_id in doc_refs:
-            if doc_id not in known:
-                raise InputError(f"{path}:{lineno}: unknown doc id {doc_id!r} (not in the current index)")
+        known = doc_exists(sorted({d for _, d, _ in doc_refs}))
+        for lineno, doc_id, via in doc_refs:
+            if doc_id in known or via == "shown":
+                continue
+            if via is not None and (doc_id in file_shown.get(via, ()) or conn.execute("SELECT 1 FROM impressions WHERE qid = ? AND doc_id = ?", (via, doc_id)).fetchone()):
+                continue  # shown by its search: a doc removed from the index since keeps its feedback, as live feedback does
+            shown = f" and was not shown by search {via!r}" if via is not None else ""
+            raise InputError(f"{path}:{lineno}: unknown doc id {doc_id!r} (not in the current index{shown})")
+        if doc_refs and not known:  # every line vouched for by the file's own impressions: still the wrong corpus
+            n = len({d for _, d, _ in doc_refs})
+            raise InputError(f"{path}: none of its {n} doc ids is in the current index (feedback for another corpus or workspace?); nothing imported")
         if ops:
             with self._tx() as tx:
                 for kind, args in ops:

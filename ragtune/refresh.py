@@ -99,7 +99,8 @@ class RefreshReport:
         mode: The refresh mode.
         current: The serving version when the refresh started deciding (after a settled trial).
         version: The version made (the trial version, or the promoted one).
-        new_events: Clicks and ratings since the last refresh that trained.
+        new_events: Clicks and ratings since the last refresh that read the feedback (one that trained a
+            candidate, or found too little to train on: the same feedback is not read twice for nothing).
         mined: Mining counts.
         check: The offline check of the candidate (``auto``: of the tier tried last).
         checks: Every tier's offline check (``auto`` has two when the query tier was not worth a trial).

@@ -188,7 +188,10 @@ def test_feedback_click_and_rate_take_a_feedback_id_and_say_duplicate(tmp_path, 
     r = CliRunner().invoke(main, ["-w", str(ws), "feedback", "rate", qid, doc, "up", "--feedback-id", "evt-1"])
     assert r.exit_code == 1 and "feedback id 'evt-1' is already recorded as a click" in r.output
     r = CliRunner().invoke(main, ["-w", str(ws), "feedback", "click", qid, doc, "--feedback-id", " "])
-    assert r.exit_code == 1 and "--feedback-id must be a non-empty string" in r.output
+    assert r.exit_code == 2 and "Invalid value for '--feedback-id': must not be empty" in r.output  # a usage error, as a bad --dwell
+    r = CliRunner().invoke(main, ["-w", str(ws), "feedback", "rate", qid, doc, "up", "--feedback-id", "x" * 201])
+    assert r.exit_code == 2 and "must be at most 200 characters" in r.output
+    assert json.loads(_run(["feedback", "stats", "--json"], ws).output)["clicks"] == 1  # nothing recorded
 
 
 def test_common_slips_get_a_pointer_to_the_right_command_line(tmp_path):

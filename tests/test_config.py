@@ -55,6 +55,11 @@ def test_unknown_keys_rejected(tmp_path):
     (tmp_path / "c.json").write_text(json.dumps({"model": {"nmae": "x"}}))
     with pytest.raises(ConfigError, match="nmae"):
         RagtuneConfig.load(tmp_path / "c.json")
+    with pytest.raises(ConfigError, match=r"config file .*c\.json: unknown key"):  # names the file to fix
+        RagtuneConfig.load(tmp_path / "c.json")
+    (tmp_path / "e.json").write_text(json.dumps({"trial": {"share": 2}}))
+    with pytest.raises(ConfigError, match=r"config file .*e\.json: trial\.share must be"):
+        RagtuneConfig.load(tmp_path / "e.json")
     (tmp_path / "d.json").write_text("{not json")
     with pytest.raises(ConfigError, match="not valid JSON"):
         RagtuneConfig.load(tmp_path / "d.json")

@@ -81,6 +81,36 @@ def test_export_import_round_trip(workspace, tmp_path):
     assert log.stats()["queries"] == 1 and log.stats()["clicks"] == 1
 
 
+def test_an_export_imports_into_a_workspace_whose_index_lost_a_clicked_doc(workspace, docs_jsonl, tmp_path):
+    """Import follows live feedback's rule: a doc the search showed keeps its feedback after it left the index."""
+    from ragtune import Ragtune
+
+    hits = workspace.search("reset", k=3)
+    gone = hits[0].doc_id
+    workspace.click(hits.query_id, gone)
+    workspace.rate(hits.query_id, hits[1].doc_id, 1)
+    path = tmp_path / "events.jsonl"
+    path.write_text("".join(json.dumps(e) + "\n" for e in workspace.feedback.export_events()))
+    rows = [json.loads(line) for line in docs_jsonl.read_text().splitlines()]
+    docs_jsonl.write_text("".join(json.dumps(r) + "\n" for r in rows if r["id"] != gone))
+    fresh = Ragtune.init(tmp_path / "fresh", workspace.config, progress=False)
+    fresh.index([docs_jsonl])
+    report = fresh.import_feedback(path)
+    assert (report.queries, report.clicks, report.ratings) == (1, 1, 1)
+    # a click on a doc neither in the index nor shown by its search is still refused, naming the line
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text(json.dumps({"type": "click", "query_id": hits.query_id, "doc_id": "d-never"}) + "\n")
+    with pytest.raises(InputError, match=f"bad.jsonl:1: unknown doc id 'd-never' .*not shown by search '{hits.query_id}'"):
+        fresh.import_feedback(bad)
+    # feedback for another corpus: no doc id of the file is in the index
+    other = tmp_path / "other.jsonl"
+    other.write_text(json.dumps({"type": "query", "query_id": "x1", "text": "t", "impressions": [{"doc_id": "o1", "rank": 1}]}) + "\n"
+                     + json.dumps({"type": "click", "query_id": "x1", "doc_id": "o1"}) + "\n")  # fmt: skip
+    with pytest.raises(InputError, match="none of its 1 doc ids is in the current index"):
+        fresh.import_feedback(other)
+    assert fresh.feedback.stats()["queries"] == 1
+
+
 def test_export_import_keeps_randomisation(tmp_path):
     log = FeedbackLog(tmp_path / "a.sqlite")
     q = log.log_query("swap", [Impression("d3", 1, 0.2, orig_rank=3), Impression("d2", 2, 0.4), Impression("d1", 3, 0.5, orig_rank=1)], randomized=True)

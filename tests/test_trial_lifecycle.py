@@ -173,6 +173,7 @@ def test_cli_trial_and_refresh_no_trial(live):
     out = cli("trial")
     assert out.startswith(f"trial {trial['id']}: v0002 vs v0001 (query tier, 100% of searches)") and "undecided" in out
     assert f"trial {trial['id']}" in cli("status")
+    assert f"trial {trial['id']}: v0001's ranking interleaved with the trial's" in cli("query", "router question 0")
     assert "~ v0002" in cli("versions") and "trial live" in cli("versions")
     assert json.loads(cli("trial", "decide", "--json"))["verdict"] == "continue"  # nothing to act on yet
     n = play_trial(rt, 25, "trial")["clicks"]
