@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import shutil
 import time
 import uuid
@@ -17,7 +18,7 @@ from ragtune.config import RagtuneConfig
 from ragtune.corpus import Document, is_beir_dir, load_beir_corpus, load_sources, source_list
 from ragtune.embedder import Embedder, ModelSpec
 from ragtune.engines import encode_corpus
-from ragtune.errors import FeedbackLogError, InputError, RagtuneError, UnknownIdError, WorkspaceError
+from ragtune.errors import FeedbackLogError, InputError, RagtuneError, RefreshLockedError, UnknownIdError, WorkspaceError
 from ragtune.faults import checkpoint
 from ragtune.feedback import FeedbackLog, ImportReport, validate_click, validate_rating
 from ragtune.indexing import (
@@ -681,19 +682,33 @@ class Ragtune:
         return [{**v.to_dict(), "current": v.name == cur, "trial_live": v.name == live, "never_served": v.name not in served} for v in self.ws.list_versions()]
 
     def rollback(self, version: str | None = None) -> str:
-        """Make ``version`` (default: the current one's parent) current, instantly; a live trial is then dropped."""
+        """Make ``version`` (default: the current one's parent) current, instantly; a live trial is then dropped.
+
+        Raises:
+            RefreshLockedError: a refresh or index run holds the workspace; the message names its pid
+                (stopping it leaves the serving version as it was).
+            WorkspaceError: ``version`` does not exist, or there is no earlier version.
+        """
+        try:
+            with self.ws.lock("rollback"):
+                return self._rollback_locked(version)
+        except RefreshLockedError as exc:  # the operator's lever must say how to pull it now
+            found = re.search(r"pid (\d+)", str(exc))
+            stop = f"kill {found.group(1)}" if found else "stop it"
+            raise RefreshLockedError(f"{exc}; to roll back now, {stop} first: a stopped refresh or index leaves the serving version as it was") from None
+
+    def _rollback_locked(self, version: str | None) -> str:
         from ragtune.recovery import recover
 
-        with self.ws.lock("rollback"):
-            recover(self.ws, self.feedback, self.config.trial)
-            try:
-                previous = self.ws.current_version()
-            except WorkspaceError:  # a corrupt CURRENT: naming a version rewrites it
-                previous = None
-            name = self.ws.rollback(version)  # validates before anything changes
-            self.ws.append_log({"event": "rolled_back", "version": name, "previous": previous})
-            self._end_trial(f"rollback to {name}", announce=True)
-            return name
+        recover(self.ws, self.feedback, self.config.trial)
+        try:
+            previous = self.ws.current_version()
+        except WorkspaceError:  # a corrupt CURRENT: naming a version rewrites it
+            previous = None
+        name = self.ws.rollback(version)  # validates before anything changes
+        self.ws.append_log({"event": "rolled_back", "version": name, "previous": previous})
+        self._end_trial(f"rollback to {name}", announce=True)
+        return name
 
     def doctor(self, *, repair: bool = False) -> DoctorReport:
         """Check the workspace and, with ``repair``, fix what can be fixed safely; see :mod:`ragtune.doctor`."""

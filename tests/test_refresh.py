@@ -400,6 +400,8 @@ def test_second_refresh_is_locked_out(workspace):
         workspace.refresh(mode="query")
     with workspace.ws.lock("index"), pytest.raises(RefreshLockedError, match="locked by index"):
         workspace.decide_trial()
+    with workspace.ws.lock("refresh"), pytest.raises(RefreshLockedError, match=rf"locked by refresh \(pid {os.getpid()}.*to roll back now, kill {os.getpid()} first"):
+        workspace.rollback()  # the operator's lever says how to pull it during a long refresh
     assert workspace.refresh(mode="query").status == "trial_started"
 
 
