@@ -33,11 +33,15 @@ Outcome = str  # "win" (the trial's team has more credited clicks), "loss", "tie
 def team_draft(serving: Sequence[str], trial: Sequence[str], k: int, rng: random.Random, *, common_prefix: bool = True) -> list[tuple[str, str]]:
     """Interleave two rankings of document ids into at most ``k`` ``(doc_id, team)`` pairs.
 
-    The rankings' common prefix comes first, as team :data:`SHARED`. After it, each team's documents
-    appear in the order of its own ranking, and at every prefix of the result the two teams' pick
-    counts differ by at most one. When one ranking runs out, the other team evens the counts and then
-    fills the rest of the list as :data:`SHARED` too, so that a longer ranking wins nothing by being
-    longer.
+    The rankings' common prefix comes first, as team :data:`SHARED`. After it, as many positions as
+    the shorter ranking has left are drafted: the team with fewer picks so far picks next (a coin
+    flip breaks a tie), taking its highest-ranked document not already picked, so each team's
+    documents appear in the order of its own ranking and at every prefix the two teams' pick counts
+    differ by at most one. That many picks are always possible whatever the coins say, so which
+    positions are drafted never depends on the coins, and a click that depends only on positions
+    (however many per search) credits either team with the same probability. The rest of the list,
+    when the rankings hold more documents between them, is filled as :data:`SHARED` (the serving
+    ranking's remaining documents first): a longer ranking wins nothing by being longer.
 
     Args:
         serving: The serving version's ranking (best first), without duplicates.
@@ -51,7 +55,7 @@ def team_draft(serving: Sequence[str], trial: Sequence[str], k: int, rng: random
     picked: set[str] = set()
     heads = {SERVING: 0, TRIAL: 0}
     lists = {SERVING: serving, TRIAL: trial}
-    count = {SERVING: 0, TRIAL: 0, SHARED: 0}
+    count = {SERVING: 0, TRIAL: 0}
 
     def next_of(team: str) -> str | None:
         lst, i = lists[team], heads[team]
@@ -63,22 +67,26 @@ def team_draft(serving: Sequence[str], trial: Sequence[str], k: int, rng: random
     while common_prefix and len(out) < min(k, len(serving), len(trial)) and serving[len(out)] == trial[len(out)]:
         out.append((serving[len(out)], SHARED))
         picked.add(out[-1][0])
-    while len(out) < k:
-        a, b = next_of(SERVING), next_of(TRIAL)
-        if a is None and b is None:
-            break
-        if a is None or b is None:  # one ranking ran out: the other evens the pick counts, then fills the
-            out_team, other = (SERVING, TRIAL) if a is None else (TRIAL, SERVING)  # list crediting nobody (a longer
-            team = other if count[other] < count[out_team] else SHARED  # list must not win clicks for being longer)
-        elif count[SERVING] != count[TRIAL]:
+    # after d drafted picks each ranking has lost at most d of its documents, so each can make pick
+    # d + 1 while d < its length past the prefix: the drafted positions are the same for any coins
+    drafted = min(len(serving), len(trial)) - len(out)
+    while len(out) < k and drafted > 0:
+        if count[SERVING] != count[TRIAL]:
             team = SERVING if count[SERVING] < count[TRIAL] else TRIAL
         else:
             team = SERVING if rng.random() < 0.5 else TRIAL
-        doc = (a if a is not None else b) if team == SHARED else (a if team == SERVING else b)
-        assert doc is not None
+        doc = next_of(team)
+        assert doc is not None  # guaranteed by the bound above
         out.append((doc, team))
         picked.add(doc)
         count[team] += 1
+        drafted -= 1
+    while len(out) < k:  # the rest credits nobody
+        doc = next_of(SERVING) or next_of(TRIAL)
+        if doc is None:
+            break
+        out.append((doc, SHARED))
+        picked.add(doc)
     return out
 
 

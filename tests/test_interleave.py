@@ -66,48 +66,42 @@ def test_team_draft_properties_over_random_rankings(seed, common_prefix):
             assert all(d in ranking for d in mine), "a team only places its own ranking's docs"
             pos = [ranking.index(d) for d in mine]
             assert pos == sorted(pos), "each team's docs appear in the order of its ranking"
-        # a team picks its highest-ranked document not already picked
+        # as many positions as the shorter ranking has past the prefix are drafted: a team picks its
+        # highest-ranked document not already picked, fewer picks first (ties: the coin); the rest is shared
+        drafted = min(k, len(a), len(b)) - n_shared if n_shared <= min(len(a), len(b)) else 0
         picked = set(docs[:n_shared])
         count = {SERVING: 0, TRIAL: 0}
         for i, (d, team) in enumerate(out[n_shared:], n_shared):
-            left = {SERVING: [x for x in a if x not in picked], TRIAL: [x for x in b if x not in picked]}
-            if team == SHARED:  # after the prefix, only once one ranking ran out and the counts are even
-                assert not left[SERVING] or not left[TRIAL], f"position {i}: shared while both rankings could pick"
-                assert d == (left[SERVING] or left[TRIAL])[0]
-                out_team = SERVING if not left[SERVING] else TRIAL
-                assert count[SERVING if out_team == TRIAL else TRIAL] >= count[out_team]
+            if i >= n_shared + drafted:
+                assert team == SHARED, f"position {i}: drafted past the shorter ranking's length"
+                assert d == next(x for x in [*a, *b] if x not in picked), "the fill takes the serving ranking's remaining docs first"
                 picked.add(d)
                 continue
-            if not (left[SERVING] and left[TRIAL]):  # the other ranking ran out: this team only evens the counts
-                assert count[team] < count[TRIAL if team == SERVING else SERVING], f"position {i}: a team picked past even"
+            assert team in (SERVING, TRIAL), f"position {i}: not drafted within the shorter ranking's length"
             ranking = a if team == SERVING else b
             assert d == next(x for x in ranking if x not in picked)
             other = TRIAL if team == SERVING else SERVING
-            if any(x not in picked for x in (b if team == SERVING else a)):  # both can pick: fewer picks goes (ties: the coin)
-                assert count[team] <= count[other], f"position {i}: {team} picked with more picks than {other}"
+            assert count[team] <= count[other], f"position {i}: {team} picked with more picks than {other}"
             picked.add(d)
             count[team] += 1
-            if any(x not in picked for x in a) and any(x not in picked for x in b):
-                assert abs(count[SERVING] - count[TRIAL]) <= 1
         if k >= len(union):
             assert set(docs) == union  # the list runs until both rankings are used up
         # the serving ranking's top half of the shown length is always shown
         assert set(a[: len(out) // 2]) <= set(docs)
 
 
-def test_a_team_that_runs_out_leaves_the_rest_to_the_other_crediting_nobody():
+def test_the_shorter_rankings_length_is_drafted_and_the_rest_credits_nobody():
     for seed in range(20):
         out = team_draft(["a"], ["b", "c", "d", "e"], 10, random.Random(seed))
-        assert [d for d, t in out if t == SERVING] == ["a"]
-        assert [d for d, t in out if t == TRIAL] == ["b"]  # one pick each, then the longer list fills
-        assert [(d, t) for d, t in out[2:]] == [("c", SHARED), ("d", SHARED), ("e", SHARED)]
+        assert out[0] in (("a", SERVING), ("b", TRIAL))  # one position drafted: the coin's
+        assert [t for _, t in out[1:]] == [SHARED] * 4 and {d for d, _ in out} == set("abcde")
     # a bot that clicks everything, or always the last result, wins nothing by a longer list
     wins = {"win": 0, "loss": 0, "tie": 0, "none": 0}
     rng = random.Random(3)
     for _ in range(2000):
         out = team_draft(["p", "q"], list("cdefgh"), 6, rng)
-        wins[credit(dict(out), [d for d, _ in out])] += 1
         wins[credit(dict(out), [out[-1][0]])] += 1
+        wins[credit(dict(out), [d for d, _ in out][2:])] += 1
     assert wins["win"] == wins["loss"] == 0
     # equal rankings: all shared; plain team-draft alternates the teams down the shared list
     assert team_draft(list("abcd"), list("abcd"), 4, random.Random(1)) == [(d, SHARED) for d in "abcd"]
@@ -126,7 +120,7 @@ def test_rank_one_comes_from_each_team_about_half_the_time():
     first = {SERVING: 0, TRIAL: 0}
     three = {SERVING: 0, TRIAL: 0}  # which team gets the extra pick of an odd-length list
     for _ in range(n):
-        out = team_draft(["s1", "s2", "s3", "x"], ["t1", "x", "t2", "t3"], 5, rng)
+        out = team_draft(["s1", "s2", "s3", "x", "s4"], ["t1", "x", "t2", "t3", "t4"], 5, rng)
         first[out[0][1]] += 1
         teams = [t for _, t in out]
         three[SERVING if teams.count(SERVING) == 3 else TRIAL] += 1
@@ -137,18 +131,54 @@ def test_rank_one_comes_from_each_team_about_half_the_time():
     assert team_draft(list("abc"), list("cba"), 3, random.Random(5)) == team_draft(list("abc"), list("cba"), 3, random.Random(5))
 
 
+class _Coins(random.Random):
+    """Plays a fixed sequence of coin flips (``random()`` below or above one half)."""
+
+    def __init__(self, bits: tuple[int, ...]) -> None:
+        super().__init__(0)
+        self.bits = iter(bits)
+
+    def random(self) -> float:
+        return 0.25 if next(self.bits) else 0.75
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_clicks_that_depend_only_on_positions_credit_both_teams_alike_exactly(seed):
+    """Over every sequence of coin flips, any set of clicked positions wins as often as it loses.
+
+    Exact, not sampled: rankings of different lengths and contents (where a ranking runs short of
+    unpicked documents mid-draft), any k; clicks on one or several positions.
+    """
+    import itertools
+
+    rng = random.Random(seed)
+    for _ in range(60):
+        pool = [f"d{i}" for i in range(7)]
+        a = rng.sample(pool, rng.randint(1, 5))
+        b = rng.sample(pool, rng.randint(1, 5))
+        k = rng.randint(1, 6)
+        lists = [team_draft(a, b, k, _Coins(bits)) for bits in itertools.product((0, 1), repeat=k)]
+        for size in range(1, k + 1):
+            for clicked in itertools.combinations(range(k), size):
+                tally = {"win": 0, "loss": 0, "tie": 0, "none": 0}
+                for out in lists:
+                    tally[credit(dict(out), [out[i][0] for i in clicked if i < len(out)])] += 1
+                assert tally["win"] == tally["loss"], (a, b, k, clicked, tally)
+
+
 def test_a_document_both_rank_first_is_shared_or_drafted():
     """Both rankings put x first: shown first, credited to neither; plain team-draft gives it to the coin's winner."""
     seen = set()
     for seed in range(40):
         out = dict(team_draft(["x", "s"], ["x", "t"], 3, random.Random(seed)))
-        assert out == {"x": SHARED, "s": SERVING, "t": TRIAL}
+        assert out["x"] == SHARED and sorted([out["s"], out["t"]]) in ([SERVING, SHARED], [SHARED, TRIAL])  # one position left to draft
+        assert dict(team_draft(["x", "s", "u"], ["x", "t", "v"], 3, random.Random(seed))) == {"x": SHARED, "s": SERVING, "t": TRIAL}
         plain = dict(team_draft(["x", "s"], ["x", "t"], 3, random.Random(seed), common_prefix=False))
         assert set(plain) == {"x", "s", "t"} and plain["s"] in (SERVING, SHARED) and plain["t"] in (TRIAL, SHARED)
         seen.add(plain["x"])
     assert seen == {SERVING, TRIAL}
     # agreement further down is not a prefix: drafted as usual
-    out = dict(team_draft(["s", "x"], ["t", "x"], 3, random.Random(0)))
+    out = dict(team_draft(["s", "x", "u"], ["t", "x", "v"], 3, random.Random(0)))
     assert SHARED not in out.values()
 
 
