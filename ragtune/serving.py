@@ -12,6 +12,7 @@ answered by the serving version alone, and the problem is logged once.
 from __future__ import annotations
 
 import logging
+import os
 import random
 import threading
 
@@ -140,7 +141,18 @@ class Server:
         self._trial_token: tuple[int, int] | None = None
         self._trial_failed: set[str] = set()
         self._trial_loading = False
+        #: The coins of interleaving and of the RandPair intervention (seed it for reproducible runs).
         self.rng = random.Random()
+        self._rng_pid = os.getpid()
+
+    def _coins(self) -> random.Random:
+        """:attr:`rng`, fresh in a process forked from the one that made it (gunicorn ``--preload``, a
+        multiprocessing pool): a copied generator would flip the same coins in every worker, so one
+        flip would decide many searches of a trial at once."""
+        pid = os.getpid()
+        if pid != self._rng_pid:
+            self.rng, self._rng_pid = random.Random(), pid
+        return self.rng
 
     def current(self) -> ServingVersion:
         """The loaded current version, reloaded when another process swapped ``CURRENT``."""
@@ -236,9 +248,10 @@ class Server:
         serving = self.current()
         raw = serving.embedder.encode_raw_queries([query])
         qv = serving.embedder.transform_queries(raw)[0]
+        coins = self._coins()
         if log is not None:
             live = self.trial()
-            if live is not None and live[0].baseline == serving.name and live[1].name != serving.name and self.rng.random() < live[0].share:
+            if live is not None and live[0].baseline == serving.name and live[1].name != serving.name and coins.random() < live[0].share:
                 try:
                     return self._interleaved(query, raw, qv, k, serving, live, log, run_id=run_id, trace_id=trace_id)
                 except Exception as exc:  # a trial must never break search
@@ -250,9 +263,9 @@ class Server:
         orig_ranks = list(range(1, len(ids) + 1))
         randomized = False
         prob = self.config.feedback.randomize_prob
-        if log is not None and prob > 0 and len(ids) > 1 and self.rng.random() < prob:
+        if log is not None and prob > 0 and len(ids) > 1 and coins.random() < prob:
             # RandPair intervention: swap rank 1 with a random rank in 2..5 (lets the log estimate propensities)
-            j = self.rng.randrange(1, min(5, len(ids)))
+            j = coins.randrange(1, min(5, len(ids)))
             ids[0], ids[j] = ids[j], ids[0]
             scores[0], scores[j] = scores[j], scores[0]
             orig_ranks[0], orig_ranks[j] = orig_ranks[j], orig_ranks[0]
@@ -275,7 +288,7 @@ class Server:
         tv = (trial.embedder.transform_queries(raw) if same_model else trial.embedder.encode_queries([query]))[0]
         b_ids, _ = trial.ranking(tv, k)
         n = min(len(a_ids), len(b_ids))  # equal lengths: a ranking that returns more cannot win by it
-        merged = team_draft(a_ids[:n], b_ids[:n], k, self.rng)
+        merged = team_draft(a_ids[:n], b_ids[:n], k, self._coins())
         # every hit is scored by the serving model, so the scores an app sees (and may threshold or
         # re-rank by) do not tell the teams apart
         ids = [d for d, _ in merged]

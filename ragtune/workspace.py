@@ -603,9 +603,26 @@ class Workspace:
             data = json.loads(self.trial_path.read_text(encoding="utf-8"))
         except FileNotFoundError:
             return None
-        except json.JSONDecodeError as exc:
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
             raise WorkspaceError(f"{self.trial_path} is corrupt ({exc}); `ragtune trial stop` removes it") from exc
-        return data if isinstance(data, dict) else None
+        except OSError as exc:
+            raise WorkspaceError(f"{self.trial_path} cannot be read ({exc.strerror or exc}); check its permissions") from exc
+        # a hand edit or another program's file: searches must not trip over it, so its shape is checked here
+        problem = None
+        if not isinstance(data, dict):
+            problem = f"a JSON object expected, got {type(data).__name__}"
+        else:
+            missing = [k for k in ("id", "version", "baseline", "tier") if not isinstance(data.get(k), str) or not data.get(k)]
+            share = data.get("share")
+            if missing:
+                problem = f"no {', '.join(missing)}"
+            elif isinstance(share, bool) or not isinstance(share, (int, float)) or not 0 < share <= 1:
+                problem = f"share must be a number in (0, 1], got {share!r}"
+            elif not all(isinstance(data.get(k, {}), dict) for k in ("check", "test")):
+                problem = "check and test must be objects"
+        if problem is not None:
+            raise WorkspaceError(f"{self.trial_path} is corrupt ({problem}); `ragtune trial stop` removes it")
+        return data
 
     def trial_token(self) -> tuple[int, int]:
         """A cheap token that changes whenever ``TRIAL`` is written or removed."""

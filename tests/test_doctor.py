@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import json
 
+import pytest
 from click.testing import CliRunner
 
-from ragtune import Ragtune
+from ragtune import Ragtune, WorkspaceError
 from ragtune.cli import main
 from ragtune.doctor import diagnose
 
@@ -100,6 +101,24 @@ def test_corrupt_trial_record_is_removed(workspace):
     assert diagnose(workspace.ws.root, repair=True).healthy
     assert not workspace.ws.trial_path.exists()
     assert workspace.search("reset", k=2)
+
+
+@pytest.mark.parametrize(
+    "content",
+    [b'{"id": "abc"}', b"\xff\xfe\x00garbage", b"[1, 2]", b'{"id": "a", "version": "v0002", "baseline": "v0001", "tier": "query", "share": "all"}'],
+    ids=["missing-fields", "not-utf8", "not-an-object", "bad-share"],
+)
+def test_a_malformed_trial_record_never_fails_a_search_and_trial_stop_removes_it(workspace, content):
+    """A hand-edited TRIAL or one written by another program: searches go on uninterleaved, status says why, stop clears it."""
+    workspace.ws.trial_path.write_bytes(content)
+    fresh = Ragtune(workspace.ws.root, progress=False)  # a process that has not read it yet
+    hits = fresh.search("reset", k=3)
+    assert hits.trial is None and len(hits) == 3
+    assert "TRIAL is corrupt" in CliRunner().invoke(main, ["-w", str(workspace.ws.root), "status"]).output
+    with pytest.raises(WorkspaceError, match=r"corrupt.*`ragtune trial stop` removes it"):  # asked for directly: says what to do
+        fresh.trial()
+    assert fresh.stop_trial() is None and not workspace.ws.trial_path.exists()
+    assert any(e["event"] == "trial_dropped" and "unreadable" in e["reason"] for e in workspace.ws.read_log())
 
 
 def test_a_lost_lock_holder_name_survives_a_second_contender(workspace):

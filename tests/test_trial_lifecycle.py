@@ -198,6 +198,32 @@ def test_cli_trial_and_refresh_no_trial(live):
         assert "dropped: stopped by the operator" in out and json.loads(cli("trial", "--json")) is None
 
 
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+def test_workers_forked_from_one_app_flip_their_own_coins(live, tmp_path):
+    """gunicorn --preload, a multiprocessing pool: a copied coin source would interleave every worker's searches alike."""
+    rt, _ = live
+    rt.search("warm up", k=5)  # the trial loaded before the fork, as in a preloaded app
+    kids = []
+    for w in range(3):
+        pid = os.fork()
+        if pid == 0:  # pragma: no cover - the child's own coverage is not collected
+            try:
+                layouts = []
+                for j in range(12):
+                    hits = rt.search(f"router question {j}", k=6)  # the same queries in every worker
+                    teams = teams_of(rt, hits.query_id)
+                    layouts.append("".join(teams[h.doc_id][:2] for h in hits))
+                (tmp_path / f"w{w}.json").write_text(json.dumps(layouts))
+            finally:
+                os._exit(0)
+        kids.append(pid)
+    for pid in kids:
+        os.waitpid(pid, 0)
+    seqs = [json.loads((tmp_path / f"w{w}.json").read_text()) for w in range(3)]
+    assert all(len(s) == 12 for s in seqs)
+    assert seqs[0] != seqs[1] and seqs[1] != seqs[2] and seqs[0] != seqs[2]  # 12 searches alike by chance: < 2**-12
+
+
 def test_a_concurrent_reader_sees_old_or_new_never_an_error(live):
     """A second Ragtune on the workspace searches in a loop while this one drops a trial, starts
     another and promotes it: every search succeeds, from the serving version of the moment."""
