@@ -100,6 +100,13 @@ CREATE TABLE IF NOT EXISTS ratings (
     ts REAL NOT NULL
 );
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS trial_outcomes (
+    trial TEXT NOT NULL,
+    qid TEXT NOT NULL,
+    outcome TEXT NOT NULL,
+    seq INTEGER NOT NULL,
+    PRIMARY KEY (trial, qid)
+) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS clicks_qid ON clicks(qid);
 CREATE INDEX IF NOT EXISTS ratings_qid ON ratings(qid);
 """
@@ -387,12 +394,19 @@ class TrialSearch:
         teams: Each shown document's team (:mod:`ragtune.interleave`'s ``SERVING``, ``TRIAL`` or ``SHARED``).
         chosen: The documents clicked or rated up from this search.
         first_choice: When the first of them was clicked or rated up (Unix time; ``None``: none was).
+        qid: The search's query id.
+        counted: The outcome a decision already counted (``"win"``, ``"loss"`` or ``"tie"``, kept by
+            :meth:`FeedbackLog.keep_trial_outcomes`), or ``None``: later choices do not change it.
+        counted_seq: The order in which counted outcomes were kept.
     """
 
     text: str
     teams: dict[str, str]
     chosen: set[str]
     first_choice: float | None = None
+    qid: str = ""
+    counted: str | None = None
+    counted_seq: int | None = None
 
 
 @dataclass
@@ -763,7 +777,27 @@ class FeedbackLog:
         ):
             chosen.setdefault(qid, set()).add(doc_id)
             first[qid] = min(float(ts), first.get(qid, math.inf))
-        return [TrialSearch(texts.get(qid, ""), t, chosen.get(qid, set()), first.get(qid)) for qid, t in teams.items()]
+        kept = {qid: (outcome, int(seq)) for qid, outcome, seq in conn.execute("SELECT qid, outcome, seq FROM trial_outcomes WHERE trial = ?", (trial,))}
+        return [
+            TrialSearch(texts.get(qid, ""), t, chosen.get(qid, set()), first.get(qid), qid, *kept.get(qid, (None, None)))
+            for qid, t in teams.items()
+        ]
+
+    @_guard("record the trial's counted outcomes", write=True)
+    def keep_trial_outcomes(self, trial: str, outcomes: Sequence[tuple[str, str]]) -> None:
+        """Keep the outcomes a trial decision counted, ``(qid, outcome)`` in counting order, so that
+        later clicks on those searches cannot change them (what a decision counted stays counted: the
+        sequential test is valid however often it is looked at only if an outcome never changes).
+        Outcomes already kept stay as they were."""
+        if not outcomes:
+            return
+        with self._tx() as conn:
+            row = conn.execute("SELECT MAX(seq) FROM trial_outcomes WHERE trial = ?", (trial,)).fetchone()
+            start = 0 if row is None or row[0] is None else int(row[0]) + 1
+            conn.executemany(
+                "INSERT OR IGNORE INTO trial_outcomes(trial, qid, outcome, seq) VALUES (?, ?, ?, ?)",
+                [(trial, qid, outcome, start + i) for i, (qid, outcome) in enumerate(outcomes)],
+            )
 
     @_guard("read the feedback log")
     def daily_counts(self, *, since: float | None = None) -> list[DailyCount]:

@@ -279,17 +279,19 @@ def tally(searches: Iterable[TrialSearch], *, max_per_query: int = MAX_DECIDED_P
     if isinstance(max_per_query, bool) or not isinstance(max_per_query, int) or max_per_query < 1:
         raise InputError(f"tally: max_per_query must be a positive integer, got {max_per_query!r}")
     counts = TrialCounts()
-    decided: list[tuple[float, int, str, Outcome]] = []
+    decided: list[tuple[int, float, int, str, Outcome]] = []
     for i, search in enumerate(searches):
         counts.searches += 1
-        outcome = credit(search.teams, search.chosen)
+        outcome = search.counted or credit(search.teams, search.chosen)  # a counted outcome never changes
         if outcome == "tie":
             counts.ties += 1
         elif outcome in ("win", "loss"):
             first = search.first_choice if search.first_choice is not None else math.inf
-            decided.append((first, i, normalize_query(search.text), outcome))
+            seq = search.counted_seq if search.counted is not None and search.counted_seq is not None else None
+            # searches counted before keep their places (in the order they were counted), then the new ones
+            decided.append((0, float(seq), i, normalize_query(search.text), outcome) if seq is not None else (1, first, i, normalize_query(search.text), outcome))
     used: Counter[str] = Counter()
-    for _, _, key, outcome in sorted(decided):
+    for _, _, _, key, outcome in sorted(decided):
         if used[key] >= max_per_query:
             counts.repeats += 1
             continue
@@ -301,11 +303,22 @@ def tally(searches: Iterable[TrialSearch], *, max_per_query: int = MAX_DECIDED_P
     return counts
 
 
-def assess(log: FeedbackLog, trial_id: str, config: TrialConfig) -> TrialDecision:
-    """Count a trial's outcomes in the log (one read) and decide (both halves of the test, see :func:`decide`)."""
+def assess(log: FeedbackLog, trial_id: str, config: TrialConfig, *, keep: bool = False) -> TrialDecision:
+    """Count a trial's outcomes in the log (one read) and decide (both halves of the test, see :func:`decide`).
+
+    ``keep`` (a decision that acts: :func:`settle`): the outcomes it counted are kept as they are now
+    (:meth:`FeedbackLog.keep_trial_outcomes`), so a later click on one of those searches (a second
+    result opened a minute later) cannot turn a counted win into a tie and hand the next look a
+    fresh coin flip: evidence only grows, as the sequential test's guarantee requires.
+    """
     searches = log.trial_searches(trial_id)
     at_budget = tally(searches[: config.max_searches]) if len(searches) > config.max_searches else None
-    return decide(tally(searches), config, at_budget)
+    decision = decide(tally(searches), config, at_budget)
+    if keep:
+        new = [(s.first_choice if s.first_choice is not None else math.inf, i, s) for i, s in enumerate(searches) if s.counted is None]
+        fresh = [(s.qid, o) for _, _, s in sorted(new, key=lambda t: (t[0], t[1])) if (o := credit(s.teams, s.chosen)) in ("win", "loss", "tie")]
+        log.keep_trial_outcomes(trial_id, fresh)
+    return decision
 
 
 def live_trial(ws: Workspace) -> TrialState | None:
@@ -383,7 +396,7 @@ def settle(ws: Workspace, log: FeedbackLog, config: TrialConfig) -> tuple[TrialS
         return None
     config = state.config(config)
     current = ws.current_version()
-    decision = assess(log, state.id, config)
+    decision = assess(log, state.id, config, keep=True)
     counts = decision.counts
     if current == state.version:  # promoted, then interrupted before TRIAL was removed
         decision = decision.relabel("promote", f"completing an interrupted promotion: {decision.reason}")

@@ -198,6 +198,37 @@ def test_cli_trial_and_refresh_no_trial(live):
         assert "dropped: stopped by the operator" in out and json.loads(cli("trial", "--json")) is None
 
 
+def test_an_outcome_a_decision_counted_is_not_changed_by_a_later_click(live):
+    """A user opens a trial result, the trial is looked at, then the user opens a serving one: still a win.
+
+    Otherwise each look would re-flip counted searches (a win turning into a tie) and peeking often
+    would raise the false-promotion rate above alpha.
+    """
+    rt, _ = live
+    for i in range(40):
+        hits = rt.search(f"router question {i}", k=5)
+        teams = teams_of(rt, hits.query_id)
+        if {"trial", "serving"} <= set(teams.values()):
+            break
+    else:
+        pytest.fail("no interleaved search showed both teams")
+    ours = next(h.doc_id for h in hits if teams[h.doc_id] == "trial")
+    theirs = next(h.doc_id for h in hits if teams[h.doc_id] == "serving")
+    rt.click(hits.query_id, ours)
+    looked = rt.decide_trial()  # a look that may act: it counts this search as won
+    assert looked is not None and looked["verdict"] == "continue" and (looked["wins"], looked["ties"]) == (1, 0)
+    rt.click(hits.query_id, theirs)  # a minute later
+    now = rt.trial()
+    assert now is not None and (now["wins"], now["losses"], now["ties"]) == (1, 0, 0)
+    # a search no decision has counted yet is read as it stands: one click each is a tie
+    hits2 = next(h for h in (rt.search(f"router question {j}", k=5) for j in range(50, 90)) if {"trial", "serving"} <= set(teams_of(rt, h.query_id).values()))
+    teams2 = teams_of(rt, hits2.query_id)
+    for team in ("trial", "serving"):
+        rt.click(hits2.query_id, next(h.doc_id for h in hits2 if teams2[h.doc_id] == team))
+    now = rt.trial()
+    assert now is not None and (now["wins"], now["losses"], now["ties"]) == (1, 0, 1)
+
+
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
 def test_workers_forked_from_one_app_flip_their_own_coins(live, tmp_path):
     """gunicorn --preload, a multiprocessing pool: a copied coin source would interleave every worker's searches alike."""
