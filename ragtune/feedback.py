@@ -994,7 +994,8 @@ class FeedbackLog:
                 file_queries[qid] = (lineno, ts)
                 doc_refs += [(lineno, im.doc_id, "shown") for im in parsed]
                 file_shown[qid] = {im.doc_id for im in parsed}
-                # a search's "trial" is not imported: imported events must never count in a live trial
+                # a search's "trial" is not imported: an imported search never counts in a trial (a click
+                # imported for a search this log holds from a live trial counts there, as a late click would)
                 ops.append(("query", (qid, text, parsed, version, ts, "import", randomized, None, *runs)))
                 report.queries += 1
             elif kind in ("click", "rating"):
