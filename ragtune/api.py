@@ -297,16 +297,28 @@ class Ragtune:
 
         n_docs = len(planned)
 
+        truncated = 0
+
         def report(version: str, written: bool, embedded: int) -> IndexReport:
             return IndexReport(
                 version=version, written=written, n_docs=n_docs, added=added, changed=n_docs - added - unchanged, unchanged=unchanged,
                 removed=removed, embedded=embedded, seconds=time.perf_counter() - t0, model=spec.label(), reindexed=reindexed and written,
-                timings={k: round(v, 3) for k, v in timings.items()},
+                timings={k: round(v, 3) for k, v in timings.items()}, truncated=truncated,
             )  # fmt: skip
 
         if current is not None and not todo and old_rows == [(d.id, h, d.source) for d, h in zip(planned, hashes)]:
             return report(current, False, 0)
         docs = self._resolve_kept(planned)
+        over = embedder.over_limit([docs[i].embed_text for i in todo])
+        truncated = len(over)
+        if over:
+            i, n = over[0]
+            limit = getattr(embedder.model, "max_seq_length", 0)
+            logger.warning(
+                "%d of the %d documents embedded are longer than the model's %d-token limit (e.g. %r, %d tokens): only their start is "
+                "embedded, so searches cannot find what the rest says; .txt/.md files are chunked (chunk.chunk_tokens), JSONL rows "
+                "and BEIR documents are not: split long ones before indexing", len(over), len(todo), limit, docs[todo[i]].id, n,
+            )  # fmt: skip
         t1 = time.perf_counter()
         timings["load"] = t1 - t0
         if len(todo) == len(docs):  # every doc embedded: the encoder's matrix is the version's (one corpus-sized matrix, not two)

@@ -14,7 +14,7 @@ import importlib.resources
 import logging
 import threading
 import warnings
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -349,6 +349,23 @@ class Embedder:
         """Character offsets of the model tokenizer's tokens in ``text`` (for chunking)."""
         enc = self.model.tokenizer(text, add_special_tokens=False, return_offsets_mapping=True, verbose=False)
         return [tuple(o) for o in enc["offset_mapping"]]  # type: ignore[misc]
+
+    def over_limit(self, texts: Sequence[str]) -> list[tuple[int, int]]:
+        """``(index, tokens)`` of the ``texts`` (document prefix applied) longer than the model's token
+        limit, whose ends the model never sees. Only texts with more characters than the limit are
+        tokenised (a token covers at least one character), in slices."""
+        limit = getattr(self.model, "max_seq_length", None)
+        tokenizer = getattr(self.model, "tokenizer", None)
+        if not limit or tokenizer is None:
+            return []
+        pre = self.spec.document_prefix
+        long = [i for i, t in enumerate(texts) if len(pre) + len(t) > limit - 2]
+        out: list[tuple[int, int]] = []
+        for a in range(0, len(long), 4096):
+            part = long[a : a + 4096]
+            enc = tokenizer([pre + texts[i] for i in part], add_special_tokens=True, truncation=False, verbose=False)
+            out += [(i, len(ids)) for i, ids in zip(part, enc["input_ids"]) if len(ids) > limit]
+        return out
 
     def encode_documents(self, texts: list[str], *, progress: bool = False) -> np.ndarray:
         """L2-normalised float32 document vectors, shape ``(len(texts), dim)``."""

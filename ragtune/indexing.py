@@ -84,6 +84,8 @@ class IndexReport:
             version drops it.
         timings: Seconds per stage: ``load`` (reading and planning), ``embed`` (the forward pass),
             ``write`` (doc store, vectors, vector store and the swap).
+        truncated: Documents embedded now that are longer than the model's token limit: only their
+            start was embedded (JSONL rows and BEIR documents are not chunked; split long ones).
     """
 
     version: str
@@ -100,6 +102,7 @@ class IndexReport:
     sources: list[SourceReport] = field(default_factory=list)
     timings: dict[str, float] = field(default_factory=dict)
     trial_ended: dict[str, Any] | None = None
+    truncated: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         return {**dataclasses.asdict(self), "sources": [s.to_dict() for s in self.sources]}

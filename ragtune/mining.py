@@ -25,6 +25,9 @@
   examination there and a noise rate (``feedback.click_noise``, estimated from the deepest shown
   ranks by default). A click that is more likely noise than not does not mark the results above it
   as skipped; a click with posterior 0 trains nothing (but its document is still never a negative).
+  The posterior is per rank, so it would read every deep click as noise; but noise does not return
+  to the same document each time a query is asked: a (query, document) pair clicked in more of its
+  query's searches than the noise rate explains keeps its clicks whole (:func:`repeat_trusted`).
 * **Held-out split**: feedback queries are split by a salted hash of their normalised text,
   deterministically, and kept aside for the promotion gate.
 """
@@ -47,7 +50,7 @@ from ragtune.feedback import QueryRecord, normalize_query
 if TYPE_CHECKING:
     from ragtune.serving import ServingVersion
 
-__all__ = ["HeldoutQuery", "MinedSet", "TrainExample", "click_trust", "estimate_propensities", "mine", "normalize_query"]
+__all__ = ["REPEAT_LEVEL", "HeldoutQuery", "MinedSet", "TrainExample", "click_trust", "estimate_propensities", "mine", "normalize_query", "repeat_trusted"]
 
 logger = logging.getLogger(__name__)
 
@@ -68,6 +71,10 @@ MIN_NOISE_CLICKS = 10
 #: The estimate is trusted only if the deepest ranks draw at most this share of rank 1's clicks per
 #: look; more means users seek out results down there (relevance the ranking misses), not noise.
 MAX_NOISE_TO_TOP = 0.25
+#: Noise does not pick the same document for the same query again and again: a (query, document)
+#: pair clicked in more of its query's searches than the noise rate explains (a one-sided Poisson
+#: test at this level) keeps its clicks whole, wherever it was shown. 0 turns this off.
+REPEAT_LEVEL = 0.01
 
 
 @dataclass
@@ -243,6 +250,40 @@ def click_trust(records: list[QueryRecord], propensity: np.ndarray, config: Feed
     return trust, {"click_noise": round(eps, 4), "click_noise_source": source}
 
 
+def repeat_trusted(records: list[QueryRecord], propensity: np.ndarray, noise: float | None, *, level: float | None = None) -> set[tuple[str, str]]:
+    """The ``(normalised query, doc id)`` pairs clicked more often than click noise explains.
+
+    Click noise lands on a shown result now and then, at random; it does not return to the same
+    document every time a query is asked. For each pair shown in ``n`` of its query's searches and
+    clicked in ``k >= 2`` of them, the noise-only count of clicks is Poisson with mean ``noise`` times
+    the looks it got (the propensities of the ranks it was shown at); the pair is returned when
+    ``P(X >= k)`` is below ``level``. Its clicks then count whole, however deep they were: a result
+    users keep digging out from rank 9 is the relevance the ranking misses, which the per-rank
+    posterior alone would read as noise.
+
+    Args:
+        records: Logged searches (impressions and clicks).
+        propensity: Examination propensity per rank (index 0 = rank 1).
+        noise: The click-noise rate per look (``None`` or 0: nothing to test against, no pair).
+        level: The test's level (default :data:`REPEAT_LEVEL`).
+    """
+    level = REPEAT_LEVEL if level is None else level
+    if not noise or noise <= 0 or level <= 0:
+        return set()
+    from scipy.stats import poisson
+
+    looks: dict[tuple[str, str], float] = defaultdict(float)
+    clicks: dict[tuple[str, str], int] = defaultdict(int)
+    for rec in records:
+        key = normalize_query(rec.text)
+        clicked = {d for d, _ in rec.clicks}
+        for im in rec.impressions:
+            r = min(max(im.rank, 1), len(propensity))
+            looks[(key, im.doc_id)] += float(propensity[r - 1])
+            clicks[(key, im.doc_id)] += im.doc_id in clicked
+    return {pair for pair, k in clicks.items() if k >= 2 and float(poisson.sf(k - 1, noise * looks[pair])) < level}
+
+
 def mine(
     records: list[QueryRecord],
     serving: ServingVersion,
@@ -266,6 +307,7 @@ def mine(
     """
     propensity, prop_source = estimate_propensities(records)
     trust, trust_info = click_trust(records, propensity, feedback)
+    repeated = repeat_trusted(records, propensity, trust_info.get("click_noise")) if bool((trust < 1).any()) else set()
     # aggregate per normalised query text
     texts: dict[str, str] = {}
     pos_weights: dict[str, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
@@ -296,6 +338,8 @@ def mine(
             r = rank_of.get(doc_id)
             p = propensity[min(r, len(propensity)) - 1] if r else 1.0
             t = float(trust[min(r, len(trust)) - 1]) if r else 1.0
+            if (key, doc_id) in repeated:
+                t = 1.0
             if t <= 0:
                 n_untrusted += 1
                 continue
@@ -397,6 +441,7 @@ def mine(
         "searches_with_choice": sum(n_searches[k] for k in keys),
         "clicks": n_clicks,
         "untrusted_clicks": n_untrusted,
+        "repeat_trusted_pairs": len(repeated),
         "ratings": n_ratings,
         "train_queries": len(train_keys),
         "heldout_queries": len(heldout),

@@ -127,3 +127,17 @@ def test_eval_beir_indexes_then_reuses_and_refuses_other_corpus(tmp_path, tiny_c
 def test_status(workspace):
     s = workspace.status()
     assert s["n_docs"] == len(DOCS) and s["current_version"] == "v0001" and s["size_bytes"] > 0
+
+
+def test_a_document_longer_than_the_models_limit_is_reported(workspace, tmp_path, caplog):
+    """JSONL rows are not chunked: one past the model's token limit is embedded by its start only, and index says so."""
+    path = tmp_path / "long.jsonl"
+    long_text = " ".join(f"word{i}" for i in range(400))  # the tiny model reads 64 tokens
+    path.write_text(json.dumps({"id": "long", "text": long_text}) + "\n" + json.dumps({"id": "short", "text": "a short one"}) + "\n")
+    with caplog.at_level("WARNING", logger="ragtune"):
+        report = workspace.index([path])
+    assert report.truncated == 1 and report.to_dict()["truncated"] == 1
+    assert "1 of the 2 documents embedded are longer than the model's 64-token limit (e.g. 'long'" in caplog.text
+    assert "split long ones before indexing" in caplog.text
+    again = workspace.index([path])  # nothing embedded again: nothing to report
+    assert again.truncated == 0

@@ -10,7 +10,7 @@ from ragtune.corpus import Document
 from ragtune.docstore import DocStore
 from ragtune.feedback import FeedbackLog, Impression
 from ragtune.index.faiss_store import FaissStore
-from ragtune.mining import click_trust, estimate_propensities, mine, split_heldout
+from ragtune.mining import click_trust, estimate_propensities, mine, repeat_trusted, split_heldout
 
 
 class _Serving:
@@ -351,3 +351,28 @@ def test_randomized_serving_logs_original_ranks(workspace):
     assert seen == {2, 3, 4, 5}
     plain = workspace.search("reset", k=6, log=False)
     assert len(plain) == 6
+
+
+def test_a_deep_result_users_keep_choosing_for_one_query_is_not_read_as_noise(tmp_path):
+    """The walkthrough's case: the right answer sits at rank 4 and users of that query open it search after search."""
+    log = _noisy_log(tmp_path)  # 240 one-off queries: the deep ranks' clicks read as noise (posterior 0 at ranks 3-4)
+    for i in range(12):  # one query asked 12 times; d4 (rank 4) opened in 9 of them
+        q = log.log_query("double ended queue", _imps("d1", "d2", "d3", "d4"))
+        if i < 9:
+            log.click(q, "d4")
+    for i in range(12):  # another asked 12 times, d3 opened twice: as often as noise at 0.1 a look explains
+        q = log.log_query("rare pick", _imps("d1", "d2", "d3", "d4"))
+        if i < 2:
+            log.click(q, "d3")
+    records = log.records()
+    prop, _ = estimate_propensities(records)
+    assert repeat_trusted(records, prop, 0.1) == {("double ended queue", "d4")}  # P(X >= 9 | Poisson(1.2)) ~ 1e-6; 2 of 12: ~0.34
+    assert repeat_trusted(records, prop, None) == set() and repeat_trusted(records, prop, 0.1, level=0) == set()
+    vecs = {f"d{i}": [float(i == j) for j in range(1, 5)] for i in range(1, 5)}
+    serving = _Serving(tmp_path / "v", vecs, [1.0, 0, 0, 0])
+    mined = mine(records, serving, MiningConfig(hard_negatives=0, heldout_fraction=0.0), FeedbackConfig())
+    kept = {(ex.query, ex.positive_id): ex.weight for ex in mined.train}
+    assert ("double ended queue", "d4") in kept and ("rare pick", "d3") not in kept
+    assert mined.report()["repeat_trusted_pairs"] == 1
+    # its clicks mark what sat above it as skipped: the ranking's error is what the pair teaches
+    assert sorted(next(ex for ex in mined.train if ex.query == "double ended queue").negative_ids) == ["d1", "d2", "d3"]
