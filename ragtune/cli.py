@@ -183,10 +183,16 @@ def init(
     ws = Workspace(root)
     existed = ws.exists()
     config = ws.load_config() if existed else RagtuneConfig()
+    restored = None  # config.json lost from a workspace that has versions: theirs, not the defaults (the model among them)
+    if not existed and ws.current_path.is_file():
+        with contextlib.suppress(RagtuneError):
+            serving = ws.current_version()
+            if serving is not None:
+                config, restored = RagtuneConfig.load(ws.version_dir(serving) / "config.json"), ws.version_dir(serving) / "config.json"
     model_opts = {"model.name": model, "model.query_prefix": query_prefix, "model.document_prefix": document_prefix}
     overrides = {k: v for k, v in {**model_opts, "index.backend": backend, "index.kind": index_kind}.items() if v is not None}
     config = config.with_overrides(overrides)
-    current = ws.current_version() if existed else None
+    current = ws.current_version() if existed or restored is not None else None
     changes = model_changes(config, ModelSpec.from_dict(ws.read_version(current).model)) if current else []
     if changes and not reindex and any(v is not None for v in model_opts.values()):
         what = ", ".join(f"{c.key} {c.serving!r} -> {c.configured!r}" for c in changes)
@@ -209,12 +215,14 @@ def init(
             raise
     if as_json:
         _echo_json({
-            "workspace": str(ws.root), "created": not existed, "model": config.model.name, "query_prefix": config.model.query_prefix,
+            "workspace": str(ws.root), "created": not existed and restored is None, "restored_from": str(restored) if restored else None, "model": config.model.name, "query_prefix": config.model.query_prefix,
             "document_prefix": config.model.document_prefix, "backend": config.index.backend, "index_kind": config.index.kind,
             "reindex": report.to_dict() if report is not None else None,
         })  # fmt: skip
         return
-    click.echo(f"{'updated' if existed else 'created'} workspace {ws.root} (model {config.model.name}, {config.index.backend}/{config.index.kind})")
+    if restored is not None:
+        click.echo(f"config.json was missing: restored from {restored.relative_to(ws.root)} (the serving version's settings)")
+    click.echo(f"{'updated' if existed or restored is not None else 'created'} workspace {ws.root} (model {config.model.name}, {config.index.backend}/{config.index.kind})")
     if report is not None:
         _print_index(report)
     elif changes:

@@ -146,7 +146,8 @@ def _check_config(ws: Workspace, add: Any) -> RagtuneConfig:
     try:
         config = ws.load_config()
     except RagtuneError as exc:
-        add(Finding("config", "problem", str(exc), "edit config.json (or delete it and run `ragtune init` again to get the defaults)"))
+        # not --repair's to fix: defaults would silently drop the user's settings (the model among them)
+        add(Finding("config", "problem", f"{exc}; edit it (each version keeps the config it was made with: versions/vNNNN/config.json)"))
         return RagtuneConfig()
     if config.model.device == "cuda":  # valid, but unusable on this machine: every search would fail
         from ragtune.embedder import choose_device

@@ -197,7 +197,8 @@ def refuse_untrained(candidate: str, metric: str, n: int, config: GateConfig, *,
     too_few = _too_few(n, config) if config.confidence > 0 else None
     if too_few is None:
         return None
-    return CheckResult(False, f"{candidate}: not trained: {n} queries of {on}, {too_few}", candidate, metric, None, None, n, None, on, bar)
+    way = "; the query tier learns from fewer (`ragtune refresh --mode query`), or lower gate.min_queries in config.json" if candidate in ("lora", "full") else ""
+    return CheckResult(False, f"{candidate}: not trained: {n} queries of {on}, {too_few}{way}", candidate, metric, None, None, n, None, on, bar)
 
 
 def refuse_retrain(

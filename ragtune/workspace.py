@@ -241,6 +241,12 @@ class Workspace:
                 f"{ws.root} is a file; pass the workspace directory (a folder with config.json)",
                 cli=f"{ws.root} is a file; pass --workspace DIR (or set {ENV_VAR}) naming a workspace directory",
             )
+        if not ws.exists() and ws.current_path.is_file():  # a workspace that lost its config.json
+            raise WorkspaceError(
+                f"workspace {ws.root} has versions but no config.json; Ragtune.init({str(root)!r}) writes the defaults, "
+                f"or copy the serving version's (versions/<current>/config.json) back",
+                cli=f"workspace {ws.root} has versions but no config.json; `ragtune init {root}` restores it from the serving version",
+            )
         if not ws.exists():
             raise WorkspaceError(
                 f"no ragtune workspace at {ws.root} (no config.json); create one with Ragtune.init({str(root)!r}), or name an existing workspace",

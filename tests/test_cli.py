@@ -204,3 +204,17 @@ def test_common_slips_get_a_pointer_to_the_right_command_line(tmp_path):
     assert r.exit_code == 2 and "No such command 'click'; it is `ragtune feedback click`" in r.output
     r = run("-w", str(tmp_path), "refresh", "--interval", "5m")
     assert r.exit_code == 2 and "--interval is for --watch" in r.output
+
+
+def test_init_restores_a_lost_config_from_the_serving_version(tmp_path, tiny_model, docs_jsonl):
+    """config.json deleted by mistake: init brings back the serving version's settings (its model), not the defaults."""
+    ws = tmp_path / "ws"
+    _run(["init", "--model", tiny_model], ws)
+    _run(["index", str(docs_jsonl)], ws)
+    (ws / "config.json").unlink()
+    r = CliRunner().invoke(main, ["-w", str(ws), "status"])
+    assert r.exit_code == 1 and "has versions but no config.json; `ragtune init" in r.output and "restores it" in r.output
+    out = _run(["init"], ws).output
+    assert "config.json was missing: restored from versions/v0001/config.json" in out and "updated workspace" in out
+    assert json.loads((ws / "config.json").read_text())["model"]["name"] == tiny_model
+    assert _run(["query", "reset the router", "--json"], ws).exit_code == 0

@@ -318,7 +318,10 @@ def test_a_document_side_candidate_the_check_could_only_refuse_is_not_trained(wo
     assert rep.checks["query"].n == 30 and "no gain" in rep.checks["query"].reason
     lora = rep.checks["lora"]
     assert not lora.worth_trial and lora.n < 20 and lora.score is None and lora.current is None and lora.bar == "not_behind"
-    assert lora.reason == f"lora: not trained: {lora.n} queries of held-out feedback, too few to tell a gain from noise (gate.min_queries 20)"
+    assert lora.reason == (
+        f"lora: not trained: {lora.n} queries of held-out feedback, too few to tell a gain from noise (gate.min_queries 20); "
+        "the query tier learns from fewer (`ragtune refresh --mode query`), or lower gate.min_queries in config.json"
+    )
     assert "; lora: not trained:" in rep.reason
     json.dumps(rep.to_dict(), allow_nan=False)  # strict JSON for --json and the dashboard
     assert _log(workspace)[-1]["checks"]["lora"]["score"] is None
