@@ -299,9 +299,15 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--judge", choices=["test", "dev"], default="test")
     ap.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=JSON", help="Config override, e.g. --set train.max_seq_length=128 (repeatable).")
+    ap.add_argument("--repeat-level", type=float, default=None, help="Ablation: ragtune.mining.REPEAT_LEVEL for this run (0: repeated clicks on one result get no special trust).")
     args = ap.parse_args()
     t_start = time.perf_counter()
-    tag = "-" + hashlib.sha1(" ".join(args.overrides).encode()).hexdigest()[:6] if args.overrides else ""
+    tagged = [*args.overrides, *([f"repeat_level={args.repeat_level}"] if args.repeat_level is not None else [])]
+    tag = "-" + hashlib.sha1(" ".join(tagged).encode()).hexdigest()[:6] if tagged else ""
+    if args.repeat_level is not None:
+        import ragtune.mining
+
+        ragtune.mining.REPEAT_LEVEL = args.repeat_level
     work = HERE / "work" / f"loop-{args.mode}-{args.users}-s{args.seed}-{args.judge}{tag}"
     base_workspace(args.dataset, work)
     overrides: dict[str, object] = {"refresh.min_new_events": 1}

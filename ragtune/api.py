@@ -706,8 +706,12 @@ class Ragtune:
                 return self._rollback_locked(version)
         except RefreshLockedError as exc:  # the operator's lever must say how to pull it now
             found = re.search(r"pid (\d+)", str(exc))
-            stop = f"kill {found.group(1)}" if found else "stop it"
-            raise RefreshLockedError(f"{exc}; to roll back now, {stop} first: a stopped refresh or index leaves the serving version as it was") from None
+            if found is None or int(found.group(1)) == os.getpid():  # this process's own refresh (a service's POST /refresh): nothing to kill
+                raise
+            raise RefreshLockedError(
+                f"{exc}; to roll back now, stop it first (kill {found.group(1)}): a stopped refresh or index leaves the workspace consistent "
+                "(the version swap is atomic), then roll back"
+            ) from None
 
     def _rollback_locked(self, version: str | None) -> str:
         from ragtune.recovery import recover

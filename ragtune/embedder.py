@@ -352,14 +352,15 @@ class Embedder:
 
     def over_limit(self, texts: Sequence[str]) -> list[tuple[int, int]]:
         """``(index, tokens)`` of the ``texts`` (document prefix applied) longer than the model's token
-        limit, whose ends the model never sees. Only texts with more characters than the limit are
-        tokenised (a token covers at least one character), in slices."""
+        limit, whose ends the model never sees. Texts too short to exceed it are skipped (a token
+        covers at least a quarter of a character, even for byte-level tokenizers); the others are
+        tokenised in slices."""
         limit = getattr(self.model, "max_seq_length", None)
         tokenizer = getattr(self.model, "tokenizer", None)
         if not limit or tokenizer is None:
             return []
         pre = self.spec.document_prefix
-        long = [i for i, t in enumerate(texts) if len(pre) + len(t) > limit - 2]
+        long = [i for i, t in enumerate(texts) if 4 * (len(pre) + len(t)) > limit - 2]
         out: list[tuple[int, int]] = []
         for a in range(0, len(long), 4096):
             part = long[a : a + 4096]

@@ -455,6 +455,7 @@ class FeedbackLog:
         self._local = threading.local()  # one connection per thread: transactions never interleave
         self._conns: list[tuple[threading.Thread, sqlite3.Connection]] = []
         self._conns_lock = threading.Lock()
+        self._pid = os.getpid()
 
     def _file_id(self) -> tuple[int, int] | None:
         try:
@@ -464,6 +465,8 @@ class FeedbackLog:
         return (st.st_dev, st.st_ino)
 
     def _connect(self) -> sqlite3.Connection:
+        if self._pid != os.getpid():  # a forked worker: SQLite connections must not cross a fork (the parent keeps its own)
+            self._local, self._conns, self._conns_lock, self._pid = threading.local(), [], threading.Lock(), os.getpid()
         conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
         if conn is not None and getattr(self._local, "file_id", None) != self._file_id():
             # the file was moved aside (`ragtune doctor --repair`) or replaced: follow the path, not the old file
@@ -1098,14 +1101,18 @@ class FeedbackLog:
         if not any_event:
             raise InputError(f"{path}: no events found (an empty file)")
         known = doc_exists(sorted({d for _, d, _ in doc_refs}))
+        by_log = False  # a click vouched for by a search this log holds: feedback for this workspace, whatever the index holds now
         for lineno, doc_id, via in doc_refs:
             if doc_id in known or via == "shown":
                 continue
-            if via is not None and (doc_id in file_shown.get(via, ()) or conn.execute("SELECT 1 FROM impressions WHERE qid = ? AND doc_id = ?", (via, doc_id)).fetchone()):
-                continue  # shown by its search: a doc removed from the index since keeps its feedback, as live feedback does
+            if via is not None and doc_id in file_shown.get(via, ()):
+                continue  # shown by its search (in this file): a doc removed from the index since keeps its feedback
+            if via is not None and conn.execute("SELECT 1 FROM impressions WHERE qid = ? AND doc_id = ?", (via, doc_id)).fetchone():
+                by_log = True  # shown by its search (in the log), as live feedback is accepted
+                continue
             shown = f" and was not shown by search {via!r}" if via is not None else ""
             raise InputError(f"{path}:{lineno}: unknown doc id {doc_id!r} (not in the current index{shown})")
-        if doc_refs and not known:  # every line vouched for by the file's own impressions: still the wrong corpus
+        if doc_refs and not known and not by_log:  # every line vouched for by the file's own impressions: still the wrong corpus
             n = len({d for _, d, _ in doc_refs})
             raise InputError(f"{path}: none of its {n} doc ids is in the current index (feedback for another corpus or workspace?); nothing imported")
         if ops:

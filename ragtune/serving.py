@@ -143,7 +143,7 @@ class Server:
         self._trial_loading = False
         #: The coins of interleaving and of the RandPair intervention (seed it for reproducible runs).
         self.rng = random.Random()
-        self._rng_pid = os.getpid()
+        self._rng_pid, self._rng_id = os.getpid(), id(self.rng)
 
     def _coins(self) -> random.Random:
         """:attr:`rng`, fresh in a process forked from the one that made it (gunicorn ``--preload``, a
@@ -151,7 +151,10 @@ class Server:
         flip would decide many searches of a trial at once."""
         pid = os.getpid()
         if pid != self._rng_pid:
-            self.rng, self._rng_pid = random.Random(), pid
+            if id(self.rng) == self._rng_id:  # the parent's generator, copied (one the app set after the fork is its own)
+                self.rng = random.Random()
+            self._rng_pid = pid
+        self._rng_id = id(self.rng)
         return self.rng
 
     def current(self) -> ServingVersion:

@@ -60,7 +60,7 @@ from typing import Any, Literal
 import numpy as np
 
 from ragtune.config import TrialConfig
-from ragtune.errors import InputError, WorkspaceError
+from ragtune.errors import FeedbackLogError, InputError, WorkspaceError
 from ragtune.faults import checkpoint
 from ragtune.feedback import FeedbackLog, TrialSearch, normalize_query
 from ragtune.interleave import Outcome, credit
@@ -314,10 +314,13 @@ def assess(log: FeedbackLog, trial_id: str, config: TrialConfig, *, keep: bool =
     searches = log.trial_searches(trial_id)
     at_budget = tally(searches[: config.max_searches]) if len(searches) > config.max_searches else None
     decision = decide(tally(searches), config, at_budget)
-    if keep:
+    if keep and decision.verdict == "continue":  # an ended trial is never counted again
         new = [(s.first_choice if s.first_choice is not None else math.inf, i, s) for i, s in enumerate(searches) if s.counted is None]
         fresh = [(s.qid, o) for _, _, s in sorted(new, key=lambda t: (t[0], t[1])) if (o := credit(s.teams, s.chosen)) in ("win", "loss", "tie")]
-        log.keep_trial_outcomes(trial_id, fresh)
+        try:
+            log.keep_trial_outcomes(trial_id, fresh)
+        except FeedbackLogError as exc:  # the trial goes on; these outcomes are kept by the next look that can write
+            logger.warning("trial %s: the outcomes this look counted could not be kept (%s)", trial_id, exc)
     return decision
 
 

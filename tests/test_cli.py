@@ -218,3 +218,9 @@ def test_init_restores_a_lost_config_from_the_serving_version(tmp_path, tiny_mod
     assert "config.json was missing: restored from versions/v0001/config.json" in out and "updated workspace" in out
     assert json.loads((ws / "config.json").read_text())["model"]["name"] == tiny_model
     assert _run(["query", "reset the router", "--json"], ws).exit_code == 0
+    # CURRENT corrupt as well: the version the log last made current
+    (ws / "config.json").unlink()
+    (ws / "CURRENT").write_text("garbage")
+    out = _run(["init"], ws).output
+    assert "restored from versions/v0001/config.json" in out
+    assert json.loads((ws / "config.json").read_text())["model"]["name"] == tiny_model

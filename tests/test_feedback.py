@@ -109,6 +109,11 @@ def test_an_export_imports_into_a_workspace_whose_index_lost_a_clicked_doc(works
     with pytest.raises(InputError, match="none of its 1 doc ids is in the current index"):
         fresh.import_feedback(other)
     assert fresh.feedback.stats()["queries"] == 1
+    # the workspace that logged the search, its doc removed since: a clicks-only file on it is this workspace's feedback
+    workspace.index([docs_jsonl])
+    late = tmp_path / "late.jsonl"
+    late.write_text(json.dumps({"type": "click", "query_id": hits.query_id, "doc_id": gone, "ts": 1e9}) + "\n")
+    assert workspace.import_feedback(late).clicks == 1
 
 
 def test_export_import_keeps_randomisation(tmp_path):

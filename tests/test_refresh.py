@@ -403,8 +403,20 @@ def test_second_refresh_is_locked_out(workspace):
         workspace.refresh(mode="query")
     with workspace.ws.lock("index"), pytest.raises(RefreshLockedError, match="locked by index"):
         workspace.decide_trial()
-    with workspace.ws.lock("refresh"), pytest.raises(RefreshLockedError, match=rf"locked by refresh \(pid {os.getpid()}.*to roll back now, kill {os.getpid()} first"):
-        workspace.rollback()  # the operator's lever says how to pull it during a long refresh
+    with workspace.ws.lock("refresh"), pytest.raises(RefreshLockedError, match="locked by refresh") as own:
+        workspace.rollback()
+    assert "to roll back now" not in str(own.value)  # this process's own refresh (a service's POST /refresh): nothing to kill
+    holder = subprocess.Popen(  # another process's long refresh: the rollback says how to pull the lever now
+        _script(f"from ragtune.workspace import Workspace\nimport time\nwith Workspace({str(workspace.ws.root)!r}).lock('refresh'):\n    print('held', flush=True)\n    time.sleep(60)"),
+        stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
+        with pytest.raises(RefreshLockedError, match=rf"locked by refresh \(pid {holder.pid}.*to roll back now, stop it first \(kill {holder.pid}\)"):
+            workspace.rollback()
+    finally:
+        holder.kill()
+        holder.wait()
     assert workspace.refresh(mode="query").status == "trial_started"
 
 
