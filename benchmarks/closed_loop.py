@@ -34,6 +34,7 @@ import resource
 import shutil
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -158,6 +159,95 @@ def base_workspace(dataset: Path, path: Path) -> None:
     shutil.rmtree(path, ignore_errors=True)
     shutil.copytree(cache, path, ignore=shutil.ignore_patterns("feedback.sqlite*", "refresh*"))
     RagtuneConfig().save(path / "config.json")  # today's defaults, not those the cache was made with
+
+
+def played_log(dataset: Path, name: str, queries: dict[str, str], asked: list[str], asked_qrels: dict[str, dict[str, int]], sessions: int, seed: int, users: ClickModel) -> tuple[Path, dict[str, int]]:
+    """A workspace (``work/NAME``) whose log holds ``sessions`` Zipf-drawn searches of ``asked`` by ``users`` under the base model; made once, then reused."""
+    log_ws = HERE / "work" / name
+    if not (log_ws / "played").is_file():
+        base_workspace(dataset, log_ws)
+        rt = Ragtune(log_ws, progress=False)
+        clicks = simulate_users(rt, queries, asked_qrels, draw_sessions(asked, sessions, seed=seed), users)
+        rt.feedback.close()
+        (log_ws / "played").write_text(json.dumps(clicks))
+    return log_ws, json.loads((log_ws / "played").read_text())
+
+
+def dev_candidate(log_ws: Path, name: str) -> Ragtune:
+    """A fresh copy (``work/NAME``) of a played log's workspace with the offline check off (``gate.confidence`` 0), opened."""
+    ws = HERE / "work" / name
+    shutil.rmtree(ws, ignore_errors=True)
+    shutil.copytree(log_ws, ws)
+    RagtuneConfig.load(ws / "config.json").with_overrides({"gate.confidence": 0.0}).save(ws / "config.json")
+    return Ragtune(ws, progress=False)
+
+
+def candidate_figures(report: Any, base: float, after: float) -> dict[str, Any]:
+    """What a dev-split comparison records of one ``refresh --mode query --no-trial`` candidate."""
+    check = report.check
+    return {
+        "status": report.status,
+        "dev_ndcg": round(after, 4),
+        "dev_gain": round(after - base, 4),
+        "check_loglik": round(check.score, 4) if check and check.score is not None else None,
+        "check_loglik_serving": round(check.current, 4) if check and check.current is not None else None,
+        "click_noise": report.mined.get("click_noise"),
+    }
+
+
+def dev_comparison(
+    dataset: Path, users: list[str], seeds: list[int], sessions: int, name: str, make_users: Callable[[str, int], ClickModel],
+    variants: dict[str, Callable[[Ragtune], Any]], extra: Callable[[Any], dict[str, Any]] | None = None,
+) -> list[dict[str, Any]]:  # fmt: skip
+    """Query-tier candidates made by each variant from one played log per kind of users and seed, judged on the dev split.
+
+    ``variants`` map a name to a call that refreshes the workspace it is given (a fresh copy of the
+    log, offline check off) and returns the report; ``extra`` adds figures of a report to its row.
+    """
+    queries = load_beir_queries(dataset)
+    train = load_beir_qrels(dataset, "train")
+    rows: list[dict[str, Any]] = []
+    for u in users:
+        for seed in seeds:
+            asked, asked_qrels, dev = dev_split(train, seed)
+            log_ws, clicks = played_log(dataset, f"{name}-{u}-s{seed}-{sessions}", queries, asked, asked_qrels, sessions, seed, make_users(u, seed))
+            base_rt = Ragtune(log_ws, progress=False)
+            base = version_ndcg(base_rt, str(base_rt.current_version), queries, dev)
+            row: dict[str, Any] = {"users": u, "seed": seed, "clicks": clicks, "dev_ndcg_base": round(base, 4), "variants": {}}
+            for vname, refresh in variants.items():
+                rt = dev_candidate(log_ws, f"{name}-candidate")
+                report = refresh(rt)
+                after = version_ndcg(rt, str(rt.current_version), queries, dev)
+                row["variants"][vname] = {**candidate_figures(report, base, after), **(extra(report) if extra else {})}
+                rt.feedback.close()
+                print(u, seed, vname, row["variants"][vname], flush=True)
+            rows.append(row)
+    return rows
+
+
+def patched_query_refresh(apply: Callable[[], None], restore: Callable[[], None]) -> Callable[[Ragtune], Any]:
+    """A :func:`dev_comparison` variant: ``refresh --mode query --no-trial --force`` with a patch applied around it."""
+
+    def refresh(rt: Ragtune) -> Any:
+        apply()
+        try:
+            return rt.refresh(mode="query", trial=False, force=True)
+        finally:
+            restore()
+
+    return refresh
+
+
+def write_dev_result(out: Path, rows: list[dict[str, Any]], users: list[str], t0: float) -> None:
+    """Write a dev-split comparison's rows with each variant's mean dev gain per kind of users, and the command."""
+    import statistics
+
+    names = list(rows[0]["variants"]) if rows else []
+    summary = {u: {n: round(statistics.mean(r["variants"][n]["dev_gain"] for r in rows if r["users"] == u), 4) for n in names} for u in users}
+    result = {"command": "python benchmarks/" + Path(sys.argv[0]).name + " " + " ".join(sys.argv[1:]), "rows": rows, "mean_dev_gain": summary, "total_s": round(time.perf_counter() - t0, 1)}
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2) + "\n")
+    print(json.dumps(summary, indent=2))
 
 
 def plain_finetune(rt: Ragtune, work: Path, max_seq_length: int | None = None) -> tuple[Any, int, float]:
