@@ -100,16 +100,19 @@ CREATE TABLE IF NOT EXISTS ratings (
     ts REAL NOT NULL
 );
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS trial_outcomes (
+CREATE INDEX IF NOT EXISTS clicks_qid ON clicks(qid);
+CREATE INDEX IF NOT EXISTS ratings_qid ON ratings(qid);
+"""
+
+#: The outcomes trial decisions counted (made by the first decision that keeps some, so that a log
+#: of an older release opened read-only still reads).
+TRIAL_OUTCOMES = """CREATE TABLE IF NOT EXISTS trial_outcomes (
     trial TEXT NOT NULL,
     qid TEXT NOT NULL,
     outcome TEXT NOT NULL,
     seq INTEGER NOT NULL,
     PRIMARY KEY (trial, qid)
-) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS clicks_qid ON clicks(qid);
-CREATE INDEX IF NOT EXISTS ratings_qid ON ratings(qid);
-"""
+) WITHOUT ROWID"""
 
 #: Columns added after the first release: a log written before them gains them on open.
 MIGRATIONS = (("queries", "trial", "TEXT"), ("impressions", "team", "TEXT"), ("clicks", "feedback_id", "TEXT"), ("ratings", "feedback_id", "TEXT"),
@@ -780,7 +783,9 @@ class FeedbackLog:
         ):
             chosen.setdefault(qid, set()).add(doc_id)
             first[qid] = min(float(ts), first.get(qid, math.inf))
-        kept = {qid: (outcome, int(seq)) for qid, outcome, seq in conn.execute("SELECT qid, outcome, seq FROM trial_outcomes WHERE trial = ?", (trial,))}
+        kept: dict[str, tuple[str, int]] = {}
+        if conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'trial_outcomes'").fetchone():
+            kept = {qid: (outcome, int(seq)) for qid, outcome, seq in conn.execute("SELECT qid, outcome, seq FROM trial_outcomes WHERE trial = ?", (trial,))}
         return [
             TrialSearch(texts.get(qid, ""), t, chosen.get(qid, set()), first.get(qid), qid, *kept.get(qid, (None, None)))
             for qid, t in teams.items()
@@ -795,6 +800,7 @@ class FeedbackLog:
         if not outcomes:
             return
         with self._tx() as conn:
+            conn.execute(TRIAL_OUTCOMES)
             row = conn.execute("SELECT MAX(seq) FROM trial_outcomes WHERE trial = ?", (trial,)).fetchone()
             start = 0 if row is None or row[0] is None else int(row[0]) + 1
             conn.executemany(
