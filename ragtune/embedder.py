@@ -123,7 +123,11 @@ def load_sentence_transformer(name: str, device: str = "auto", max_seq_length: i
     """Load a SentenceTransformer by ragtune model name, with a clear error when it cannot be found."""
     from sentence_transformers import SentenceTransformer
 
+    from transformers.utils import logging as hf_logging
+
     path = resolve_model_path(name)
+    shown = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()  # "Loading weights" for every open of a workspace is noise, not progress on long work
     try:
         model = SentenceTransformer(path, device=resolve_device(device))
     except Exception as exc:
@@ -131,6 +135,9 @@ def load_sentence_transformer(name: str, device: str = "auto", max_seq_length: i
             f"cannot load sentence-transformers model {name!r} ({type(exc).__name__}: {(str(exc).strip().splitlines() or [''])[0][:200]}); "
             "give a local model directory or a hub name that is in your local cache (offline, HF_HUB_OFFLINE=1 skips the hub's retries)"
         ) from exc
+    finally:
+        if shown:
+            hf_logging.enable_progress_bar()
     if max_seq_length is not None:
         model.max_seq_length = max_seq_length
     return model
