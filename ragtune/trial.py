@@ -22,8 +22,10 @@ halves, so a weak but real preference still has a fair chance within the budget:
   information, or more generally a trial that wins a decided search of any query with probability
   at most one half) that ratio is a non-negative
   supermartingale with mean at most 1, so by Ville's inequality it ever reaches ``2 / alpha`` with
-  probability at most ``alpha / 2``, however often the trial is looked at. It promotes a clear
-  winner early.
+  probability at most ``alpha / 2``, however often the trial is looked at, provided an outcome,
+  once counted, never changes: :func:`settle` keeps the outcomes each look counted
+  (:meth:`FeedbackLog.keep_trial_outcomes`), so a result opened after a look cannot turn a
+  counted win into a tie and hand the next look a fresh coin flip. It promotes a clear winner early.
 - once ``trial.max_searches`` interleaved searches are logged, one exact one-sided sign test
   (:func:`scipy.stats.binomtest`) on the wins and losses of exactly those first ``max_searches``
   searches, at level ``alpha / 2``: one look at a fixed horizon, however late the trial is decided.
