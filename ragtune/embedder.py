@@ -122,7 +122,6 @@ def resolve_model_path(name: str) -> str:
 def load_sentence_transformer(name: str, device: str = "auto", max_seq_length: int | None = None) -> SentenceTransformer:
     """Load a SentenceTransformer by ragtune model name, with a clear error when it cannot be found."""
     from sentence_transformers import SentenceTransformer
-
     from transformers.utils import logging as hf_logging
 
     path = resolve_model_path(name)
