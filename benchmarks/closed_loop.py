@@ -195,6 +195,17 @@ def candidate_figures(report: Any, base: float, after: float) -> dict[str, Any]:
     }
 
 
+def dev_parser(doc: str | None, users: str, sessions: int) -> argparse.ArgumentParser:
+    """The arguments every dev-split comparison takes: ``--dataset``, ``--out``, ``--users``, ``--seeds``, ``--sessions``."""
+    ap = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--dataset", type=Path, required=True)
+    ap.add_argument("--out", type=Path, required=True)
+    ap.add_argument("--users", default=users)
+    ap.add_argument("--seeds", default="0,1,2")
+    ap.add_argument("--sessions", type=int, default=sessions)
+    return ap
+
+
 def dev_comparison(
     dataset: Path, users: list[str], seeds: list[int], sessions: int, name: str, make_users: Callable[[str, int], ClickModel],
     variants: dict[str, Callable[[Ragtune], Any]], extra: Callable[[Any], dict[str, Any]] | None = None,

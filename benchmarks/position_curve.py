@@ -17,14 +17,12 @@ candidate against serving) are recorded beside its dev nDCG@10. Writes the JSON 
 
 from __future__ import annotations
 
-import argparse
 import time
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import numpy as np
-from closed_loop import dev_comparison, patched_query_refresh, write_dev_result  # the script's own folder is on sys.path
+from closed_loop import dev_comparison, dev_parser, patched_query_refresh, write_dev_result  # the script's own folder is on sys.path
 
 import ragtune.mining
 from ragtune import Ragtune
@@ -48,12 +46,7 @@ def use_curve(eta: float | None) -> None:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--dataset", type=Path, required=True)
-    ap.add_argument("--out", type=Path, required=True)
-    ap.add_argument("--users", default="pbm,trust-cascade")
-    ap.add_argument("--seeds", default="0,1,2")
-    ap.add_argument("--sessions", type=int, default=1200)
+    ap = dev_parser(__doc__, "pbm,trust-cascade", 1200)
     ap.add_argument("--eta", default="1,0.5", help="Curves to compare with 'none'.")
     args = ap.parse_args()
     t0 = time.perf_counter()

@@ -21,13 +21,11 @@ Writes the JSON with this command.
 
 from __future__ import annotations
 
-import argparse
 import time
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
-from closed_loop import dev_comparison, patched_query_refresh, write_dev_result  # the script's own folder is on sys.path
+from closed_loop import dev_comparison, dev_parser, patched_query_refresh, write_dev_result  # the script's own folder is on sys.path
 
 import ragtune.mining
 from ragtune import Ragtune
@@ -41,12 +39,7 @@ def users_model(users: str, seed: int) -> ClickModel:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--dataset", type=Path, required=True)
-    ap.add_argument("--out", type=Path, required=True)
-    ap.add_argument("--users", default="pbm,trust-cascade,deep")
-    ap.add_argument("--seeds", default="0,1,2")
-    ap.add_argument("--sessions", type=int, default=600)
+    ap = dev_parser(__doc__, "pbm,trust-cascade,deep", 600)
     args = ap.parse_args()
     t0 = time.perf_counter()
     default_level = ragtune.mining.REPEAT_LEVEL

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import os
-import re
 import shutil
 import time
 import uuid
@@ -705,11 +704,11 @@ class Ragtune:
             with self.ws.lock("rollback"):
                 return self._rollback_locked(version)
         except RefreshLockedError as exc:  # the operator's lever must say how to pull it now
-            found = re.search(r"pid (\d+)", str(exc))
-            if found is None or int(found.group(1)) == os.getpid():  # this process's own refresh (a service's POST /refresh): nothing to kill
+            pid = self.ws.lock_holder_pid()
+            if pid is None or pid == os.getpid():  # this process's own refresh (a service's POST /refresh): nothing to kill
                 raise
             raise RefreshLockedError(
-                f"{exc}; to roll back now, stop it first (kill {found.group(1)}): a stopped refresh or index leaves the workspace consistent "
+                f"{exc}; to roll back now, stop it first (kill {pid}): a stopped refresh or index leaves the workspace consistent "
                 "(the version swap is atomic), then roll back"
             ) from None
 

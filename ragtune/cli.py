@@ -183,29 +183,25 @@ def init(
     ws = Workspace(root)
     existed = ws.exists()
     config = ws.load_config() if existed else RagtuneConfig()
-    restored = None  # config.json lost from a workspace that has versions: theirs, not the defaults (the model among them)
-    if not existed and ws.current_path.is_file():
+    current = None
+    if existed or ws.current_path.is_file():  # a workspace with versions (its config.json may be lost)
         try:
-            serving = ws.current_version()
-        except RagtuneError:  # a corrupt CURRENT too: the version the log last made current
-            serving = ws.last_good_version()
-        if serving is not None:
-            try:
-                config, restored = RagtuneConfig.load(ws.version_dir(serving) / "config.json"), ws.version_dir(serving) / "config.json"
-            except RagtuneError as exc:
-                raise WorkspaceError(
-                    f"workspace {ws.root} lost its config.json, and its serving version's copy cannot be read ({exc}); "
-                    "copy another version's versions/vNNNN/config.json to config.json, then run `ragtune doctor`"
-                ) from None
+            current = ws.current_version()
+        except RagtuneError:  # a corrupt CURRENT: the version the log last made current
+            current = ws.last_good_version()
+    restored = None  # config.json lost from a workspace that has versions: theirs, not the defaults (the model among them)
+    if not existed and current is not None:
+        restored = ws.version_dir(current) / "config.json"
+        try:
+            config = RagtuneConfig.load(restored)
+        except RagtuneError as exc:
+            raise WorkspaceError(
+                f"workspace {ws.root} lost its config.json, and its serving version's copy cannot be read ({exc}); "
+                "copy another version's versions/vNNNN/config.json to config.json, then run `ragtune doctor`"
+            ) from None
     model_opts = {"model.name": model, "model.query_prefix": query_prefix, "model.document_prefix": document_prefix}
     overrides = {k: v for k, v in {**model_opts, "index.backend": backend, "index.kind": index_kind}.items() if v is not None}
     config = config.with_overrides(overrides)
-    current = None
-    if existed or restored is not None:
-        try:
-            current = ws.current_version()
-        except RagtuneError:
-            current = ws.last_good_version()
     changes = model_changes(config, ModelSpec.from_dict(ws.read_version(current).model)) if current else []
     if changes and not reindex and any(v is not None for v in model_opts.values()):
         what = ", ".join(f"{c.key} {c.serving!r} -> {c.configured!r}" for c in changes)

@@ -1113,7 +1113,7 @@ class FeedbackLog:
                 continue
             if via is not None and doc_id in file_shown.get(via, ()):
                 continue  # shown by its search (in this file): a doc removed from the index since keeps its feedback
-            if via is not None and conn.execute("SELECT 1 FROM impressions WHERE qid = ? AND doc_id = ?", (via, doc_id)).fetchone():
+            if via is not None and self.was_shown(via, doc_id):
                 by_log = True  # shown by its search (in the log), as live feedback is accepted
                 continue
             shown = f" and was not shown by search {via!r}" if via is not None else ""

@@ -289,9 +289,9 @@ def tally(searches: Iterable[TrialSearch], *, max_per_query: int = MAX_DECIDED_P
             counts.ties += 1
         elif outcome in ("win", "loss"):
             first = search.first_choice if search.first_choice is not None else math.inf
-            seq = search.counted_seq if search.counted is not None and search.counted_seq is not None else None
             # searches counted before keep their places (in the order they were counted), then the new ones
-            decided.append((0, float(seq), i, normalize_query(search.text), outcome) if seq is not None else (1, first, i, normalize_query(search.text), outcome))
+            place = (0, float(search.counted_seq)) if search.counted_seq is not None else (1, first)
+            decided.append((*place, i, normalize_query(search.text), outcome))
     used: Counter[str] = Counter()
     for _, _, _, key, outcome in sorted(decided):
         if used[key] >= max_per_query:

@@ -748,6 +748,15 @@ class Workspace:
         The holder writes its name and pid there; a pid that no longer runs is a killed holder (the
         kernel released its lock), so the text left behind is stale.
         """
+        held = self._live_holder()
+        return None if held is None else held[0]
+
+    def lock_holder_pid(self) -> int | None:
+        """The pid of the live process holding the write lock (see :meth:`lock_holder`), or ``None``."""
+        held = self._live_holder()
+        return None if held is None else held[1]
+
+    def _live_holder(self) -> tuple[str, int] | None:
         import re
 
         try:
@@ -757,13 +766,14 @@ class Workspace:
         found = re.search(r"pid (\d+)", text)
         if not found:
             return None
+        pid = int(found.group(1))
         try:
-            os.kill(int(found.group(1)), 0)
+            os.kill(pid, 0)
         except ProcessLookupError:
             return None
         except PermissionError:  # another user's live process
             pass
-        return text
+        return text, pid
 
 
 def store_name(ws: Workspace, version: str) -> str:
