@@ -157,7 +157,7 @@ def base_workspace(dataset: Path, path: Path) -> None:
             os.replace(building, cache)
             print(f"indexed {dataset.name} in {time.perf_counter() - t:.0f}s", flush=True)
     shutil.rmtree(path, ignore_errors=True)
-    shutil.copytree(cache, path, ignore=shutil.ignore_patterns("feedback.sqlite*", "refresh*"))
+    shutil.copytree(cache, path, ignore=shutil.ignore_patterns("feedback.sqlite*", "*.lock"))  # the log keeps its "indexed" entry
     RagtuneConfig().save(path / "config.json")  # today's defaults, not those the cache was made with
 
 
