@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ragtune.config import RagtuneConfig
-from ragtune.corpus import Document, is_beir_dir, load_beir_corpus, load_sources, source_list
+from ragtune.corpus import Document, is_beir_dir, load_beir_corpus, load_sources, nested_source, source_key, source_list
 from ragtune.embedder import Embedder, ModelSpec
 from ragtune.engines import encode_corpus
 from ragtune.errors import FeedbackLogError, InputError, RagtuneError, RefreshLockedError, UnknownIdError, WorkspaceError
@@ -200,6 +200,8 @@ class Ragtune:
         t0 = time.perf_counter()
         with self.ws.lock("index"):  # the version read here is the one the new index is built from
             recover(self.ws, self.feedback, self.config.trial)
+            if pointer := self.ws.pointer_problem():  # not "nothing indexed yet": this index would serve only the sources given
+                raise WorkspaceError(f"{pointer}; then index again")
             current = self.ws.current_version()
             if reindex and current is None and not paths:
                 raise WorkspaceError(f"workspace {self.ws.root} has no index yet; run `ragtune index SOURCE` first")
@@ -208,10 +210,21 @@ class Ragtune:
             spec = self._config_spec() if switch or served is None else served
             embedder = self.serving().embedder if current and not switch else Embedder(spec, self.ws.root, self.config.model.device, self.config.model.batch_size)
             tokenize = embedder.token_offsets if any(p.is_dir() and not is_beir_dir(p) for p in paths) else None
-            new = load_sources(paths, tokenize, self.config.chunk.chunk_tokens, self.config.chunk.overlap_tokens) if paths else []
-            given = list(dict.fromkeys(d.source for d in new)) if paths else []
             entries = self.serving().docs.entries() if current else []
             old = [IndexedDoc(i, h, src, pos) for pos, (i, h, src) in enumerate(entries)]  # no old text: kept docs are read when written
+            given = list(dict.fromkeys(source_key(p) for p in paths))
+            nested = nested_source(given, set() if replace else {d.source for d in old if d.source and d.source not in gone})
+            if nested:
+                src, other = nested
+                inner, outer = (src, other) if Path(src).is_relative_to(other) else (other, src)
+                raise InputError(
+                    f"{outer} holds {inner}, {'also given' if other in given else 'an indexed source'}: the files inside would be indexed twice, "
+                    f"under two ids; index one of them (remove=[...] drops an indexed source)",
+                    cli=f"{outer} holds {inner}, {'also given' if other in given else 'an indexed source'}: the files inside would be indexed twice, "
+                    f"under two ids; index one of them (`ragtune index --remove SOURCE` drops an indexed source)",
+                )
+            new = load_sources(paths, tokenize, self.config.chunk.chunk_tokens, self.config.chunk.overlap_tokens) if paths else []
+            given = list(dict.fromkeys(d.source for d in new)) if paths else []
             if gone:
                 indexed = {d.source for d in old}
                 unknown = [g for g in gone if g not in indexed]
@@ -752,6 +765,8 @@ class Ragtune:
         except WorkspaceError as exc:
             problems.append(str(exc))
             cur = None
+        if not problems and (pointer := self.ws.pointer_problem()):
+            problems.append(pointer)
         out: dict[str, Any] = {"workspace": str(self.ws.root), "current_version": cur, "model": self._config_spec().label(), "n_docs": 0, "backend": self.config.index.backend, "index_kind": self.config.index.kind}
         out["sources"] = []
         changes = self.model_changes()
@@ -766,6 +781,8 @@ class Ragtune:
             problems.append(str(exc))
             serving = None
         if serving is not None:
+            if cur is not None and serving.name != cur and not problems:
+                problems.append(f"version {cur} cannot be opened; searches are answered by version {serving.name}; `ragtune doctor` says what is damaged")
             out["current_version"] = serving.name
             out["model"] = serving.spec.label()
             out["n_docs"] = len(serving.docs)

@@ -71,8 +71,9 @@ class _Group(click.Group):
             where = f" {exc.filename}" if exc.filename else ""
             fix = "free some space" if exc.errno in (errno.ENOSPC, errno.EDQUOT) else "make the workspace writable by this user (or use another --workspace)"
             raise click.ClickException(f"cannot write{where}: {exc.strerror or exc}; {fix}") from exc
-        except KeyboardInterrupt:  # pragma: no cover - interactive
-            raise click.Abort() from None
+        except KeyboardInterrupt:  # pragma: no cover - interactive; checked by hand (kill -INT), exit 130 as shells expect
+            click.echo("Interrupted.", err=True)
+            raise click.exceptions.Exit(130) from None
 
 
 class _CliWording(logging.Filter):
@@ -315,20 +316,21 @@ def index(
         _print_index(report)
 
 
-def _text_argument(ctx: click.Context, param: click.Parameter, value: str) -> str:
-    if not value.strip():
-        raise click.BadParameter(f"must contain something to search for, got {value!r}")
-    return value
+def _text_argument(ctx: click.Context, param: click.Parameter, value: tuple[str, ...]) -> str:
+    text = " ".join(value)  # `ragtune query chain lube` is the query "chain lube", quoted or not
+    if not text.strip():
+        raise click.BadParameter(f"must contain something to search for, got {text!r}")
+    return text
 
 
 @main.command()
-@click.argument("text", callback=_text_argument)
+@click.argument("text", nargs=-1, required=True, callback=_text_argument)
 @click.option("-k", "--top-k", "k", default=10, show_default=True, type=click.IntRange(min=1), help="Results to show.")
 @click.option("--log/--no-log", default=True, show_default=True, help="Record the query and its impressions in the feedback log.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @click.pass_context
 def query(ctx: click.Context, text: str, k: int, log: bool, as_json: bool) -> None:
-    """Search the current index for TEXT."""
+    """Search the current index for TEXT (its words, quoted or not)."""
     rt = _open(ctx)
     hits = rt.search(text, k, log=log)  # a broken feedback log never fails it: no query id, and a warning
     failed = rt.feedback.write_error if log and hits.query_id is None else None
@@ -697,9 +699,8 @@ def doctor(ctx: click.Context, repair: bool, as_json: bool) -> None:
         _echo_json(report.to_dict())
     else:
         for f in report.findings:
-            label = "fixed" if f.repaired else f.status
-            click.echo(f"{label:<8}{f.check:<10}{f.message}" + (f"  [--repair: {f.fix}]" if f.fix and not f.repaired and f.status == "problem" else ""))
-        click.echo("healthy" if report.healthy else ("problems left: see above" if repair else "problems found: `ragtune doctor --repair` fixes what it can"))
+            click.echo(f.line())
+        click.echo(report.summary())
     if not report.healthy:
         ctx.exit(1)
 
@@ -721,7 +722,7 @@ def versions(ctx: click.Context, as_json: bool) -> None:
             fig += f"  trial {t['state']}: {t['wins']}W/{t['losses']}L/{t['ties']}T, p = {t['p_value']:.4f}"
         elif t.get("state") == "live":
             fig += "  trial live"
-        if v["never_served"] and t.get("state") != "live":
+        if v["never_served"] and t.get("state") not in ("live", "dropped"):  # a trial's version served its share of searches
             fig += "  (never served)"
         mark = "*" if v["current"] else ("~" if v["trial_live"] else " ")
         click.echo(f"{mark} {v['name']}  {v['created']}  {v['kind']:<5}  {v['note']}  {fig}".rstrip())

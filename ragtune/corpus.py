@@ -199,6 +199,25 @@ def source_key(src: str | Path) -> str:
     return str(Path(src).expanduser().resolve())
 
 
+def nested_source(given: Iterable[str], indexed: Iterable[str]) -> tuple[str, str] | None:
+    """A pair ``(source, other)`` of distinct folders of text files (keys, :func:`source_key`) where one holds the other, else ``None``.
+
+    ``given`` are the sources being indexed, ``indexed`` those already in the index. Indexing both
+    a folder and a folder inside it would hold each text file inside twice, under two ids. (A JSONL
+    file or a BEIR folder inside a folder of text files is not read by it.)
+    """
+
+    def text_dir(key: str) -> bool:
+        return Path(key).is_dir() and not is_beir_dir(Path(key))
+
+    given = [g for g in given if text_dir(g)]
+    for src in given:
+        for other in [*given, *(i for i in indexed if text_dir(i))]:
+            if other != src and (Path(other).is_relative_to(src) or Path(src).is_relative_to(other)):
+                return src, other
+    return None
+
+
 def source_list(sources: str | Path | Iterable[str | Path], what: str = "sources") -> list[Path]:
     """``sources`` as a list of paths: one ``str``/``Path`` is one source (never its characters).
 

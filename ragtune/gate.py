@@ -197,7 +197,15 @@ def refuse_untrained(candidate: str, metric: str, n: int, config: GateConfig, *,
     too_few = _too_few(n, config) if config.confidence > 0 else None
     if too_few is None:
         return None
-    way = "; the query tier learns from fewer (`ragtune refresh --mode query`), or lower gate.min_queries in config.json" if candidate in ("lora", "full") else ""
+    if candidate not in ("lora", "full"):
+        way = ""
+    elif n == 0 and "left out" in on:  # lowering the minimum cannot help: every held-out query trained the serving version
+        way = (
+            "; held-out queries are those the serving version did not train on, so this needs searches of new queries "
+            "(or `ragtune rollback` to a version that did not train on them); the query tier learns meanwhile (`ragtune refresh --mode query`)"
+        )
+    else:
+        way = "; the query tier learns from fewer (`ragtune refresh --mode query`), or lower gate.min_queries in config.json"
     return CheckResult(False, f"{candidate}: not trained: {n} queries of {on}, {too_few}{way}", candidate, metric, None, None, n, None, on, bar)
 
 

@@ -96,9 +96,17 @@ def replay_decisions(ws: Workspace, log: FeedbackLog, config: TrialConfig) -> li
 
 
 def pending_decisions(ws: Workspace) -> list[VersionInfo]:
-    """The versions whose decision record is not in ``refresh-log.jsonl`` yet (a crash came between), oldest first."""
+    """The newest version, when its decision record is not in ``refresh-log.jsonl`` yet (a crash came between).
+
+    Only the newest can be pending: each write command replays it before writing a version. An
+    older version's record missing from the log means the log lost it (deleted, restored from an
+    old copy): replaying would write false history (an old version "never served"), so it is not.
+    """
+    versions = ws.list_versions()
+    if not versions or not versions[-1].decision.get("decision"):
+        return []
     logged = {e.get("decision") for e in ws.read_log() if e.get("decision")}
-    return [v for v in ws.list_versions() if v.decision.get("decision") and v.decision["decision"] not in logged]
+    return [versions[-1]] if versions[-1].decision["decision"] not in logged else []
 
 
 def _replay(ws: Workspace, log: FeedbackLog, config: TrialConfig, info: VersionInfo) -> str:

@@ -35,6 +35,7 @@ import numpy as np
 from ragtune.config import RagtuneConfig
 from ragtune.embedder import Embedder, ModelSpec
 from ragtune.engines import encode_corpus
+from ragtune.errors import WorkspaceError
 from ragtune.faults import checkpoint
 from ragtune.feedback import FeedbackLog
 from ragtune.gate import (
@@ -216,6 +217,8 @@ def _refresh_locked(
     threshold: int,
     progress: bool,
 ) -> RefreshReport:
+    if pointer := ws.pointer_problem():  # a candidate is built on the serving version: never on a stand-in for a damaged pointer
+        raise WorkspaceError(f"{pointer}; then refresh again")
     serving = server.current()
     new_events = log.events_since(feedback_mark(ws, log))
     report = RefreshReport("skipped", "", mode, serving.name, new_events=new_events)

@@ -15,6 +15,7 @@ import logging
 import os
 import random
 import threading
+import time
 
 import numpy as np
 
@@ -32,6 +33,9 @@ from ragtune.workspace import Workspace, store_name
 __all__ = ["Server", "ServingVersion"]
 
 logger = logging.getLogger(__name__)
+
+#: Seconds between tries to open a version that failed to open (a stand-in serves meanwhile).
+RETRY_S = 30.0
 
 #: Feedback log path -> the kind of write failure already warned about: one warning per failure, per process.
 _LOG_FAILURES: dict[str, str] = {}
@@ -136,11 +140,13 @@ class Server:
         self.config = config
         self._lock = threading.Lock()
         self._current: ServingVersion | None = None
-        self._token: tuple[int, int] | None = None
+        self._token: tuple[int, int] | None = None  # None while a stand-in serves for a version that failed to open
         self._trial: tuple[TrialState, ServingVersion] | None = None
         self._trial_token: tuple[int, int] | None = None
         self._trial_failed: set[str] = set()
         self._trial_loading = False
+        self._open_failed: set[str] = set()  # versions that failed to open (warned about once)
+        self._opened_at = 0.0
         #: The coins of interleaving and of the RandPair intervention (seed it for reproducible runs).
         self.rng = random.Random()
         self._rng_pid, self._rng_id = os.getpid(), id(self.rng)
@@ -158,41 +164,88 @@ class Server:
         return self.rng
 
     def current(self) -> ServingVersion:
-        """The loaded current version, reloaded when another process swapped ``CURRENT``."""
-        token = self.ws.current_token()
+        """The loaded current version, reloaded when another process swapped ``CURRENT``.
+
+        A damaged workspace never stops searches while an intact version is left: a ``CURRENT``
+        that is missing, unreadable or names a version that is gone, and a version whose files
+        cannot be opened, are answered by the version already loaded, else by the last good one;
+        the log says once what happened and what fixes it (``ragtune doctor --repair``).
+
+        Raises:
+            WorkspaceError: nothing was indexed yet, or no version can be opened (one line naming
+                the version, what failed and the fix).
+        """
+        token = self._settled_token()
         with self._lock:
             if self._current is None or token != self._token:
                 name = self._pointer()
-                if name is None:
-                    raise WorkspaceError(
-                        f"workspace {self.ws.root} has no index yet; call index(SOURCES) first",
-                        cli=f"workspace {self.ws.root} has no index yet; run `ragtune index SOURCE` first",
-                    )
                 if self._current is None or self._current.name != name:
-                    trial = self._trial[1] if self._trial is not None else None
-                    # a promoted trial is loaded already; a version over the same index shares it
-                    self._current = trial if trial is not None and trial.name == name else ServingVersion(self.ws, self.config, name, self._current)
-                    logger.info("serving version %s", name)
-                self._token = token
+                    self._current = self._open(name)
+                self._token = token if self._current.name == name else None  # a stand-in: try the named version again later
             return self._current
 
-    def _pointer(self) -> str | None:
-        """``CURRENT``'s version; when ``CURRENT`` is unreadable, the loaded version, else :meth:`Workspace.last_good_version`.
+    def _settled_token(self) -> tuple[int, int] | None:
+        """``CURRENT``'s token; ``None`` (retry opening it) once :data:`RETRY_S` passed since a version failed to open."""
+        token = self.ws.current_token()
+        if self._token is None and self._current is not None and time.monotonic() - self._opened_at < RETRY_S:
+            return None  # serving a stand-in: retry the named version at most every RETRY_S seconds
+        return token
 
-        A damaged pointer never stops searches: the log says once what happened and that
-        ``ragtune doctor --repair`` rewrites it.
-        """
+    def _pointer(self) -> str:
+        """``CURRENT``'s version; when ``CURRENT`` is missing (versions exist) or unreadable, the loaded version, else :meth:`Workspace.last_good_version`."""
         try:
-            return self.ws.current_version()
+            name = self.ws.current_version()
         except WorkspaceError as exc:
-            if self._current is not None:
-                name: str | None = self._current.name
-            else:
-                name = self.ws.last_good_version()
-                if name is None:
-                    raise
-            logger.warning("%s; searches are answered by version %s meanwhile", exc, name)  # once per change of CURRENT
-            return name
+            problem = exc
+        else:
+            if name is not None:
+                return name  # one that is gone is handled by _open
+            if not self.ws.list_versions():
+                raise WorkspaceError(
+                    f"workspace {self.ws.root} has no index yet; call index(SOURCES) first",
+                    cli=f"workspace {self.ws.root} has no index yet; run `ragtune index SOURCE` first",
+                )
+            problem = WorkspaceError(self.ws.pointer_problem() or f"{self.ws.current_path} is missing")
+        fallback = self._current.name if self._current is not None else self.ws.last_good_version()
+        if fallback is None:
+            raise problem
+        logger.warning("%s; searches are answered by version %s meanwhile", problem, fallback)  # once per change of CURRENT
+        return fallback
+
+    def _open(self, name: str) -> ServingVersion:
+        """Version ``name``, loaded (a loaded trial of that name is reused; one over the same index shares it).
+
+        A version that cannot be opened (gone, or a file missing or damaged) leaves the loaded
+        version serving, else the newest version that served and opens; warned about once.
+        """
+        trial = self._trial[1] if self._trial is not None else None
+        if trial is not None and trial.name == name:
+            logger.info("serving version %s", name)
+            return trial
+        self._opened_at = time.monotonic()
+        try:
+            opened = ServingVersion(self.ws, self.config, name, self._current)
+            logger.info("serving version %s", name)
+            return opened
+        except Exception as exc:  # a damaged version must not break search while another can serve
+            why = f"version {name} cannot be opened ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else 'no detail'})"
+            error = exc
+        fix = "`ragtune doctor` says what is damaged; `ragtune doctor --repair` or `ragtune rollback VERSION` makes an intact version current"
+        if self._current is not None:
+            if name not in self._open_failed:  # once per version, though it is retried every RETRY_S seconds
+                logger.warning("%s; searches are answered by version %s meanwhile; %s", why, self._current.name, fix)
+                self._open_failed.add(name)
+            return self._current
+        served = self.ws.served_versions()
+        for other in [v.name for v in reversed(self.ws.list_versions()) if v.name != name and v.name in served]:
+            try:
+                opened = ServingVersion(self.ws, self.config, other)
+            except Exception:  # try the next older one
+                continue
+            logger.warning("%s; searches are answered by version %s meanwhile; %s", why, other, fix)
+            self._open_failed.add(name)
+            return opened
+        raise WorkspaceError(f"{why}; {fix}") from error
 
     def trial(self) -> tuple[TrialState, ServingVersion] | None:
         """The live trial and its loaded version, or ``None`` (also when it cannot be loaded: logged once).

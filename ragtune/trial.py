@@ -246,12 +246,15 @@ def decide(counts: TrialCounts, config: TrialConfig, at_budget: TrialCounts | No
     if p_sign is None:
         need = f"; promotion needs p <= {config.alpha:g}" + ("" if enough else f" and {config.min_decided} decided searches")
         return TrialDecision("continue", f"undecided: {figures} (p = {p:.4f}{need})", counts, p, better, worse)
-    return TrialDecision(
-        "drop",
-        f"out of budget: {figures} (trial.max_searches {config.max_searches}) without evidence either way (p = {p:.4f}, sign test p = {p_sign:.4f}"
-        + (f"; fewer than trial.min_decided {config.min_decided} decided searches)" if p <= config.alpha else ")"),
-        counts, p, better, worse, p_sign,
-    )  # fmt: skip
+    if p <= config.alpha:  # preferred, but on too few counted searches to be trusted
+        why = (
+            f"users preferred the trial (p = {p:.4f}, sign test p = {p_sign:.4f}) but only {budget.decided} decided searches counted, "
+            f"fewer than trial.min_decided {config.min_decided}: each query counts in at most {MAX_DECIDED_PER_QUERY}, so too few "
+            "distinct queries were decided; decide on a labelled set (--eval-beir) or skip the trial (--no-trial)"
+        )
+    else:
+        why = f"without evidence either way (p = {p:.4f}, sign test p = {p_sign:.4f})"
+    return TrialDecision("drop", f"out of budget: {figures} (trial.max_searches {config.max_searches}) {why}", counts, p, better, worse, p_sign)
 
 
 def repeats_note(repeats: int) -> str:

@@ -274,6 +274,26 @@ class Workspace:
             raise WorkspaceError(f"{self.current_path} is corrupt (version {name!r}); `ragtune doctor --repair` or `ragtune rollback VERSION` fixes it")
         return name or None
 
+    def pointer_problem(self) -> str | None:
+        """What is wrong with ``CURRENT`` (unreadable, missing although versions exist, or naming a version that is gone), else ``None``.
+
+        Commands that build a version on the serving one refuse to run on such a pointer: a
+        missing one would otherwise read as "nothing indexed yet" and the next ``index`` would
+        serve only the sources it is given.
+        """
+        try:
+            name = self.current_version()
+        except WorkspaceError as exc:
+            return str(exc)
+        if name is None:
+            return f"{self.current_path} is missing although versions exist; `ragtune doctor --repair` restores it" if self.list_versions() else None
+        if not (self.version_dir(name) / "manifest.json").is_file():
+            return (
+                f"{self.current_path} names version {name}, which does not exist; `ragtune doctor --repair` points it at the version "
+                "last made current, or `ragtune rollback VERSION` at the one you name"
+            )
+        return None
+
     def current_token(self) -> tuple[int, int]:
         """A cheap token that changes whenever ``CURRENT`` is replaced (inode, mtime_ns)."""
         try:

@@ -138,7 +138,7 @@ CLI_CASES = [
     ("interval-nan", "ws", ["refresh", "--watch", "--interval", "nan"], 2, ["--interval", "'nan'"]),
     ("refresh-bad-mode", "ws", ["refresh", "--mode", "turbo"], 2, ["--mode", "'turbo'"]),
     ("query-k-0", "ws", ["query", "reset", "-k", "0"], 2, ["--top-k", "0"]),
-    ("query-empty-text", "ws", ["query", "  "], 2, ["'TEXT'", "must contain something to search for", "'  '"]),
+    ("query-empty-text", "ws", ["query", "  "], 2, ["'TEXT...'", "must contain something to search for", "'  '"]),
     ("query-empty-workspace", "empty", ["query", "reset"], 1, ["has no index yet", "ragtune index"]),
     ("query-missing-workspace", "base", ["query", "reset"], 1, ["no ragtune workspace", "ragtune init"]),
     ("rollback-unknown", "ws", ["rollback", "v0099"], 1, ["'v0099' does not exist"]),

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import json
 
+import pytest
 from click.testing import CliRunner
 
 from ragtune.cli import main
@@ -30,6 +31,10 @@ def test_cli_loop(tmp_path, tiny_model, docs_jsonl):
     assert r.exit_code == 0
     r = _run(["query", "wifi", "--no-log"], ws)
     assert "query id" not in r.output and " 1. " in r.output
+    unquoted = _run(["query", "reset", "the", "router", "-k", "3", "--no-log", "--json"], ws)  # the words are the query, quoted or not
+    assert unquoted.exit_code == 0 and json.loads(unquoted.output)["hits"] == [
+        {**h, "score": pytest.approx(h["score"])} for h in json.loads(_run(["query", "reset the router", "-k", "3", "--no-log", "--json"], ws).output)["hits"]
+    ]
     stats = json.loads(_run(["feedback", "stats", "--json"], ws).output)
     assert stats == {"queries": 1, "impressions": 3, "clicks": 1, "ratings": 1, "queries_with_positive": 1}
     mined = json.loads(_run(["feedback", "mine", "--dry-run", "--json"], ws).output)
@@ -84,7 +89,7 @@ def test_user_mistakes_are_clean_errors(tmp_path, tiny_model, docs_jsonl):
     r = runner.invoke(main, ["-w", str(ws), "refresh", "--watch", "--interval", "soon"])
     assert r.exit_code == 2 and "expected a duration" in r.output
     r = runner.invoke(main, ["-w", str(ws), "query", "  "])
-    assert r.exit_code == 2 and "Invalid value for 'TEXT': must contain something to search for" in r.output  # a usage error, as for feedback click ''
+    assert r.exit_code == 2 and "Invalid value for 'TEXT...': must contain something to search for" in r.output  # a usage error, as for feedback click ''
     r = runner.invoke(main, ["-w", str(ws), "feedback", "rate", "q", "d1", "--vlaue", "1"])
     assert r.exit_code == 2 and "No such option '--vlaue'" in r.output  # not "invalid VALUE"
     r = runner.invoke(main, ["-w", str(ws), "feedback", "rate", "q", "d1", "up", "--jsn"])

@@ -201,3 +201,125 @@ def test_a_cuda_device_without_a_gpu_is_a_problem_like_status_says(workspace, mo
     assert not report.healthy and found[0].status == "problem" and "model.device is 'cuda' but torch sees no GPU" in found[0].message
     assert found[0].fix == "set model.device to 'auto' or 'cpu' in config.json"
     assert any("model.device is 'cuda'" in p for p in Ragtune(workspace.ws.root, progress=False).status()["problems"])
+
+
+# -- damaged files, and repairs that fix the file rather than move CURRENT --------------------------
+@pytest.fixture()
+def query_tier(workspace, tmp_path):  # type: ignore[no-untyped-def]
+    """v0001 (8 docs), v0002 (9 docs) and the serving v0003: a query tier over v0002's index."""
+    from tests.conftest import play
+
+    extra = tmp_path / "more.jsonl"
+    extra.write_text(json.dumps({"id": "x1", "text": "an extra document about modems"}) + "\n", encoding="utf-8")
+    workspace.index([tmp_path / "docs.jsonl", extra])
+    play(workspace)
+    assert workspace.refresh(mode="query", trial=False).status == "promoted"
+    assert workspace.current_version == "v0003" and workspace.ws.read_version("v0003").index_version == "v0002"
+    return workspace
+
+
+def _finding(report, check: str, text: str):  # type: ignore[no-untyped-def]
+    found = [f for f in report.findings if f.check == check and text in f.message]
+    assert found, report.to_dict()
+    return found[0]
+
+
+@pytest.mark.parametrize("fname", ["docs.sqlite", "vectors.npy", "index.faiss"])
+def test_a_junk_index_file_is_found(workspace, fname):
+    """Junk that makes every search (or refresh) fail is a problem, not `healthy`, and the finding names the file."""
+    (workspace.ws.version_dir("v0001") / fname).write_text("garbage\n", encoding="utf-8")
+    report = diagnose(workspace.ws.root)
+    assert not report.healthy
+    found = _finding(report, "versions", f"versions/v0001/{fname} cannot be read")
+    assert found.status == "problem"
+    if fname == "docs.sqlite":  # nothing to rebuild it from, nothing to roll back to
+        assert not found.repairable and "re-index" in found.fix
+
+
+def test_junk_vectors_and_a_short_index_are_rebuilt_from_each_other(workspace):
+    import faiss
+    import numpy as np
+
+    vdir = workspace.ws.version_dir("v0001")
+    before = np.load(vdir / "vectors.npy")
+    np.save(vdir / "vectors.npy", before[:3])  # a row count that does not match the doc store
+    found = _finding(diagnose(workspace.ws.root), "versions", "vectors.npy holds 3 vectors for 8 documents")
+    assert found.repairable and found.fix == "rebuild it from versions/v0001/index.faiss"
+    assert diagnose(workspace.ws.root, repair=True).healthy
+    assert np.array_equal(np.load(vdir / "vectors.npy"), before)
+    short = faiss.IndexFlatIP(before.shape[1])
+    short.add(before[:5])
+    faiss.write_index(short, str(vdir / "index.faiss"))
+    _finding(diagnose(workspace.ws.root), "versions", "index.faiss holds 5 vectors for 8 documents")
+    assert diagnose(workspace.ws.root, repair=True).healthy
+    assert faiss.read_index(str(vdir / "index.faiss")).ntotal == 8
+
+
+def test_repair_rebuilds_missing_vectors_instead_of_rolling_a_serving_query_tier_back(query_tier):
+    import numpy as np
+
+    path = query_tier.ws.version_dir("v0002") / "vectors.npy"
+    before = np.load(path)
+    path.unlink()  # searches still work: they use index.faiss
+    report = diagnose(query_tier.ws.root)
+    found = _finding(report, "versions", "versions/v0002/vectors.npy is missing")
+    assert found.repairable and "--repair: rebuild it from versions/v0002/index.faiss" in found.line() and "--repair: --repair" not in found.line()
+    pointer = next(f for f in report.findings if f.check == "pointer")
+    assert pointer.status == "ok" and "point CURRENT" not in pointer.fix  # no rollback announced
+    report = diagnose(query_tier.ws.root, repair=True)
+    assert report.healthy and not any(f.check == "pointer" and f.repaired for f in report.findings), report.to_dict()
+    assert query_tier.ws.current_version() == "v0003" and np.array_equal(np.load(path), before)
+    assert Ragtune(query_tier.ws.root, progress=False).search("modems", k=9, log=False).version == "v0003"
+
+
+def test_repair_rewrites_a_missing_version_config_instead_of_rolling_back(query_tier):
+    from ragtune import RagtuneConfig
+
+    path = query_tier.ws.version_dir("v0003") / "config.json"
+    path.unlink()
+    assert not diagnose(query_tier.ws.root).healthy
+    report = diagnose(query_tier.ws.root, repair=True)
+    assert report.healthy and query_tier.ws.current_version() == "v0003", report.to_dict()
+    assert RagtuneConfig.load(path).model.name == query_tier.config.model.name
+
+
+def test_a_query_tier_that_cannot_serve_moves_current_and_says_what_is_lost(query_tier):
+    (query_tier.ws.version_dir("v0003") / "query_map.safetensors").write_text("garbage\n", encoding="utf-8")
+    report = diagnose(query_tier.ws.root)
+    assert _finding(report, "versions", "versions/v0003/query_map.safetensors cannot be read").status == "problem"
+    assert "`ragtune rollback v0002`" in _finding(report, "versions", "query_map").fix
+    report = diagnose(query_tier.ws.root, repair=True)
+    moved = _finding(report, "pointer", "CURRENT now -> v0002")
+    assert moved.repaired and "(9 docs; v0003 had 9 docs and a query tier)" in moved.message
+    assert report.healthy and query_tier.ws.current_version() == "v0002"  # the broken tier serves nothing now: a warning
+    assert _finding(report, "versions", "query_map.safetensors").status == "warning"
+    assert len(Ragtune(query_tier.ws.root, progress=False).search("modems", k=9, log=False)) == 9
+
+
+def test_a_lost_feedback_database_is_a_problem_once_refreshes_used_it(query_tier):
+    query_tier.feedback.close()
+    for suffix in ("", "-wal", "-shm"):
+        (query_tier.ws.root / f"feedback.sqlite{suffix}").unlink(missing_ok=True)
+    found = _finding(diagnose(query_tier.ws.root), "feedback", "feedback.sqlite is missing but 1 refresh read feedback")
+    assert found.status == "problem" and not found.repairable and "restore it from a backup" in found.fix
+    assert not diagnose(query_tier.ws.root, repair=True).healthy  # nothing --repair can do
+    fresh = Ragtune(query_tier.ws.root, progress=False)
+    fresh.search("reset", k=3)  # a new log: a search, no click yet
+    fresh.feedback.close()
+    _finding(diagnose(query_tier.ws.root), "feedback", "feedback.sqlite is empty (no clicks or ratings)")
+    query_tier.ws.feedback_path.write_bytes(b"this is not a database" * 100)  # moved aside by --repair: its events are kept
+    report = diagnose(query_tier.ws.root, repair=True)
+    assert report.healthy, [f.line() for f in report.findings]
+    assert _finding(diagnose(query_tier.ws.root), "feedback", "feedback.sqlite.corrupt-").status == "warning"
+
+
+def test_the_last_line_offers_repair_only_for_what_it_fixes(workspace):
+    workspace.ws.config_path.write_text("{broken", encoding="utf-8")
+    report = diagnose(workspace.ws.root)
+    assert report.summary() == "problems found: `ragtune doctor --repair` cannot fix them; each says what to do"
+    (workspace.ws.versions_dir / ".tmp-dead").mkdir()
+    report = diagnose(workspace.ws.root)
+    assert "--repair` fixes 1 of 2" in report.summary()
+    left = next(f for f in report.findings if f.check == "leftovers")
+    assert left.line().endswith("[--repair: removed by --repair (and by the next index or refresh)]")
+    assert diagnose(workspace.ws.root, repair=True).summary() == "problems left: see above"

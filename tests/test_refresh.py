@@ -337,6 +337,7 @@ def test_a_document_side_check_says_which_held_out_queries_it_left_out(workspace
     rep = workspace.refresh(mode="lora", force=True)  # every held-out query was trained on: none left to check on
     assert rep.status == "refused" and rep.check is not None and rep.check.n == 0, rep.reason
     assert "lora: not trained: 0 queries of held-out feedback (" in rep.check.reason and "left out: the serving version trained on them" in rep.check.reason
+    assert "needs searches of new queries" in rep.check.reason and "lower gate.min_queries" not in rep.check.reason  # lowering it cannot help
     play(workspace, start=100)  # new queries, which the promoted tier never saw
     rep = workspace.refresh(mode="lora", force=True)
     assert rep.check is not None and rep.check.n > 0, rep.reason

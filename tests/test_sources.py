@@ -69,6 +69,24 @@ def test_indexing_a_second_source_keeps_the_first(tmp_path, tiny_config, two_sou
     assert "note0.md#0" in ids and "d1" in ids
 
 
+def test_a_folder_holding_an_indexed_folder_is_refused_not_indexed_twice(tmp_path, tiny_config):
+    outer = _text_dir(tmp_path / "corpus", {"top.md": "A note at the top about modems."})
+    inner = _text_dir(outer / "bike", {f"n{i}.md": f"Bike note {i}: oil the chain." for i in range(3)})
+    ws = tmp_path / "ws"
+    Ragtune.init(ws, tiny_config, progress=False).index(inner)
+    line = _one_line_error(_cli(ws, "index", str(outer)))  # before: every bike note indexed again, as corpus/bike/n0.md#0
+    assert f"{outer.resolve()} holds {inner.resolve()}, an indexed source" in line and "--remove" in line
+    line = _one_line_error(_cli(tmp_path / "ws2", "index", str(outer), str(inner)))
+    assert "also given" in line
+    rt = Ragtune(ws, progress=False)
+    assert rt.status()["n_docs"] == 3 and len(rt.versions()) == 1
+    # a JSONL file inside an indexed folder is not read by it: no overlap
+    _jsonl(inner / "extra.jsonl", DOCS[:2])
+    assert rt.index([inner / "extra.jsonl"]).n_docs == 5
+    # dropping the inner folder and indexing the outer one in the same call is fine
+    assert rt.index([outer], remove=[inner]).n_docs == 2 + 4
+
+
 def test_reindexing_a_changed_source_updates_only_it(tmp_path, tiny_config, two_sources):
     docs, more = two_sources
     rt = Ragtune.init(tmp_path / "ws", tiny_config, progress=False)

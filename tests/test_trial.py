@@ -73,7 +73,8 @@ def test_the_budgets_sign_test_promotes_a_small_steady_preference():
     both = decide(_counts(40, 15, 1045, searches=1100), TrialConfig(max_searches=1000), at_budget=_counts(15, 0, 985))
     assert both.verdict == "promote" and "sign test on the first" not in both.reason
     few = decide(_counts(15, 0, 985), TrialConfig(max_searches=1000))  # p_sign tiny, but 15 < min_decided 20
-    assert few.verdict == "drop" and few.p_value <= 0.05 and "fewer than trial.min_decided 20 decided searches" in few.reason
+    assert few.verdict == "drop" and few.p_value <= 0.05 and "only 15 decided searches counted, fewer than trial.min_decided 20" in few.reason
+    assert "without evidence" not in few.reason and "too few distinct queries" in few.reason
 
 
 def _live_trial(rt, coins: int, **trial: object):  # type: ignore[no-untyped-def]
