@@ -297,7 +297,7 @@ class RagtuneRetriever(BaseRetriever):
         qid, did = self._ids(doc_or_query_id, doc_id)
         return self.ragtune.rate(qid, did, value, feedback_id=feedback_id)
 
-    def record_feedback(self, run_id: str | uuid.UUID, doc_id: str, score: Any) -> None:
+    def record_feedback(self, run_id: str | uuid.UUID, doc_id: str, score: Any) -> bool:
         """Record a LangSmith-style feedback score, given by run id, as a rating of ``doc_id``.
 
         Forward the feedback an app already sends LangSmith in one line::
@@ -312,9 +312,12 @@ class RagtuneRetriever(BaseRetriever):
             doc_id: The document the verdict is about (e.g. the one the answer cited).
             score: ``1``/``True`` (thumbs up) or ``0``, ``-1``/``False`` (thumbs down).
 
+        Returns:
+            ``True`` (recorded), as :meth:`record_rating`.
+
         Raises:
             FeedbackError: an unknown run id (a retrieval logged without it, or with ``log=False``),
                 an unknown doc id, or a score other than those above.
         """
         value = rating_from_score(score)
-        self.ragtune.rate(self.ragtune.query_id_for_run(run_id, doc_id), doc_id, value)
+        return self.ragtune.rate(self.ragtune.query_id_for_run(run_id, doc_id), doc_id, value)

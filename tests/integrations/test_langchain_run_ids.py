@@ -46,7 +46,7 @@ def test_a_given_run_id_is_the_retrievers(workspace: Ragtune) -> None:
     mine = uuid.uuid4()
     docs = retriever.invoke("guest network", run_id=mine)  # a retriever takes its run id as a keyword, not from config
     assert _record(workspace, docs[0].metadata["ragtune_query_id"]).run_id == str(mine)
-    retriever.record_feedback(mine, docs[1].metadata["doc_id"], 1)
+    assert retriever.record_feedback(mine, docs[1].metadata["doc_id"], 1) is True
     rec = _record(workspace, docs[0].metadata["ragtune_query_id"])
     assert rec.ratings == [(docs[1].metadata["doc_id"], 1)]
 
