@@ -203,6 +203,11 @@ class Ragtune:
             if pointer := self.ws.pointer_problem():  # not "nothing indexed yet": this index would serve only the sources given
                 raise WorkspaceError(f"{pointer}; then index again")
             current = self.ws.current_version()
+            if current is not None:  # built on the version CURRENT names, never on a stand-in for it
+                try:
+                    self.server.current_to_build_on()
+                except WorkspaceError as exc:
+                    raise WorkspaceError(f"{exc}; then index again") from None
             if reindex and current is None and not paths:
                 raise WorkspaceError(f"workspace {self.ws.root} has no index yet; run `ragtune index SOURCE` first")
             served = ModelSpec.from_dict(self.ws.read_version(current).model) if current else None
@@ -217,11 +222,10 @@ class Ragtune:
             if nested:
                 src, other = nested
                 inner, outer = (src, other) if Path(src).is_relative_to(other) else (other, src)
+                why = f"{outer} holds {inner} ({other}: {'also given' if other in given else 'already indexed'}): the files inside would be indexed twice, under two ids"
                 raise InputError(
-                    f"{outer} holds {inner}, {'also given' if other in given else 'an indexed source'}: the files inside would be indexed twice, "
-                    f"under two ids; index one of them (remove=[...] drops an indexed source)",
-                    cli=f"{outer} holds {inner}, {'also given' if other in given else 'an indexed source'}: the files inside would be indexed twice, "
-                    f"under two ids; index one of them (`ragtune index --remove SOURCE` drops an indexed source)",
+                    f"{why}; index one of them (remove=[...] drops an indexed source)",
+                    cli=f"{why}; index one of them (`ragtune index --remove SOURCE` drops an indexed source)",
                 )
             new = load_sources(paths, tokenize, self.config.chunk.chunk_tokens, self.config.chunk.overlap_tokens) if paths else []
             given = list(dict.fromkeys(d.source for d in new)) if paths else []

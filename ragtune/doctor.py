@@ -488,21 +488,21 @@ def _index_damage(ws: Workspace, iv: str, backend: str, config: RagtuneConfig | 
             d.serves = d.path.name == "vectors.npy"  # the server-side store holds its own copy
         return found
     index = _probe(ws, idir / "index.faiss", _faiss_shape, found)
-    index_bad = index is None
+    index_bad, ambiguous = index is None, False
     if index is not None:
         want = shape[0] if shape is not None and not vectors_bad else n_docs
         if want is not None and index[0] != want:
             found.append(_Damage(idir / "index.faiss", f"{_rel(ws, idir / 'index.faiss')} holds {index[0]} vectors for {want} documents"))
             index_bad = True
-        elif shape is not None and not vectors_bad and index[1] != shape[1]:
+        elif shape is not None and not vectors_bad and index[1] != shape[1]:  # which of the two is wrong cannot be told: no rebuild
             found.append(_Damage(idir / "index.faiss", f"{_rel(ws, idir / 'index.faiss')} holds {index[1]}-d vectors, vectors.npy {shape[1]}-d"))
-            index_bad = True
+            index_bad = ambiguous = True
     for d in found:
         if d.path.name == "vectors.npy" and not index_bad and index is not None:
             d.serves = True  # searches use the index file
             if index[2]:
                 d.rebuild, d.redo = f"from {_rel(ws, idir / 'index.faiss')}", lambda: _rebuild_vectors(idir)
-        elif d.path.name == "index.faiss" and not vectors_bad and n_docs is not None:
+        elif d.path.name == "index.faiss" and not vectors_bad and n_docs is not None and not ambiguous:
             d.rebuild, d.redo = f"from {_rel(ws, idir / 'vectors.npy')}", lambda: _rebuild_index_file(ws, config or RagtuneConfig(), iv)
     return found
 
@@ -555,7 +555,7 @@ def _rebuild_vectors(idir: Path) -> None:
     ivf = faiss.try_extract_index_ivf(index)
     if ivf is not None:
         ivf.make_direct_map()  # an IVF index finds a vector by id only through one
-    tmp = idir / ".rebuild-vectors.npy"
+    tmp = idir.parent / f".tmp-rebuild-{idir.name}-vectors.npy"  # versions/.tmp-*: a killed repair's leftover is cleaned like any other
     try:
         out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float32, shape=(index.ntotal, index.d))
         for start in range(0, index.ntotal, BLOCK_ROWS):
@@ -576,7 +576,7 @@ def _rebuild_index_file(ws: Workspace, config: RagtuneConfig, iv: str) -> None:
 
     idir = ws.version_dir(iv)
     vectors = np.load(idir / "vectors.npy", mmap_mode="r")
-    tmp = idir / ".rebuild"
+    tmp = idir.parent / f".tmp-rebuild-{iv}"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()
     try:
@@ -603,6 +603,8 @@ def _fallback(ws: Workspace, damage: dict[str, list[_Damage]], current: str | No
     def good(name: str) -> bool:
         return name != current and name in damage and not _blocking(damage[name])
 
+    if current is not None:  # its nearest ancestor that served (not the version a rollback left), else the newest
+        return next((name for name in ws.stand_ins(current) if good(name)), None)
     for entry in reversed(ws.read_log()):
         name = entry.get("version")
         if entry.get("event") in POINTER_EVENTS and name and not entry.get("abandoned"):

@@ -217,9 +217,10 @@ def _refresh_locked(
     threshold: int,
     progress: bool,
 ) -> RefreshReport:
-    if pointer := ws.pointer_problem():  # a candidate is built on the serving version: never on a stand-in for a damaged pointer
-        raise WorkspaceError(f"{pointer}; then refresh again")
-    serving = server.current()
+    try:
+        serving = server.current_to_build_on()  # a candidate is built on the serving version: never on a stand-in
+    except WorkspaceError as exc:
+        raise WorkspaceError(f"{exc}; then refresh again") from None
     new_events = log.events_since(feedback_mark(ws, log))
     report = RefreshReport("skipped", "", mode, serving.name, new_events=new_events)
     if new_events < threshold and not force:

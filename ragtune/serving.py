@@ -147,6 +147,7 @@ class Server:
         self._trial_loading = False
         self._open_failed: set[str] = set()  # versions that failed to open (warned about once)
         self._opened_at = 0.0
+        self._standin_for: tuple[int, int] | None = None  # CURRENT's token while a stand-in serves for the version it names
         #: The coins of interleaving and of the RandPair intervention (seed it for reproducible runs).
         self.rng = random.Random()
         self._rng_pid, self._rng_id = os.getpid(), id(self.rng)
@@ -175,21 +176,34 @@ class Server:
             WorkspaceError: nothing was indexed yet, or no version can be opened (one line naming
                 the version, what failed and the fix).
         """
-        token = self._settled_token()
-        with self._lock:
-            if self._current is None or token != self._token:
-                name = self._pointer()
-                if self._current is None or self._current.name != name:
-                    self._current = self._open(name)
-                self._token = token if self._current.name == name else None  # a stand-in: try the named version again later
-            return self._current
-
-    def _settled_token(self) -> tuple[int, int] | None:
-        """``CURRENT``'s token; ``None`` (retry opening it) once :data:`RETRY_S` passed since a version failed to open."""
         token = self.ws.current_token()
-        if self._token is None and self._current is not None and time.monotonic() - self._opened_at < RETRY_S:
-            return None  # serving a stand-in: retry the named version at most every RETRY_S seconds
-        return token
+        with self._lock:
+            loaded = self._current
+            retry = token != self._standin_for or time.monotonic() - self._opened_at >= RETRY_S
+            if loaded is None or (token != self._token and retry):  # a stand-in serves on while the version CURRENT names failed to open moments ago
+                name = self._pointer()
+                if loaded is None or loaded.name != name:
+                    loaded = self._current = self._open(name)
+                self._token, self._standin_for = (token, None) if loaded.name == name else (None, token)
+            return loaded
+
+    def current_to_build_on(self) -> ServingVersion:
+        """:meth:`current`, for a command that builds a version on it: never a stand-in.
+
+        Raises:
+            WorkspaceError: ``CURRENT`` is damaged, or names a version that cannot be opened (a
+                version built on a stand-in would silently lose what the named one holds).
+        """
+        if pointer := self.ws.pointer_problem():
+            raise WorkspaceError(pointer)
+        serving = self.current()
+        named = self.ws.current_version()
+        if serving.name != named:
+            raise WorkspaceError(
+                f"version {named} (CURRENT) cannot be opened, so searches are answered by {serving.name}; `ragtune doctor` says what is "
+                f"damaged, and `ragtune doctor --repair` or `ragtune rollback VERSION` makes an intact version current"
+            )
+        return serving
 
     def _pointer(self) -> str:
         """``CURRENT``'s version; when ``CURRENT`` is missing (versions exist) or unreadable, the loaded version, else :meth:`Workspace.last_good_version`."""
@@ -200,12 +214,13 @@ class Server:
         else:
             if name is not None:
                 return name  # one that is gone is handled by _open
-            if not self.ws.list_versions():
+            missing = self.ws.pointer_problem()
+            if missing is None:
                 raise WorkspaceError(
                     f"workspace {self.ws.root} has no index yet; call index(SOURCES) first",
                     cli=f"workspace {self.ws.root} has no index yet; run `ragtune index SOURCE` first",
                 )
-            problem = WorkspaceError(self.ws.pointer_problem() or f"{self.ws.current_path} is missing")
+            problem = WorkspaceError(missing)
         fallback = self._current.name if self._current is not None else self.ws.last_good_version()
         if fallback is None:
             raise problem
@@ -236,8 +251,7 @@ class Server:
                 logger.warning("%s; searches are answered by version %s meanwhile; %s", why, self._current.name, fix)
                 self._open_failed.add(name)
             return self._current
-        served = self.ws.served_versions()
-        for other in [v.name for v in reversed(self.ws.list_versions()) if v.name != name and v.name in served]:
+        for other in self.ws.stand_ins(name):
             try:
                 opened = ServingVersion(self.ws, self.config, other)
             except Exception:  # try the next older one

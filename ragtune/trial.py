@@ -247,10 +247,13 @@ def decide(counts: TrialCounts, config: TrialConfig, at_budget: TrialCounts | No
         need = f"; promotion needs p <= {config.alpha:g}" + ("" if enough else f" and {config.min_decided} decided searches")
         return TrialDecision("continue", f"undecided: {figures} (p = {p:.4f}{need})", counts, p, better, worse)
     if p <= config.alpha:  # preferred, but on too few counted searches to be trusted
+        cause = (
+            f"each query counts in at most {MAX_DECIDED_PER_QUERY}, so too few distinct queries were decided"
+            if budget.repeats else "too few interleaved searches got a click that told the teams apart"
+        )
         why = (
             f"users preferred the trial (p = {p:.4f}, sign test p = {p_sign:.4f}) but only {budget.decided} decided searches counted, "
-            f"fewer than trial.min_decided {config.min_decided}: each query counts in at most {MAX_DECIDED_PER_QUERY}, so too few "
-            "distinct queries were decided; decide on a labelled set (--eval-beir) or skip the trial (--no-trial)"
+            f"fewer than trial.min_decided {config.min_decided} ({cause}); decide on a labelled set (--eval-beir) or skip the trial (--no-trial)"
         )
     else:
         why = f"without evidence either way (p = {p:.4f}, sign test p = {p_sign:.4f})"

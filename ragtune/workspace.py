@@ -285,8 +285,8 @@ class Workspace:
             name = self.current_version()
         except WorkspaceError as exc:
             return str(exc)
-        if name is None:
-            return f"{self.current_path} is missing although versions exist; `ragtune doctor --repair` restores it" if self.list_versions() else None
+        if name is None:  # nothing indexed yet, or a first index still running (its version not made current yet): not a problem
+            return f"{self.current_path} is missing although versions exist; `ragtune doctor --repair` restores it" if self.served_versions() else None
         if not (self.version_dir(name) / "manifest.json").is_file():
             return (
                 f"{self.current_path} names version {name}, which does not exist; `ragtune doctor --repair` points it at the version "
@@ -711,6 +711,22 @@ class Workspace:
         served = self.served_versions()
         good = [v.name for v in self.list_versions() if v.name in served and not self.version_problems(v.name)]
         return good[-1] if good else None
+
+    def stand_ins(self, name: str) -> list[str]:
+        """Versions to serve, in order of preference, while version ``name`` cannot be opened.
+
+        Its ancestors that served, nearest first (after a rollback, the version rolled back from is
+        not what the operator wanted), then every other version that served, newest first.
+        """
+        served = self.served_versions()
+        by_name = {v.name: v for v in self.list_versions()}
+        chain: list[str] = []
+        parent = by_name[name].parent if name in by_name else None
+        while parent is not None and parent not in chain:
+            chain.append(parent)
+            parent = by_name[parent].parent if parent in by_name else None
+        rest = [v for v in reversed(by_name) if v not in chain]
+        return [v for v in [*chain, *rest] if v != name and v in served and v in by_name]
 
     def served_versions(self) -> set[str]:
         """Versions that have served: the current one, and every one the log shows made current.

@@ -323,3 +323,17 @@ def test_the_last_line_offers_repair_only_for_what_it_fixes(workspace):
     left = next(f for f in report.findings if f.check == "leftovers")
     assert left.line().endswith("[--repair: removed by --repair (and by the next index or refresh)]")
     assert diagnose(workspace.ws.root, repair=True).summary() == "problems left: see above"
+
+
+def test_vectors_of_another_width_are_not_rebuilt_into_the_index(workspace):
+    """Which of the two files is wrong cannot be told: --repair must not rewrite a good index from the other."""
+    import numpy as np
+
+    before = [h.doc_id for h in workspace.search("reset the router", k=3, log=False)]
+    vdir = workspace.ws.version_dir(workspace.current_version)
+    index_bytes = (vdir / "index.faiss").read_bytes()
+    np.save(vdir / "vectors.npy", np.random.default_rng(0).random((8, 16), dtype=np.float32))
+    report = diagnose(workspace.ws.root, repair=True)
+    assert any("-d vectors, vectors.npy 16-d" in f.message and not f.repairable for f in report.findings), report.to_dict()
+    assert (vdir / "index.faiss").read_bytes() == index_bytes
+    assert [h.doc_id for h in Ragtune(workspace.ws.root, progress=False).search("reset the router", k=3, log=False)] == before

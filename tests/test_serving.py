@@ -100,3 +100,45 @@ def test_a_version_that_failed_to_open_is_tried_again(two_versions, monkeypatch)
     assert rt.search("modems", k=2, log=False).version == "v0001"  # not retried on every search
     monkeypatch.setattr(ragtune.serving, "RETRY_S", 0.0)
     assert rt.search("modems", k=2, log=False).version == "v0002"
+
+
+def test_index_and_refresh_refuse_to_build_on_a_stand_in(two_versions, tmp_path):
+    root = two_versions.ws.root
+    (two_versions.ws.version_dir("v0002") / "index.faiss").write_bytes(b"garbage\n")
+    other = tmp_path / "other.jsonl"
+    other.write_text(json.dumps({"id": "o1", "text": "another document"}) + "\n", encoding="utf-8")
+    rt = Ragtune(root, progress=False)
+    assert rt.search("modems", k=2, log=False).version == "v0001"  # searches go on
+    # before: a v0003 built on v0001's documents, x1 silently lost
+    with pytest.raises(WorkspaceError, match=r"version v0002 \(CURRENT\) cannot be opened.*then index again"):
+        rt.index([other])
+    with pytest.raises(WorkspaceError, match=r"version v0002 \(CURRENT\) cannot be opened.*then refresh again"):
+        rt.refresh(mode="query", trial=False, force=True)
+    assert [v["name"] for v in rt.versions()] == ["v0001", "v0002"]
+
+
+def test_a_stand_in_follows_a_rollback_at_once_and_prefers_the_damaged_versions_parent(two_versions, tmp_path):
+    root = two_versions.ws.root
+    third = tmp_path / "third.jsonl"
+    third.write_text(json.dumps({"id": "t1", "text": "a third document about cables"}) + "\n", encoding="utf-8")
+    two_versions.index([third])
+    two_versions.rollback("v0002")  # the operator did not want v0003
+    (two_versions.ws.version_dir("v0002") / "docs.sqlite").write_bytes(b"garbage\n")
+    rt = Ragtune(root, progress=False)
+    assert rt.search("modems", k=2, log=False).version == "v0001"  # v0002's parent, not v0003
+    two_versions.rollback("v0003")  # another process moves CURRENT: picked up on the next search, not 30 s later
+    assert rt.search("modems", k=2, log=False).version == "v0003"
+
+
+def test_a_lost_refresh_log_does_not_undo_a_rollback(two_versions, tmp_path):
+    import time
+
+    root = two_versions.ws.root
+    time.sleep(1.1)  # CURRENT's time and a version's are kept to the second: a rollback in the second v0002 was made is not told apart
+    two_versions.rollback("v0001")
+    (root / "refresh-log.jsonl").unlink()
+    third = tmp_path / "third.jsonl"
+    third.write_text(json.dumps({"id": "t1", "text": "a third document about cables"}) + "\n", encoding="utf-8")
+    rep = Ragtune(root, progress=False).index([third])  # before: the replay "completed the swap" to v0002 and built on it
+    ids = {h.doc_id for h in Ragtune(root, progress=False).search("document", k=20, log=False)}
+    assert rep.version == "v0003" and "t1" in ids and "x1" not in ids, sorted(ids)

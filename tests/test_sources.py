@@ -75,7 +75,10 @@ def test_a_folder_holding_an_indexed_folder_is_refused_not_indexed_twice(tmp_pat
     ws = tmp_path / "ws"
     Ragtune.init(ws, tiny_config, progress=False).index(inner)
     line = _one_line_error(_cli(ws, "index", str(outer)))  # before: every bike note indexed again, as corpus/bike/n0.md#0
-    assert f"{outer.resolve()} holds {inner.resolve()}, an indexed source" in line and "--remove" in line
+    assert f"{outer.resolve()} holds {inner.resolve()} ({inner.resolve()}: already indexed)" in line and "--remove" in line
+    Ragtune.init(tmp_path / "ws3", tiny_config, progress=False).index(outer)
+    line = _one_line_error(_cli(tmp_path / "ws3", "index", str(inner)))  # the other way round
+    assert f"{outer.resolve()} holds {inner.resolve()} ({outer.resolve()}: already indexed)" in line
     line = _one_line_error(_cli(tmp_path / "ws2", "index", str(outer), str(inner)))
     assert "also given" in line
     rt = Ragtune(ws, progress=False)

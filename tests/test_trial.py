@@ -74,7 +74,9 @@ def test_the_budgets_sign_test_promotes_a_small_steady_preference():
     assert both.verdict == "promote" and "sign test on the first" not in both.reason
     few = decide(_counts(15, 0, 985), TrialConfig(max_searches=1000))  # p_sign tiny, but 15 < min_decided 20
     assert few.verdict == "drop" and few.p_value <= 0.05 and "only 15 decided searches counted, fewer than trial.min_decided 20" in few.reason
-    assert "without evidence" not in few.reason and "too few distinct queries" in few.reason
+    assert "without evidence" not in few.reason and "too few interleaved searches got a click" in few.reason
+    capped = decide(TrialCounts(searches=1000, wins=15, losses=0, ties=0, repeats=30), TrialConfig(max_searches=1000))
+    assert capped.verdict == "drop" and "each query counts in at most 5, so too few distinct queries were decided" in capped.reason
 
 
 def _live_trial(rt, coins: int, **trial: object):  # type: ignore[no-untyped-def]
