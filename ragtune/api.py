@@ -217,12 +217,12 @@ class Ragtune:
             tokenize = embedder.token_offsets if any(p.is_dir() and not is_beir_dir(p) for p in paths) else None
             entries = self.serving().docs.entries() if current else []
             old = [IndexedDoc(i, h, src, pos) for pos, (i, h, src) in enumerate(entries)]  # no old text: kept docs are read when written
-            given = list(dict.fromkeys(source_key(p) for p in paths))
-            nested = nested_source(given, set() if replace else {d.source for d in old if d.source and d.source not in gone})
+            keys = list(dict.fromkeys(source_key(p) for p in paths))
+            nested = nested_source(keys, set() if replace else {d.source for d in old if d.source and d.source not in gone})
             if nested:
                 src, other = nested
                 inner, outer = (src, other) if Path(src).is_relative_to(other) else (other, src)
-                why = f"{outer} holds {inner} ({other}: {'also given' if other in given else 'already indexed'}): the files inside would be indexed twice, under two ids"
+                why = f"{outer} holds {inner} ({other}: {'also given' if other in keys else 'already indexed'}): the files inside would be indexed twice, under two ids"
                 raise InputError(
                     f"{why}; index one of them (remove=[...] drops an indexed source)",
                     cli=f"{why}; index one of them (`ragtune index --remove SOURCE` drops an indexed source)",

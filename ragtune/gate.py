@@ -178,7 +178,9 @@ def check(
     return result(True, f", ahead in {p_win:.0%} of bootstrap resamples", p_win)
 
 
-def refuse_untrained(candidate: str, metric: str, n: int, config: GateConfig, *, on: str = "held-out feedback", bar: Bar = "ahead") -> CheckResult | None:
+def refuse_untrained(
+    candidate: str, metric: str, n: int, config: GateConfig, *, on: str = "held-out feedback", bar: Bar = "ahead", left_out: int = 0
+) -> CheckResult | None:
     """The refusal that is certain before a candidate is trained: fewer than ``gate.min_queries``
     queries to check it on (with the check on). A document-side candidate costs minutes to train;
     this spares that when :func:`check` could only refuse it.
@@ -190,6 +192,7 @@ def refuse_untrained(candidate: str, metric: str, n: int, config: GateConfig, *,
         config: ``gate.confidence`` (0: the check is off, nothing is refused) and ``gate.min_queries``.
         on: What the queries are, for the reason line.
         bar: The bar the check would apply (recorded).
+        left_out: Held-out queries left out because the serving version trained on them.
 
     Returns:
         The refusal (``current`` and ``score`` ``None``), or ``None`` when the check could go either way.
@@ -199,7 +202,7 @@ def refuse_untrained(candidate: str, metric: str, n: int, config: GateConfig, *,
         return None
     if candidate not in ("lora", "full"):
         way = ""
-    elif n == 0 and "left out" in on:  # lowering the minimum cannot help: every held-out query trained the serving version
+    elif n == 0 and left_out:  # lowering the minimum cannot help: every held-out query trained the serving version
         way = (
             "; held-out queries are those the serving version did not train on, so this needs searches of new queries "
             "(or `ragtune rollback` to a version that did not train on them); the query tier learns meanwhile (`ragtune refresh --mode query`)"

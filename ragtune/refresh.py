@@ -339,7 +339,7 @@ def _make_candidate(
     on = "held-out feedback" + (f" ({left_out} more held-out {'query' if left_out == 1 else 'queries'} left out: the serving version trained on them)" if left_out else "")
     if len(mined.train) < MIN_PAIRS or not (mined.heldout or left_out):
         return None
-    refused = refuse_untrained(tier, "ndcg@10", len(mined.heldout), config.gate, on=on, bar=bar)
+    refused = refuse_untrained(tier, "ndcg@10", len(mined.heldout), config.gate, on=on, bar=bar, left_out=left_out)
     if refused is None and not mined.heldout:  # every held-out query left out, and the check is off: nothing to check on
         return None
     if refused is None and not force:

@@ -169,8 +169,10 @@ class Server:
 
         A damaged workspace never stops searches while an intact version is left: a ``CURRENT``
         that is missing, unreadable or names a version that is gone, and a version whose files
-        cannot be opened, are answered by the version already loaded, else by the last good one;
-        the log says once what happened and what fixes it (``ragtune doctor --repair``).
+        cannot be opened, are answered by the version already loaded, else by a stand-in
+        (:meth:`Workspace.stand_ins`: the nearest ancestor that served); the log says once what
+        happened and what fixes it (``ragtune doctor --repair``). A version that failed to open is
+        tried again after :data:`RETRY_S` seconds, and at once when ``CURRENT`` changes.
 
         Raises:
             WorkspaceError: nothing was indexed yet, or no version can be opened (one line naming
@@ -231,7 +233,7 @@ class Server:
         """Version ``name``, loaded (a loaded trial of that name is reused; one over the same index shares it).
 
         A version that cannot be opened (gone, or a file missing or damaged) leaves the loaded
-        version serving, else the newest version that served and opens; warned about once.
+        version serving, else the first of :meth:`Workspace.stand_ins` that opens; warned about once.
         """
         trial = self._trial[1] if self._trial is not None else None
         if trial is not None and trial.name == name:
