@@ -298,6 +298,11 @@ def index(
 
     target = Workspace(ctx.obj["workspace"] if ctx.obj["workspace"] is not None else default_workspace_path())
     made = None if target.exists() else (set(target.root.iterdir()) if target.root.is_dir() else None, target.root)  # what was there before
+    if made is not None and made[0]:  # `-w docs/ index x.jsonl`: never turn a folder of the user's files into a workspace unasked
+        raise click.ClickException(
+            f"{target.root} holds files and is not a ragtune workspace; `ragtune index` makes a workspace only in a new or empty "
+            f"folder: pass another --workspace, or `ragtune init {target.root}` to make one there on purpose"
+        )
     rt = _open(ctx, create=True)
     try:
         _use_engine(rt, engine, ray_address)

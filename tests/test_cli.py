@@ -74,6 +74,12 @@ def test_user_mistakes_are_clean_errors(tmp_path, tiny_model, docs_jsonl):
     runner = CliRunner()
     r = runner.invoke(main, ["-w", str(ws), "query", "hello"])
     assert r.exit_code == 1 and "Error: no ragtune workspace" in r.output and "Traceback" not in r.output
+    docs = tmp_path / "docs"  # `-w docs index x.jsonl`: a folder of the user's files is not made a workspace unasked
+    docs.mkdir()
+    (docs / "a.md").write_text("a note", encoding="utf-8")
+    r = runner.invoke(main, ["-w", str(docs), "index", str(docs_jsonl)])
+    assert r.exit_code == 1 and "holds files and is not a ragtune workspace" in r.output, r.output
+    assert sorted(p.name for p in docs.iterdir()) == ["a.md"]
     _run(["init", "--model", tiny_model], ws)
     _run(["index", str(docs_jsonl)], ws)
     bad = tmp_path / "bad.jsonl"
