@@ -232,7 +232,9 @@ def init(
         return
     if restored is not None:
         click.echo(f"config.json was missing: restored from {restored.relative_to(ws.root)} (the serving version's settings)")
-    click.echo(f"{'updated' if existed or restored is not None else 'created'} workspace {ws.root} (model {config.model.name}, {config.index.backend}/{config.index.kind})")
+    unchanged = existed and restored is None and report is None and saved == ws.config_path.read_bytes()
+    verb = "created" if not existed and restored is None else ("workspace unchanged:" if unchanged else "updated")
+    click.echo(f"{verb}{'' if unchanged else ' workspace'} {ws.root} (model {config.model.name}, {config.index.backend}/{config.index.kind})")
     if report is not None:
         _print_index(report)
     elif changes:
@@ -739,11 +741,21 @@ def versions(ctx: click.Context, as_json: bool) -> None:
 @click.pass_context
 def rollback(ctx: click.Context, version: str | None, as_json: bool) -> None:
     """Make VERSION (default: the current one's parent) current."""
-    name = _open(ctx).rollback(version)
+    rt = _open(ctx)
+    rows = {v["name"]: v for v in rt.versions()}
+    before = next((n for n, v in rows.items() if v["current"]), None)
+    name = rt.rollback(version)
     if as_json:
         _echo_json({"current_version": name})
-    else:
-        click.echo(f"current version is now {name}")
+        return
+
+    def n_docs(version: str | None) -> int | None:  # a query tier searches another version's index
+        index = rows.get(rows[version]["index_version"]) if version in rows else None
+        return None if index is None else int(index["n_docs"])
+
+    now, was = n_docs(name), n_docs(before)
+    changed = f" ({now} documents; {before} had {was})" if before not in (None, name) and None not in (now, was) and now != was else ""
+    click.echo(f"current version is now {name}{changed}")
 
 
 @main.command()

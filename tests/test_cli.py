@@ -17,6 +17,8 @@ def test_cli_loop(tmp_path, tiny_model, docs_jsonl):
     ws = tmp_path / "ws"
     r = _run(["init", "--model", tiny_model], ws)
     assert r.exit_code == 0 and "created workspace" in r.output
+    r = _run(["init", "--model", tiny_model], ws)
+    assert r.exit_code == 0 and "workspace unchanged:" in r.output and "updated" not in r.output
     r = _run(["index", str(docs_jsonl)], ws)
     assert r.exit_code == 0 and "8 docs (8 added" in r.output
     r = _run(["index", str(docs_jsonl)], ws)

@@ -142,3 +142,8 @@ def test_a_lost_refresh_log_does_not_undo_a_rollback(two_versions, tmp_path):
     rep = Ragtune(root, progress=False).index([third])  # before: the replay "completed the swap" to v0002 and built on it
     ids = {h.doc_id for h in Ragtune(root, progress=False).search("document", k=20, log=False)}
     assert rep.version == "v0003" and "t1" in ids and "x1" not in ids, sorted(ids)
+
+
+def test_rollback_says_when_the_document_count_changes(two_versions):
+    out = CliRunner().invoke(main, ["-w", str(two_versions.ws.root), "rollback", "v0001"])
+    assert out.exit_code == 0 and "current version is now v0001 (8 documents; v0002 had 9)" in out.output, out.output
