@@ -6,6 +6,7 @@ import logging
 import os
 import shutil
 import time
+import unicodedata
 import uuid
 from collections.abc import Sequence
 from pathlib import Path
@@ -442,14 +443,24 @@ class Ragtune:
         return [[(ids[p], float(s)) for p, s in zip(prow, srow) if p >= 0] for prow, srow in zip(pos, scores)]
 
     # -- feedback ---------------------------------------------------------------------------------
-    def _check_doc(self, query_id: str, doc_id: str) -> None:
-        """A document the search showed, or one in the current index (a shown one may have left it since: late feedback stays valid)."""
+    def _check_doc(self, query_id: str, doc_id: str) -> str:
+        """The id to record: a document the search showed, or one in the current index (a shown one may have left it since: late feedback stays valid).
+
+        An id that differs from a known one only in how its accents are composed (Unicode NFC/NFD:
+        a browser, a file system or a copy-paste may change it) is that id.
+        """
         serving = self.serving()
-        if not serving.docs.positions([doc_id]) and not self.feedback.was_shown(query_id, doc_id):
-            self.feedback.require_query(query_id)  # both unknown: name the query first (the doc's message presumes it)
-            raise UnknownIdError(
-                f"unknown doc id {doc_id!r}: it is not in the current index ({serving.name}, {len(serving.docs)} docs) and was not shown for query {query_id}"
-            )
+
+        def known(candidate: str) -> bool:
+            return bool(serving.docs.positions([candidate])) or self.feedback.was_shown(query_id, candidate)
+
+        for candidate in dict.fromkeys([doc_id, unicodedata.normalize("NFC", doc_id), unicodedata.normalize("NFD", doc_id)]):
+            if known(candidate):
+                return candidate
+        self.feedback.require_query(query_id)  # both unknown: name the query first (the doc's message presumes it)
+        raise UnknownIdError(
+            f"unknown doc id {doc_id!r}: it is not in the current index ({serving.name}, {len(serving.docs)} docs) and was not shown for query {query_id}"
+        )
 
     def _recorded(self, feedback_id: str | None, content: tuple[str, str, str, float | int | None]) -> bool:
         """``feedback_id`` is already recorded with this content (other content: the log's insert raises the conflict)."""
@@ -479,7 +490,7 @@ class Ragtune:
         validate_click(query_id, doc_id, dwell)
         if self._recorded(feedback_id, ("click", query_id, doc_id, None if dwell is None else float(dwell))):
             return False  # a retry: a duplicate even when the doc has left the index since
-        self._check_doc(query_id, doc_id)
+        doc_id = self._check_doc(query_id, doc_id)
         return self.feedback.click(query_id, doc_id, dwell=dwell, feedback_id=feedback_id)
 
     def rate(self, query_id: str, doc_id: str, value: int, *, feedback_id: str | None = None) -> bool:
@@ -503,7 +514,7 @@ class Ragtune:
         value = validate_rating(query_id, doc_id, value)
         if self._recorded(feedback_id, ("rating", query_id, doc_id, value)):
             return False  # a retry: a duplicate even when the doc has left the index since
-        self._check_doc(query_id, doc_id)
+        doc_id = self._check_doc(query_id, doc_id)
         return self.feedback.rate(query_id, doc_id, value, feedback_id=feedback_id)
 
     def query_id_for_run(self, run_id: str | uuid.UUID, doc_id: str | None = None) -> str:

@@ -266,3 +266,18 @@ def test_write_failures_name_the_file_and_never_fail_search(workspace, monkeypat
         results = [workspace.search(f"reset {i}", k=2) for i in range(3)]
     assert all(len(r) == 2 and r.query_id is None for r in results)
     assert len([r for r in caplog.records if "not logged" in r.getMessage()]) == 1
+
+
+def test_a_doc_id_whose_accents_are_composed_differently_is_the_same_id(tmp_path, tiny_config):
+    import unicodedata
+
+    from ragtune import Ragtune
+
+    composed = unicodedata.normalize("NFC", "kette ölen.md#0")
+    docs = tmp_path / "docs.jsonl"
+    docs.write_text(json.dumps({"id": composed, "text": "Oil the chain after rain."}) + "\n" + json.dumps({"id": "b", "text": "Tyres."}) + "\n", encoding="utf-8")
+    rt = Ragtune.init(tmp_path / "ws", tiny_config, progress=False)
+    rt.index([docs])
+    qid = rt.search("chain oil", k=2).query_id
+    assert rt.click(qid, unicodedata.normalize("NFD", composed))  # as a browser or a Mac file system may send it
+    assert [c for c in rt.feedback.export_events() if c["type"] == "click"][0]["doc_id"] == composed
