@@ -300,7 +300,10 @@ def index(
 
     target = Workspace(ctx.obj["workspace"] if ctx.obj["workspace"] is not None else default_workspace_path())
     made = None if target.exists() else (set(target.root.iterdir()) if target.root.is_dir() else None, target.root)  # what was there before
-    if made is not None and made[0]:  # `-w docs/ index x.jsonl`: never turn a folder of the user's files into a workspace unasked
+    theirs = {p for p in made[0] if not p.name.startswith(".")} if made is not None and made[0] else set()  # .DS_Store and the like do not count
+    if theirs and ((target.root / "CURRENT").exists() or (target.root / "versions").is_dir()):  # a workspace without its config.json
+        raise click.ClickException(f"{target.root} is a ragtune workspace that lost its config.json; `ragtune init {target.root}` restores it, then index again")
+    if theirs:  # `-w docs/ index x.jsonl`: never turn a folder of the user's files into a workspace unasked
         raise click.ClickException(
             f"{target.root} holds files and is not a ragtune workspace; `ragtune index` makes a workspace only in a new or empty "
             f"folder: pass another --workspace, or `ragtune init {target.root}` to make one there on purpose"

@@ -178,8 +178,8 @@ class Server:
             WorkspaceError: nothing was indexed yet, or no version can be opened (one line naming
                 the version, what failed and the fix).
         """
-        token = self.ws.current_token()
         with self._lock:
+            token = self.ws.current_token()  # read under the lock: a thread with an older token cannot mark the wrong one
             loaded = self._current
             retry = token != self._standin_for or time.monotonic() - self._opened_at >= RETRY_S
             if loaded is None or (token != self._token and retry):  # a stand-in serves on while the version CURRENT names failed to open moments ago
@@ -198,6 +198,8 @@ class Server:
         """
         if pointer := self.ws.pointer_problem():
             raise WorkspaceError(pointer)
+        with self._lock:
+            self._opened_at = -RETRY_S  # a stand-in serving: try the named version again now (a repair may have fixed it)
         serving = self.current()
         named = self.ws.current_version()
         if serving.name != named:
@@ -217,7 +219,8 @@ class Server:
             if name is not None:
                 return name  # one that is gone is handled by _open
             missing = self.ws.pointer_problem()
-            if missing is None:
+            if missing is None or (self._current is None and self.ws.lock_holder() is not None and not self.ws.served_versions()):
+                # nothing indexed, or a first index still running (its version in place, CURRENT not written yet)
                 raise WorkspaceError(
                     f"workspace {self.ws.root} has no index yet; call index(SOURCES) first",
                     cli=f"workspace {self.ws.root} has no index yet; run `ragtune index SOURCE` first",
@@ -248,19 +251,21 @@ class Server:
             why = f"version {name} cannot be opened ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else 'no detail'})"
             error = exc
         fix = "`ragtune doctor` says what is damaged; `ragtune doctor --repair` or `ragtune rollback VERSION` makes an intact version current"
-        if self._current is not None:
+        for other in self.ws.stand_ins(name):  # the loaded version only where it comes in that order (not the one a rollback left)
+            if self._current is not None and other == self._current.name:
+                opened = self._current
+            else:
+                try:
+                    opened = ServingVersion(self.ws, self.config, other, self._current)
+                except Exception:  # try the next one
+                    continue
             if name not in self._open_failed:  # once per version, though it is retried every RETRY_S seconds
-                logger.warning("%s; searches are answered by version %s meanwhile; %s", why, self._current.name, fix)
+                logger.warning("%s; searches are answered by version %s meanwhile; %s", why, other, fix)
                 self._open_failed.add(name)
-            return self._current
-        for other in self.ws.stand_ins(name):
-            try:
-                opened = ServingVersion(self.ws, self.config, other)
-            except Exception:  # try the next older one
-                continue
-            logger.warning("%s; searches are answered by version %s meanwhile; %s", why, other, fix)
-            self._open_failed.add(name)
             return opened
+        if self._current is not None:  # nothing that served opens: keep answering with what is loaded
+            logger.warning("%s; searches are answered by version %s meanwhile; %s", why, self._current.name, fix)
+            return self._current
         raise WorkspaceError(f"{why}; {fix}") from error
 
     def trial(self) -> tuple[TrialState, ServingVersion] | None:

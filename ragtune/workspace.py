@@ -285,8 +285,8 @@ class Workspace:
             name = self.current_version()
         except WorkspaceError as exc:
             return str(exc)
-        if name is None:  # nothing indexed yet, or a first index still running (its version not made current yet): not a problem
-            return f"{self.current_path} is missing although versions exist; `ragtune doctor --repair` restores it" if self.served_versions() else None
+        if name is None:  # commands under the lock replay an interrupted first index before asking: a version then means damage
+            return f"{self.current_path} is missing although versions exist; `ragtune doctor --repair` restores it" if self.list_versions() else None
         if not (self.version_dir(name) / "manifest.json").is_file():
             return (
                 f"{self.current_path} names version {name}, which does not exist; `ragtune doctor --repair` points it at the version "
@@ -716,11 +716,15 @@ class Workspace:
         """Versions to serve, in order of preference, while version ``name`` cannot be opened.
 
         Its ancestors that served, nearest first (after a rollback, the version rolled back from is
-        not what the operator wanted), then every other version that served, newest first.
+        not what the operator wanted; for a version that is gone, :meth:`last_good_version`), then
+        every other version that served, newest first.
         """
         served = self.served_versions()
         by_name = {v.name: v for v in self.list_versions()}
         chain: list[str] = []
+        if name not in by_name:  # a version that is gone: the one the log last made current first
+            good = self.last_good_version()
+            chain += [good] if good is not None else []
         parent = by_name[name].parent if name in by_name else None
         while parent is not None and parent not in chain:
             chain.append(parent)

@@ -82,6 +82,12 @@ def test_user_mistakes_are_clean_errors(tmp_path, tiny_model, docs_jsonl):
     r = runner.invoke(main, ["-w", str(docs), "index", str(docs_jsonl)])
     assert r.exit_code == 1 and "holds files and is not a ragtune workspace" in r.output, r.output
     assert sorted(p.name for p in docs.iterdir()) == ["a.md"]
+    hidden = tmp_path / "hidden"  # a folder holding only dotfiles counts as empty
+    hidden.mkdir()
+    (hidden / ".DS_Store").write_bytes(b"x")
+    r = runner.invoke(main, ["-w", str(hidden), "index", str(tmp_path / "missing.jsonl")])
+    assert r.exit_code == 1 and "holds files" not in r.output and "no such file" in r.output, r.output
+    assert sorted(p.name for p in hidden.iterdir()) == [".DS_Store"]  # the failed first index left nothing
     _run(["init", "--model", tiny_model], ws)
     _run(["index", str(docs_jsonl)], ws)
     bad = tmp_path / "bad.jsonl"

@@ -280,4 +280,4 @@ def test_a_doc_id_whose_accents_are_composed_differently_is_the_same_id(tmp_path
     rt.index([docs])
     qid = rt.search("chain oil", k=2).query_id
     assert rt.click(qid, unicodedata.normalize("NFD", composed))  # as a browser or a Mac file system may send it
-    assert [c for c in rt.feedback.export_events() if c["type"] == "click"][0]["doc_id"] == composed
+    assert next(c for c in rt.feedback.export_events() if c["type"] == "click")["doc_id"] == composed

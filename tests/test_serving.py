@@ -147,3 +147,34 @@ def test_a_lost_refresh_log_does_not_undo_a_rollback(two_versions, tmp_path):
 def test_rollback_says_when_the_document_count_changes(two_versions):
     out = CliRunner().invoke(main, ["-w", str(two_versions.ws.root), "rollback", "v0001"])
     assert out.exit_code == 0 and "current version is now v0001 (8 documents; v0002 had 9)" in out.output, out.output
+
+
+def test_losing_both_current_and_the_log_stops_index_from_starting_over(two_versions, tmp_path):
+    root = two_versions.ws.root
+    (root / "CURRENT").unlink()
+    (root / "refresh-log.jsonl").unlink()
+    other = tmp_path / "other.jsonl"
+    other.write_text(json.dumps({"id": "o1", "text": "another document"}) + "\n", encoding="utf-8")
+    out = CliRunner().invoke(main, ["-w", str(root), "index", str(other)])
+    assert out.exit_code == 1 and "CURRENT is missing although versions exist" in out.output, out.output
+
+
+def test_a_loaded_app_follows_a_rollback_to_a_damaged_version_with_its_parent_not_what_it_had(two_versions, tmp_path):
+    third = tmp_path / "third.jsonl"
+    third.write_text(json.dumps({"id": "t1", "text": "a third document about cables"}) + "\n", encoding="utf-8")
+    two_versions.index([third])
+    app = Ragtune(two_versions.ws.root, progress=False)
+    assert app.search("modems", k=2, log=False).version == "v0003"  # loaded
+    (two_versions.ws.version_dir("v0002") / "docs.sqlite").write_bytes(b"garbage\n")
+    Ragtune(two_versions.ws.root, progress=False).rollback("v0002")  # another process; v0003 is what the operator backed out of
+    assert app.search("modems", k=2, log=False).version == "v0001"
+
+
+def test_a_repaired_version_is_built_on_at_once(two_versions):
+    path = two_versions.ws.version_dir("v0002") / "docs.sqlite"
+    good = path.read_bytes()
+    path.write_bytes(b"garbage\n")
+    rt = Ragtune(two_versions.ws.root, progress=False)
+    assert rt.search("modems", k=2, log=False).version == "v0001"
+    path.write_bytes(good)  # repaired in place: CURRENT does not move
+    assert rt.refresh(mode="query", trial=False, force=True).status != ""  # not "v0002 cannot be opened" for the next 30 s
