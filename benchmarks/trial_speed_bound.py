@@ -24,16 +24,14 @@ from pathlib import Path
 from typing import Any
 
 from scipy.stats import binom
+from trial_power import critical  # benchmarks/ is on the path of a script run from it
 
 
 def oracle_power(win_rate: float, decided: int, alpha: float) -> float:
     """Power of the exact one-sided sign test at ``alpha`` with ``decided`` decided searches."""
     if decided <= 0:
         return 0.0
-    k = int(binom.isf(alpha, decided, 0.5)) + 1  # the fewest wins whose tail probability under 50% is <= alpha
-    while k > 0 and binom.sf(k - 2, decided, 0.5) <= alpha:
-        k -= 1
-    return float(binom.sf(k - 1, decided, win_rate))
+    return float(binom.sf(critical(decided, alpha) - 1, decided, win_rate))
 
 
 def bound(name: str, trials: list[dict[str, Any]], searches: int, alpha: float) -> dict[str, Any]:

@@ -44,7 +44,7 @@ from typing import Any, Literal
 
 from ragtune.config import RagtuneConfig
 from ragtune.errors import ConfigError, RagtuneError, WorkspaceError
-from ragtune.workspace import MODEL_FILE_KEYS, POINTER_EVENTS, Workspace, store_name
+from ragtune.workspace import MODEL_FILE_KEYS, Workspace, store_name
 
 __all__ = ["DoctorReport", "Finding", "diagnose"]
 
@@ -595,24 +595,12 @@ def _blocking(damage: list[_Damage]) -> list[_Damage]:
 
 
 def _fallback(ws: Workspace, damage: dict[str, list[_Damage]], current: str | None) -> str | None:
-    """The version to serve instead of ``current``: :meth:`Workspace.last_good_version`, judged by the files' content too.
-
-    The one the log last made current, if it can serve, else the newest that served and can.
-    """
+    """The version to serve instead of ``current``: the first of :meth:`Workspace.stand_ins` whose files are all readable."""
 
     def good(name: str) -> bool:
         return name != current and name in damage and not _blocking(damage[name])
 
-    if current is not None:  # its nearest ancestor that served (not the version a rollback left), else the newest
-        return next((name for name in ws.stand_ins(current) if good(name)), None)
-    for entry in reversed(ws.read_log()):
-        name = entry.get("version")
-        if entry.get("event") in POINTER_EVENTS and name and not entry.get("abandoned"):
-            if good(str(name)):
-                return str(name)
-            break
-    served = ws.served_versions()
-    return next((name for name in reversed(sorted(damage)) if name in served and good(name)), None)
+    return next((name for name in ws.stand_ins(current) if good(name)), None)
 
 
 def _describe(ws: Workspace, name: str) -> str:

@@ -18,7 +18,6 @@ watermark (:func:`feedback_mark`) is read from the log's entries.
 
 from __future__ import annotations
 
-import json
 import logging
 import uuid
 from typing import Any
@@ -116,7 +115,7 @@ def _replay(ws: Workspace, log: FeedbackLog, config: TrialConfig, info: VersionI
     if decision.get("event") in ("indexed", "promoted"):
         if current == info.name:
             what = f"{info.name} was made current by an interrupted {decision['event']} run; its decision is now logged"
-        elif current == info.parent and _pointer_since(ws) > info.created:  # CURRENT set after this version was made (a rollback; to the second): the log lost its record
+        elif current == info.parent and ws.current_since() > info.created:  # CURRENT set after this version was made (a rollback; to the second): the log lost its record
             what = f"{info.name}'s decision was not in the log (CURRENT has moved since it was made); it is now logged"
         elif current == info.parent and not ws.version_problems(info.name):
             ws.set_current(info.name)
@@ -145,16 +144,6 @@ def _replay(ws: Workspace, log: FeedbackLog, config: TrialConfig, info: VersionI
     ws.discard_files(info.name)
     ws.append_log({**decision, "abandoned": reason})
     return f"dropped candidate {info.name}: {reason}"
-
-
-def _pointer_since(ws: Workspace) -> str:
-    """When ``CURRENT`` was last set (ISO timestamp; ``""`` when unknown)."""
-    try:
-        data = json.loads(ws.current_path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return ""
-    since = data.get("since") if isinstance(data, dict) else None
-    return since if isinstance(since, str) else ""
 
 
 def _live_or_none(ws: Workspace) -> TrialState | None:

@@ -258,10 +258,14 @@ class Workspace:
         return RagtuneConfig.load(self.config_path)
 
     # -- versions ---------------------------------------------------------------------------------
-    def current_version(self) -> str | None:
-        """The name of the serving version, or ``None`` when nothing was indexed yet."""
+    def _current_record(self) -> Any:
+        """``CURRENT``'s parsed content (``None`` when there is none).
+
+        Raises:
+            WorkspaceError: it is not JSON.
+        """
         try:
-            data = json.loads(self.current_path.read_text(encoding="utf-8"))
+            return json.loads(self.current_path.read_text(encoding="utf-8"))
         except FileNotFoundError:
             return None
         except (json.JSONDecodeError, UnicodeDecodeError) as exc:
@@ -269,6 +273,19 @@ class Workspace:
                 f"{self.current_path} is corrupt ({exc}); `ragtune doctor --repair` points it at the version last made current, "
                 "or `ragtune rollback VERSION` at the one you name"
             ) from None
+
+    def current_since(self) -> str:
+        """When ``CURRENT`` was last set (ISO timestamp, to the second; ``""`` when unknown)."""
+        try:
+            data = self._current_record()
+        except WorkspaceError:
+            return ""
+        since = data.get("since") if isinstance(data, dict) else None
+        return since if isinstance(since, str) else ""
+
+    def current_version(self) -> str | None:
+        """The name of the serving version, or ``None`` when nothing was indexed yet."""
+        data = self._current_record()
         name = data.get("version") if isinstance(data, dict) else None
         if name is not None and not isinstance(name, str):
             raise WorkspaceError(f"{self.current_path} is corrupt (version {name!r}); `ragtune doctor --repair` or `ragtune rollback VERSION` fixes it")
@@ -712,12 +729,12 @@ class Workspace:
         good = [v.name for v in self.list_versions() if v.name in served and not self.version_problems(v.name)]
         return good[-1] if good else None
 
-    def stand_ins(self, name: str) -> list[str]:
+    def stand_ins(self, name: str | None) -> list[str]:
         """Versions to serve, in order of preference, while version ``name`` cannot be opened.
 
         Its ancestors that served, nearest first (after a rollback, the version rolled back from is
-        not what the operator wanted; for a version that is gone, :meth:`last_good_version`), then
-        every other version that served, newest first.
+        not what the operator wanted; for a version that is gone, or ``None`` for an unreadable
+        ``CURRENT``, :meth:`last_good_version`), then every other version that served, newest first.
         """
         served = self.served_versions()
         by_name = {v.name: v for v in self.list_versions()}
